@@ -1,0 +1,5 @@
+import sys
+
+from sparsetopo.cli import main
+
+sys.exit(main())

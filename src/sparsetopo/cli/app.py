@@ -1,0 +1,57 @@
+"""The click group every subcommand module attaches to, and the process entry point.
+
+Click rather than Typer: it is the stable layer Typer itself is built on, and our commands need
+its exceptions (usage errors) directly to print one-line errors without tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sparsetopo.errors import SparsetopoError
+
+
+@click.group(
+    name="sparsetopo",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(package_name="sparsetopo")
+def app():
+    """Sparse neural network topologies fixed before training.
+
+    After "Sparse Neural Network Topologies" (Bourelly, Bouri, Choromanski). Build and inspect a
+    layer's graph (topology), train a sparse MLP (train), run grids of networks (sweep),
+    analyse them (analyze) and remake the paper's figures and claims (reproduce, report).
+    Every command has --help with examples.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: one-line errors with exit code 2 for bad input, no traceback."""
+    import sparsetopo.cli.commands  # noqa: F401  (registers the subcommands)
+
+    try:
+        app.main(args=argv, prog_name="sparsetopo", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        return 0
+    except click.UsageError as exc:
+        where = f" (see 'sparsetopo {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        click.echo(f"sparsetopo: error: {exc.format_message()}{where}", err=True)
+        return 2
+    except (SparsetopoError, click.ClickException) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(f"sparsetopo: error: {message}", err=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("sparsetopo: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Imports every subcommand module so that each registers itself on the shared app."""
+
+from sparsetopo.cli import topology  # noqa: F401

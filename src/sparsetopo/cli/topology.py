@@ -1,0 +1,82 @@
+"""``sparsetopo topology``: build one layer's graph, describe it, draw it, save it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sparsetopo.cli.app import app
+from sparsetopo.topology import CONSTRUCTIONS, Topology, build
+
+
+def describe(topology: Topology) -> dict:
+    """The JSON description of a layer (degrees, density, identity)."""
+    out_deg, in_deg = topology.out_degrees, topology.in_degrees
+    return {
+        "construction": topology.construction,
+        "version": topology.version,
+        "n_in": topology.n_in,
+        "n_out": topology.n_out,
+        "k": topology.k,
+        "seed": topology.seed,
+        "nnz": topology.nnz,
+        "density": topology.density,
+        "out_degree": {"min": int(out_deg.min()), "max": int(out_deg.max()), "mean": float(out_deg.mean())},
+        "in_degree": {"min": int(in_deg.min()), "max": int(in_deg.max()), "mean": float(in_deg.mean())},
+        "mask_sha256": topology.mask_sha256(),
+    }
+
+
+def _summary(info: dict) -> str:
+    od, idg = info["out_degree"], info["in_degree"]
+    return "\n".join([
+        f"{info['construction']} (v{info['version']}): {info['n_in']} inputs -> {info['n_out']} outputs, "
+        f"k={info['k']}, seed={info['seed']}",
+        f"  connections  {info['nnz']} of {info['n_in'] * info['n_out']} (density {info['density']:.4f})",
+        f"  out-degree   min {od['min']}, max {od['max']}, mean {od['mean']:.2f}  (per input neuron)",
+        f"  in-degree    min {idg['min']}, max {idg['max']}, mean {idg['mean']:.2f}  (per output neuron)",
+        f"  mask sha256  {info['mask_sha256']}",
+    ])
+
+
+@app.command(
+    "topology",
+    epilog="""\b
+Examples:
+  sparsetopo topology regular_rotating --n-in 784 --n-out 300 -k 30
+  sparsetopo topology random_regular --n-in 20 --n-out 10 -k 3 --seed 7 --png graph.png
+  sparsetopo topology fibonacci_rotating --n-in 784 --n-out 300 -k 12 --json --save fib.npz
+""",
+)
+@click.argument("construction", metavar="CONSTRUCTION")
+@click.option("--n-in", "n_in", type=int, required=True, help="Input neurons of the layer (n >= 1).")
+@click.option("--n-out", "n_out", type=int, required=True, help="Output neurons of the layer (m >= 1).")
+@click.option("-k", "--degree", "k", type=int, default=None,
+              help="Out-degree of every input, 1 <= k <= n_out (density k/n_out). Omit for fully_connected.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random constructions (>= 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Draw the edge matrix (and, for small layers, the graph) to this file.")
+@click.option("--save", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the topology with its provenance to this .npz file.")
+def topology_command(construction, n_in, n_out, k, seed, as_json, png, save):
+    """Build one layer's connectivity graph and describe it.
+
+    CONSTRUCTION is one of: fully_connected, random_edge, random_rotating, random_regular,
+    regular_rotating, long_short_rotating, fibonacci_rotating.
+
+    The layer has n_in inputs and n_out outputs; every input feeds k outputs (random_edge: k on
+    average). The rotating constructions shift one base vector by one output per input.
+    """
+    topology = build(construction, n_in, n_out, k, seed)
+    info = describe(topology)
+    if png is not None:
+        from sparsetopo.report.pictures import draw_topology
+
+        draw_topology(topology, png)
+    if save is not None:
+        topology.save(save)
+    click.echo(json.dumps(info) if as_json else _summary(info))
+

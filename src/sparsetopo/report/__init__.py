@@ -1,0 +1,1 @@
+"""Figures and reports: one function per figure, the claims table, HTML/Markdown output."""

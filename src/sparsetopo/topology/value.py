@@ -1,0 +1,192 @@
+"""The Topology value: one layer's fixed bipartite connectivity, with its provenance.
+
+A layer with ``n_in`` inputs and ``n_out`` outputs is the ``n_in x n_out`` 0/1 adjacency of the
+paper's eq. (1); we store it as CSR (row ``i`` lists the outputs input ``i`` feeds), never as a
+dense matrix, so that layers far larger than MNIST's fit. A Topology is immutable, has no torch
+and does no I/O except the explicit :meth:`Topology.save` / :meth:`Topology.load`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from sparsetopo.atomic import atomic_path
+from sparsetopo.errors import SparsetopoError
+
+FILE_FORMAT = 1  # version of the .npz layout written by Topology.save
+
+
+def _frozen(array, dtype) -> np.ndarray:
+    out = np.array(array, dtype=dtype, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Topology:
+    """Fixed connectivity of one layer.
+
+    Attributes
+    ----------
+    n_in, n_out : layer sizes (the paper's n and m).
+    construction : registry name of the construction that made it.
+    k : the degree parameter (out-degree of every input for the regular constructions).
+    seed : the seed it was built with (deterministic constructions ignore it).
+    indptr, indices : CSR arrays, read-only; ``indices[indptr[i]:indptr[i+1]]`` are the sorted
+        outputs of input ``i``.
+    version : the construction's version number; bumped whenever its output changes.
+    """
+
+    n_in: int
+    n_out: int
+    construction: str
+    k: int
+    seed: int | None
+    indptr: np.ndarray
+    indices: np.ndarray
+    version: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "indptr", _frozen(self.indptr, np.int64))
+        object.__setattr__(self, "indices", _frozen(self.indices, np.int32))
+        if self.indptr.shape != (self.n_in + 1,) or self.indptr[-1] != self.indices.size:
+            raise SparsetopoError(
+                f"CSR indptr of shape {self.indptr.shape} does not describe {self.n_in} inputs "
+                f"with {self.indices.size} edges"
+            )
+
+    @classmethod
+    def from_rows(cls, n_in, n_out, rows, **provenance) -> "Topology":
+        """Build from a list of per-input output index arrays (duplicates are an error)."""
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=n_in)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        indices = np.concatenate([np.sort(np.asarray(r, dtype=np.int64)) for r in rows]) if n_in else []
+        return cls(n_in, n_out, indptr=indptr, indices=indices, **provenance)
+
+    @classmethod
+    def from_mask(cls, mask, **provenance) -> "Topology":
+        """Build from a dense boolean ``n_in x n_out`` array."""
+        csr = sp.csr_matrix(np.asarray(mask, dtype=bool))
+        csr.sort_indices()
+        n_in, n_out = csr.shape
+        return cls(n_in, n_out, indptr=csr.indptr, indices=csr.indices, **provenance)
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def nnz(self) -> int:
+        """Number of connections (edges)."""
+        return int(self.indices.size)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_in, self.n_out)
+
+    @property
+    def density(self) -> float:
+        """Fraction of the ``n_in * n_out`` possible connections that exist."""
+        return self.nnz / (self.n_in * self.n_out)
+
+    @cached_property
+    def out_degrees(self) -> np.ndarray:
+        """Per input neuron: how many outputs it feeds (the paper's degree k)."""
+        return np.diff(self.indptr)
+
+    @cached_property
+    def in_degrees(self) -> np.ndarray:
+        """Per output neuron: how many inputs feed it."""
+        return np.bincount(self.indices, minlength=self.n_out)
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """Input index of every edge, aligned with :attr:`indices` (COO row array)."""
+        return np.repeat(np.arange(self.n_in, dtype=np.int32), self.out_degrees)
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """The biadjacency as a scipy CSR matrix of float64 ones, shape ``(n_in, n_out)``."""
+        data = np.ones(self.nnz)
+        return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+
+    def mask(self) -> np.ndarray:
+        """The dense boolean ``n_in x n_out`` adjacency (allocates n_in*n_out bytes)."""
+        out = np.zeros(self.shape, dtype=bool)
+        out[self.rows, self.indices] = True
+        return out
+
+    def mask_sha256(self) -> str:
+        """sha256 hex of ``numpy.packbits(mask)`` of the row-major mask: a portable identity."""
+        return hashlib.sha256(np.packbits(self.mask()).tobytes()).hexdigest()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the edge set (sizes and CSR arrays): a cache key that never densifies."""
+        h = hashlib.sha256(np.array([self.n_in, self.n_out], dtype=np.int64).tobytes())
+        h.update(self.indptr.tobytes())
+        h.update(self.indices.astype(np.int32).tobytes())
+        return h.hexdigest()
+
+    def provenance(self) -> dict:
+        """How to rebuild this topology with :func:`sparsetopo.topology.build`."""
+        return {
+            "construction": self.construction,
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "k": self.k,
+            "seed": self.seed,
+            "version": self.version,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Topology({self.construction}, {self.n_in}x{self.n_out}, k={self.k}, "
+            f"seed={self.seed}, nnz={self.nnz}, density={self.density:.4f}, v{self.version})"
+        )
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write to ``path`` (.npz) atomically: a killed write never leaves a partial file."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                    fh,
+                file_format=FILE_FORMAT,
+                n_in=self.n_in,
+                n_out=self.n_out,
+                construction=self.construction,
+                k=self.k,
+                seed=-1 if self.seed is None else self.seed,
+                version=self.version,
+                indptr=self.indptr,
+                indices=self.indices,
+            )
+        return Path(path)
+
+    @classmethod
+    def load(cls, path) -> "Topology":
+        """Read a file written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if int(z["file_format"]) != FILE_FORMAT:
+                    raise SparsetopoError(
+                        f"{path}: topology file format {int(z['file_format'])} is not supported "
+                        f"(this version reads format {FILE_FORMAT})"
+                    )
+                seed = int(z["seed"])
+                return cls(
+                    n_in=int(z["n_in"]),
+                    n_out=int(z["n_out"]),
+                    construction=str(z["construction"]),
+                    k=int(z["k"]),
+                    seed=None if seed < 0 else seed,
+                    version=int(z["version"]),
+                    indptr=z["indptr"],
+                    indices=z["indices"],
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            if isinstance(exc, SparsetopoError):
+                raise
+            raise SparsetopoError(f"{path}: not a sparsetopo topology file ({exc})") from exc
