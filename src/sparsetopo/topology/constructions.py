@@ -69,10 +69,10 @@ def fibonacci_positions(m: int, k: int) -> np.ndarray:
     while len(fib) < k:
         fib.append(a)
         a, b = b, a + b
+    largest = fib[-1]
+    if largest > m - 1:  # exact integer arithmetic: Fibonacci numbers outgrow int64 for k > 92
+        fib = [p * (m - 1) // largest for p in fib]
     positions = np.array(fib, dtype=np.int64)
-    largest = int(positions[-1])
-    if largest > m - 1:
-        positions = (positions * (m - 1)) // largest
     taken = np.zeros(m, dtype=bool)
     out = np.empty(k, dtype=np.int64)
     for t, p in enumerate(positions):  # already in increasing order of original position

@@ -1,0 +1,220 @@
+"""Constructions: invariants, hand-computed small masks, determinism, persistence, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sparsetopo import SparsetopoError, Topology, build, build_stack
+from sparsetopo.topology import (
+    CONSTRUCTIONS,
+    fibonacci_positions,
+    long_short_positions,
+    regular_positions,
+)
+
+ROTATING = ["random_rotating", "regular_rotating", "long_short_rotating", "fibonacci_rotating"]
+EXACT_DEGREE = ROTATING + ["random_regular"]
+DETERMINISTIC = ["fully_connected", "regular_rotating", "long_short_rotating", "fibonacci_rotating"]
+RANDOM = ["random_edge", "random_rotating", "random_regular"]
+SHAPES = [(784, 300, 30), (300, 784, 5), (20, 20, 7), (10, 40, 40), (7, 3, 1)]
+
+
+def mask_from_positions(n, m, positions):
+    """Reference: Adj[i][j] = v[(j - i) mod m], written as the paper's formula, entry by entry."""
+    v = np.zeros(m, dtype=bool)
+    v[list(positions)] = True
+    return np.array([[v[(j - i) % m] for j in range(m)] for i in range(n)])
+
+
+@pytest.mark.parametrize("name", EXACT_DEGREE)
+@pytest.mark.parametrize("n,m,k", SHAPES)
+def test_every_input_has_exactly_k_distinct_outputs(name, n, m, k):
+    t = build(name, n, m, k, seed=3)
+    assert np.all(t.out_degrees == k)
+    mask = t.mask()
+    assert mask.sum() == n * k  # no duplicate edges collapsed
+    assert t.nnz == n * k and math.isclose(t.density, k / m)
+
+
+@pytest.mark.parametrize("name", ROTATING)
+@pytest.mark.parametrize("n,m,k", SHAPES)
+def test_rotating_rows_are_shifts_of_one_base_vector(name, n, m, k):
+    mask = build(name, n, m, k, seed=5).mask()
+    v = mask[0]
+    assert v.sum() == k
+    for i in range(n):
+        assert np.array_equal(mask[i], np.roll(v, i))
+    in_deg = mask.sum(axis=0)
+    assert in_deg.min() >= k * (n // m) and in_deg.max() <= k * -(-n // m)
+
+
+@pytest.mark.parametrize("n,m,k", SHAPES + [(500, 37, 30), (100, 1000, 999)])
+def test_random_regular_in_degrees_are_balanced(n, m, k):
+    t = build("random_regular", n, m, k, seed=11)
+    assert t.in_degrees.max() - t.in_degrees.min() <= 1
+    assert t.in_degrees.sum() == n * k
+
+
+def test_acceptance_degrees_for_784_300_30():
+    assert set(build("random_regular", 784, 300, 30).in_degrees) <= {78, 79}
+    for name in ROTATING:
+        deg = build(name, 784, 300, 30).in_degrees
+        assert 60 <= deg.min() and deg.max() <= 90
+
+
+def test_random_edge_density_within_four_standard_deviations():
+    n, m, k = 784, 300, 30
+    p = k / m
+    for seed in range(5):
+        t = build("random_edge", n, m, k, seed=seed)
+        sd = math.sqrt(n * m * p * (1 - p))
+        assert abs(t.nnz - n * m * p) <= 4 * sd
+        assert t.mask().sum() == t.nnz
+
+
+def test_random_edge_entries_look_independent():
+    # each row's count is Binomial(m, p): its variance must be close to m p (1-p)
+    t = build("random_edge", 4000, 100, 20, seed=1)
+    var = t.out_degrees.var()
+    assert 0.85 * 16 < var < 1.15 * 16
+
+
+# -- hand-computed base vectors ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "m,k,expected",
+    [
+        (20, 5, [0, 1, 2, 3, 5]),  # the issue's example: all Fibonacci numbers fit
+        (20, 7, [0, 1, 2, 3, 5, 8, 13]),
+        (20, 1, [0]),
+        # 0,1,2,3,5,8,13,21 scaled by 9/21 -> 0,0,0,1,2,3,5,9 -> collisions move up: 0,1,2,3,4,5,6,9
+        (10, 8, [0, 1, 2, 3, 4, 5, 6, 9]),
+        # 0,1,2,3,5 scaled by 3/5 -> 0,0,1,1,3 -> 0,1,2,3,4 minus wrap: 0->0,0->1,1->2,1->3,3->4
+        (5, 5, [0, 1, 2, 3, 4]),
+    ],
+)
+def test_fibonacci_base_vectors(m, k, expected):
+    assert fibonacci_positions(m, k).tolist() == expected
+
+
+def test_long_short_base_vector_example():
+    # s = ceil(5/2) = 3 ones at 0,1,2; L = 2 at 3 + floor(t * 17 / 2) for t = 0, 1 -> 3, 11
+    assert long_short_positions(20, 5).tolist() == [0, 1, 2, 3, 11]
+
+
+@pytest.mark.parametrize("m,k", [(300, 30), (10, 10), (10, 1), (7, 4), (784, 100)])
+def test_base_vectors_have_exactly_k_distinct_positions(m, k):
+    for fn in (regular_positions, long_short_positions, fibonacci_positions):
+        pos = fn(m, k)
+        assert len(set(pos.tolist())) == k and pos.min() >= 0 and pos.max() < m
+
+
+def test_at_k3_regular_long_short_fibonacci_coincide():
+    masks = [build(name, 50, 40, 3).mask() for name in ["regular_rotating", "long_short_rotating", "fibonacci_rotating"]]
+    assert np.array_equal(masks[0], masks[1]) and np.array_equal(masks[0], masks[2])
+
+
+@pytest.mark.parametrize(
+    "name,positions",
+    [("regular_rotating", [0, 1, 2]), ("long_short_rotating", [0, 1, 2]), ("fibonacci_rotating", [0, 1, 2])],
+)
+def test_small_hand_computed_masks(name, positions):
+    # n=7 > m=6, k=3 (rows wrap); long-short: s=ceil(3/2)=2 at 0,1 and L=1 at s + 0 = 2
+    assert np.array_equal(build(name, 7, 6, 3).mask(), mask_from_positions(7, 6, positions))
+
+
+def test_long_short_hand_computed_mask_with_spread():
+    # m=12, k=6: s=3 at 0,1,2; L=3 at 3 + floor(t*9/3) = 3, 6, 9
+    assert np.array_equal(build("long_short_rotating", 5, 12, 6).mask(), mask_from_positions(5, 12, [0, 1, 2, 3, 6, 9]))
+
+
+def test_regular_rotating_literal_rows():
+    mask = build("regular_rotating", 4, 5, 2).mask().astype(int)
+    assert mask.tolist() == [
+        [1, 1, 0, 0, 0],
+        [0, 1, 1, 0, 0],
+        [0, 0, 1, 1, 0],
+        [0, 0, 0, 1, 1],
+    ]
+
+
+def test_fully_connected_is_all_ones():
+    t = build("fully_connected", 6, 4)
+    assert t.mask().all() and t.k == 4
+    with pytest.raises(SparsetopoError, match="k=3"):
+        build("fully_connected", 6, 4, 3)
+
+
+# -- determinism --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_deterministic_constructions_ignore_the_seed(name):
+    k = None if name == "fully_connected" else 9
+    assert build(name, 60, 30, k, seed=1).mask_sha256() == build(name, 60, 30, k, seed=2).mask_sha256()
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_random_constructions_follow_the_seed(name):
+    a, b, c = (build(name, 60, 30, 9, seed=s).mask_sha256() for s in (1, 1, 2))
+    assert a == b and a != c
+
+
+def test_build_stack_uses_distinct_seeds_per_layer_and_checks_lengths():
+    layers = build_stack([30, 30, 30], "random_rotating", [5, 5], seed=0)
+    assert [(t.n_in, t.n_out) for t in layers] == [(30, 30), (30, 30)]
+    assert layers[0].mask_sha256() != layers[1].mask_sha256()
+    again = build_stack([30, 30, 30], "random_rotating", [5, 5], seed=0)
+    assert [t.fingerprint for t in layers] == [t.fingerprint for t in again]
+    with pytest.raises(SparsetopoError, match="degrees"):
+        build_stack([784, 300, 10], "regular_rotating", [30])
+    with pytest.raises(SparsetopoError, match="k=20"):
+        build_stack([784, 300, 10], ["regular_rotating", "regular_rotating"], [30, 20])
+
+
+# -- the value ----------------------------------------------------------------------------------
+def test_topology_is_immutable_and_round_trips(tmp_path):
+    t = build("random_regular", 40, 25, 6, seed=4)
+    with pytest.raises(ValueError):
+        t.indices[0] = 1
+    with pytest.raises(AttributeError):
+        t.k = 3
+    path = t.save(tmp_path / "t.npz")
+    u = Topology.load(path)
+    assert u.provenance() == t.provenance() and u.fingerprint == t.fingerprint
+    assert np.array_equal(u.to_scipy().toarray(), t.mask())
+    assert "random_regular" in repr(t) and "40x25" in repr(t)
+
+
+def test_load_rejects_a_foreign_file(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.arange(3))
+    with pytest.raises(SparsetopoError, match="not a sparsetopo topology"):
+        Topology.load(bad)
+
+
+def test_mask_sha256_matches_its_definition():
+    import hashlib
+
+    t = build("long_short_rotating", 13, 9, 4)
+    assert t.mask_sha256() == hashlib.sha256(np.packbits(t.mask()).tobytes()).hexdigest()
+
+
+# -- bad input ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (("regular_rotating", 784, 300, 0), "k=0"),
+        (("regular_rotating", 784, 300, 301), "1 <= k <= 300"),
+        (("regular_rotating", 0, 300, 3), "n_in=0"),
+        (("regular_rotating", 10, 0, 3), "n_out=0"),
+        (("nope", 10, 10, 3), "fibonacci_rotating"),
+        (("regular_rotating", 10, 10, 2.5), "k=2.5"),
+        (("regular_rotating", 10, 10, None), "needs a degree"),
+    ],
+)
+def test_bad_input_names_the_value(args, fragment):
+    with pytest.raises(SparsetopoError, match=fragment.replace("(", r"\(")):
+        build(*args)
+
+
+def test_registry_lists_seven_constructions():
+    assert len(CONSTRUCTIONS) == 7 and all(spec.version >= 1 for spec in CONSTRUCTIONS.values())
