@@ -1,0 +1,69 @@
+"""SparseMLP: a stack of SparseLinear layers with the paper's sigmoid on every neuron.
+
+Dropout follows the paper's variant (Section 4.4): rate ``dropout[0]`` on the input layer
+and ``dropout[1]`` on every hidden layer, applied to a layer's *input* as Keras' Dropout
+layers are. It draws from a torch Generator owned by the caller, never the global RNG.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.nn.linear import SparseLinear
+from sparsetopo.seeding import rng
+from sparsetopo.topology import Topology
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+
+
+class SparseMLP(nn.Module):
+    """Layers ``topologies[0] .. topologies[-1]``; their sizes must chain."""
+
+    def __init__(self, topologies: Sequence[Topology], activation: str = "sigmoid",
+                 dropout: Sequence[float] = (0.0, 0.0), init: str = "glorot", seed: int = 0,
+                 backend: str = "masked"):
+        super().__init__()
+        for a, b in zip(topologies, topologies[1:]):
+            if a.n_out != b.n_in:
+                raise SparsetopoError(f"layer sizes do not chain: {a.n_in}->{a.n_out} then {b.n_in}->{b.n_out}")
+        if activation not in ACTIVATIONS:
+            raise SparsetopoError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        if len(dropout) != 2 or not all(0.0 <= p < 1.0 for p in dropout):
+            raise SparsetopoError(f"dropout={list(dropout)} must be two rates in [0, 1): input layer, hidden layers")
+        self.layers = nn.ModuleList(
+            SparseLinear(t, init=init, gen=rng(seed, "init", l), backend=backend)
+            for l, t in enumerate(topologies)
+        )
+        self.activation_name = activation
+        self.act = ACTIVATIONS[activation]
+        self.dropout = tuple(float(p) for p in dropout)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.layers[0].topology.n_in] + [layer.topology.n_out for layer in self.layers]
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        for l, layer in enumerate(self.layers):
+            rate = self.dropout[0] if l == 0 else self.dropout[1]
+            if self.training and rate > 0:
+                keep = torch.rand(x.shape, generator=generator, dtype=x.dtype) >= rate
+                x = x * keep / (1.0 - rate)
+            x = self.act(layer(x))
+        return x
+
+    def parameter_count(self) -> int:
+        """Trainable numbers: one per connection plus one bias per non-input neuron."""
+        return sum(layer.topology.nnz + layer.topology.n_out for layer in self.layers)
+
+    def weight_stats(self) -> list[dict]:
+        """Per layer: max, min, mean, std (population) and count of the connected weights."""
+        stats = []
+        for layer in self.layers:
+            w = layer.connected_weights().double().numpy()
+            stats.append({"max": float(w.max()), "min": float(w.min()), "mean": float(w.mean()),
+                          "std": float(w.std()), "nnz": int(w.size)})
+        return stats
