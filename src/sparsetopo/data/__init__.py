@@ -1,0 +1,36 @@
+"""Datasets: MNIST and Fashion-MNIST from IDX files (found, or downloaded with md5 checks),
+scikit-learn's bundled 8x8 digits (the offline default), and a seeded synthetic set.
+
+``load_dataset(name, data_dir=None, seed=0, ...)`` returns a :class:`Dataset` with float32
+pixels in [0, 1] flattened to (examples, features) and int64 labels, whatever the source.
+
+Modules, one job each: :mod:`.idx` (the file format), :mod:`.download` (mirrors, md5,
+atomic writes), :mod:`.mnist` (where the IDX files are looked for), :mod:`.offline` (digits
+and synthetic arrays), :mod:`.datasets` (the Dataset value and the registry).
+"""
+
+from sparsetopo.data.datasets import DATASETS, Dataset, DatasetSpec, dataset_names, load_dataset
+from sparsetopo.data.download import DownloadFailed, fetch, md5_of
+from sparsetopo.data.idx import read_idx, read_images, read_labels, write_idx
+from sparsetopo.data.mnist import ENV_VAR, FILES, SOURCES, IdxSource, default_cache_dir, locate
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetSpec",
+    "DownloadFailed",
+    "ENV_VAR",
+    "FILES",
+    "IdxSource",
+    "SOURCES",
+    "dataset_names",
+    "default_cache_dir",
+    "fetch",
+    "load_dataset",
+    "locate",
+    "md5_of",
+    "read_idx",
+    "read_images",
+    "read_labels",
+    "write_idx",
+]
