@@ -174,17 +174,7 @@ def train(
     """
     started = time.perf_counter()
     config.validate()
-    if dataset is None:
-        from sparsetopo.data import load_dataset
-
-        dataset = load_dataset(config.dataset, data_dir=data_dir)
-    x_train = torch.as_tensor(dataset.x_train, dtype=torch.float32)
-    y_train = torch.as_tensor(dataset.y_train, dtype=torch.int64)
-    if config.limit_train is not None:
-        x_train, y_train = x_train[: config.limit_train], y_train[: config.limit_train]
-    x_test = torch.as_tensor(dataset.x_test, dtype=torch.float32)
-    y_test = torch.as_tensor(dataset.y_test, dtype=torch.int64)
-    n_classes = int(dataset.n_classes)
+    x_train, y_train, x_test, y_test, n_classes = training_tensors(config, dataset, data_dir)
     targets = F.one_hot(y_train, n_classes).float()
 
     model = build_model(config, x_train.shape[1], n_classes)
@@ -224,6 +214,31 @@ def train(
         if on_epoch is not None:
             on_epoch(record)
 
+    return run_result(config, model, history, status, x_test, y_test, started)
+
+
+def training_tensors(config: TrainConfig, dataset=None, data_dir=None):
+    """``(x_train, y_train, x_test, y_test, n_classes)`` as torch tensors, ``limit_train`` applied.
+
+    Loads ``config.dataset`` when ``dataset`` is None. Shared with population training so that
+    both see exactly the same examples in the same order.
+    """
+    if dataset is None:
+        from sparsetopo.data import load_dataset
+
+        dataset = load_dataset(config.dataset, data_dir=data_dir)
+    x_train = torch.as_tensor(dataset.x_train, dtype=torch.float32)
+    y_train = torch.as_tensor(dataset.y_train, dtype=torch.int64)
+    if config.limit_train is not None:
+        x_train, y_train = x_train[: config.limit_train], y_train[: config.limit_train]
+    x_test = torch.as_tensor(dataset.x_test, dtype=torch.float32)
+    y_test = torch.as_tensor(dataset.y_test, dtype=torch.int64)
+    return x_train, y_train, x_test, y_test, int(dataset.n_classes)
+
+
+def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord], status: str,
+               x_test: torch.Tensor, y_test: torch.Tensor, started: float) -> RunResult:
+    """The RunResult of a finished run whose trained network is ``model`` (shared with population training)."""
     return RunResult(
         config=config,
         status=status,
