@@ -441,3 +441,9 @@ def test_debian_fashion_mnist(tmp_path):
     assert np.bincount(d.y_train).tolist() == [6000] * 10
     assert d.x_train.dtype == np.float32 and d.x_train.max() == 1.0 and d.x_train.min() == 0.0
     assert str(DEBIAN_FASHION) in d.source
+
+
+def test_cut_connection_is_caught_even_without_md5(mirror, tmp_path):
+    with pytest.raises(DownloadFailed, match="got .* of .* bytes|IncompleteRead"):
+        fetch(FILES[0] + ".gz", tmp_path / "c", [mirror.serve("short", "short")], None)
+    assert files_under(tmp_path / "c") == []

@@ -187,7 +187,8 @@ def locate(name: str, data_dir=None, *, cache_dir=None, download: bool = True,
     hint = _manual_hint(name, mirrors, cache)
     if not download:
         missing = ", ".join(s for s in FILES if s not in cached)
-        raise SparsetopoError(f"{name} not found ({missing} missing) and download=False; {hint}")
+        raise SparsetopoError(f"{name} not found ({missing} missing, or failing their md5 in "
+                              f"the cache) and download=False; {hint}")
     for stem in FILES:
         if stem in cached:
             continue
