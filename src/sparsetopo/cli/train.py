@@ -50,7 +50,9 @@ Examples:
 @click.option("--init", type=click.Choice(INITIALISERS), default=DEFAULTS.init, show_default=True,
               help="glorot: Keras glorot_normal (the paper's); glorot_sparse: each connection's real fan-in/out.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULTS.backend, show_default=True,
-              help="How sparse layers compute; the numbers are the same up to float error.")
+              help="How sparse layers compute: masked (dense weight x mask), sparse (numba, cost follows the "
+                   "connections) or auto (per layer, whichever a measured cost model predicts faster). "
+                   "The numbers are the same up to float error.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds topology, initial weights, shuffling and dropout.")
 @click.option("--limit-train", type=int, default=None, help="Train on the first N examples only.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -5,6 +5,14 @@ connections stay exactly zero. The ``masked`` backend does this as a dense weigh
 fixed mask buffer in the forward pass: the gradient of a pruned weight is then exactly 0, so
 no optimizer step (momentum included, no weight decay) ever moves it off 0.
 
+The ``sparse`` backend stores only the connected weights, as a 1-D parameter ``values`` in the
+topology's CSR order, and computes with the numba kernels of :mod:`sparsetopo.nn.kernels`
+(through :class:`sparsetopo.nn.sparse_ops.SparseLinearFunction`): time and memory, parameters
+and optimizer state included, grow with the number of connections, not with ``n_in x n_out``.
+Pruned connections do not exist there, so they cannot move. ``auto`` picks one of the two per
+layer (:func:`sparsetopo.nn.backend.choose_backend`). Both backends draw the same initial
+weights from the same generator, so they train the same network up to float rounding.
+
 Orientation follows the paper and Keras: the weight is ``n_in x n_out`` and ``y = x W + b``.
 """
 
@@ -14,11 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.nn.backend import resolve_backend
 from sparsetopo.nn.init import initial_weights
+from sparsetopo.nn.sparse_ops import SparseIndex, sparse_linear
 from sparsetopo.topology import Topology
-
-BACKENDS = ("masked",)
 
 
 class SparseLinear(nn.Module):
@@ -30,17 +37,23 @@ class SparseLinear(nn.Module):
     init : "glorot" (the paper's, dense fan-in/out) or "glorot_sparse" (per-connection fans).
     gen : numpy Generator for the initial weights; the same generator gives the same weights
         on every backend.
-    backend : "masked" (dense weight times mask).
+    backend : "masked" (dense weight times mask; parameter ``weight``, buffer ``mask``),
+        "sparse" (connected weights only; parameter ``values``) or "auto" (the faster of the two
+        for this layer's shape, density and ``device``). :attr:`backend` holds the one in use.
+    device : where the layer will compute; only informs "auto" (CUDA means masked).
     """
 
     def __init__(self, topology: Topology, init: str = "glorot", gen: np.random.Generator | None = None,
-                 backend: str = "masked"):
+                 backend: str = "masked", device=None):
         super().__init__()
-        if backend not in BACKENDS:
-            raise SparsetopoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.topology = topology
-        self.backend = backend
+        self.backend = resolve_backend(backend, topology, device)
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
+        self.bias = nn.Parameter(torch.zeros(topology.n_out))
+        if self.backend == "sparse":
+            self.values = nn.Parameter(torch.from_numpy(values))
+            self.index = SparseIndex.from_topology(topology)  # built once; plain arrays, not state
+            return
         rows = torch.from_numpy(topology.rows.astype(np.int64))
         cols = torch.from_numpy(topology.indices.astype(np.int64))
         weight = torch.zeros(topology.n_in, topology.n_out)
@@ -49,23 +62,44 @@ class SparseLinear(nn.Module):
         mask[rows, cols] = 1.0
         self.weight = nn.Parameter(weight)
         self.register_buffer("mask", mask, persistent=False)
-        self.bias = nn.Parameter(torch.zeros(topology.n_out))
         self._edge_index = (rows, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "sparse":
+            return sparse_linear(x, self.values, self.bias, self.index)
         return torch.addmm(self.bias, x, self.weight * self.mask)
 
     def connected_weights(self) -> torch.Tensor:
-        """The weights of the existing connections, in the topology's CSR order."""
+        """The weights of the existing connections, in the topology's CSR order (a copy)."""
+        if self.backend == "sparse":
+            return self.values.detach().clone()
         return self.weight.detach()[self._edge_index]
 
     def dense_weight(self) -> torch.Tensor:
         """The effective ``n_in x n_out`` weight (zeros where there is no connection)."""
+        if self.backend == "sparse":
+            t = self.topology
+            dense = torch.zeros(t.n_in, t.n_out, dtype=self.values.dtype)
+            dense[torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))] = \
+                self.values.detach()
+            return dense
         return (self.weight * self.mask).detach()
 
     def parameter_bytes(self) -> int:
         """Bytes held by this layer's parameters (optimizer state costs as much again per slot)."""
         return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def structure_bytes(self) -> int:
+        """Bytes describing the connectivity: the dense mask, or the sparse index arrays."""
+        if self.backend == "sparse":
+            return self.index.nbytes()
+        return self.mask.numel() * self.mask.element_size()
+
+    def state_bytes(self, optimizer_slots: int = 1) -> int:
+        """Training memory of this layer: parameters, ``optimizer_slots`` copies of them (1 for
+        SGD with momentum) and the connectivity. Grows with nnz on the sparse backend and with
+        ``n_in x n_out`` on the masked one."""
+        return self.parameter_bytes() * (1 + optimizer_slots) + self.structure_bytes()
 
     def extra_repr(self) -> str:
         t = self.topology

@@ -55,6 +55,14 @@ class SparseMLP(nn.Module):
             x = self.act(layer(x))
         return x
 
+    def fused_epoch(self, optimizer):
+        """A :class:`sparsetopo.nn.fused.FusedEpoch` training this model with ``optimizer`` in one
+        numba call per epoch, or None when this model or optimizer needs the autograd path
+        (a masked layer, dropout, another activation or optimizer setting)."""
+        from sparsetopo.nn.fused import FusedEpoch
+
+        return FusedEpoch.for_model(self, optimizer)
+
     def parameter_count(self) -> int:
         """Trainable numbers: one per connection plus one bias per non-input neuron."""
         return sum(layer.topology.nnz + layer.topology.n_out for layer in self.layers)

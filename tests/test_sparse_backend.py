@@ -1,0 +1,177 @@
+"""The truly sparse backend against the masked-dense reference: numbers, training, memory, auto."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparsetopo import CONSTRUCTIONS, SparsetopoError, build
+from sparsetopo.data import load_dataset
+from sparsetopo.nn import CostModel, SparseLinear, SparseMLP, choose_backend
+from sparsetopo.train import TrainConfig, train
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |a - ref| relative to the largest |ref|."""
+    a, ref = a.detach(), ref.detach()
+    return float((a - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+
+
+def pair(topology, seed=0):
+    """The same layer on both backends, with the same initial weights and a nonzero bias."""
+    masked = SparseLinear(topology, gen=np.random.default_rng(seed), backend="masked")
+    sparse = SparseLinear(topology, gen=np.random.default_rng(seed), backend="sparse")
+    bias = torch.linspace(-0.5, 0.5, topology.n_out)
+    with torch.no_grad():
+        masked.bias.copy_(bias)
+        sparse.bias.copy_(bias)
+    return masked, sparse
+
+
+@pytest.mark.parametrize("construction", sorted(CONSTRUCTIONS))
+@pytest.mark.parametrize("n_in,n_out", [(45, 17), (13, 29)])
+@pytest.mark.parametrize("batch", [1, 33])
+def test_outputs_and_gradients_match_masked_dense(construction, n_in, n_out, batch):
+    k = n_out if construction == "fully_connected" else max(1, n_out // 4)
+    t = build(construction, n_in, n_out, k, seed=3)
+    masked, sparse = pair(t)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, n_in, generator=gen)
+    g = torch.randn(batch, n_out, generator=gen)
+    xm, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ym, ys = masked(xm), sparse(xs)
+    ym.backward(g)
+    ys.backward(g)
+    assert rel_err(ys, ym) < 1e-5
+    assert rel_err(xs.grad, xm.grad) < 1e-5
+    assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5
+    rows, cols = torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))
+    assert sparse.values.grad.shape == (t.nnz,)  # the gradient exists for connections only
+    assert rel_err(sparse.values.grad, masked.weight.grad[rows, cols]) < 1e-5
+    assert torch.equal(sparse.connected_weights(), masked.connected_weights())
+    assert torch.equal(sparse.dense_weight(), masked.dense_weight())
+
+
+def test_an_example_with_no_gradient_flowing_to_inputs_still_trains_weights():
+    t = build("random_regular", 30, 20, 4)
+    _, sparse = pair(t)
+    y = sparse(torch.randn(5, 30))  # input does not require grad
+    y.sum().backward()
+    assert sparse.values.grad is not None and sparse.bias.grad is not None
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("dropout", [(0.0, 0.0), (0.2, 0.5)])  # fused path, then autograd path
+def test_training_on_digits_matches_masked_dense(digits, dropout):
+    kw = dict(dataset="digits", hidden=(32,), degrees=(8, 10), epochs=3, lr=0.5, dropout=dropout,
+              construction="random_regular", seed=4)
+    dense = train(TrainConfig(backend="masked", **kw), dataset=digits)
+    sparse = train(TrainConfig(backend="sparse", **kw), dataset=digits)
+    assert [layer.backend for layer in sparse.model.layers] == ["sparse", "sparse"]
+    assert abs(dense.test_accuracy - sparse.test_accuracy) <= 0.005
+    for d, s in zip(dense.model.layers, sparse.model.layers):
+        assert float((d.connected_weights() - s.connected_weights()).abs().max()) < 1e-4
+        assert float((d.bias - s.bias).abs().max()) < 1e-4
+    assert sparse.history[-1].train_loss == pytest.approx(dense.history[-1].train_loss, rel=1e-4)
+
+
+def test_fused_epoch_equals_autograd_path_including_momentum_buffers():
+    topologies = [build("long_short_rotating", 50, 40, 7), build("random_edge", 40, 30, 9, seed=2),
+                  build("fully_connected", 30, 6)]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(70, 50, generator=gen)
+    targets = torch.nn.functional.one_hot(torch.randint(0, 6, (70,), generator=gen), 6).float()
+    order = torch.randperm(70, generator=gen)
+    models = [SparseMLP(topologies, seed=1, backend="sparse") for _ in range(2)]
+    opts = [torch.optim.SGD(m.parameters(), lr=0.3, momentum=0.9, nesterov=True) for m in models]
+    fused = models[0].fused_epoch(opts[0])
+    assert fused is not None
+    total_fused = sum(fused.run(x, targets, order, 32) for _ in range(2))
+    total = 0.0
+    for _ in range(2):
+        for start in range(0, 70, 32):
+            batch = order[start: start + 32]
+            loss = torch.nn.functional.mse_loss(models[1](x[batch]), targets[batch])
+            opts[1].zero_grad()
+            loss.backward()
+            opts[1].step()
+            total += float(loss) * batch.numel()
+    assert total_fused == pytest.approx(total, rel=1e-5)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert rel_err(a.detach(), b.detach()) < 1e-5
+        assert rel_err(opts[0].state[a]["momentum_buffer"], opts[1].state[b]["momentum_buffer"]) < 1e-4
+
+
+def test_fused_epoch_is_refused_where_it_would_compute_something_else():
+    ts = [build("regular_rotating", 20, 10, 3), build("fully_connected", 10, 4)]
+    sparse = SparseMLP(ts, backend="sparse")
+    assert sparse.fused_epoch(torch.optim.SGD(sparse.parameters(), lr=0.1, momentum=0.9, nesterov=True)) is not None
+    assert sparse.fused_epoch(torch.optim.SGD(sparse.parameters(), lr=0.1, weight_decay=1e-4)) is None
+    assert sparse.fused_epoch(torch.optim.Adam(sparse.parameters())) is None
+    with_dropout = SparseMLP(ts, backend="sparse", dropout=(0.2, 0.5))
+    assert with_dropout.fused_epoch(torch.optim.SGD(with_dropout.parameters(), lr=0.1)) is None
+    masked = SparseMLP(ts, backend="masked")
+    assert masked.fused_epoch(torch.optim.SGD(masked.parameters(), lr=0.1)) is None
+
+
+def test_parameter_and_optimizer_memory_follow_the_connections():
+    one_percent = build("regular_rotating", 784, 300, 3)
+    ten_percent = build("regular_rotating", 784, 300, 30)
+    sparse_1 = SparseLinear(one_percent, backend="sparse")
+    sparse_10 = SparseLinear(ten_percent, backend="sparse")
+    dense = SparseLinear(one_percent, backend="masked")
+    assert sparse_1.parameter_bytes() == 4 * (one_percent.nnz + 300)
+    assert sparse_1.state_bytes() < 0.05 * dense.state_bytes()
+    # proportional to nnz: ten times the connections, about ten times the bytes
+    assert 8 < sparse_10.state_bytes() / sparse_1.state_bytes() < 10.5
+    assert dense.state_bytes() == SparseLinear(ten_percent, backend="masked").state_bytes()
+
+
+def test_checkpoint_resume_on_the_sparse_backend_equals_uninterrupted(digits, tmp_path):
+    cfg = TrainConfig(dataset="digits", hidden=(16,), degrees=(4, 10), epochs=3, lr=0.5, backend="sparse",
+                      limit_train=300)
+    whole = train(cfg, dataset=digits)
+
+    def stop_after_one(record):
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, dataset=digits, checkpoint_dir=tmp_path, on_epoch=stop_after_one)
+    resumed = train(cfg, dataset=digits, checkpoint_dir=tmp_path, resume=True)
+    for a, b in zip(whole.model.layers, resumed.model.layers):
+        assert torch.equal(a.values, b.values) and torch.equal(a.bias, b.bias)
+
+
+COSTS = CostModel(dense_overhead_s=50e-6, dense_per_mac_s=1e-10, sparse_overhead_s=10e-6, sparse_per_mac_s=1e-9)
+
+
+def test_auto_picks_by_the_measured_cost_model():
+    very_sparse = build("random_regular", 2000, 1000, 5)  # 0.5%
+    dense = build("fully_connected", 2000, 1000)
+    # crossover here: about 10% density (sparse MACs cost 10x dense ones)
+    assert COSTS.crossover_density(2000, 1000) == pytest.approx(0.1, abs=0.01)
+    assert choose_backend(very_sparse, cost_model=COSTS) == "sparse"
+    assert choose_backend(dense, cost_model=COSTS) == "masked"
+    assert choose_backend(build("random_regular", 2000, 1000, 150), cost_model=COSTS) == "masked"  # 15%
+    assert choose_backend(build("random_regular", 2000, 1000, 50), cost_model=COSTS) == "sparse"  # 5%
+    assert choose_backend(very_sparse, device="cuda", cost_model=COSTS) == "masked"
+    # with the shipped constants: MNIST's 1% input layer is sparse, a dense 784x300 is masked
+    assert choose_backend(build("regular_rotating", 784, 300, 3)) == "sparse"
+    assert choose_backend(build("fully_connected", 784, 300)) == "masked"
+    assert SparseLinear(very_sparse, backend="auto").backend == "sparse"
+
+
+def test_backend_errors_name_the_value_and_the_fix():
+    t = build("regular_rotating", 10, 5, 2)
+    with pytest.raises(SparsetopoError, match=r"unknown backend 'csr'.*auto, masked, sparse"):
+        SparseLinear(t, backend="csr")
+    with pytest.raises(SparsetopoError, match="CPU only.*backend='masked'"):
+        SparseLinear(t, backend="sparse", device="cuda")
+    with pytest.raises(SparsetopoError, match="float32"):
+        SparseLinear(t, backend="sparse")(torch.ones(2, 10, dtype=torch.float64))
+    with pytest.raises(SparsetopoError, match="unknown backend 'csr'"):
+        TrainConfig(dataset="digits", backend="csr").validate()
