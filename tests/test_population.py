@@ -1,0 +1,133 @@
+"""Population training: each stacked member must be the network train() gives it alone."""
+
+import math
+
+import pytest
+import torch
+
+import sparsetopo.population as population
+import sparsetopo.train as train_module
+from sparsetopo import SparsetopoError
+from sparsetopo.data import load_dataset
+from sparsetopo.population import MEMBER_FIELDS, population_key, train_population
+from sparsetopo.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+# Members differ in construction, degrees, seed and init; limit_train=410 leaves a last
+# batch of 26 examples, so a short final batch is exercised.
+MEMBERS = [
+    dict(construction="random_regular", degrees=(8, 5), seed=0, init="glorot"),
+    dict(construction="regular_rotating", degrees=(4, 10), seed=1, init="glorot_sparse"),
+    dict(construction="random_edge", degrees=(16, 3), seed=2, init="glorot"),
+    dict(construction="fibonacci_rotating", degrees=(5, 7), seed=3, init="glorot"),
+    dict(construction="fully_connected", degrees=None, seed=4, init="glorot"),
+]
+
+
+def members(**protocol):
+    base = dict(dataset="digits", hidden=(32,), epochs=3, lr=0.5, limit_train=410)
+    base.update(protocol)
+    return [TrainConfig(**{**base, **m}) for m in MEMBERS]
+
+
+def assert_same_run(pop, alone, n_test):
+    assert pop.config == alone.config and pop.status == alone.status
+    assert [h.epoch for h in pop.history] == [h.epoch for h in alone.history]
+    for a, b in zip(pop.history, alone.history):
+        assert abs(a.test_accuracy - b.test_accuracy) <= 1.0 / n_test + 1e-12   # within one example
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5, abs=1e-7)
+    for la, lb in zip(pop.model.layers, alone.model.layers):
+        assert torch.allclose(la.connected_weights(), lb.connected_weights(), rtol=0, atol=1e-4)
+        assert torch.allclose(la.bias.detach(), lb.bias.detach(), rtol=0, atol=1e-4)
+    assert pop.parameters == alone.parameters and pop.layers == alone.layers
+    for sa, sb in zip(pop.weight_stats, alone.weight_stats):
+        assert sa["nnz"] == sb["nnz"] and sa["std"] == pytest.approx(sb["std"], abs=1e-4)
+
+
+@pytest.mark.parametrize("protocol", [
+    dict(),                                               # the paper's protocol (Nesterov momentum)
+    dict(dropout=(0.2, 0.5)),                             # per-member dropout streams
+    dict(hidden=(24, 16), momentum=0.0, activation="tanh", batch_size=50),  # two hidden layers, plain SGD
+], ids=["paper", "dropout", "deeper-plain-sgd"])
+def test_population_members_equal_individually_trained_networks(digits, protocol):
+    configs = members(**protocol)
+    if len(configs[0].hidden) == 2:
+        configs = [TrainConfig(**{**c.to_dict(), "degrees": None if c.degrees is None else (*c.degrees[:1], 6, 4)})
+                   for c in configs]
+    seen = []
+    results = train_population(configs, dataset=digits, on_epoch=lambda i, record: seen.append((i, record.epoch)))
+    assert sorted(seen) == [(i, e) for i in range(len(configs)) for e in (1, 2, 3)]
+    for config, pop in zip(configs, results):
+        assert_same_run(pop, train(config, dataset=digits), len(digits.x_test))
+    # members really differ from one another (no shared state leaks between them)
+    assert len({round(r.history[-1].train_loss, 9) for r in results}) == len(results)
+
+
+def test_masked_weights_stay_exactly_zero(digits):
+    for result in train_population(members(dropout=(0.2, 0.5)), dataset=digits):
+        for layer in result.model.layers:
+            mask = torch.from_numpy(layer.topology.mask())
+            weight = layer.dense_weight()
+            assert torch.all(weight[~mask] == 0.0)
+            assert torch.count_nonzero(weight[mask]) == layer.topology.nnz
+
+
+@pytest.mark.parametrize("field,value", [("lr", 0.1), ("hidden", (16,)), ("dropout", (0.2, 0.5)),
+                                         ("epochs", 2), ("limit_train", 300)])
+def test_members_with_different_population_keys_are_rejected(digits, field, value):
+    configs = members()
+    configs[2] = TrainConfig(**{**configs[2].to_dict(), field: value})
+    assert population_key(configs[2]) != population_key(configs[0])
+    with pytest.raises(SparsetopoError, match=rf"configs\[2\] has {field}=.*population_key"):
+        train_population(configs, dataset=digits)
+
+
+def test_population_key_ignores_exactly_the_member_fields():
+    a = TrainConfig(dataset="digits", hidden=(32,))
+    b = TrainConfig(dataset="digits", hidden=(32,), seed=9, construction="random_edge", degrees=(4, 3),
+                    init="glorot_sparse")
+    assert population_key(a) == population_key(b)
+    assert {name for name, _ in population_key(a)} | set(MEMBER_FIELDS) == set(a.to_dict())
+    hash(population_key(a))
+
+
+def test_no_configs_or_bad_values_are_rejected(digits):
+    with pytest.raises(SparsetopoError, match="no configs"):
+        train_population([], dataset=digits)
+    with pytest.raises(SparsetopoError, match="epochs=-1"):
+        train_population([TrainConfig(dataset="digits", epochs=-1)], dataset=digits)
+
+
+def test_a_diverging_member_is_frozen_without_affecting_the_others(digits, monkeypatch):
+    original = train_module.build_model
+
+    def poisoned(config, n_features, n_classes):
+        """Seed 3's network starts with one NaN weight: its loss is NaN from the first step."""
+        model = original(config, n_features, n_classes)
+        if config.seed == 3:
+            layer = model.layers[0]
+            row, col = layer.topology.rows[0], layer.topology.indices[0]
+            with torch.no_grad():
+                if layer.backend == "masked":
+                    layer.weight[row, col] = float("nan")
+                else:                                   # sparse backend: connected weights in CSR order
+                    layer.values[0] = float("nan")
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", poisoned)
+    monkeypatch.setattr(population, "build_model", poisoned)
+    configs = members()
+    results = train_population(configs, dataset=digits)
+    assert [r.status for r in results] == ["ok", "ok", "ok", "diverged", "ok"]
+    bad = results[3]
+    assert len(bad.history) == 1 and not math.isfinite(bad.history[0].train_loss)
+    alone = train(configs[3], dataset=digits)
+    assert alone.status == "diverged" and len(alone.history) == 1
+    for i in (0, 1, 2, 4):
+        assert len(results[i].history) == 3
+        assert_same_run(results[i], train(configs[i], dataset=digits), len(digits.x_test))
