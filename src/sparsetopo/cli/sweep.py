@@ -1,0 +1,205 @@
+"""``sparsetopo sweep``: run a grid of networks from a TOML spec, follow it, export its results."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from sparsetopo.cli.app import app
+from sparsetopo.errors import SparsetopoError
+
+DB = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                  help="The sweep's SQLite store (one file per sweep).")
+
+
+@app.group(
+    "sweep",
+    epilog="""\b
+Examples:
+  sparsetopo sweep presets
+  sparsetopo sweep run quick --db quick.sqlite            # all cores, resumable
+  sparsetopo sweep status --db quick.sqlite
+  sparsetopo sweep export --db quick.sqlite --csv quick.csv --parquet quick.parquet
+""",
+)
+def sweep_group():
+    """Run grids of networks (a TOML spec or a preset), resumably, into one SQLite store.
+
+    Each run's id is a hash of its config and its constructions' versions; a run already in
+    the store is never trained again, so a killed sweep resumes with the same command.
+    """
+
+
+@sweep_group.command(
+    "run",
+    epilog="""\b
+Examples:
+  # the bundled-digits preset on every core (kill it any time; the same command resumes)
+  sparsetopo sweep run quick --db quick.sqlite
+  # your own spec on 8 local processes, 4 runs per task
+  sparsetopo sweep run my_grid.toml --db my_grid.sqlite --workers 8 --chunk-size 4
+  # the paper's grid on a Ray cluster
+  sparsetopo sweep run paper --db paper.sqlite --executor ray --address ray://head:10001
+  # in-process, for debugging
+  sparsetopo sweep run my_grid.toml --db debug.sqlite --executor inline
+""",
+)
+@click.argument("spec", metavar="SPEC")
+@DB
+@click.option("--executor", type=click.Choice(["process", "inline", "ray"]), default="process", show_default=True,
+              help="Local processes, this process (debugging) or Ray.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parallel workers (default: all cores); Ray's num_cpus for a local Ray.")
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray); default: start a local Ray.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+              help="Runs per task (default: sized so a task lasts a few seconds).")
+@click.option("--no-population", "no_population", is_flag=True,
+              help="Train every network on its own instead of stacking networks of the same shape.")
+@click.option("--no-measures", "no_measures", is_flag=True, help="Skip graph measures (spectral gap, ...).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Tries per run before it is left in the failed table.")
+@click.option("--retry-failed", is_flag=True, help="Try runs that used up their attempts in an earlier call again.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding the IDX files of mnist / fashion-mnist.")
+@click.option("--dry-run", is_flag=True, help="Validate the spec and print how many runs it has; train nothing.")
+def run_command(spec, db, executor, workers, address, chunk_size, no_population, no_measures, max_attempts,
+                retry_failed, data_dir, dry_run):
+    """Train every run of SPEC that is not in --db yet.
+
+    SPEC is a TOML file or a preset name (see 'sparsetopo sweep presets'). The whole spec is
+    checked before anything runs. Progress: a bar with ETA on a terminal, else one line per run.
+    """
+    from sparsetopo.sweep import expand, load_spec, run_sweep
+
+    parsed = load_spec(spec, data_dir=data_dir)
+    if dry_run:
+        configs = expand(parsed, data_dir=data_dir)
+        click.echo(f"{parsed.name}: {len(configs)} runs in {len(parsed.blocks)} blocks "
+                   f"({', '.join(name for name, _ in parsed.blocks)}); nothing trained")
+        return
+    if address is not None and executor != "ray":
+        raise SparsetopoError("--address is for --executor ray: add --executor ray or drop --address")
+    with _Progress() as on_result:
+        summary = run_sweep(parsed, db, executor=executor, workers=workers, address=address,
+                            chunk_size=chunk_size, population=not no_population, measures=not no_measures,
+                            max_attempts=max_attempts, retry_failed=retry_failed, data_dir=data_dir,
+                            on_result=on_result)
+    click.echo(f"{parsed.name}: {summary.stored} runs stored, {summary.skipped} already done, "
+               f"{summary.failed} failed ({summary.seconds:.0f} s) -> {db}")
+    if summary.failed:
+        click.echo(f"see 'sparsetopo sweep status --db {db}' for the errors; --retry-failed tries them again",
+                   err=True)
+
+
+@sweep_group.command(
+    "status",
+    epilog="""\b
+Examples:
+  sparsetopo sweep status --db quick.sqlite
+  sparsetopo sweep status --db quick.sqlite --json
+""",
+)
+@DB
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: done, failed, remaining, planned, eta_seconds.")
+def status_command(db, as_json):
+    """Show how many runs are done, failed and remaining, with an estimated time left."""
+    from sparsetopo.sweep import SweepStore
+
+    with SweepStore(db, create=False) as store:
+        info = store.status()
+        errors = store.db.execute("SELECT run_id, attempts, error FROM failed WHERE run_id NOT IN "
+                                  "(SELECT run_id FROM runs) ORDER BY last_at DESC LIMIT 5").fetchall()
+        name = store.meta().get("spec", {}).get("name", db.stem)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    eta = "unknown" if info["eta_seconds"] is None else _duration(info["eta_seconds"])
+    click.echo(f"{name}: {info['done']} done, {info['failed']} failed, {info['remaining']} remaining "
+               f"of {info['planned']} planned; ETA {eta}")
+    for rid, attempts, error in errors:
+        last = (error or "").strip().splitlines()[-1:] or [""]
+        click.echo(f"  failed {rid} after {attempts} attempt(s): {last[0]}")
+
+
+@sweep_group.command(
+    "export",
+    epilog="""\b
+Examples:
+  sparsetopo sweep export --db quick.sqlite --csv quick.csv
+  sparsetopo sweep export --db quick.sqlite --parquet quick.parquet
+""",
+)
+@DB
+@click.option("--csv", "csv", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a CSV file.")
+@click.option("--parquet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a Parquet file (needs pyarrow).")
+def export_command(db, csv, parquet):
+    """Write the stored runs (one row each, keyed by run_id) to CSV and/or Parquet."""
+    from sparsetopo.sweep import export_results
+
+    if not Path(db).is_file():
+        raise SparsetopoError(f"--db {db}: no such sweep store; check the path")
+    n = export_results(db, csv=csv, parquet=parquet)
+    click.echo(f"{n} runs -> {', '.join(str(p) for p in (csv, parquet) if p is not None)}")
+
+
+@sweep_group.command("presets", epilog="\b\nExamples:\n  sparsetopo sweep presets\n")
+def presets_command():
+    """List the sweep specs shipped with sparsetopo and their sizes."""
+    from sparsetopo.sweep import expand, load_spec, preset_names
+
+    for name in preset_names():
+        spec = load_spec(name)
+        click.echo(f"{name:8s} {len(expand(spec)):5d} runs  {spec.description}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class _Progress:
+    """on_result for the CLI: a tqdm bar with ETA on a terminal (stderr), else one line per run."""
+
+    def __init__(self):
+        self.bar = None
+        self.started = time.perf_counter()
+
+    def __enter__(self):
+        return self.update
+
+    def update(self, event):
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=event.total, unit="run", file=sys.stderr, dynamic_ncols=True)
+            self.bar.n = event.done
+            if event.test_accuracy is not None:
+                self.bar.set_postfix(acc=f"{event.test_accuracy:.3f}")
+            else:
+                self.bar.refresh()
+            return
+        c = event.config
+        what = (f"{c.construction} hidden {','.join(map(str, c.hidden))} "
+                f"k {'full' if c.degrees is None else ','.join('full' if k is None else str(k) for k in c.degrees)} "
+                f"seed {c.seed}")
+        if event.status in ("retry", "failed"):
+            last = (event.error or "").strip().splitlines()[-1:] or [""]
+            line = f"{event.status} {event.run_id} {what}: {last[0]}"
+        else:
+            line = f"{event.status} {event.run_id} {what}: accuracy {event.test_accuracy:.4f} ({event.seconds:.1f} s)"
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / event.done * (event.total - event.done) if event.done else None
+        click.echo(f"[{event.done}/{event.total}] {line}" + (f", ETA {_duration(eta)}" if eta is not None else ""),
+                   err=True)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,37 @@
+"""Sweeps: a grid of training runs from a TOML spec, run on any executor, stored in SQLite.
+
+``run_sweep(spec_or_configs, db_path, executor="process", workers=None, on_result=None, ...)``
+trains every run not yet stored; ``load_results(db)`` reads them back as a DataFrame.
+
+Modules, one job each: :mod:`.spec` (TOML spec -> TrainConfigs and run ids), :mod:`.store`
+(the SQLite file), :mod:`.worker` (what a worker does with a chunk), :mod:`.executors`
+(in-process, local processes, Ray), :mod:`.runner` (the coordinator).
+"""
+
+from sparsetopo.sweep.executors import EXECUTORS, InlineExecutor, ProcessExecutor, RayExecutor, make_executor
+from sparsetopo.sweep.runner import RunEvent, SweepSummary, make_chunks, run_sweep
+from sparsetopo.sweep.spec import SweepSpec, expand, load_spec, parse_spec, preset_names, run_id
+from sparsetopo.sweep.store import MEASURE_COLUMNS, RUN_COLUMNS, SweepStore, export_results, load_results
+
+__all__ = [
+    "EXECUTORS",
+    "InlineExecutor",
+    "MEASURE_COLUMNS",
+    "ProcessExecutor",
+    "RUN_COLUMNS",
+    "RayExecutor",
+    "RunEvent",
+    "SweepSpec",
+    "SweepStore",
+    "SweepSummary",
+    "expand",
+    "export_results",
+    "load_results",
+    "load_spec",
+    "make_chunks",
+    "make_executor",
+    "parse_spec",
+    "preset_names",
+    "run_id",
+    "run_sweep",
+]

@@ -1,0 +1,235 @@
+"""The sweep coordinator: plan, skip what is stored, send chunks to an executor, store results.
+
+The coordinator is the only process that writes the store. Each result is committed on its
+own as soon as it arrives, so a coordinator killed at any moment loses at most the runs in
+flight, and the same call again resumes: stored runs are skipped (their ``run_id`` is in the
+store), the rest are trained. A worker that dies fails the Futures of the chunks in flight;
+those runs are counted as an attempt in the ``failed`` table and sent again, one run per
+task, on a fresh executor. A run that raises is retried up to ``max_attempts`` times in all,
+then left in ``failed`` (``retry_failed=True`` tries it again on a later call).
+
+Library code never prints: progress goes to the ``on_result`` callback, one
+:class:`RunEvent` per stored or failed run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.sweep.executors import default_workers, make_executor
+from sparsetopo.sweep.spec import SweepSpec, dataset_shape, expand, load_spec, run_id
+from sparsetopo.sweep.store import SweepStore
+from sparsetopo.sweep.worker import group_key, run_chunk
+from sparsetopo.train import TrainConfig
+
+__all__ = ["RunEvent", "SweepSummary", "run_sweep", "estimate_seconds", "make_chunks"]
+
+TARGET_TASK_SECONDS = 5.0  # a task (chunk) should take at least about this long
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One run finished (``status`` ok/diverged), failed for good (``failed``) or will be
+    retried (``retry``). ``done``/``total`` count this call's runs."""
+
+    run_id: str
+    config: TrainConfig
+    status: str
+    test_accuracy: float | None
+    seconds: float | None
+    done: int
+    total: int
+    error: str | None = None
+    worker: str | None = None  # host:pid that trained it
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    planned: int       # runs in this call's run list
+    skipped: int       # already stored (or failed for good) before this call
+    stored: int        # stored by this call
+    failed: int        # left in the failed table by this call
+    restarts: int      # executors replaced after a worker died
+    seconds: float
+
+
+def estimate_seconds(config: TrainConfig, n_features: int, n_classes: int, n_train: int) -> float:
+    """Rough CPU seconds of one run on one core (masked-dense arithmetic plus step overhead).
+
+    Only used to size chunks; measured on this project's CPUs (DESIGN.md §7: 784-300-10 at
+    batch 32 is about 0.65 ms a step).
+    """
+    sizes = [n_features, *config.hidden, n_classes]
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    n = min(n_train, config.limit_train or n_train)
+    steps = config.epochs * math.ceil(n / config.batch_size)
+    return steps * (2e-4 + 6 * config.batch_size * weights / 1.5e10)
+
+
+def make_chunks(configs: Sequence[TrainConfig], workers: int, chunk_size: int | None = None,
+                data_dir=None) -> list[list[TrainConfig]]:
+    """Cut runs into tasks: runs that can share a population sit together, and each task
+    lasts about :data:`TARGET_TASK_SECONDS` (but there are at least two tasks per worker)."""
+    groups: dict = {}
+    for config in configs:
+        groups.setdefault(group_key(config), []).append(config)
+    ordered = [c for group in groups.values() for c in group]
+    if chunk_size is None:
+        if not ordered:
+            return []
+        shapes = {name: dataset_shape(name, data_dir) for name in {c.dataset for c in ordered}}
+        mean = sum(estimate_seconds(c, *shapes[c.dataset]) for c in ordered) / len(ordered)
+        chunk_size = max(1, math.ceil(TARGET_TASK_SECONDS / max(mean, 1e-3)))
+        chunk_size = max(1, min(chunk_size, len(ordered) // (2 * max(1, workers))))
+    chunks = []
+    for group in groups.values():  # a chunk never mixes groups: each is one population
+        chunks.extend(group[i:i + chunk_size] for i in range(0, len(group), chunk_size))
+    return chunks
+
+
+def run_sweep(
+    spec_or_configs: str | Path | SweepSpec | Sequence[TrainConfig],
+    db_path,
+    executor: str | Executor = "process",
+    workers: int | None = None,
+    address: str | None = None,
+    chunk_size: int | None = None,
+    population: bool = True,
+    measures: bool = True,
+    max_attempts: int = 3,
+    retry_failed: bool = False,
+    data_dir=None,
+    on_result: Callable[[RunEvent], None] | None = None,
+) -> SweepSummary:
+    """Run every run of a sweep that is not stored yet in ``db_path``; return a summary.
+
+    spec_or_configs : a TOML path, a preset name, a parsed :class:`SweepSpec`, or a list of
+        TrainConfigs.
+    executor : ``"inline"``, ``"process"``, ``"ray"`` or an Executor instance (not shut down
+        here; a broken one is not replaced).
+    workers : parallel workers (default: all cores); sizes the process pool or Ray's CPUs.
+    address : Ray cluster address (``executor="ray"``); None starts a local Ray.
+    chunk_size : runs per task; default sized from a cost estimate (:func:`make_chunks`).
+    population : train runs sharing a population key together (when available).
+    measures : compute graph measures (when :mod:`sparsetopo.spectral` is available).
+    """
+    started = time.perf_counter()
+    if max_attempts < 1:
+        raise SparsetopoError(f"max_attempts={max_attempts} must be >= 1")
+    meta = {}
+    if isinstance(spec_or_configs, (str, Path)):
+        spec_or_configs = load_spec(spec_or_configs, data_dir=data_dir)
+    if isinstance(spec_or_configs, SweepSpec):
+        meta = {"spec": spec_or_configs.summary(), "spec_text": spec_or_configs.text}
+        configs = expand(spec_or_configs, data_dir=data_dir)
+    else:
+        configs = [c.validate() for c in spec_or_configs]
+    owned = isinstance(executor, str)
+    if workers is None:
+        workers = getattr(executor, "workers", None) if not owned else None
+        workers = workers or (1 if executor == "inline" else default_workers())
+    ids = [run_id(c) for c in configs]
+    by_id = dict(zip(ids, configs))
+
+    with SweepStore(db_path) as store:
+        store.plan([(rid, c.to_dict()) for rid, c in by_id.items()], {**meta, "workers": workers})
+        done = store.done_ids()
+        attempts = store.failed_attempts()
+        todo = [c for rid, c in by_id.items()
+                if rid not in done and (retry_failed or attempts.get(rid, 0) < max_attempts)]
+        state = _State(store, by_id, max_attempts, on_result, total=len(todo))
+        if todo:
+            state.run(executor, owned, workers, address,
+                      make_chunks(todo, workers, chunk_size, data_dir),
+                      dict(data_dir=None if data_dir is None else str(data_dir), population=population,
+                           measures=measures))
+    return SweepSummary(planned=len(by_id), skipped=len(by_id) - len(todo), stored=state.stored,
+                        failed=state.failed, restarts=state.restarts,
+                        seconds=time.perf_counter() - started)
+
+
+class _State:
+    """Bookkeeping of one ``run_sweep`` call: what is in flight, retries, counts."""
+
+    def __init__(self, store: SweepStore, by_id, max_attempts, on_result, total):
+        self.store, self.by_id, self.max_attempts, self.on_result = store, by_id, max_attempts, on_result
+        self.total = total
+        self.finished = self.stored = self.failed = self.restarts = 0
+
+    def run(self, executor, owned, workers, address, chunks, options):
+        pending = list(chunks)   # chunks waiting to be submitted
+        in_flight = {}           # Future -> chunk
+        # A bounded number of tasks in flight: a dead worker then fails only tasks that ran.
+        limit = workers if owned and executor == "process" else max(2 * workers, 1)
+        pool = make_executor(executor, workers, address) if owned else executor
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < limit:
+                    chunk = pending.pop(0)
+                    in_flight[pool.submit(run_chunk, [c.to_dict() for c in chunk], **options)] = chunk
+                finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                broken = False
+                for future in finished:
+                    chunk = in_flight.pop(future)
+                    try:
+                        rows = future.result()
+                    except BrokenExecutor as exc:
+                        broken = True
+                        pending[:0] = self._retry(chunk, f"worker process died: {exc!r}")
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - e.g. a Ray worker crash
+                        pending[:0] = self._retry(chunk, f"task failed: {exc!r}")
+                        continue
+                    for config, row in zip(chunk, rows):
+                        if "error" in row:
+                            pending[:0] = self._retry([config], row["error"])
+                        else:
+                            self._store(config, row)
+                if broken and owned:
+                    # every unfinished task of a broken pool fails too: collect them, start afresh
+                    for future, chunk in list(in_flight.items()):
+                        pending[:0] = self._retry(chunk, "worker process died (pool broken)")
+                    in_flight.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = make_executor(executor, workers, address)
+                    self.restarts += 1
+                elif broken:
+                    raise SparsetopoError("the executor given to run_sweep broke (a worker died); run the "
+                                          "sweep again to resume, or pass an executor name so it is replaced")
+        finally:
+            if owned:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _store(self, config, row):
+        cache = row.pop("measure_cache", None)
+        row.pop("worker_pid", None)
+        self.store.add_result(row, cache)
+        self.stored += 1
+        self.finished += 1
+        self._emit(config, row["status"], row["test_accuracy"], row["seconds"], worker=row.get("worker"))
+
+    def _retry(self, chunk, error) -> list[list[TrainConfig]]:
+        """Count an attempt for each run of a failed chunk; return the runs to send again, one per task."""
+        again = []
+        for config in chunk:
+            rid = run_id(config)
+            attempts = self.store.add_failure(rid, error)
+            if attempts < self.max_attempts:
+                again.append([config])
+                self._emit(config, "retry", None, None, error)
+            else:
+                self.failed += 1
+                self.finished += 1
+                self._emit(config, "failed", None, None, error)
+        return again
+
+    def _emit(self, config, status, accuracy, seconds, error=None, worker=None):
+        if self.on_result is not None:
+            self.on_result(RunEvent(run_id(config), config, status, accuracy, seconds, self.finished,
+                                    self.total, error, worker))

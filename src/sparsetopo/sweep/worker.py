@@ -1,0 +1,221 @@
+"""What a sweep worker does with a chunk of runs: train them, measure them, flatten the results.
+
+:func:`run_chunk` is the one function an executor sends to a worker. It takes plain config
+dicts and returns plain row dicts (one per config, in order), so any executor can carry it:
+a local process pool, Ray, or the coordinator itself. The dataset is loaded once per worker
+process (module-level cache). Configs that share
+:func:`sparsetopo.population.population_key` are trained together as one stacked model when
+that module is available (one interpreter overhead per step for the whole group); otherwise,
+or with ``population=False``, each is trained by :func:`sparsetopo.train.train`.
+
+A run that raises yields an error row (``{"run_id", "error"}``) instead of failing its
+chunk; the coordinator counts the attempt and retries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import traceback
+
+from sparsetopo.sweep.spec import run_id
+from sparsetopo.train import TrainConfig, train
+
+__all__ = ["run_chunk", "init_worker", "result_row", "graph_measures", "group_key"]
+
+_DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
+_MEASURES: dict = {}   # fingerprint -> measures dict, per worker process
+
+
+def init_worker(parent_pid: int | None = None) -> None:
+    """Per-process setup: one torch thread (workers are the parallelism) and, when the
+    coordinator's pid is given, a watchdog that ends this process if the coordinator dies
+    (a pool worker orphaned by ``kill -9`` would otherwise wait for work forever)."""
+    import torch
+
+    torch.set_num_threads(1)
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def dataset_for(name: str, data_dir=None):
+    key = (name, None if data_dir is None else str(data_dir))
+    if key not in _DATASETS:
+        from sparsetopo.data import load_dataset
+
+        _DATASETS[key] = load_dataset(name, data_dir=data_dir)
+    return _DATASETS[key]
+
+
+def _population():
+    try:
+        from sparsetopo.population import population_key, train_population
+    except ImportError:
+        return None, None
+    return population_key, train_population
+
+
+def group_key(config: TrainConfig):
+    """The population key of a config (what must be shared to be trained together)."""
+    key_fn, _ = _population()
+    if key_fn is not None:
+        return key_fn(config)
+    shared = {k: v for k, v in config.to_dict().items() if k not in ("seed", "construction", "degrees", "init")}
+    return json.dumps(shared, sort_keys=True)
+
+
+def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measures: bool = True) -> list[dict]:
+    """Train every config of a chunk; return one row dict per config, in the chunk's order."""
+    parsed = [TrainConfig.from_dict(c) for c in configs]
+    rows: dict[int, dict] = {}
+    groups: dict = {}
+    for i, config in enumerate(parsed):
+        groups.setdefault(group_key(config) if population else i, []).append(i)
+    _, train_population = _population() if population else (None, None)
+    for members in groups.values():
+        group = [parsed[i] for i in members]
+        results = None
+        if train_population is not None and len(group) > 1:
+            try:
+                data = dataset_for(group[0].dataset, data_dir)
+                results = [(r, "population") for r in train_population(group, dataset=data)]
+            except Exception:  # noqa: BLE001 - fall back to training them one by one
+                results = None
+        for j, i in enumerate(members):
+            config = parsed[i]
+            try:
+                if results is not None:
+                    result, how = results[j]
+                else:
+                    result, how = train(config, dataset=dataset_for(config.dataset, data_dir)), "train"
+                rows[i] = result_row(result, how, measures)
+            except Exception:  # noqa: BLE001 - reported to the coordinator, which retries
+                rows[i] = {"run_id": run_id(config), "error": traceback.format_exc(limit=8)}
+    return [rows[i] for i in range(len(parsed))]
+
+
+def result_row(result, trained_with: str = "train", measures: bool = True) -> dict:
+    """Flatten a RunResult into a store row (see :data:`sparsetopo.sweep.store.RUN_COLUMNS`)."""
+    from sparsetopo.topology.registry import CONSTRUCTIONS
+
+    config = result.config
+    data = result.to_dict()
+    stats = result.weight_stats
+    topologies = [layer.topology for layer in result.model.layers] if result.model is not None else None
+    layers = [dict(p) for p in result.layers]
+    if topologies is not None:
+        for layer, topology in zip(layers, topologies):
+            layer["fingerprint"] = topology.fingerprint
+            layer["nnz"] = topology.nnz
+    connections = sum(s["nnz"] for s in stats)
+    dense = sum(layer["n_in"] * layer["n_out"] for layer in layers)
+    history = data["history"]
+    epoch_seconds = [h["seconds"] for h in history]
+    row = {
+        "run_id": run_id(config),
+        "dataset": config.dataset,
+        "hidden": ",".join(map(str, config.hidden)),
+        "hidden1": config.hidden[0],
+        "n_hidden_layers": len(config.hidden),
+        "construction": config.construction,
+        "construction_version": CONSTRUCTIONS[config.construction].version,
+        "degrees": ",".join(str(layer["k"]) for layer in layers),
+        "k_in": layers[0]["k"],
+        "k_out": layers[-1]["k"],
+        "density_in": layers[0]["k"] / layers[0]["n_out"],
+        "density": connections / dense,
+        "connections": connections,
+        "dropout_in": config.dropout[0],
+        "dropout_hidden": config.dropout[1],
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "momentum": config.momentum,
+        "activation": config.activation,
+        "init": config.init,
+        "backend": config.backend,
+        "seed": config.seed,
+        "limit_train": config.limit_train,
+        "status": result.status,
+        "test_accuracy": result.test_accuracy,
+        "train_loss": history[-1]["train_loss"] if history else None,
+        "epochs_done": len(history),
+        "parameters": result.parameters,
+        "seconds": result.seconds,
+        "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None,
+        "history": _json(history),
+        "weight_stats": _json(stats),
+        "layers": _json(layers),
+        "config": _json(config.to_dict()),
+        "trained_with": trained_with,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "worker_pid": os.getpid(),
+    }
+    for prefix, s in (("w0", stats[0]), ("wlast", stats[-1])):
+        for name in ("max", "min", "mean", "std"):
+            row[f"{prefix}_{name}"] = s[name]
+    if measures and topologies is not None:
+        metrics, cache = graph_measures(topologies)
+        row["metrics"], row["measure_cache"] = metrics, cache
+    return row
+
+
+def graph_measures(topologies) -> tuple[dict | None, dict]:
+    """(metrics, {fingerprint: measures}) of a network's layers and of the whole network.
+
+    Uses :mod:`sparsetopo.spectral` (``layer_measures``, ``network_measures``) when it can be
+    imported; returns ``(None, {})`` otherwise, leaving the store's measure columns NULL.
+    Each topology is measured once per process (cache keyed by ``Topology.fingerprint``).
+    """
+    try:
+        from sparsetopo.spectral import layer_measures, network_measures
+    except ImportError:
+        return None, {}
+    cache = {}
+    layers = []
+    for topology in topologies:
+        key = topology.fingerprint
+        if key not in _MEASURES:
+            _MEASURES[key] = _plain(layer_measures(topology))
+        layers.append(_MEASURES[key])
+        cache[key] = _MEASURES[key]
+    net_key = "net:" + hashlib.sha256("|".join(t.fingerprint for t in topologies).encode()).hexdigest()
+    if net_key not in _MEASURES:
+        _MEASURES[net_key] = _plain(network_measures(list(topologies)))
+    cache[net_key] = _MEASURES[net_key]
+    return {"layers": layers, "network": _MEASURES[net_key],
+            "fingerprints": [t.fingerprint for t in topologies], "network_fingerprint": net_key}, cache
+
+
+def _plain(value):
+    """JSON-ready copy: numpy scalars become floats/ints, tuples lists, NaN/inf None."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _json(value) -> str:
+    return json.dumps(_plain(value))

@@ -1,0 +1,298 @@
+"""Sweeps: spec expansion and validation, the store, resume after SIGKILL, executors, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sparsetopo.cli import main
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.sweep import (SweepStore, expand, load_results, load_spec, parse_spec, preset_names, run_id,
+                              run_sweep)
+from sparsetopo.topology import registry
+from sparsetopo.train import TrainConfig
+
+TINY = """
+[sweep]
+name = "tiny"
+departures = ["tiny networks"]
+
+[protocol]
+dataset = "digits"
+epochs = 1
+lr = 0.5
+limit_train = 120
+
+[grid.single]
+constructions = ["regular_rotating", "random_regular", "fully_connected"]
+hidden = [8, 16]
+degrees_in = [2, 4]
+degrees_out = [3, "full"]
+seeds = 2
+
+[grid.deep]
+constructions = ["regular_rotating"]
+hidden = [[12, 8]]
+degrees = [[3, 2, "full"], [6, 4, "full"]]
+dropout = [[0.2, 0.5]]
+seeds = [0]
+"""
+# single: 2 sparse constructions x 2 hidden x 2 x 2 degrees x 2 seeds = 32, fully_connected 2 x 2 = 4
+TINY_RUNS = 32 + 4 + 2
+
+# slow enough (about 0.2 s a run) that a sweep can be killed part-way
+SLOW = """
+[protocol]
+dataset = "digits"
+epochs = 5
+lr = 0.5
+
+[grid.a]
+constructions = ["regular_rotating", "random_regular"]
+hidden = [16]
+degrees_in = [2, 4, 8]
+seeds = 3
+"""
+SLOW_RUNS = 18
+
+
+def write(tmp_path, text, name="spec.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def stored(db) -> pd.DataFrame:
+    return load_results(db)
+
+
+def assert_complete(db, n):
+    frame = stored(db)
+    assert len(frame) == n and frame.run_id.is_unique
+    with SweepStore(db) as store:
+        assert store.integrity_check() == "ok"
+        planned = {rid for rid, _ in store.planned()}
+        assert set(frame.run_id) == planned
+        assert store.status()["remaining"] == 0
+    return frame
+
+
+# -- spec -------------------------------------------------------------------------------------
+def test_expansion_counts_order_and_canonical_degrees(tmp_path):
+    spec = load_spec(write(tmp_path, TINY))
+    configs = expand(spec)
+    assert len(configs) == TINY_RUNS
+    assert configs == expand(load_spec(write(tmp_path, TINY)))  # deterministic
+    assert configs[0] == TrainConfig(dataset="digits", hidden=(8,), construction="regular_rotating",
+                                     degrees=(2, 3), epochs=1, lr=0.5, limit_train=120, seed=0)
+    assert configs[1].seed == 1 and configs[2].degrees == (2, None)  # "full" is stored as None
+    fc = [c for c in configs if c.construction == "fully_connected"]
+    assert len(fc) == 4 and all(c.degrees is None for c in fc)  # one cell per hidden size and seed
+    deep = configs[-2:]
+    assert [c.degrees for c in deep] == [(3, 2, None), (6, 4, None)] and deep[0].dropout == (0.2, 0.5)
+    assert len({run_id(c) for c in configs}) == TINY_RUNS
+
+
+def test_run_id_is_stable_and_tracks_config_and_construction_version(monkeypatch):
+    a = TrainConfig(dataset="digits", hidden=(8,), degrees=(2, None), lr=0.5)
+    assert run_id(a) == run_id(TrainConfig(dataset="digits", hidden=[8], degrees=[2, None], lr=0.5))
+    assert len(run_id(a)) == 16 and int(run_id(a), 16) >= 0
+    assert run_id(a) != run_id(TrainConfig(dataset="digits", hidden=(8,), degrees=(2, None), lr=0.5, seed=1))
+    before = run_id(a)
+    spec = registry.CONSTRUCTIONS["regular_rotating"]
+    monkeypatch.setitem(registry.CONSTRUCTIONS, "regular_rotating",
+                        registry.Construction(spec.name, spec.function, spec.random, spec.version + 1, spec.summary))
+    assert run_id(a) != before
+
+
+def test_integer_lr_in_toml_gives_the_same_ids_as_a_float(tmp_path):
+    one = expand(parse_spec(TINY.replace("lr = 0.5", "lr = 1"), "a"))
+    other = expand(parse_spec(TINY.replace("lr = 0.5", "lr = 1.0"), "b"))
+    assert [run_id(c) for c in one] == [run_id(c) for c in other]
+
+
+def test_presets_have_the_documented_sizes_and_the_report_cells():
+    assert {"paper", "quick"} <= set(preset_names())
+    paper = expand(load_spec("paper"))
+    assert len(paper) == 3067
+    assert sum(c.construction == "fully_connected" for c in paper) == 7
+    assert {c.hidden for c in paper} == {(100,), (300,), (500,), (500, 300)}
+    assert all(c.dataset == "mnist" and c.epochs == 50 and c.lr == 0.01 and c.batch_size == 32 for c in paper)
+    quick = expand(load_spec("quick"))
+    assert 150 <= len(quick) <= 250 and all(c.dataset == "digits" for c in quick)
+    regular300 = [c for c in quick if c.construction == "regular_rotating" and c.hidden == (300,)
+                  and c.dropout == (0.0, 0.0)]
+    assert len({c.degrees[0] for c in regular300}) >= 5 and len({c.degrees[1] for c in regular300}) >= 5
+    assert max(sum(c.degrees == d for c in regular300) for d in {c.degrees for c in regular300}) >= 3  # seeds
+    assert len({c.construction for c in quick if c.hidden == (300,)}) == 7
+    assert any(c.dropout == (0.2, 0.5) for c in quick) and any(len(c.hidden) == 2 for c in quick)
+    assert {c.hidden for c in quick if len(c.hidden) == 1} == {(100,), (300,), (500,)}
+    assert load_spec("quick").departures
+
+
+BAD_SPECS = [
+    ("[protocol] unknown field 'epoch'", TINY.replace("epochs = 1", "epoch = 1")),
+    ("[grid.single] unknown field 'hiden'", TINY.replace("hidden = [8, 16]", "hiden = [8, 16]")),
+    ("[grid.single] constructions: unknown construction 'ramanujan'",
+     TINY.replace('"random_regular", "fully_connected"', '"ramanujan"')),
+    ("[grid.single] degrees_in: k=40 is out of range for a 64->8 layer",
+     TINY.replace("degrees_in = [2, 4]", "degrees_in = [2, 40]")),
+    ("[grid.single] degrees_out: k=11 is out of range for a 8->10 layer",
+     TINY.replace('degrees_out = [3, "full"]', "degrees_out = [3, 11]")),
+    ("[grid.deep] degrees: k=13 is out of range for a 12->8 layer",
+     TINY.replace('[6, 4, "full"]', '[6, 13, "full"]')),
+    ("[grid.single] degrees_in is empty", TINY.replace("degrees_in = [2, 4]", "degrees_in = []")),
+    ("[grid] is empty", TINY.split("[grid.single]")[0]),
+    ("[grid.single] seeds=0 is empty", TINY.replace("seeds = 2", "seeds = 0")),
+    ("[protocol] epochs='1' must be an integer", TINY.replace("epochs = 1", 'epochs = "1"')),
+    ("[grid.deep] dropout", TINY.replace("[[0.2, 0.5]]", "[[0.2]]")),
+]
+
+
+@pytest.mark.parametrize("needle, text", BAD_SPECS, ids=[b[0].split(":")[0] for b in BAD_SPECS])
+def test_bad_specs_are_rejected_naming_the_key(tmp_path, needle, text):
+    path = write(tmp_path, text, "quick.toml")
+    with pytest.raises(SparsetopoError) as info:
+        load_spec(path)
+    assert f"sweep spec {path}: {needle}" in str(info.value)
+
+
+def test_cli_rejects_a_bad_spec_before_any_run_starts(tmp_path, capsys):
+    path = write(tmp_path, TINY.replace("degrees_in = [2, 4]", "degrees_in = [2, 400]"))
+    db = tmp_path / "runs.sqlite"
+    assert main(["sweep", "run", str(path), "--db", str(db), "--executor", "inline"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "degrees_in: k=400 is out of range for a 64->8 layer" in err
+    assert not db.exists()
+    assert main(["sweep", "run", "no-such-preset", "--db", str(db)]) == 2
+    assert "paper, quick" in capsys.readouterr().err
+
+
+# -- inline sweep, store, resume, export, status --------------------------------------------------
+def test_inline_sweep_stores_each_run_once_and_resumes(tmp_path):
+    db = tmp_path / "tiny.sqlite"
+    spec = write(tmp_path, TINY)
+    configs = expand(load_spec(spec))
+    events = []
+    summary = run_sweep(configs[:10], db, executor="inline", on_result=events.append)
+    assert summary.stored == 10 and len(events) == 10 and events[-1].done == 10
+    summary = run_sweep(spec, db, executor="inline", population=False)
+    assert summary.skipped == 10 and summary.stored == TINY_RUNS - 10
+    frame = assert_complete(db, TINY_RUNS)
+    row = frame.set_index("run_id").loc[run_id(configs[0])]
+    assert (row.hidden, row.hidden1, row.n_hidden_layers, row.k_in, row.k_out) == ("8", 8, 1, 2, 3)
+    assert row.degrees == "2,3" and row.density_in == pytest.approx(2 / 8)
+    assert row.density == pytest.approx((64 * 2 + 8 * 3) / (64 * 8 + 8 * 10))
+    assert len(json.loads(row.history)) == 1 and row.train_loss == json.loads(row.history)[-1]["train_loss"]
+    assert row.w0_max == json.loads(row.weight_stats)[0]["max"] and row.wlast_std == json.loads(row.weight_stats)[1]["std"]
+    assert row.status == "ok" and 0 <= row.test_accuracy <= 1 and row.attempts == 1
+    deep = frame[frame.n_hidden_layers == 2]
+    assert set(deep.hidden) == {"12,8"} and set(deep.k_out) == {10} and set(deep.dropout_in) == {0.2}
+    assert list(frame.position) == sorted(frame.position)
+    # a third call trains nothing
+    assert run_sweep(spec, db, executor="inline").stored == 0
+    with SweepStore(db) as store:
+        assert store.meta()["spec"]["departures"] == ["tiny networks"]
+
+
+def test_export_status_and_presets_cli(tmp_path, capsys):
+    db = tmp_path / "tiny.sqlite"
+    spec = write(tmp_path, TINY)
+    run_sweep(expand(load_spec(spec))[:7], db, executor="inline")
+    with SweepStore(db) as store:  # plan the rest without running it
+        store.plan([(run_id(c), c.to_dict()) for c in expand(load_spec(spec))])
+    store = SweepStore(db)
+    store.add_failure(run_id(expand(load_spec(spec))[8]), "Traceback...\nRuntimeError: boom")
+    store.close()
+    assert main(["sweep", "status", "--db", str(db), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["done"], info["failed"], info["remaining"]) == (7, 1, TINY_RUNS - 8)
+    assert all(isinstance(info[k], int) for k in ("done", "failed", "remaining"))
+    assert info["eta_seconds"] is not None
+    assert main(["sweep", "status", "--db", str(db)]) == 0
+    assert "RuntimeError: boom" in capsys.readouterr().out
+    csv, parquet = tmp_path / "r.csv", tmp_path / "r.parquet"
+    assert main(["sweep", "export", "--db", str(db), "--csv", str(csv), "--parquet", str(parquet)]) == 0
+    expected = load_results(db)
+    for frame in (pd.read_csv(csv), pd.read_parquet(parquet)):
+        assert list(frame.run_id) == list(expected.run_id) and len(frame) == 7
+        assert list(frame.test_accuracy) == pytest.approx(list(expected.test_accuracy))
+    assert main(["sweep", "status", "--db", str(tmp_path / "missing.sqlite")]) == 2
+    assert main(["sweep", "presets"]) == 0
+    out = capsys.readouterr().out
+    assert "3067 runs" in out and "quick" in out
+
+
+# -- SIGKILL and resume ---------------------------------------------------------------------------
+def _count_rows(db) -> int:
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_coordinator_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
+    spec, db = write(tmp_path, SLOW), tmp_path / "slow.sqlite"
+    command = [sys.executable, "-m", "sparsetopo", "sweep", "run", str(spec), "--db", str(db),
+               "--workers", "2", "--chunk-size", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while _count_rows(db) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _count_rows(db)
+    assert 3 <= partial < SLOW_RUNS, "the sweep should have been killed part-way"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{SLOW_RUNS - partial} runs stored, {partial} already done" in done.stdout
+    assert_complete(db, SLOW_RUNS)
+
+
+def test_worker_killed_with_sigkill_is_retried_and_counted(tmp_path):
+    db = tmp_path / "slow.sqlite"
+    killed = []
+
+    def kill_first_worker(event):
+        if not killed and event.worker:
+            killed.append(int(event.worker.rsplit(":", 1)[1]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    summary = run_sweep(write(tmp_path, SLOW), db, executor="process", workers=2, chunk_size=1,
+                        on_result=kill_first_worker)
+    assert killed and summary.restarts >= 1 and summary.failed == 0
+    frame = assert_complete(db, SLOW_RUNS)
+    assert frame.attempts.max() >= 2  # the runs in flight when the worker died were tried again
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+def test_ray_executor_gives_the_same_rows_as_local_processes(tmp_path):
+    ray = pytest.importorskip("ray")
+    spec = write(tmp_path, TINY)
+    configs = expand(load_spec(spec))[:12]
+    local, remote = tmp_path / "local.sqlite", tmp_path / "ray.sqlite"
+    run_sweep(configs, local, executor="process", workers=2, chunk_size=3)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(configs, remote, executor="ray", workers=2, chunk_size=3)
+    finally:
+        ray.shutdown()
+    assert summary.stored == 12
+    a = assert_complete(local, 12).set_index("run_id")
+    b = assert_complete(remote, 12).set_index("run_id")
+    assert sorted(a.index) == sorted(b.index)
+    assert (b.test_accuracy.loc[a.index] == a.test_accuracy).all()
+    assert (b.w0_std.loc[a.index] == a.w0_std).all()
