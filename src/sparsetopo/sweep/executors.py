@@ -3,8 +3,8 @@
 
 * :class:`InlineExecutor` runs the call in the coordinator, at submit time (for debugging:
   breakpoints and tracebacks work as usual).
-* :class:`ProcessExecutor` is a local process pool (``spawn`` start method: no inherited torch
-  or thread state) whose workers use one torch thread each and exit if the coordinator dies.
+* :class:`ProcessExecutor` is a local process pool (``forkserver`` start method: no inherited
+  torch thread state) whose workers use one torch thread each and exit if the coordinator dies.
 * :class:`RayExecutor` sends each call as a Ray task to a cluster (``address``) or to a local
   instance it starts; tasks return plain dicts.
 
@@ -48,7 +48,7 @@ class InlineExecutor(Executor):
 
 
 class ProcessExecutor(Executor):
-    """A pool of ``workers`` local processes (spawned), each with ``torch.set_num_threads(1)``.
+    """A pool of ``workers`` local processes (forkserver), each with ``torch.set_num_threads(1)``.
 
     When a worker dies (killed, out of memory) the pool is broken: every unfinished Future
     fails with ``concurrent.futures.process.BrokenProcessPool``; the runner then makes a new
@@ -57,8 +57,8 @@ class ProcessExecutor(Executor):
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or default_workers()
-        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=init_worker, initargs=(os.getpid(),))
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(),
+                                        initializer=init_worker, initargs=(True,))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self.pool.submit(fn, *args, **kwargs)
@@ -69,6 +69,22 @@ class ProcessExecutor(Executor):
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return [p.pid for p in (self.pool._processes or {}).values()]
+
+
+# Imported once by the forkserver, so that each forked worker starts warm: torch.optim's first
+# use imports torch._dynamo (seconds), the digits loader imports scikit-learn.
+PRELOAD = ["sparsetopo.sweep.worker", "torch._dynamo", "sklearn.datasets"]
+
+
+def _context():
+    """``forkserver`` where available (workers fork from a server that imported torch once,
+    so a replaced pool starts at once), else ``spawn``; never plain ``fork`` of a process
+    whose torch may already run threads."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _ray_call(fn, args, kwargs):

@@ -31,15 +31,16 @@ _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
 _MEASURES: dict = {}   # fingerprint -> measures dict, per worker process
 
 
-def init_worker(parent_pid: int | None = None) -> None:
-    """Per-process setup: one torch thread (workers are the parallelism) and, when the
-    coordinator's pid is given, a watchdog that ends this process if the coordinator dies
-    (a pool worker orphaned by ``kill -9`` would otherwise wait for work forever)."""
+def init_worker(watch_parent: bool = False) -> None:
+    """Per-process setup: one torch thread (workers are the parallelism) and, with
+    ``watch_parent``, a watchdog that ends this process when its parent goes away (a pool
+    worker orphaned by a ``kill -9`` of the coordinator would otherwise wait for work forever;
+    a forkserver parent exits with the coordinator)."""
     import torch
 
     torch.set_num_threads(1)
-    if parent_pid is not None:
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if watch_parent:
+        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def _watch_parent(parent_pid: int) -> None:
