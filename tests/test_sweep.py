@@ -298,3 +298,47 @@ def test_ray_executor_gives_the_same_rows_as_local_processes(tmp_path):
     assert sorted(a.index) == sorted(b.index)
     assert (b.test_accuracy.loc[a.index] == a.test_accuracy).all()
     assert (b.w0_std.loc[a.index] == a.w0_std).all()
+
+
+# -- graph measures hook --------------------------------------------------------------------------
+def _fake_spectral():
+    import types
+
+    module = types.ModuleType("sparsetopo.spectral")
+    calls = []
+
+    def layer_measures(topology):
+        calls.append(topology.fingerprint)
+        return {"algebraic_connectivity": topology.nnz / 1000, "spectral_gap": float(topology.n_out)}
+
+    def network_measures(topologies):
+        return {"algebraic_connectivity": sum(t.nnz for t in topologies) / 1e4, "spectral_gap": 1.0}
+
+    module.layer_measures, module.network_measures, module.calls = layer_measures, network_measures, calls
+    return module
+
+
+def test_graph_measures_fill_columns_when_spectral_is_available_and_backfill_later(tmp_path, monkeypatch):
+    from sparsetopo.sweep import backfill_measures
+
+    configs = expand(load_spec(write(tmp_path, TINY)))[:6]
+    monkeypatch.setitem(sys.modules, "sparsetopo.spectral", None)  # not importable yet
+    before = tmp_path / "before.sqlite"
+    run_sweep(configs, before, executor="inline")
+    assert load_results(before).alg_conn_in.isna().all()
+    fake = _fake_spectral()
+    monkeypatch.setitem(sys.modules, "sparsetopo.spectral", fake)
+    assert backfill_measures(before) == 6
+    after = tmp_path / "after.sqlite"
+    run_sweep(configs, after, executor="inline")
+    for db in (before, after):
+        frame = load_results(db).set_index("run_id")
+        layers = frame.layers.map(json.loads)
+        assert (frame.alg_conn_in == layers.map(lambda ls: ls[0]["nnz"] / 1000)).all()
+        assert (frame.alg_conn_net == layers.map(lambda ls: sum(l["nnz"] for l in ls) / 1e4)).all()
+        assert (frame.spectral_gap_in == 8.0).all()  # hidden 8
+        assert json.loads(frame.metrics.iloc[0])["layers"][1]["spectral_gap"] == 10.0
+        with SweepStore(db) as store:
+            n = store.db.execute("SELECT COUNT(*) FROM graph_measures").fetchone()[0]
+        assert n >= len({f for ls in layers for f in (l["fingerprint"] for l in ls)})
+    assert len(fake.calls) == len(set(fake.calls))  # each topology measured once per process

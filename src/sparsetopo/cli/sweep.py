@@ -148,6 +148,21 @@ def export_command(db, csv, parquet):
     click.echo(f"{n} runs -> {', '.join(str(p) for p in (csv, parquet) if p is not None)}")
 
 
+@sweep_group.command(
+    "measures",
+    epilog="""\b
+Examples:
+  sparsetopo sweep measures --db quick.sqlite
+""",
+)
+@DB
+def measures_command(db):
+    """Compute graph measures (spectral gap, algebraic connectivity) for stored runs lacking them."""
+    from sparsetopo.sweep import backfill_measures
+
+    click.echo(f"graph measures filled for {backfill_measures(db)} runs in {db}")
+
+
 @sweep_group.command("presets", epilog="\b\nExamples:\n  sparsetopo sweep presets\n")
 def presets_command():
     """List the sweep specs shipped with sparsetopo and their sizes."""

@@ -5,10 +5,12 @@ trains every run not yet stored; ``load_results(db)`` reads them back as a DataF
 
 Modules, one job each: :mod:`.spec` (TOML spec -> TrainConfigs and run ids), :mod:`.store`
 (the SQLite file), :mod:`.worker` (what a worker does with a chunk), :mod:`.executors`
-(in-process, local processes, Ray), :mod:`.runner` (the coordinator).
+(in-process, local processes, Ray), :mod:`.runner` (the coordinator), :mod:`.measures`
+(graph measures for runs stored before :mod:`sparsetopo.spectral` was available).
 """
 
 from sparsetopo.sweep.executors import EXECUTORS, InlineExecutor, ProcessExecutor, RayExecutor, make_executor
+from sparsetopo.sweep.measures import backfill_measures
 from sparsetopo.sweep.runner import RunEvent, SweepSummary, make_chunks, run_sweep
 from sparsetopo.sweep.spec import SweepSpec, expand, load_spec, parse_spec, preset_names, run_id
 from sparsetopo.sweep.store import MEASURE_COLUMNS, RUN_COLUMNS, SweepStore, export_results, load_results
@@ -21,6 +23,7 @@ __all__ = [
     "RUN_COLUMNS",
     "RayExecutor",
     "RunEvent",
+    "backfill_measures",
     "SweepSpec",
     "SweepStore",
     "SweepSummary",

@@ -235,7 +235,7 @@ class SweepStore:
         remaining = planned - done - failed
         mean = self.db.execute("SELECT AVG(seconds) FROM runs").fetchone()[0]
         workers = max(1, int(self.meta().get("workers", 1) or 1))
-        eta = None if mean is None else (remaining + failed) * mean / workers
+        eta = None if mean is None else remaining * mean / workers
         return {"planned": planned, "done": done, "failed": failed, "remaining": remaining,
                 "eta_seconds": None if eta is None else round(eta, 1)}
 
