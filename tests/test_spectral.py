@@ -231,3 +231,32 @@ def test_bad_input():
         S.layer_measures([build("random_regular", 10, 8, 2)])
     with pytest.raises(SparsetopoError, match="k >= 1"):
         S.ramanujan_margin(Topology.from_mask(np.eye(4, 20, dtype=bool), construction="test", k=1, seed=None))
+
+
+# -- the CLI -----------------------------------------------------------------------------------------
+def test_cli_json_has_metrics(capsys):
+    import json
+
+    from sparsetopo.cli import main
+
+    assert main(["topology", "random_edge", "--n-in", "6", "--n-out", "40", "-k", "1", "--seed", "3", "--json"]) == 0
+    out = capsys.readouterr().out
+    info = json.loads(out, parse_constant=lambda token: pytest.fail(f"invalid JSON token {token}"))
+    metrics = info["metrics"]
+    for key in S.MEASURES:
+        assert key in metrics
+    mask = build("random_edge", 6, 40, 1, seed=3).mask()
+    assert metrics["ramanujan_margin"] is None  # mean output degree < 1
+    assert metrics["components"] == nx.number_connected_components(layer_nx(mask))
+    assert metrics["isolated_outputs"] == int((~mask.any(axis=0)).sum())
+
+
+def test_cli_summary_shows_main_measures(capsys):
+    from sparsetopo.cli import main
+
+    assert main(["topology", "fully_connected", "--n-in", "5", "--n-out", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "algebraic connectivity  3.0000" in out  # K(5, 3): min(5, 3)
+    assert "spectral gap" in out and "components   1" in out
+    assert main(["topology", "fully_connected", "--n-in", "5", "--n-out", "3", "--no-metrics", "--json"]) == 0
+    assert "metrics" not in capsys.readouterr().out
