@@ -175,3 +175,13 @@ def test_backend_errors_name_the_value_and_the_fix():
         SparseLinear(t, backend="sparse")(torch.ones(2, 10, dtype=torch.float64))
     with pytest.raises(SparsetopoError, match="unknown backend 'csr'"):
         TrainConfig(dataset="digits", backend="csr").validate()
+
+
+def test_auto_never_mixes_backends_within_a_network():
+    from sparsetopo.nn.mlp import auto_backends
+
+    sparse_input = build("regular_rotating", 784, 300, 3)
+    assert auto_backends([sparse_input, build("fully_connected", 300, 10)]) == ["sparse", "sparse"]
+    assert auto_backends([build("fully_connected", 784, 300), build("fully_connected", 300, 10)]) == ["masked"] * 2
+    model = SparseMLP([build("fully_connected", 784, 300), build("fully_connected", 300, 10)], backend="auto")
+    assert [layer.backend for layer in model.layers] == ["masked", "masked"]

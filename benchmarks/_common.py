@@ -1,0 +1,63 @@
+"""Helpers shared by the benchmark scripts: the machine description and interleaved timing."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import numba
+import torch
+
+
+def set_threads(n: int | None) -> None:
+    """Give torch and numba the same number of threads (None: leave their defaults)."""
+    if n is not None:
+        torch.set_num_threads(n)
+        numba.set_num_threads(n)
+
+
+def machine() -> dict:
+    """CPU model, thread counts and library versions: a ratio means little without them."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "load_average_1min": _load(), "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
+            "numba_threading_layer": _threading_layer(), "torch": torch.__version__, "numba": numba.__version__,
+            "python": platform.python_version()}
+
+
+def _threading_layer() -> str:
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return "not initialised"
+
+
+def interleaved_medians(functions: dict, repeats: int, warmup: int = 5) -> dict:
+    """Median seconds of each callable, timing them in turn so that machine load hits all alike."""
+    for f in functions.values():
+        for _ in range(warmup):
+            f()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, f in functions.items():
+            tick = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - tick)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _load():
+    """The 1-minute load average: other processes on the machine skew every timing."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return float(fh.read().split()[0])
+    except OSError:
+        return None

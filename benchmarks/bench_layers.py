@@ -1,0 +1,122 @@
+"""One layer 784 -> 300 at batch 32: forward + backward, sparse backend vs masked-dense PyTorch.
+
+Usage: ``python benchmarks/bench_layers.py [--json] [--repeats N]``
+
+The baseline is the masked backend through autograd (``addmm(b, x, W * mask)``, then
+``backward``: the input gradient and the dense weight gradient), timed in the same process
+with the same threads, interleaved with the sparse side, median of many warmed steps.
+The sparse side is reported two ways:
+
+* ``ratios`` (sparse_time / masked_time): the sparse kernels a training step runs (forward,
+  gradient to the inputs, SDDMM gradient of the connected weights), called directly as the
+  fused epoch calls them;
+* ``ratios_autograd``: the same through ``SparseLinear.forward`` and ``backward`` (adds torch
+  autograd and layout conversion overhead: what a model with dropout pays).
+
+It also fits the constants of :class:`sparsetopo.nn.backend.CostModel` (printed as
+``cost_model``) from these timings plus a small 64 -> 10 layer; ``CPU_COST_MODEL`` holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from _common import interleaved_medians, machine, set_threads
+from sparsetopo import build
+from sparsetopo.nn import SparseLinear
+from sparsetopo.nn import kernels
+from sparsetopo.nn.sparse_ops import n_chunks, use_threads
+
+DENSITIES = ("0.01", "0.03", "0.1", "0.3")
+N_IN, N_OUT, BATCH = 784, 300, 32
+
+
+def masked_step(layer, x, g):
+    def step():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(g)
+    return step
+
+
+def kernel_step(layer, x, g):
+    """Forward, input gradient and SDDMM on feature-major buffers, as the fused epoch runs them."""
+    idx, batch = layer.index, x.shape[0]
+    xt = np.ascontiguousarray(x.detach().numpy().T)
+    gyt = np.ascontiguousarray(g.numpy().T)
+    yt = np.empty((idx.n_out, batch), np.float32)
+    gxt = np.empty((idx.n_in, batch), np.float32)
+    gv = np.empty(idx.nnz, np.float32)
+    values, bias = layer.values.detach().numpy(), layer.bias.detach().numpy()
+    threads, chunks = use_threads(idx, batch), n_chunks()
+
+    def step():
+        if threads:
+            kernels.forward(xt, values, bias, idx.col_ptr, idx.col_rows, idx.col_perm, yt, False, chunks)
+            kernels.backward_input(gyt, values, idx.indptr, idx.indices, gxt, gxt, False, chunks)
+            kernels.backward_values(xt, gyt, idx.indptr, idx.indices, gv, chunks)
+        else:
+            kernels.forward_serial(xt, values, bias, idx.col_ptr, idx.col_rows, idx.col_perm, yt, False)
+            kernels.backward_input_serial(gyt, values, idx.indptr, idx.indices, gxt, gxt, False)
+            kernels.backward_values_serial(xt, gyt, idx.indptr, idx.indices, gv)
+    return step
+
+
+def measure(n_in, n_out, k, repeats, seed=0):
+    t = build("random_regular", n_in, n_out, k, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(BATCH, n_in, generator=gen).requires_grad_()
+    g = torch.randn(BATCH, n_out, generator=gen)
+    masked = SparseLinear(t, backend="masked")
+    sparse = SparseLinear(t, backend="sparse")
+    return t, interleaved_medians({"masked": masked_step(masked, x, g), "kernels": kernel_step(sparse, x, g),
+                                   "autograd": masked_step(sparse, x, g)}, repeats)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=None, help="threads for torch and numba (default: theirs)")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    ratios, ratios_autograd, seconds, points = {}, {}, {}, []
+    for d in DENSITIES:
+        k = max(1, round(float(d) * N_OUT))
+        t, med = measure(N_IN, N_OUT, k, args.repeats)
+        ratios[d] = med["kernels"] / med["masked"]
+        ratios_autograd[d] = med["autograd"] / med["masked"]
+        seconds[d] = {"masked": med["masked"], "sparse_kernels": med["kernels"], "sparse_autograd": med["autograd"],
+                      "density": t.density}
+        points.append((t.nnz * BATCH, med["kernels"], N_IN * N_OUT * BATCH, med["masked"]))
+    _, small = measure(64, 10, 3, args.repeats)
+    # least squares line through the sparse kernel times against connections x batch
+    work = np.array([p[0] for p in points], dtype=float)
+    slope, intercept = np.polyfit(work, [p[1] for p in points], 1)
+    dense_big = float(np.median([p[3] for p in points]))
+    dense_slope = (dense_big - small["masked"]) / (N_IN * N_OUT * BATCH - 64 * 10 * BATCH)
+    cost_model = {"dense_overhead_s": small["masked"] - dense_slope * 64 * 10 * BATCH, "dense_per_mac_s": dense_slope,
+                  "sparse_overhead_s": max(float(intercept), 0.0), "sparse_per_mac_s": float(slope)}
+    result = {"benchmark": "layer 784->300, batch 32, forward+backward (random_regular)",
+              "ratios": ratios, "ratios_autograd": ratios_autograd,
+              "baseline": "masked-dense PyTorch autograd, median seconds",
+              "masked_seconds": {d: seconds[d]["masked"] for d in DENSITIES}, "seconds": seconds,
+              "cost_model": cost_model, "machine": machine()}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"layer {N_IN}->{N_OUT}, batch {BATCH}, forward+backward; machine: {result['machine']}")
+    for d in DENSITIES:
+        s = seconds[d]
+        print(f"  density {d:>5}: masked {s['masked'] * 1e6:8.1f} us  sparse kernels {s['sparse_kernels'] * 1e6:8.1f} us"
+              f" (ratio {ratios[d]:.3f}, target {'<= 0.04' if d == '0.01' else f'<= {2 * float(d):.2f}'})"
+              f"  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f})")
+    print(f"  cost model: {cost_model}")
+
+
+if __name__ == "__main__":
+    main()
