@@ -1,0 +1,84 @@
+"""One call from a results store to a finished report: :func:`make_report`.
+
+Steps: load the store (:mod:`.results`), keep one data set and protocol, fill graph measures the
+store lacks (:mod:`.graph`), check the claims (:mod:`.claims`), draw the figures
+(:mod:`.figures`), and write ``report.html``, ``report.md`` and ``claims.json`` with the figures'
+PNG and PDF files beside them (:mod:`.document`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from sparsetopo.report import claims as _claims
+from sparsetopo.report import figures as _figures
+from sparsetopo.report import graph, protocol
+from sparsetopo.report.document import ReportContent, write_documents
+from sparsetopo.report.results import analysis_slice, load_table
+
+
+@dataclass
+class ReportSummary:
+    out_dir: Path
+    paths: dict
+    claims: list
+    figures: list
+    notes: list
+
+    def verdicts(self) -> dict[str, str]:
+        return {c.id: c.verdict for c in self.claims}
+
+
+def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
+                on_step: Callable[[str], None] | None = None) -> ReportSummary:
+    """Write the report for the store ``db_path`` into ``out_dir``; return what was written.
+
+    seed : seeds every bootstrap interval (the same store and seed give the same report).
+    dataset : analyse this data set only (default: the protocol with most runs decides).
+    on_step : called with a short label before each step (for progress display).
+    """
+    step = on_step or (lambda label: None)
+    step("loading the store")
+    table = load_table(db_path)
+    if table.empty:
+        from sparsetopo.errors import SparsetopoError
+
+        raise SparsetopoError(f"results store {str(db_path)!r} holds no finished runs yet: run the sweep first "
+                              f"('sparsetopo reproduce' or 'sparsetopo sweep')")
+    chosen = analysis_slice(table, dataset=dataset)
+    everything = analysis_slice(table, dataset=dataset, keep_backends=True)
+    notes = list(chosen.notes)
+    datasets = sorted(map(str, table["dataset"].dropna().unique()))
+    if len(datasets) > 1:
+        notes.append(f"the store holds data sets {datasets}; analysed: {sorted(set(chosen.runs['dataset'].astype(str)))}")
+    step("graph measures")
+    runs, computed = graph.fill_connectivity(chosen.runs)
+    if computed:
+        notes.append(f"algebraic connectivity computed for {computed} run(s) from their rebuilt topologies "
+                     f"(the store's columns were NULL)")
+    step("claims")
+    claim_results = _claims.check_all(runs, everything.runs, seed=seed)
+    step("figures")
+    out_dir = Path(out_dir)
+    figure_results = _figures.make_figures(runs, everything.runs, out_dir, seed=seed)
+    for f in figure_results:
+        if f.skipped:
+            notes.append(f"{f.title} skipped: {f.skipped}")
+    step("writing the report")
+    content = ReportContent(
+        title="Sparse Neural Network Topologies: reproduction report",
+        source=str(db_path),
+        generated=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        claims=claim_results,
+        figures=figure_results,
+        notes=notes,
+        protocol=protocol.departures(table),
+        sweep=protocol.sweep_meta(db_path),
+        grid=protocol.grid_summary(table),
+        environment=protocol.environment(),
+    )
+    paths = write_documents(content, out_dir)
+    return ReportSummary(out_dir, paths, claim_results, figure_results, notes)

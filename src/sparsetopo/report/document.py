@@ -1,0 +1,232 @@
+"""Writes the report: ``report.html`` (self-contained, figures embedded), ``report.md`` (figures
+linked beside it) and ``claims.json``. Pure formatting: every number arrives computed."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparsetopo.atomic import atomic_path
+from sparsetopo.report.claims import ClaimResult
+from sparsetopo.report.figures import FigureResult
+
+VERDICT_COLORS = {"supported": "#d6f5d6", "not supported": "#f8d7d7", "inconclusive": "#fff2cc"}
+
+
+@dataclass
+class ReportContent:
+    """Everything the documents show."""
+
+    title: str
+    source: str
+    generated: str
+    claims: list[ClaimResult]
+    figures: list[FigureResult]
+    notes: list[str] = field(default_factory=list)
+    protocol: list[dict] = field(default_factory=list)
+    sweep: dict = field(default_factory=dict)
+    grid: list[tuple[str, str]] = field(default_factory=list)
+    environment: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _pct(x, unit: str) -> str:
+    if x is None:
+        return "n/a"
+    if "accuracy" in unit:
+        return f"{100 * x:+.2f} pt"
+    return f"{x:.3g}"
+
+
+def _interval(c: ClaimResult) -> str:
+    if c.ci_low is None or c.ci_high is None:
+        return "n/a"
+    return f"[{_pct(c.ci_low, c.unit)}, {_pct(c.ci_high, c.unit)}]"
+
+
+def _threshold(c: ClaimResult) -> str:
+    return "n/a" if c.threshold is None else _pct(c.threshold, c.unit)
+
+
+def plain(value):
+    """JSON-ready copy: numpy scalars to Python numbers, NaN and infinities to None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def claims_json(claims: list[ClaimResult]) -> str:
+    return json.dumps(plain([c.to_dict() for c in claims]), indent=2, allow_nan=False)
+
+
+def _numbers_text(numbers: dict) -> str:
+    return json.dumps(plain(numbers), indent=1, allow_nan=False)
+
+
+def _sweep_lines(sweep: dict) -> tuple[str, list[str], str]:
+    spec = sweep.get("spec") if isinstance(sweep.get("spec"), dict) else {}
+    description = spec.get("description") or ""
+    name = spec.get("name") or spec.get("source") or ""
+    departures = list(spec.get("departures") or [])
+    text = sweep.get("spec_text") if isinstance(sweep.get("spec_text"), str) else ""
+    return (f"{name}: {description}".strip(": "), departures, text)
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.92em; }
+th, td { border: 1px solid #bbb; padding: 0.3em 0.6em; vertical-align: top; text-align: left; }
+th { background: #eee; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #444; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+.note { color: #7a5200; }
+"""
+
+
+def _h(text) -> str:
+    return html.escape(str(text))
+
+
+def _table_html(header, rows) -> str:
+    head = "".join(f"<th>{_h(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(content: ReportContent) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_h(content.title)}</title>"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>{_h(content.title)}</h1>",
+             f"<p>Results store: <code>{_h(content.source)}</code>. Generated {_h(content.generated)}.</p>"]
+    if content.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class='note'>{_h(n)}</li>" for n in content.notes) + "</ul>")
+    parts.append("<h2 id='claims'>Claims</h2><p>Every number is computed from the store. Intervals are 95% "
+                 "percentile-bootstrap intervals (seeded). A verdict is <em>supported</em> when the interval "
+                 "lies wholly on the claim's side of the threshold, <em>not supported</em> when it lies wholly "
+                 "on the other side, and <em>inconclusive</em> when it straddles it or there is too little "
+                 "data.</p>")
+    parts.append("<table class='claims'><tr><th>id</th><th>claim (paper)</th><th>measured</th><th>95% CI</th>"
+                 "<th>threshold</th><th>runs</th><th>verdict</th></tr>")
+    for c in content.claims:
+        color = VERDICT_COLORS.get(c.verdict, "#fff")
+        parts.append(f"<tr><td>{_h(c.id)}</td><td>{_h(c.statement)}</td><td>{_h(_pct(c.value, c.unit))}"
+                     f"<br><small>{_h(c.unit)}</small></td><td>{_h(_interval(c))}</td><td>{_h(_threshold(c))}</td>"
+                     f"<td>{c.n_runs}</td><td style='background:{color}'><b>{_h(c.verdict)}</b></td></tr>")
+    parts.append("</table><h3>How each claim is tested</h3>")
+    for c in content.claims:
+        parts.append(f"<h4>{_h(c.id)}: {_h(c.verdict)}</h4><p>{_h(c.operationalisation)}</p>")
+        for n in c.notes:
+            parts.append(f"<p class='note'>{_h(n)}</p>")
+        parts.append(f"<details><summary>numbers</summary><pre>{_h(_numbers_text(c.numbers))}</pre></details>")
+    parts.append("<h2 id='figures'>Figures</h2>")
+    for f in content.figures:
+        if f.skipped:
+            parts.append(f"<h3>{_h(f.title)}</h3><p class='note'>Skipped: {_h(f.skipped)}</p>")
+            continue
+        data = base64.b64encode(Path(f.png).read_bytes()).decode("ascii")
+        parts.append(f"<figure><h3>{_h(f.title)}</h3><img alt='{_h(f.title)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{_h(f.caption)} (<a href='{_h(Path(f.pdf).name)}'>PDF</a>)</figcaption></figure>")
+        for n in f.notes:
+            parts.append(f"<p class='note'>{_h(n)}</p>")
+    parts.append("<h2 id='protocol'>Sweep and protocol</h2>")
+    summary, spec_departures, text = _sweep_lines(content.sweep)
+    if summary:
+        parts.append(f"<p>{_h(summary)}</p>")
+    if spec_departures:
+        parts.append("<p>Departures the sweep declares:</p><ul>" +
+                     "".join(f"<li>{_h(d)}</li>" for d in spec_departures) + "</ul>")
+    parts.append("<p>Each run's protocol compared with the paper's (TrainConfig's defaults):</p>")
+    parts.append(_table_html(["field", "meaning", "paper", "this store", "runs departing"],
+                             [(r["field"], r["meaning"], r["paper"], r["store"], r["departing_runs"])
+                              for r in content.protocol]))
+    parts.append("<h3>Grid</h3>" + _table_html(["axis", "values"], content.grid))
+    if text:
+        parts.append(f"<details><summary>sweep spec (TOML)</summary><pre>{_h(text)}</pre></details>")
+    parts.append("<h2 id='environment'>Software and machine</h2>"
+                 "<p>Where this report was made (runs may have been trained elsewhere; see the store's "
+                 "<code>worker</code> column).</p>" + _table_html(["item", "value"], content.environment))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# -- Markdown --------------------------------------------------------------------------------------
+
+def _md_cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table_md(header, rows) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def render_markdown(content: ReportContent) -> str:
+    lines = [f"# {content.title}", "", f"Results store: `{content.source}`. Generated {content.generated}.", ""]
+    if content.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in content.notes] + [""]
+    lines += ["## Claims", "",
+              "Every number is computed from the store; intervals are 95% percentile-bootstrap intervals "
+              "(seeded). Supported: the interval lies wholly on the claim's side of the threshold; not "
+              "supported: wholly on the other side; inconclusive: it straddles it or there is too little data.", ""]
+    lines += _table_md(["id", "claim (paper)", "measured", "95% CI", "threshold", "runs", "verdict"],
+                       [(c.id, c.statement, f"{_pct(c.value, c.unit)} ({c.unit})", _interval(c), _threshold(c),
+                         c.n_runs, f"**{c.verdict}**") for c in content.claims])
+    lines += ["### How each claim is tested", ""]
+    for c in content.claims:
+        lines += [f"**{c.id}** ({c.verdict}). {c.operationalisation}", ""]
+        lines += [f"> {n}" for n in c.notes] + ([""] if c.notes else [])
+        lines += ["```json", _numbers_text(c.numbers), "```", ""]
+    lines += ["## Figures", ""]
+    for f in content.figures:
+        lines += [f"### {f.title}", ""]
+        if f.skipped:
+            lines += [f"*Skipped: {f.skipped}*", ""]
+            continue
+        lines += [f"![{f.title}]({Path(f.png).name})", "", f"{f.caption} ([PDF]({Path(f.pdf).name}))", ""]
+        lines += [f"> {n}" for n in f.notes] + ([""] if f.notes else [])
+    lines += ["## Sweep and protocol", ""]
+    summary, spec_departures, text = _sweep_lines(content.sweep)
+    if summary:
+        lines += [summary, ""]
+    if spec_departures:
+        lines += ["Departures the sweep declares:", ""] + [f"- {d}" for d in spec_departures] + [""]
+    lines += ["Each run's protocol compared with the paper's (TrainConfig's defaults):", ""]
+    lines += _table_md(["field", "meaning", "paper", "this store", "runs departing"],
+                       [(r["field"], r["meaning"], r["paper"], r["store"], r["departing_runs"])
+                        for r in content.protocol])
+    lines += ["### Grid", ""] + _table_md(["axis", "values"], content.grid)
+    if text:
+        lines += ["<details><summary>sweep spec (TOML)</summary>", "", "```toml", text.rstrip(), "```", "",
+                  "</details>", ""]
+    lines += ["## Software and machine", "", "Where this report was made (runs may have been trained elsewhere).", ""]
+    lines += _table_md(["item", "value"], content.environment)
+    return "\n".join(lines)
+
+
+def write_documents(content: ReportContent, out_dir) -> dict[str, Path]:
+    """Write report.html, report.md and claims.json into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, text in (("report.html", render_html(content)), ("report.md", render_markdown(content)),
+                       ("claims.json", claims_json(content.claims))):
+        path = out_dir / name
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        paths[name] = path
+    return paths
