@@ -319,8 +319,10 @@ def _fake_spectral():
 
 
 def test_graph_measures_fill_columns_when_spectral_is_available_and_backfill_later(tmp_path, monkeypatch):
-    from sparsetopo.sweep import backfill_measures
+    """A stand-in for sparsetopo.spectral, so that the expected values are known exactly."""
+    from sparsetopo.sweep import backfill_measures, worker
 
+    monkeypatch.setattr(worker, "_MEASURES", {})  # measures of earlier tests' topologies
     configs = expand(load_spec(write(tmp_path, TINY)))[:6]
     monkeypatch.setitem(sys.modules, "sparsetopo.spectral", None)  # not importable yet
     before = tmp_path / "before.sqlite"
