@@ -243,7 +243,7 @@ def figure3_constructions(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
         left.set_ylim(max(0.0, lo - 5), None)
         _accuracy_axis(left)
         left.set_title(f"very sparse (< 10% input density), hidden {h}", fontsize=10)
-        left.legend(fontsize=7)
+        left.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     _by_construction(right, sparse, "density_in", rng)
     _reference(right, rows[rows["is_full"]], rng)
     _log_if_wide(right, sparse["density_in"], percent=True)
@@ -431,9 +431,15 @@ def timing(runs_all_backends: pd.DataFrame, out_dir, rng) -> FigureResult:
     ax.set_title("training time per epoch by backend", fontsize=10)
     ax.legend(fontsize=7)
     png, pdf = _save(fig, out_dir, "timing")
+    notes = []
+    if "trained_with" in rows and rows["trained_with"].eq("population").any():
+        notes.append(f"{int(rows['trained_with'].eq('population').sum())} of {len(rows)} runs were trained in "
+                     f"populations (networks of one shape stacked); their time is the population's divided "
+                     f"by its size, not the time of training the network alone")
     return FigureResult("timing", "Training time per epoch",
                         "Seconds per training epoch against density, per backend (colour) and hidden sizes "
-                        "(line style). Runs may share the machine with concurrent workers.", png, pdf)
+                        "(line style). Runs may share the machine with concurrent workers.", png, pdf,
+                        notes=notes)
 
 
 FIGURES = {

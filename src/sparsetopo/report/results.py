@@ -178,7 +178,8 @@ class Slice:
 def analysis_slice(df: pd.DataFrame, dataset: str | None = None, keep_backends: bool = False) -> Slice:
     """Runs that finished ("ok"), of one dataset and one training protocol.
 
-    The protocol is the combination of :data:`PROTOCOL_FIELDS` with the most runs; with
+    The protocol is, per architecture, the combination of :data:`PROTOCOL_FIELDS` with the
+    most runs (different architectures may use different protocols); with
     ``keep_backends=False`` also only the backend with the most runs (backends compute the
     same numbers, so keeping several would count a seed twice).
     """
@@ -196,15 +197,21 @@ def analysis_slice(df: pd.DataFrame, dataset: str | None = None, keep_backends: 
         runs = runs[runs["dataset"].eq(dataset)]
     fields = [f for f in PROTOCOL_FIELDS if f in runs and runs[f].notna().any()]
     if len(runs) and fields:
+        # Per architecture (hidden sizes): the claims only compare runs of one architecture, and a
+        # sweep may train, say, its deep variant with another learning rate on purpose.
         combo = runs[fields].astype(str).agg("|".join, axis=1)
-        top_key = combo.value_counts().index[0]
-        top = top_key.split("|")
-        keep = combo.eq(top_key)
-        if not keep.all():
-            desc = ", ".join(f"{f}={v}" for f, v in zip(fields, top))
-            notes.append(f"{int((~keep).sum())} run(s) under another protocol are left out; "
-                         f"the analyses use the protocol with most runs ({desc})")
-            runs = runs[keep]
+        arch = runs["hidden"].astype(str) if "hidden" in runs else pd.Series("", index=runs.index)
+        keep = pd.Series(False, index=runs.index)
+        for a in arch.unique():
+            mine = arch.eq(a)
+            top_key = combo[mine].value_counts().index[0]
+            keep |= mine & combo.eq(top_key)
+            left = int((mine & ~combo.eq(top_key)).sum())
+            if left:
+                desc = ", ".join(f"{f}={v}" for f, v in zip(fields, top_key.split("|")))
+                notes.append(f"hidden {a}: {left} run(s) under another protocol are left out; the analyses "
+                             f"use the protocol with most runs ({desc})")
+        runs = runs[keep]
     if not keep_backends and len(runs) and runs["backend"].notna().any():
         counts = runs["backend"].value_counts()
         if len(counts) > 1:

@@ -119,41 +119,6 @@ def spearman(x, y) -> float:
     return float(_sstats.spearmanr(x, y).statistic)
 
 
-def paired_bootstrap(n: int, statistic: Callable[[np.ndarray], float], rng: np.random.Generator,
-                     n_boot: int = N_BOOT, level: float = LEVEL) -> Estimate:
-    """Resample the row indices ``0..n-1`` jointly and apply ``statistic(indices)``.
-
-    For statistics of several columns of the same runs (correlations and their differences).
-    """
-    if n == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    value = float(statistic(np.arange(n)))
-    if n < 3:
-        return Estimate(value, float("nan"), float("nan"), n)
-    samples = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_boot)])
-    low, high = _percentiles(samples, level)
-    return Estimate(value, low, high, n)
-
-
-def stratified_bootstrap(groups: list[np.ndarray], statistic: Callable[[list[np.ndarray]], float],
-                         rng: np.random.Generator, n_boot: int = N_BOOT, level: float = LEVEL) -> Estimate:
-    """Resample within each group (e.g. seeds within a cell) and apply ``statistic(groups)``.
-
-    ``groups`` are index arrays; ``statistic`` receives one resampled index array per group.
-    """
-    groups = [np.asarray(g) for g in groups if len(g)]
-    n = int(sum(g.size for g in groups))
-    if n == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    value = float(statistic(groups))
-    if n < 3:
-        return Estimate(value, float("nan"), float("nan"), n)
-    samples = np.array([statistic([g[rng.integers(0, g.size, size=g.size)] for g in groups])
-                        for _ in range(n_boot)])
-    low, high = _percentiles(samples, level)
-    return Estimate(value, low, high, n)
-
-
 def verdict_above(estimate: Estimate, threshold: float) -> str:
     """"supported" when the whole interval lies above ``threshold``, "not supported" when it
     lies wholly below, "inconclusive" when it straddles it or there is no interval."""
@@ -238,3 +203,59 @@ def block_bootstrap(blocks: list[list[np.ndarray]], block_stat: Callable[[np.nda
     samples = per_block[pick, np.arange(n_boot)[:, None]].mean(axis=1)
     low, high = _percentiles(samples, level)
     return Estimate(value, low, high, len(blocks))
+
+
+def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair of two (B, n) arrays (NaN where a row is constant)."""
+    rx = _sstats.rankdata(x, axis=1)
+    ry = _sstats.rankdata(y, axis=1)
+    rx = rx - rx.mean(axis=1, keepdims=True)
+    ry = ry - ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def spearman_ci(x, y, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = LEVEL,
+                minus: tuple | None = None) -> Estimate:
+    """Spearman's rho of (x, y) with a bootstrap interval, pairs resampled jointly.
+
+    ``minus=(x2, y2)``: the interval of rho(x, y) - rho(x2, y2) over the same resampled runs
+    (all four arrays describe the same runs). No interval below 4 runs.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = x.size
+    value = rank_correlation(x, y) - (rank_correlation(*map(np.asarray, minus)) if minus else 0.0)
+    if n < 4:
+        return Estimate(value, float("nan"), float("nan"), n)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    samples = _row_spearman(x[idx], y[idx])
+    if minus:
+        x2, y2 = (np.asarray(a, dtype=float) for a in minus)
+        samples = samples - _row_spearman(x2[idx], y2[idx])
+    low, high = _percentiles(samples, level)
+    return Estimate(value, low, high, n)
+
+
+def grouped_spearman_ci(groups: list[np.ndarray], x, y, rng: np.random.Generator, n_boot: int = N_BOOT,
+                        level: float = LEVEL) -> Estimate:
+    """Mean of within-group Spearman rhos of (x, y), weighted by group size, with an interval
+    from resampling runs within each group (``groups`` are index arrays into ``x`` and ``y``)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    groups = [np.asarray(g) for g in groups if len(g) >= 3]
+    if not groups:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    n = int(sum(g.size for g in groups))
+    point = np.array([rank_correlation(x[g], y[g]) for g in groups])
+    weights = np.array([g.size for g in groups], dtype=float)
+    ok = np.isfinite(point)
+    value = float(np.average(point[ok], weights=weights[ok])) if ok.any() else float("nan")
+    rhos = np.empty((len(groups), n_boot))
+    for j, g in enumerate(groups):
+        idx = g[rng.integers(0, g.size, size=(n_boot, g.size))]
+        rhos[j] = _row_spearman(x[idx], y[idx])
+    w = np.where(np.isfinite(rhos), weights[:, None], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = np.nansum(np.nan_to_num(rhos) * w, axis=0) / w.sum(axis=0)
+    low, high = _percentiles(samples, level)
+    return Estimate(value, low, high, n)
