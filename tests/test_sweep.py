@@ -258,6 +258,14 @@ def test_coordinator_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_
     proc.wait()
     partial = _count_rows(db)
     assert 3 <= partial < SLOW_RUNS, "the sweep should have been killed part-way"
+    # its orphaned workers notice and exit (else they, and the forkserver, would live forever)
+    from sparsetopo.sweep.worker import _alive
+
+    orphans = {int(w.rsplit(":", 1)[1]) for w in stored(db).worker}
+    deadline = time.time() + 20
+    while any(_alive(pid) for pid in orphans) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in orphans)
     # the same command again (in this interpreter, to save a second start-up)
     assert main(command[3:]) == 0
     assert f"{SLOW_RUNS - partial} runs stored, {partial} already done" in capsys.readouterr().out

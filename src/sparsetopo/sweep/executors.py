@@ -58,7 +58,7 @@ class ProcessExecutor(Executor):
     def __init__(self, workers: int | None = None):
         self.workers = workers or default_workers()
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(),
-                                        initializer=init_worker, initargs=(True,))
+                                        initializer=init_worker, initargs=(os.getpid(),))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self.pool.submit(fn, *args, **kwargs)

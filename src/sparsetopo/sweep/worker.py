@@ -31,22 +31,40 @@ _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
 _MEASURES: dict = {}   # fingerprint -> measures dict, per worker process
 
 
-def init_worker(watch_parent: bool = False) -> None:
-    """Per-process setup: one torch thread (workers are the parallelism) and, with
-    ``watch_parent``, a watchdog that ends this process when its parent goes away (a pool
-    worker orphaned by a ``kill -9`` of the coordinator would otherwise wait for work forever;
-    a forkserver parent exits with the coordinator)."""
+def init_worker(coordinator_pid: int | None = None) -> None:
+    """Per-process setup: one torch thread (workers are the parallelism) and, given the
+    coordinator's pid, a watchdog that ends this worker once the coordinator is gone.
+
+    Without it a ``kill -9`` of the coordinator would orphan its pool: a worker waits for work
+    forever, and it also keeps the forkserver alive (every forked child holds the server's
+    "alive" pipe), so neither would ever exit. The immediate parent is the forkserver, not
+    the coordinator, hence the pid.
+    """
     import torch
 
     torch.set_num_threads(1)
-    if watch_parent:
-        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    if coordinator_pid is not None:
+        threading.Thread(target=_watch, args=(coordinator_pid,), daemon=True).start()
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed coordinator not yet reaped by its parent is a zombie: gone for us
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _watch(pid: int) -> None:
     while True:
         time.sleep(0.5)
-        if os.getppid() != parent_pid:
+        if not _alive(pid):
             os._exit(1)
 
 
