@@ -218,3 +218,13 @@ def test_bad_input_names_the_value(args, fragment):
 
 def test_registry_lists_seven_constructions():
     assert len(CONSTRUCTIONS) == 7 and all(spec.version >= 1 for spec in CONSTRUCTIONS.values())
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = build("regular_rotating", 5, 4, 2).save(tmp_path / "t.npz")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
