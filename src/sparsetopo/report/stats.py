@@ -216,25 +216,53 @@ def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (rx * ry).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
 
 
-def spearman_ci(x, y, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = LEVEL,
-                minus: tuple | None = None) -> Estimate:
-    """Spearman's rho of (x, y) with a bootstrap interval, pairs resampled jointly.
+def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson's r of each row pair of two (B, n) arrays (NaN where a row is constant)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    den = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (x * y).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
 
-    ``minus=(x2, y2)``: the interval of rho(x, y) - rho(x2, y2) over the same resampled runs
+
+def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair of two (B, n) arrays: Pearson's r of the rows' ranks."""
+    return _row_pearson(_sstats.rankdata(x, axis=1), _sstats.rankdata(y, axis=1))
+
+
+_ROW_CORRELATIONS = {"spearman": _row_spearman, "pearson": _row_pearson}
+
+
+def correlation_ci(x, y, rng: np.random.Generator, method: str = "spearman", n_boot: int = N_BOOT,
+                   level: float = LEVEL, minus: tuple | None = None) -> Estimate:
+    """Spearman's rho or Pearson's r of (x, y) with a bootstrap interval, pairs resampled jointly.
+
+    ``minus=(x2, y2)``: the interval of corr(x, y) - corr(x2, y2) over the same resampled runs
     (all four arrays describe the same runs). No interval below 4 runs.
     """
+    row = _ROW_CORRELATIONS[method]
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = x.size
-    value = rank_correlation(x, y) - (rank_correlation(*map(np.asarray, minus)) if minus else 0.0)
+
+    def point(a, b):
+        return float(row(np.asarray(a, dtype=float)[None], np.asarray(b, dtype=float)[None])[0]) if a.size >= 3 else float("nan")
+
+    value = point(x, y) - (point(*map(np.asarray, minus)) if minus else 0.0)
     if n < 4:
         return Estimate(value, float("nan"), float("nan"), n)
     idx = rng.integers(0, n, size=(n_boot, n))
-    samples = _row_spearman(x[idx], y[idx])
+    samples = row(x[idx], y[idx])
     if minus:
         x2, y2 = (np.asarray(a, dtype=float) for a in minus)
-        samples = samples - _row_spearman(x2[idx], y2[idx])
+        samples = samples - row(x2[idx], y2[idx])
     low, high = _percentiles(samples, level)
     return Estimate(value, low, high, n)
+
+
+def spearman_ci(x, y, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = LEVEL,
+                minus: tuple | None = None) -> Estimate:
+    """Spearman's rho of (x, y) with a bootstrap interval (see :func:`correlation_ci`)."""
+    return correlation_ci(x, y, rng, "spearman", n_boot, level, minus)
 
 
 def grouped_spearman_ci(groups: list[np.ndarray], x, y, rng: np.random.Generator, n_boot: int = N_BOOT,
