@@ -7,9 +7,7 @@ the whole network graph (``alg_conn_net``: all layers, n0 + n1 + ... + nL nodes)
 
 Each run's topologies are rebuilt exactly as :func:`sparsetopo.train.build_model` builds them
 (``build_stack(sizes, construction, degrees, seed=derive_seed(seed, "topology"))``), so the
-measure belongs to the very network that was trained. :mod:`sparsetopo.spectral` computes the
-measures when it is installed; otherwise a dense eigensolver here does (graphs above
-``DENSE_MAX_NODES`` nodes are then left as NaN).
+measure belongs to the very network that was trained; :mod:`sparsetopo.spectral` computes it.
 """
 
 from __future__ import annotations
@@ -18,17 +16,14 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
-import scipy.sparse as sp
 
 from sparsetopo.seeding import derive_seed
+from sparsetopo.spectral import layer_measures, network_measures
 from sparsetopo.topology import build_stack, get_construction
 
 # Input features of the registered datasets; others are read from the data set itself.
 N_FEATURES = {"mnist": 784, "fashion-mnist": 784, "digits": 64, "synthetic": 784}
 N_CLASSES = 10
-DENSE_MAX_NODES = 4000
-ZERO_EIGENVALUE = 1e-9  # below this the eigensolver's round-off stands for 0 (a disconnected graph)
 
 
 def _n_features(dataset) -> int | None:
@@ -42,60 +37,13 @@ def _n_features(dataset) -> int | None:
         return None
 
 
-def _laplacian(topologies) -> sp.csr_matrix:
-    sizes = [topologies[0].n_in] + [t.n_out for t in topologies]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    rows, cols = [], []
-    for l, t in enumerate(topologies):
-        rows.append(t.rows.astype(np.int64) + offsets[l])
-        cols.append(t.indices.astype(np.int64) + offsets[l + 1])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    n = int(offsets[-1])
-    adj = sp.coo_matrix((np.ones(r.size), (r, c)), shape=(n, n)).tocsr()
-    adj = adj + adj.T
-    return sp.diags(np.asarray(adj.sum(axis=1)).ravel()) - adj
-
-
-def fiedler_value(topologies) -> float:
-    """Second smallest Laplacian eigenvalue of the graph made of ``topologies`` (stacked)."""
-    laplacian = _laplacian(topologies)
-    if laplacian.shape[0] > DENSE_MAX_NODES:
-        return float("nan")
-    if laplacian.shape[0] < 2:
-        return 0.0
-    # only the two smallest eigenvalues (MRRR driver): far cheaper than the full spectrum
-    eig = scipy.linalg.eigh(laplacian.toarray(), eigvals_only=True, subset_by_index=[0, 1], driver="evr")
-    return float(eig[1]) if eig[1] > ZERO_EIGENVALUE else 0.0
-
-
 def _measure(topologies, whole: bool) -> float:
-    """Fiedler value of the input layer (``whole=False``) or of the whole network graph.
-
-    :mod:`sparsetopo.spectral` computes it when available; should it fail on a graph, the dense
-    solver here is used instead so that one awkward graph never stops a report.
-    """
-    spectral = _spectral_module()
-    value = None
-    if spectral is not None:
-        try:
-            if whole and hasattr(spectral, "network_measures"):
-                value = float(spectral.network_measures(list(topologies))["algebraic_connectivity"])
-            elif not whole and hasattr(spectral, "layer_measures"):
-                value = float(spectral.layer_measures(topologies[0])["algebraic_connectivity"])
-        except (ValueError, ArithmeticError, RuntimeError):
-            value = None
-    if value is None or not np.isfinite(value):
-        value = fiedler_value(topologies if whole else topologies[:1])
-    return value if value > ZERO_EIGENVALUE else 0.0
-
-
-@lru_cache(maxsize=1)
-def _spectral_module():
-    try:
-        from sparsetopo import spectral
-    except ImportError:
-        return None
-    return spectral
+    """Fiedler value of the input layer (``whole=False``) or of the whole network graph."""
+    if whole:
+        value = network_measures(list(topologies))["algebraic_connectivity"]
+    else:
+        value = layer_measures(topologies[0])["algebraic_connectivity"]
+    return float("nan") if value is None else float(value)
 
 
 @lru_cache(maxsize=4096)
