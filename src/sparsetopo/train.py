@@ -251,7 +251,7 @@ def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord]
         weight_stats=model.weight_stats(),
         parameters=model.parameter_count(),
         seconds=time.perf_counter() - started,
-        layers=[layer.topology.provenance() for layer in model.layers],
+        layers=[{**layer.topology.provenance(), "backend": layer.backend} for layer in model.layers],
         model=model,
     )
 
