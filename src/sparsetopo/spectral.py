@@ -1,6 +1,6 @@
 """Graph measures of a layer's (or a whole network's) connectivity: pure numpy/scipy.
 
-The paper (Section 4.3) ranks topologies by "spectral gap and algebraic connectivity, which are
+The paper (Section 4.5) relates accuracy to "spectral gap and algebraic connectivity, which are
 defined as the first and second largest non-zero eigen value of the Laplacian matrix
 respectively". That wording is not the standard one, so we offer both readings, each under
 its own name (DESIGN.md section 3):
