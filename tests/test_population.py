@@ -49,12 +49,14 @@ def assert_same_run(pop, alone, n_test):
         assert sa["nnz"] == sb["nnz"] and sa["std"] == pytest.approx(sb["std"], abs=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["auto", "torch"])
 @pytest.mark.parametrize("protocol", [
     dict(),                                               # the paper's protocol (Nesterov momentum)
     dict(dropout=(0.2, 0.5)),                             # per-member dropout streams
     dict(hidden=(24, 16), momentum=0.0, activation="tanh", batch_size=50),  # two hidden layers, plain SGD
 ], ids=["paper", "dropout", "deeper-plain-sgd"])
-def test_population_members_equal_individually_trained_networks(digits, protocol):
+def test_population_members_equal_individually_trained_networks(digits, protocol, engine):
+    # "auto" takes the fused numba engine for the sigmoid protocols and torch for tanh
     configs = members(**protocol)
     if len(configs[0].hidden) == 2:
         configs = [TrainConfig(**{**c.to_dict(), "degrees": None if c.degrees is None else (*c.degrees[:1], 6, 4)})
@@ -62,7 +64,7 @@ def test_population_members_equal_individually_trained_networks(digits, protocol
     seen = []
     # the dropout case also runs as consecutive stacks of at most 2 networks (2 + 2 + 1)
     results = train_population(configs, dataset=digits, on_epoch=lambda i, record: seen.append((i, record.epoch)),
-                               max_members=2 if "dropout" in protocol else None)
+                               max_members=2 if "dropout" in protocol else None, engine=engine)
     assert sorted(seen) == [(i, e) for i in range(len(configs)) for e in (1, 2, 3)]
     for config, pop in zip(configs, results):
         assert_same_run(pop, train(config, dataset=digits), len(digits.x_test))
@@ -107,7 +109,8 @@ def test_no_configs_or_bad_values_are_rejected(digits):
         train_population(members(), dataset=digits, max_members=0)
 
 
-def test_a_diverging_member_is_frozen_without_affecting_the_others(digits, monkeypatch):
+@pytest.mark.parametrize("engine", ["fused", "torch"])
+def test_a_diverging_member_is_frozen_without_affecting_the_others(digits, monkeypatch, engine):
     original = train_module.build_model
 
     def poisoned(config, n_features, n_classes):
@@ -126,7 +129,7 @@ def test_a_diverging_member_is_frozen_without_affecting_the_others(digits, monke
     monkeypatch.setattr(train_module, "build_model", poisoned)
     monkeypatch.setattr(population, "build_model", poisoned)
     configs = members()
-    results = train_population(configs, dataset=digits)
+    results = train_population(configs, dataset=digits, engine=engine)
     assert [r.status for r in results] == ["ok", "ok", "ok", "diverged", "ok"]
     bad = results[3]
     assert len(bad.history) == 1 and not math.isfinite(bad.history[0].train_loss)
@@ -135,3 +138,50 @@ def test_a_diverging_member_is_frozen_without_affecting_the_others(digits, monke
     for i in (0, 1, 2, 4):
         assert len(results[i].history) == 3
         assert_same_run(results[i], train(configs[i], dataset=digits), len(digits.x_test))
+
+
+@pytest.mark.parametrize("backend", ["masked", "sparse"])
+@pytest.mark.parametrize("protocol", [
+    dict(),
+    dict(hidden=(40, 24), degrees=(6, 5, None), batch_size=7, lr=0.3, dropout=(0.2, 0.5)),  # deep, dropout
+    dict(momentum=0.0, batch_size=64),                    # plain SGD, big batches
+], ids=["paper", "deep-dropout", "plain-sgd"])
+def test_fused_engine_matches_train_for_many_constructions_degrees_and_seeds(digits, protocol, backend):
+    """The fused numba engine against train() (autograd on masked layers, the sequential
+    fused epoch on sparse ones) for every construction, several degrees and seeds; and its
+    numbers do not depend on how many threads share the members."""
+    constructions = ["random_edge", "random_rotating", "random_regular", "regular_rotating",
+                     "long_short_rotating", "fibonacci_rotating", "fully_connected"]
+    base = dict(dataset="digits", hidden=(32,), epochs=2, lr=0.5, limit_train=300, backend=backend)
+    base.update(protocol)
+    configs = []
+    for i, construction in enumerate(constructions):
+        degrees = base.get("degrees") or ((2, 3), (8, None), (16, 5))[i % 3]
+        if construction == "fully_connected":
+            degrees = None
+        configs.append(TrainConfig(**{**base, "construction": construction, "degrees": degrees, "seed": 10 + i,
+                                      "init": ("glorot", "glorot_sparse")[i % 2]}))
+    one = train_population(configs, dataset=digits, engine="fused", threads=1)
+    two = train_population(configs, dataset=digits, engine="fused", threads=2)
+    for config, a, b in zip(configs, one, two):
+        assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
+        for la, lb in zip(a.model.layers, b.model.layers):
+            assert torch.equal(la.connected_weights(), lb.connected_weights())
+        assert_same_run(a, train(config, dataset=digits), len(digits.x_test))
+
+
+def test_engine_and_threads_are_checked(digits):
+    with pytest.raises(SparsetopoError, match="engine='fused' trains sigmoid"):
+        train_population(members(activation="tanh"), dataset=digits, engine="fused")
+    with pytest.raises(SparsetopoError, match="unknown engine"):
+        train_population(members(), dataset=digits, engine="gpu")
+    with pytest.raises(SparsetopoError, match="threads=0"):
+        train_population(members(), dataset=digits, threads=0)
+
+
+def test_fused_seconds_are_per_member_core_seconds(digits):
+    """Each member's epoch seconds are the epoch's wall time times the threads over the members
+    (what one network costs one core), so summing members gives the population's core time."""
+    results = train_population(members(epochs=1), dataset=digits, engine="fused", threads=1)
+    assert len({r.history[0].seconds for r in results}) == 1
+    assert all(r.history[0].seconds > 0 and r.seconds >= r.history[0].seconds for r in results)

@@ -1,39 +1,50 @@
-"""Population training: many networks of one shape trained together as one stacked model.
+"""Population training: many networks of one shape trained together.
 
 A sweep trains thousands of small networks that differ only in their topology and seed. One
-64-100-10 network keeps a CPU core busy with interpreter and dispatch overhead rather than
-arithmetic (DESIGN.md §7), so :func:`train_population` stacks ``P`` such networks into
-``(P, n_in, n_out)`` weight tensors and runs each SGD step for all of them with one batched
-matmul (``torch.baddbmm``) per layer. The overhead is paid once per step instead of ``P``
-times.
+64-300-10 network at batch 8 keeps a CPU core busy with interpreter, autograd and optimizer
+overhead rather than arithmetic (DESIGN.md §7), so :func:`train_population` trains a whole
+group at once. Two engines:
+
+* ``"fused"`` (the default for sigmoid networks, the paper's only activation): one numba call
+  per epoch (:func:`sparsetopo.nn.population_kernels.population_batches`) trains every member
+  over its *connected* weights only (CSR/CSC per member, concatenated per layer), members
+  spread over the cores with ``prange``. No Python runs per step, and pruned connections
+  cost nothing. Evaluation is a numba call too.
+* ``"torch"``: the members stacked into ``(P, n_in, n_out)`` tensors, one ``torch.baddbmm``
+  per layer and step, the update written out elementwise (any activation). Kept for other
+  activations and as an independent check of the fused engine.
 
 Each member is exactly the network :func:`sparsetopo.train.train` would train for its config:
 
-* topology and initial weights come from :func:`sparsetopo.train.build_model` (copied into
-  the stacks), so they are bit-identical;
+* topology and initial weights come from :func:`sparsetopo.train.build_model`, so they are
+  bit-identical;
 * every epoch each member draws its own permutation from its own shuffling generator
   (``derive_seed(seed, "shuffle", epoch)``) and its own dropout numbers from its own dropout
-  generator in the order ``train()`` draws them (batch by batch, layer by layer); batches are
-  gathered with ``(P, batch)`` index tensors. Members share the batch boundaries because they
-  share the number of examples and ``batch_size`` (the last batch may be smaller);
-* the loss is the *sum* over members of each member's mean squared error, so the gradient
-  of one member's parameters is exactly the gradient its own loss would give it alone;
+  generator in the order ``train()`` draws them (batch by batch, layer by layer). Members share
+  the batch boundaries because they share the number of examples and ``batch_size``;
+* each member's gradient is its own loss's (the torch engine sums the members' losses, whose
+  cross-derivatives are zero; the fused engine never mixes members at all);
 * the update repeats ``torch.optim.SGD(lr, momentum, nesterov=momentum > 0)`` elementwise
-  (``buf = m*buf + g; p -= lr*(g + m*buf)``), the gradient of each weight multiplied by its
-  mask, so pruned connections stay exactly 0.
+  (``buf = m*buf + g; p -= lr*(g + m*buf)``) on connected weights only, so pruned
+  connections stay exactly 0.
 
-The results therefore agree with individually trained networks up to float rounding (a
-batched matmul may sum in another order): weights within about 1e-5 after a few epochs and
-test accuracies within an example or so.
+The results therefore agree with individually trained networks up to float rounding (other
+summation orders): weights within about 1e-6 after a few epochs and test accuracies within an
+example or so (tests allow 1e-4 and one example).
 
 Divergence is tracked per member: a member whose epoch loss is not finite is recorded as
-``"diverged"`` exactly as ``train()`` would record it, its state is written back to its own
-model, and it leaves the stack; the others continue unaffected (members never share numbers).
+``"diverged"`` exactly as ``train()`` would record it and is not trained further; the others
+continue unaffected (members never share numbers). Its weights are those at the end of the
+diverging epoch (NaN/inf like train()'s; the fused engine skips products with a zero input,
+so where train() would get ``0 * inf = NaN`` it may keep a finite number; only the status
+and history are compared).
 
-Timing: the members train simultaneously, so a member's ``EpochRecord.seconds`` is the
-population's epoch time divided by the number of members trained in that epoch, and
-``RunResult.seconds`` is the call's wall time divided by ``P``. Sums over members then give
-the real cost. Checkpointing and resume are not offered here; a sweep re-runs a population.
+Timing: the members train simultaneously on ``threads`` cores, so a member's
+``EpochRecord.seconds`` is the epoch's wall time times the cores used divided by the number
+of members trained in that epoch, i.e. the core-seconds one network cost; ``RunResult.seconds``
+likewise for the whole call. They are comparable with ``train()``'s (one thread per sweep
+worker), and summing them over members gives the population's core time. Checkpointing and
+resume are not offered here; a sweep re-runs a population.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ import time
 from dataclasses import fields
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -51,7 +63,7 @@ from sparsetopo.nn import ACTIVATIONS, SparseMLP
 from sparsetopo.seeding import derive_seed
 from sparsetopo.train import EpochRecord, RunResult, TrainConfig, build_model, run_result, training_tensors
 
-__all__ = ["MEMBER_FIELDS", "STACK_FLOATS", "check_population", "members_per_stack", "population_key",
+__all__ = ["ENGINES", "FUSED_ACTIVATIONS", "MEMBER_FIELDS", "STACK_FLOATS", "check_population", "members_per_stack", "population_key",
            "train_population"]
 
 #: The TrainConfig fields in which members of one population may differ. Every other field
@@ -60,6 +72,10 @@ MEMBER_FIELDS = ("seed", "construction", "degrees", "init")
 
 # Dropout numbers are drawn ahead for a chunk of batches at a time; this bounds the chunk.
 _DROPOUT_CHUNK_FLOATS = 1 << 22
+# Test examples a fused member evaluates at once (its scratch: rows x all layer widths).
+_EVAL_CHUNK_ROWS = 256
+#: Activations the fused kernels implement (their forward and backward are written for it).
+FUSED_ACTIVATIONS = ("sigmoid",)
 # Test examples evaluated at once per member (bounds the (P, rows, n_in) evaluation buffer).
 _EVAL_CHUNK_FLOATS = 1 << 23
 #: Default bound on the weights and biases of one stack (floats). Each SGD step streams the
@@ -238,14 +254,19 @@ def members_per_stack(config: TrainConfig, n_features: int, n_classes: int,
     return max(1, budget // per_member)
 
 
+ENGINES = ("auto", "fused", "torch")
+
+
 def train_population(
     configs: Sequence[TrainConfig],
     dataset=None,
     on_epoch: Callable[[int, EpochRecord], None] | None = None,
     data_dir=None,
     max_members: int | None = None,
+    engine: str = "auto",
+    threads: int | None = None,
 ) -> list[RunResult]:
-    """Train ``configs`` together in stacks; return one RunResult per config, in order.
+    """Train ``configs`` together; return one RunResult per config, in order.
 
     configs : TrainConfigs that share :func:`population_key` (they may differ in seed,
         construction, degrees and init); otherwise SparsetopoError names the differing field.
@@ -253,21 +274,40 @@ def train_population(
     on_epoch : called as ``on_epoch(member_index, record)`` after each epoch of each member
         still training (for progress; the library never prints). ``member_index`` indexes
         ``configs``.
-    max_members : networks per stack; None picks :func:`members_per_stack` (a cache-sized
-        stack). Longer lists are trained as consecutive stacks of at most this many.
+    max_members : networks per stack; None picks :func:`members_per_stack` for the torch
+        engine (a cache-sized stack) and all configs at once for the fused engine (its
+        members share no arrays, so a bigger population costs no more per member). Longer
+        lists are trained as consecutive stacks of at most this many.
+    engine : "fused" (one numba call per epoch trains every member over its connected
+        weights: :mod:`sparsetopo.nn.population_kernels`; sigmoid networks only), "torch"
+        (stacked dense tensors and batched matmuls, any activation) or "auto" (fused when
+        the activation is sigmoid, else torch).
+    threads : cores the fused engine spreads the members over; None uses
+        ``torch.get_num_threads()`` (so a sweep worker set to one torch thread stays on one
+        core). The numbers do not depend on it.
 
     Each result equals ``train(config, dataset)``'s up to float rounding: same topology,
     initial weights, shuffling, dropout and updates (see the module docstring). Its ``model``
-    is the member's own trained SparseMLP; ``seconds`` are the population's time divided by
-    the number of members (module docstring, "Timing").
+    is the member's own trained SparseMLP; ``seconds`` are per-member core-seconds (module
+    docstring, "Timing").
     """
     configs = check_population(configs)
+    if engine not in ENGINES:
+        raise SparsetopoError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        engine = "fused" if configs[0].activation in FUSED_ACTIVATIONS else "torch"
+    if engine == "fused" and configs[0].activation not in FUSED_ACTIVATIONS:
+        raise SparsetopoError(f"engine='fused' trains {', '.join(FUSED_ACTIVATIONS)} networks only, not "
+                              f"activation={configs[0].activation!r}: use engine='torch' or 'auto'")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise SparsetopoError(f"threads={threads!r} must be a positive integer (or None for torch's thread count)")
     if dataset is None:
         from sparsetopo.data import load_dataset
 
         dataset = load_dataset(configs[0].dataset, data_dir=data_dir)
     if max_members is None:
-        max_members = members_per_stack(configs[0], dataset.n_features, int(dataset.n_classes))
+        max_members = len(configs) if engine == "fused" else \
+            members_per_stack(configs[0], dataset.n_features, int(dataset.n_classes))
     elif isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise SparsetopoError(f"max_members={max_members!r} must be a positive integer (or None to choose)")
     results: list[RunResult] = []
@@ -275,8 +315,12 @@ def train_population(
         def offset_on_epoch(member, record, first=first):
             on_epoch(first + member, record)
 
-        results += _train_stack(configs[first: first + max_members], dataset,
-                                offset_on_epoch if on_epoch is not None else None)
+        chunk = configs[first: first + max_members]
+        callback = offset_on_epoch if on_epoch is not None else None
+        if engine == "fused":
+            results += _train_fused(chunk, dataset, callback, threads)
+        else:
+            results += _train_stack(chunk, dataset, callback)
     return results
 
 
@@ -321,7 +365,7 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
             losses.sum().backward()
             stack.step(base.lr, base.momentum)
             totals += losses.detach() * index.shape[1]
-        seconds = (time.perf_counter() - tick) / len(active)
+        seconds = (time.perf_counter() - tick) * torch.get_num_threads() / len(active)   # core-seconds
         accuracies = stack.accuracies(act, x_test, y_test)
         survivors = []
         for row, member in enumerate(active):
@@ -345,6 +389,175 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
     results = []
     for config, model, history, state in zip(configs, models, histories, status):
         result = run_result(config, model, history, state, x_test, y_test, started)
-        result.seconds = elapsed / len(configs)
+        result.seconds = elapsed * torch.get_num_threads() / len(configs)
+        results.append(result)
+    return results
+
+
+class _FusedPopulation:
+    """Every member's connected weights, buffers and CSR/CSC index in the flat per-layer arrays
+    :mod:`sparsetopo.nn.population_kernels` reads (member ``p``'s slice of layer ``l`` is
+    ``offsets[l, p]:offsets[l, p + 1]``). Built once; members that diverge are simply left
+    out of later calls, so no array is ever compacted or copied."""
+
+    def __init__(self, models: Sequence[SparseMLP]):
+        from sparsetopo.nn.sparse_ops import SparseIndex
+
+        n_layers = len(models[0].layers)
+        self.sizes = np.array(models[0].sizes, dtype=np.int64)
+        self.offsets = np.zeros((n_layers, len(models) + 1), dtype=np.int64)
+        values, indptr, indices, col_ptr, col_rows, col_perm, biases = ([] for _ in range(7))
+        for l in range(n_layers):
+            layers = [m.layers[l] for m in models]
+            index = [SparseIndex.from_topology(layer.topology) for layer in layers]
+            self.offsets[l, 1:] = np.cumsum([ix.nnz for ix in index])
+            # connected_weights() is in CSR order on both backends: the kernels' order
+            values.append(np.concatenate([layer.connected_weights().numpy() for layer in layers]).astype(np.float32))
+            biases.append(np.stack([layer.bias.detach().numpy() for layer in layers]).astype(np.float32))
+            indptr.append(np.stack([ix.indptr for ix in index]).astype(np.int64))
+            indices.append(np.concatenate([ix.indices for ix in index]).astype(np.int32))
+            col_ptr.append(np.stack([ix.col_ptr for ix in index]).astype(np.int64))
+            col_rows.append(np.concatenate([ix.col_rows for ix in index]).astype(np.int32))
+            col_perm.append(np.concatenate([ix.col_perm for ix in index]).astype(np.int64))
+        self.values, self.biases = tuple(values), tuple(biases)
+        self.bufs = tuple(np.zeros_like(v) for v in values)
+        self.bias_bufs = tuple(np.zeros_like(b) for b in biases)
+        self.indptr, self.indices = tuple(indptr), tuple(indices)
+        self.col_ptr, self.col_rows, self.col_perm = tuple(col_ptr), tuple(col_rows), tuple(col_perm)
+
+    def epoch(self, x, targets, orders, members, batch_size, rates, uniforms, lr, momentum, threads) -> np.ndarray:
+        """One epoch for the member rows ``members``; returns each one's summed batch losses
+        (batch mean times batch size, as ``train()`` accumulates them).
+
+        ``uniforms``: None without dropout, else a callable ``(first, stop) -> (A, count)``
+        array of each member's dropout numbers for batches ``first .. stop - 1``.
+        """
+        import numba
+
+        from sparsetopo.nn import population_kernels as kernels
+
+        n = orders.shape[1]
+        n_batches = -(-n // batch_size)
+        counts = np.full(n_batches, batch_size, dtype=np.float64)
+        counts[-1] = n - batch_size * (n_batches - 1)
+        losses = np.zeros((len(members), n_batches), dtype=np.float64)
+        rates32 = np.array(rates, dtype=np.float32)
+        scales = np.array([1.0 - r for r in rates], dtype=np.float32)  # torch divides by float32(1 - rate)
+        per_example = int(sum(s for s, r in zip(self.sizes, rates) if r > 0))
+        if uniforms is None:
+            chunks = [(0, n_batches)]
+        else:   # bound the dropout numbers held at once (an MNIST epoch would be GBs)
+            step = max(1, _DROPOUT_CHUNK_FLOATS // max(1, len(members) * batch_size * per_example))
+            chunks = [(b, min(n_batches, b + step)) for b in range(0, n_batches, step)]
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            for first, stop in chunks:
+                u = np.empty((len(members), 0), dtype=np.float32) if uniforms is None else uniforms(first, stop)
+                kernels.population_batches(
+                    x, targets, orders, members, first, stop, batch_size, self.sizes, rates32, scales, u,
+                    first * batch_size * per_example, self.values, self.bufs, self.biases, self.bias_bufs,
+                    self.indptr, self.indices, self.col_ptr, self.col_rows, self.col_perm, self.offsets,
+                    np.float32(lr), np.float32(momentum), momentum > 0, losses[:, first:stop])
+        finally:
+            numba.set_num_threads(previous)
+        return losses @ counts
+
+    def accuracies(self, x, y, members, threads) -> np.ndarray:
+        import numba
+
+        from sparsetopo.nn import population_kernels as kernels
+
+        correct = np.zeros(len(members), dtype=np.int64)
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            kernels.population_correct(x, y, members, self.sizes, self.values, self.biases, self.col_ptr,
+                                       self.col_rows, self.col_perm, self.offsets, _EVAL_CHUNK_ROWS, correct)
+        finally:
+            numba.set_num_threads(previous)
+        return correct / x.shape[0]
+
+    @torch.no_grad()
+    def write_back(self, p: int, model: SparseMLP) -> None:
+        """Copy member ``p``'s parameters into ``model`` (its own SparseMLP)."""
+        for l, layer in enumerate(model.layers):
+            values = torch.from_numpy(self.values[l][self.offsets[l, p]: self.offsets[l, p + 1]].copy())
+            if layer.backend == "masked":   # pruned entries were never touched: they stay 0
+                layer.weight[layer._edge_index] = values
+            else:
+                layer.values.copy_(values)
+            layer.bias.copy_(torch.from_numpy(self.biases[l][p]))
+        model.eval()
+
+
+def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | None) -> list[RunResult]:
+    """Train checked sigmoid ``configs`` with the fused kernels (see :func:`train_population`)."""
+    import numba
+
+    started = time.perf_counter()
+    threads = min(threads or torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    base = configs[0]
+    x_train, y_train, x_test, y_test, n_classes = training_tensors(base, dataset)
+    x = np.ascontiguousarray(x_train.numpy(), dtype=np.float32)
+    targets = np.ascontiguousarray(F.one_hot(y_train, n_classes).float().numpy())
+    xt = np.ascontiguousarray(x_test.numpy(), dtype=np.float32)
+    yt = np.ascontiguousarray(y_test.numpy(), dtype=np.int64)
+    models = [build_model(config, x_train.shape[1], n_classes) for config in configs]
+    sizes = models[0].sizes
+    rates = [base.dropout[0] if l == 0 else base.dropout[1] for l in range(len(sizes) - 1)]
+    per_example = sum(s for s, r in zip(sizes, rates) if r > 0)
+    population = _FusedPopulation(models)
+    active = list(range(len(configs)))
+    histories: list[list[EpochRecord]] = [[] for _ in configs]
+    status = ["ok"] * len(configs)
+    n, batch = x.shape[0], base.batch_size
+
+    for epoch in range(1, base.epochs + 1):
+        if not active:
+            break
+        tick = time.perf_counter()
+        members = np.array(active, dtype=np.int64)
+        orders = torch.stack([
+            torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(configs[i].seed, "shuffle", epoch)))
+            for i in active
+        ]).numpy()
+        uniforms = None
+        if per_example:
+            # Each member's dropout generator, drawn in train()'s order: torch's CPU generator
+            # yields the same numbers for one draw of the concatenated size, so consecutive
+            # chunks of batches are consecutive draws.
+            generators = [torch.Generator().manual_seed(derive_seed(configs[i].seed, "dropout", epoch))
+                          for i in active]
+
+            def uniforms(first, stop, generators=generators):
+                count = (min(n, stop * batch) - first * batch) * per_example
+                return np.stack([torch.rand(count, generator=g).numpy() for g in generators])
+
+        totals = population.epoch(x, targets, orders, members, batch, rates, uniforms, base.lr, base.momentum,
+                                  threads)
+        # core-seconds per member: comparable with one-thread train() (module docstring)
+        seconds = (time.perf_counter() - tick) * threads / len(active)
+        accuracies = population.accuracies(xt, yt, members, threads)
+        survivors = []
+        for row, member in enumerate(active):
+            train_loss = float(totals[row]) / n
+            record = EpochRecord(epoch, train_loss, float(accuracies[row]), seconds)
+            histories[member].append(record)
+            if math.isfinite(train_loss):
+                survivors.append(member)
+            else:
+                status[member] = "diverged"
+            if on_epoch is not None:
+                on_epoch(member, record)
+        active = survivors
+
+    for member, model in enumerate(models):
+        population.write_back(member, model)
+    elapsed = time.perf_counter() - started
+    results = []
+    for config, model, history, state in zip(configs, models, histories, status):
+        result = run_result(config, model, history, state, x_test, y_test, started)
+        result.seconds = elapsed * threads / len(configs)
         results.append(result)
     return results
