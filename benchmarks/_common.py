@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 import statistics
 import time
 
@@ -28,7 +30,8 @@ def machine() -> dict:
                     break
     except OSError:
         pass
-    return {"cpu": model, "load_average_1min": _load(), "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
+    return {"cpu": model, "load_average_1min": _load(), "command": " ".join([sys.executable.rsplit("/", 1)[-1]] + sys.argv),
+            "cpu_affinity": _affinity(), "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
             "numba_threading_layer": _threading_layer(), "torch": torch.__version__, "numba": numba.__version__,
             "python": platform.python_version()}
 
@@ -40,17 +43,24 @@ def _threading_layer() -> str:
         return "not initialised"
 
 
-def interleaved_medians(functions: dict, repeats: int, warmup: int = 5) -> dict:
-    """Median seconds of each callable, timing them in turn so that machine load hits all alike."""
+def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: int = 1) -> dict:
+    """Median seconds of each callable, timing them in turn so that machine load hits all alike.
+
+    ``block`` > 1 times ``block`` consecutive calls of one callable per turn and records their
+    mean: consecutive steps are how training runs a layer (its weights and index stay in cache
+    from one step to the next), whereas alternating single calls lets each side evict the
+    other's data (the masked side touches megabytes) and charges both a cold cache.
+    """
     for f in functions.values():
         for _ in range(warmup):
             f()
     times = {name: [] for name in functions}
-    for _ in range(repeats):
+    for _ in range(max(1, repeats // block)):
         for name, f in functions.items():
             tick = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - tick)
+            for _ in range(block):
+                f()
+            times[name].append((time.perf_counter() - tick) / block)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -60,4 +70,12 @@ def _load():
         with open("/proc/loadavg") as fh:
             return float(fh.read().split()[0])
     except OSError:
+        return None
+
+
+def _affinity():
+    """The cores this process may run on (e.g. pinned by ``taskset -c 0``), or None if unknown."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
         return None

@@ -4,12 +4,16 @@ Usage: ``python benchmarks/bench_layers.py [--json] [--repeats N]``
 
 The baseline is the masked backend through autograd (``addmm(b, x, W * mask)``, then
 ``backward``: the input gradient and the dense weight gradient), timed in the same process
-with the same threads, interleaved with the sparse side, median of many warmed steps.
+with the same threads, interleaved with the sparse side in turns of ``BLOCK`` consecutive
+steps (as training runs a layer: one side's data do not evict the other's between steps),
+median over turns of the mean step, after warm-up.
 The sparse side is reported two ways:
 
 * ``ratios`` (sparse_time / masked_time): the sparse kernels a training step runs (forward,
-  gradient to the inputs, SDDMM gradient of the connected weights), called directly as the
-  fused epoch calls them;
+  gradient to the inputs, SDDMM gradient of the connected weights) inside one numba call, as
+  the fused epoch runs them (no Python between kernels);
+* ``ratios_python_calls``: the same three kernels called one by one from Python (adds numba's
+  dispatch, several microseconds a call: what matters at 1% density);
 * ``ratios_autograd``: the same through ``SparseLinear.forward`` and ``backward`` (adds torch
   autograd and layout conversion overhead: what a model with dropout pays).
 
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+from numba import njit
 
 import numpy as np
 import torch
@@ -43,8 +49,23 @@ def masked_step(layer, x, g):
     return step
 
 
-def kernel_step(layer, x, g):
-    """Forward, input gradient and SDDMM on feature-major buffers, as the fused epoch runs them."""
+@njit
+def _serial_step(xt, values, bias, col_ptr, col_rows, col_perm, yt, gyt, indptr, indices, gxt, gv):
+    kernels.forward_serial(xt, values, bias, col_ptr, col_rows, col_perm, yt, False)
+    kernels.backward_input_serial(gyt, values, indptr, indices, gxt, gxt, False)
+    kernels.backward_values_serial(xt, gyt, indptr, indices, gv)
+
+
+@njit
+def _parallel_step(xt, values, bias, col_ptr, col_rows, col_perm, yt, gyt, indptr, indices, gxt, gv, chunks):
+    kernels.forward(xt, values, bias, col_ptr, col_rows, col_perm, yt, False, chunks)
+    kernels.backward_input(gyt, values, indptr, indices, gxt, gxt, False, chunks)
+    kernels.backward_values(xt, gyt, indptr, indices, gv, chunks)
+
+
+def kernel_step(layer, x, g, one_call=True):
+    """Forward, input gradient and SDDMM on feature-major buffers: in one numba call, as the
+    fused epoch runs them, or (``one_call=False``) one Python call per kernel."""
     idx, batch = layer.index, x.shape[0]
     xt = np.ascontiguousarray(x.detach().numpy().T)
     gyt = np.ascontiguousarray(g.numpy().T)
@@ -53,6 +74,12 @@ def kernel_step(layer, x, g):
     gv = np.empty(idx.nnz, np.float32)
     values, bias = layer.values.detach().numpy(), layer.bias.detach().numpy()
     threads, chunks = use_threads(idx, batch), n_chunks()
+
+    args = (xt, values, bias, idx.col_ptr, idx.col_rows, idx.col_perm, yt, gyt, idx.indptr, idx.indices, gxt, gv)
+    if one_call:
+        if threads:
+            return lambda: _parallel_step(*args, chunks)
+        return lambda: _serial_step(*args)
 
     def step():
         if threads:
@@ -66,6 +93,9 @@ def kernel_step(layer, x, g):
     return step
 
 
+BLOCK = 10  # consecutive steps per timed turn (see _common.interleaved_medians)
+
+
 def measure(n_in, n_out, k, repeats, seed=0):
     t = build("random_regular", n_in, n_out, k, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -74,7 +104,8 @@ def measure(n_in, n_out, k, repeats, seed=0):
     masked = SparseLinear(t, backend="masked")
     sparse = SparseLinear(t, backend="sparse")
     return t, interleaved_medians({"masked": masked_step(masked, x, g), "kernels": kernel_step(sparse, x, g),
-                                   "autograd": masked_step(sparse, x, g)}, repeats)
+                                   "python_calls": kernel_step(sparse, x, g, one_call=False),
+                                   "autograd": masked_step(sparse, x, g)}, repeats, block=BLOCK)
 
 
 def main():
@@ -84,13 +115,15 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and numba (default: theirs)")
     args = parser.parse_args()
     set_threads(args.threads)
-    ratios, ratios_autograd, seconds, points = {}, {}, {}, []
+    ratios, ratios_calls, ratios_autograd, seconds, points = {}, {}, {}, {}, []
     for d in DENSITIES:
         k = max(1, round(float(d) * N_OUT))
         t, med = measure(N_IN, N_OUT, k, args.repeats)
         ratios[d] = med["kernels"] / med["masked"]
+        ratios_calls[d] = med["python_calls"] / med["masked"]
         ratios_autograd[d] = med["autograd"] / med["masked"]
-        seconds[d] = {"masked": med["masked"], "sparse_kernels": med["kernels"], "sparse_autograd": med["autograd"],
+        seconds[d] = {"masked": med["masked"], "sparse_kernels": med["kernels"], "sparse_python_calls": med["python_calls"],
+                      "sparse_autograd": med["autograd"],
                       "density": t.density}
         points.append((t.nnz * BATCH, med["kernels"], N_IN * N_OUT * BATCH, med["masked"]))
     _, small = measure(64, 10, 3, args.repeats)
@@ -102,8 +135,14 @@ def main():
     cost_model = {"dense_overhead_s": small["masked"] - dense_slope * 64 * 10 * BATCH, "dense_per_mac_s": dense_slope,
                   "sparse_overhead_s": max(float(intercept), 0.0), "sparse_per_mac_s": float(slope)}
     result = {"benchmark": "layer 784->300, batch 32, forward+backward (random_regular)",
-              "ratios": ratios, "ratios_autograd": ratios_autograd,
+              "ratios": ratios, "ratios_python_calls": ratios_calls, "ratios_autograd": ratios_autograd,
+              "targets": {d: 0.04 if d == "0.01" else 2 * float(d) for d in DENSITIES},
               "baseline": "masked-dense PyTorch autograd, median seconds",
+              "sparse_sides": {"ratios": "forward + input gradient + SDDMM kernels in one numba call (as the fused epoch)",
+                               "ratios_python_calls": "the same three kernels, one Python call each",
+                               "ratios_autograd": "SparseLinear forward + backward through torch autograd"},
+              "threads": args.threads, "repeats": args.repeats,
+              "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
               "masked_seconds": {d: seconds[d]["masked"] for d in DENSITIES}, "seconds": seconds,
               "cost_model": cost_model, "machine": machine()}
     if args.json:
@@ -114,7 +153,7 @@ def main():
         s = seconds[d]
         print(f"  density {d:>5}: masked {s['masked'] * 1e6:8.1f} us  sparse kernels {s['sparse_kernels'] * 1e6:8.1f} us"
               f" (ratio {ratios[d]:.3f}, target {'<= 0.04' if d == '0.01' else f'<= {2 * float(d):.2f}'})"
-              f"  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f})")
+              f"  3 calls {s['sparse_python_calls'] * 1e6:8.1f} us  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f})")
     print(f"  cost model: {cost_model}")
 
 

@@ -3,8 +3,10 @@
 Why numba: it needs no compiler toolchain at install time (llvmlite ships as wheels on PyPI),
 caches compiled kernels on disk (``cache=True``) so only the first process pays for
 compilation, and parallelises over cores with ``prange``. ``torch.compile`` lowers to dense
-kernels and would not give us a gather/scatter over a fixed edge list. ``fastmath=False``
-everywhere: sums run in the order written here, so results are reproducible run to run.
+kernels and would not give us a gather/scatter over a fixed edge list. Kernels compile with
+the ``FASTMATH`` flags below (reassociation and FMA contraction only): the summation order is
+fixed when a kernel is compiled, so a build gives the same bits run after run and whatever the
+thread count; it may differ from masked-dense in the last bits, as any other order would.
 
 Layout: activations are *feature-major* (``a[feature, example]``, C-contiguous float32), so
 that for one connection ``(i, j)`` the batch of products ``w * x[i, :]`` is a contiguous,
@@ -24,9 +26,38 @@ too small to repay waking the thread pool.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-LANES = 16  # independent partial sums in a dot product: lets LLVM use SIMD without fastmath
+# Floating-point flags of the kernels. "contract" lets LLVM fuse a multiply and an add into one
+# FMA; "reassoc" lets it reorder a sum, which is what turns a dot product over the batch into
+# SIMD partial sums. Both only fix the order at compile time: the same build computes the same
+# bits run after run (and whatever the number of threads, as every sum lies in one chunk). No
+# "nnan"/"ninf": NaN and infinities still propagate as IEEE says, so a diverging run shows.
+FASTMATH = {"reassoc", "contract"}
+BLOCK = 32  # batch columns one accumulator holds: the paper's batch, four AVX2 registers
+UNROLL = 4  # connections per pass over the accumulator (8 measured slower: register pressure)
+
+
+@intrinsic
+def _stack_f32(typingctx, n_ty):
+    """A pointer to ``n`` float32 on the stack (``n`` a compile-time constant).
+
+    Why not ``np.empty``: LLVM cannot tell that a heap array from numba's allocator does not
+    alias the kernel's input rows, so it guards every vectorised update with runtime overlap
+    checks; a stack slot it can prove private, and it costs no allocation per call.
+    """
+    if not isinstance(n_ty, types.IntegerLiteral):
+        return None
+    n = n_ty.literal_value
+
+    def codegen(context, builder, signature, args):
+        ptr = cgutils.alloca_once(builder, context.get_value_type(types.float32), size=n)
+        ptr.align = 64
+        return ptr
+
+    return types.CPointer(types.float32)(n_ty), codegen
 
 
 @njit(cache=True, inline="always")
@@ -34,78 +65,161 @@ def _bounds(chunk, n_chunks, n):
     return chunk * n // n_chunks, (chunk + 1) * n // n_chunks
 
 
-@njit(cache=True, inline="always")
-def _dot(x, i, y, j, nb, acc):
-    """sum_b x[i, b] * y[j, b], with LANES interleaved partial sums (a fixed, documented order)."""
-    for t in range(LANES):
-        acc[t] = 0.0
-    full = nb - nb % LANES
-    for b0 in range(0, full, LANES):
-        for t in range(LANES):
-            acc[t] += x[i, b0 + t] * y[j, b0 + t]
-    s = np.float32(0.0)
-    for t in range(LANES):
-        s += acc[t]
-    for b in range(full, nb):
-        s += x[i, b] * y[j, b]
-    return s
-
-
 # -- row kernels: one range of rows, serial; the entry points below run them in chunks ------------
-@njit(fastmath=False, cache=True)
-def _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid):
-    nb = yt.shape[1]
+# The forward and input-gradient kernels share one shape: for one row and a block of at most
+# BLOCK batch columns, a private accumulator takes UNROLL connections per pass (a fixed tree of
+# adds), so one load and one store of the accumulator serve four connections and the loop over
+# the block's columns is contiguous and vectorised. A batch wider than BLOCK runs block by block
+# on column views (a second, strided specialisation: slower, but the paper's batch is 32).
+@njit(fastmath=FASTMATH, cache=True)
+def _forward_block(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid):
+    m = yt.shape[1]  # <= BLOCK
+    acc = carray(_stack_f32(BLOCK), (BLOCK,))
     for j in range(lo, hi):
         bj = bias[j]
-        for b in range(nb):
-            yt[j, b] = bj
-        for e in range(col_ptr[j], col_ptr[j + 1]):
-            w = values[col_perm[e]]
-            i = col_rows[e]
-            for b in range(nb):
-                yt[j, b] += w * xt[i, b]
+        for t in range(m):
+            acc[t] = bj
+        e = col_ptr[j]
+        end = col_ptr[j + 1]
+        while e + UNROLL <= end:
+            w0 = values[col_perm[e]]
+            w1 = values[col_perm[e + 1]]
+            w2 = values[col_perm[e + 2]]
+            w3 = values[col_perm[e + 3]]
+            x0 = xt[col_rows[e]]
+            x1 = xt[col_rows[e + 1]]
+            x2 = xt[col_rows[e + 2]]
+            x3 = xt[col_rows[e + 3]]
+            for t in range(m):
+                acc[t] += (w0 * x0[t] + w1 * x1[t]) + (w2 * x2[t] + w3 * x3[t])
+            e += UNROLL
+        while e < end:
+            w0 = values[col_perm[e]]
+            x0 = xt[col_rows[e]]
+            for t in range(m):
+                acc[t] += w0 * x0[t]
+            e += 1
+        out = yt[j]
         if sigmoid:
-            for b in range(nb):
-                yt[j, b] = np.float32(1.0) / (np.float32(1.0) + np.exp(-yt[j, b]))
+            for t in range(m):
+                out[t] = np.float32(1.0) / (np.float32(1.0) + np.exp(-acc[t]))
+        else:
+            for t in range(m):
+                out[t] = acc[t]
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
+def _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid):
+    nb = yt.shape[1]
+    if nb <= BLOCK:
+        _forward_block(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid)
+        return
+    for b0 in range(0, nb, BLOCK):
+        _forward_block(lo, hi, xt[:, b0:b0 + BLOCK], values, bias, col_ptr, col_rows, col_perm,
+                       yt[:, b0:b0 + BLOCK], sigmoid)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _backward_input_block(lo, hi, gyt, values, indptr, indices, gxt, act, sigmoid_grad):
+    m = gxt.shape[1]  # <= BLOCK
+    acc = carray(_stack_f32(BLOCK), (BLOCK,))
+    for i in range(lo, hi):
+        for t in range(m):
+            acc[t] = 0.0
+        e = indptr[i]
+        end = indptr[i + 1]
+        while e + UNROLL <= end:
+            w0 = values[e]
+            w1 = values[e + 1]
+            w2 = values[e + 2]
+            w3 = values[e + 3]
+            g0 = gyt[indices[e]]
+            g1 = gyt[indices[e + 1]]
+            g2 = gyt[indices[e + 2]]
+            g3 = gyt[indices[e + 3]]
+            for t in range(m):
+                acc[t] += (w0 * g0[t] + w1 * g1[t]) + (w2 * g2[t] + w3 * g3[t])
+            e += UNROLL
+        while e < end:
+            w0 = values[e]
+            g0 = gyt[indices[e]]
+            for t in range(m):
+                acc[t] += w0 * g0[t]
+            e += 1
+        out = gxt[i]
+        if sigmoid_grad:
+            a = act[i]
+            for t in range(m):
+                out[t] = acc[t] * (a[t] * (np.float32(1.0) - a[t]))
+        else:
+            for t in range(m):
+                out[t] = acc[t]
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _backward_input_rows(lo, hi, gyt, values, indptr, indices, gxt, act, sigmoid_grad):
     nb = gxt.shape[1]
-    for i in range(lo, hi):
-        for b in range(nb):
-            gxt[i, b] = 0.0
-        for e in range(indptr[i], indptr[i + 1]):
-            w = values[e]
-            j = indices[e]
-            for b in range(nb):
-                gxt[i, b] += w * gyt[j, b]
-        if sigmoid_grad:
-            for b in range(nb):
-                a = act[i, b]
-                gxt[i, b] *= a * (np.float32(1.0) - a)
+    if nb <= BLOCK:
+        _backward_input_block(lo, hi, gyt, values, indptr, indices, gxt, act, sigmoid_grad)
+        return
+    for b0 in range(0, nb, BLOCK):
+        _backward_input_block(lo, hi, gyt[:, b0:b0 + BLOCK], values, indptr, indices, gxt[:, b0:b0 + BLOCK],
+                              act[:, b0:b0 + BLOCK], sigmoid_grad)
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _apply(e, g, gv, values, buf, lr, momentum, nesterov, update):
+    if not update:
+        gv[e] = g
+        return
+    m = momentum * buf[e] + g
+    buf[e] = m
+    if nesterov:
+        values[e] -= lr * (g + momentum * m)
+    else:
+        values[e] -= lr * m
+
+
+@njit(fastmath=FASTMATH, cache=True)
 def _backward_values_rows(lo, hi, xt, gyt, indptr, indices, gv, values, buf, lr, momentum, nesterov, update):
+    # UNROLL dot products at once against the same input row: x is loaded once per column for
+    # four connections, and "reassoc" lets each dot run as SIMD partial sums over the batch.
     nb = xt.shape[1]
-    acc = np.empty(LANES, dtype=np.float32)
     for i in range(lo, hi):
-        for e in range(indptr[i], indptr[i + 1]):
-            g = _dot(xt, i, gyt, indices[e], nb, acc)
-            if not update:
-                gv[e] = g
-                continue
-            m = momentum * buf[e] + g
-            buf[e] = m
-            if nesterov:
-                values[e] -= lr * (g + momentum * m)
-            else:
-                values[e] -= lr * m
+        x = xt[i]
+        e = indptr[i]
+        end = indptr[i + 1]
+        while e + UNROLL <= end:
+            g0 = gyt[indices[e]]
+            g1 = gyt[indices[e + 1]]
+            g2 = gyt[indices[e + 2]]
+            g3 = gyt[indices[e + 3]]
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            s3 = np.float32(0.0)
+            for b in range(nb):
+                xb = x[b]
+                s0 += xb * g0[b]
+                s1 += xb * g1[b]
+                s2 += xb * g2[b]
+                s3 += xb * g3[b]
+            _apply(e, s0, gv, values, buf, lr, momentum, nesterov, update)
+            _apply(e + 1, s1, gv, values, buf, lr, momentum, nesterov, update)
+            _apply(e + 2, s2, gv, values, buf, lr, momentum, nesterov, update)
+            _apply(e + 3, s3, gv, values, buf, lr, momentum, nesterov, update)
+            e += UNROLL
+        while e < end:
+            g0 = gyt[indices[e]]
+            s0 = np.float32(0.0)
+            for b in range(nb):
+                s0 += x[b] * g0[b]
+            _apply(e, s0, gv, values, buf, lr, momentum, nesterov, update)
+            e += 1
 
 
 # -- entry points -----------------------------------------------------------------------------
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def forward(xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, n_chunks):
     """``yt[j, :] = act(bias[j] + sum over edges (i, j) of values[e] * xt[i, :])``.
 
@@ -118,13 +232,13 @@ def forward(xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, n_chunks
         _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid)
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def forward_serial(xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid):
     """:func:`forward` on the calling thread: for layers too small to repay a parallel launch."""
     _forward_rows(0, yt.shape[0], xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def backward_input(gyt, values, indptr, indices, gxt, act, sigmoid_grad, n_chunks):
     """``gxt[i, :] = sum over edges (i, j) of values[e] * gyt[j, :]``, the gradient to the inputs.
 
@@ -138,13 +252,13 @@ def backward_input(gyt, values, indptr, indices, gxt, act, sigmoid_grad, n_chunk
         _backward_input_rows(lo, hi, gyt, values, indptr, indices, gxt, act, sigmoid_grad)
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def backward_input_serial(gyt, values, indptr, indices, gxt, act, sigmoid_grad):
     """:func:`backward_input` on the calling thread."""
     _backward_input_rows(0, gxt.shape[0], gyt, values, indptr, indices, gxt, act, sigmoid_grad)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def backward_values(xt, gyt, indptr, indices, gv, n_chunks):
     """SDDMM: ``gv[e] = sum_b xt[i, b] * gyt[j, b]`` for every edge ``e = (i, j)``, nothing else.
 
@@ -157,14 +271,14 @@ def backward_values(xt, gyt, indptr, indices, gv, n_chunks):
                               np.float32(0.0), np.float32(0.0), False, False)
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def backward_values_serial(xt, gyt, indptr, indices, gv):
     """:func:`backward_values` on the calling thread."""
     _backward_values_rows(0, xt.shape[0], xt, gyt, indptr, indices, gv, gv, gv,
                           np.float32(0.0), np.float32(0.0), False, False)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def backward_values_sgd(xt, gyt, indptr, indices, values, buf, lr, momentum, nesterov, n_chunks):
     """The SDDMM gradient of every connection, applied at once by (Nesterov) momentum SGD.
 
@@ -178,13 +292,13 @@ def backward_values_sgd(xt, gyt, indptr, indices, values, buf, lr, momentum, nes
         _backward_values_rows(lo, hi, xt, gyt, indptr, indices, values, values, buf, lr, momentum, nesterov, True)
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def backward_values_sgd_serial(xt, gyt, indptr, indices, values, buf, lr, momentum, nesterov):
     """:func:`backward_values_sgd` on the calling thread."""
     _backward_values_rows(0, xt.shape[0], xt, gyt, indptr, indices, values, values, buf, lr, momentum, nesterov, True)
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def bias_sgd(gyt, bias, buf, lr, momentum, nesterov):
     """The bias gradient (sum over the batch) applied by the same SGD rule as the weights."""
     n_out, nb = gyt.shape
@@ -200,7 +314,7 @@ def bias_sgd(gyt, bias, buf, lr, momentum, nesterov):
             bias[j] -= lr * m
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def gather_transposed(x, rows, out):
     """``out[f, b] = x[rows[b], f]``: a batch of examples, feature-major."""
     nb = rows.shape[0]
@@ -210,7 +324,7 @@ def gather_transposed(x, rows, out):
             out[f, b] = x[r, f]
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def mse_sigmoid_delta(yt, targets, rows, dt):
     """Mean squared error of ``yt`` against one-hot ``targets[rows]`` and its gradient.
 
@@ -231,13 +345,13 @@ def mse_sigmoid_delta(yt, targets, rows, dt):
     return total / (nb * n_out)
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def _block(buffer, offset, n_rows, nb):
     """A feature-major ``n_rows x nb`` view into a flat scratch buffer."""
     return buffer[offset: offset + n_rows * nb].reshape((n_rows, nb))
 
 
-@njit(fastmath=False, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def train_epoch(x, targets, order, batch_size, values, biases, value_bufs, bias_bufs, indptrs, indices,
                 col_ptrs, col_rows, col_perms, sizes, parallel, lr, momentum, nesterov, n_chunks, losses):
     """One epoch of minibatch SGD on an MLP of sparse sigmoid layers, MSE on one-hot targets.
