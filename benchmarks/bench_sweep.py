@@ -1,8 +1,13 @@
 """Networks per hour: population training against the one-network-at-a-time ``train()`` loop.
 
-Both sides are measured in the same run, on the same machine, each with one torch thread.
-The projections assume the machine runs ``--workers`` processes of one thread each (2 on a
-2-core machine), the same for both sides, so the *ratios* do not depend on that assumption.
+Both sides are measured in the same run, on the same machine, on equal resources: the
+sequential side is ``train()`` with one torch thread, the population side is
+``train_population(engine="fused", threads=--threads)`` (default 1 numba thread), its time
+counted in core-seconds per network (wall time x threads / members). The projections assume
+``--workers`` cores (2 on a 2-core machine: two sequential workers, or one population spread
+over both cores, since members are independent), the same for both sides, so the *ratios* do
+not depend on that assumption. Pin the process to one core (``taskset -c 1``) on a shared
+machine. The population's torch engine (stacked dense tensors) is reported beside it.
 
 Two workloads:
 
@@ -20,7 +25,11 @@ paper grid  784-H-10 networks, H in {100, 300, 500}, a third of the ~3000 networ
             extrapolate: hours = sum_H n_H * 50 * (1875 * step_H + eval_H) / workers / 3600,
             where step_H is the measured training time per step (per member for populations)
             and eval_H the measured evaluation time scaled to 10000 examples. Masked-dense
-            step time does not depend on density, so one degree per H represents all.
+            step time does not depend on density, so one degree per H represents all; the
+            fused population's does, so it is also timed at input densities
+            ``PAPER_FIT_DENSITIES`` per H, a line in the connection count is fitted, and the
+            paper preset's real networks (``population_real_grid``) are projected with it:
+            that is ``paper_grid_projected_hours``.
 
 Run: ``python benchmarks/bench_sweep.py [--json]``.
 """
@@ -107,7 +116,7 @@ def with_(config: TrainConfig, **changes) -> TrainConfig:
     return TrainConfig(**{**config.to_dict(), **changes})
 
 
-def bench_quick(members: int, sample: int, epochs: int, workers: int, repeats: int) -> dict:
+def bench_quick(members: int, sample: int, epochs: int, workers: int, repeats: int, threads: int) -> dict:
     configs, source = quick_configs()
     group = largest_group(configs)
     grid_epochs = group[0].epochs
@@ -117,7 +126,8 @@ def bench_quick(members: int, sample: int, epochs: int, workers: int, repeats: i
     auto_configs = [with_(c, backend="auto") for c in seq_configs]
     for c in (seq_configs[0], auto_configs[0]):
         train(c, dataset=digits)                               # warm-up (allocator, numba kernels)
-    train_population(pop_configs[:2], dataset=digits)
+    train_population(pop_configs[:2], dataset=digits, threads=threads)         # compiles the kernels
+    train_population(pop_configs[:2], dataset=digits, engine="torch")
 
     def sequential(configs):                                   # seconds per network-epoch
         tick = time.perf_counter()
@@ -125,35 +135,71 @@ def bench_quick(members: int, sample: int, epochs: int, workers: int, repeats: i
             train(c, dataset=digits)
         return (time.perf_counter() - tick) / (len(configs) * epochs)
 
-    def stacked():
+    def stacked(engine):                                       # core-seconds per network-epoch
         tick = time.perf_counter()
-        train_population(pop_configs, dataset=digits)
-        return (time.perf_counter() - tick) / (len(pop_configs) * epochs)
+        train_population(pop_configs, dataset=digits, engine=engine, threads=threads)
+        used = threads if engine == "fused" else torch.get_num_threads()
+        return (time.perf_counter() - tick) * used / (len(pop_configs) * epochs)
 
     # Interleaved repeats, best of each: other processes on a shared machine only add time.
-    seq = pop = auto = float("inf")
+    seq = pop = auto = stack = float("inf")
     for _ in range(repeats):
-        seq, pop, auto = min(seq, sequential(seq_configs)), min(pop, stacked()), min(auto, sequential(auto_configs))
+        seq, pop = min(seq, sequential(seq_configs)), min(pop, stacked("fused"))
+        auto, stack = min(auto, sequential(auto_configs)), min(stack, stacked("torch"))
     per_hour = lambda s: 3600.0 * workers / (s * grid_epochs)  # noqa: E731
     return {
         "source": source, "grid_networks": len(configs), "grid_epochs": grid_epochs,
         "hidden": list(group[0].hidden), "steps_per_epoch": -(-min(len(digits.x_train), group[0].limit_train or 10**9)
                                                               // group[0].batch_size),
-        "members": len(pop_configs), "stack_size": members_per_stack(group[0], digits.n_features, digits.n_classes),
+        "members": len(pop_configs), "population_engine": "fused", "population_threads": threads,
+        "sequential_threads": torch.get_num_threads(),
+        "torch_engine_stack_size": members_per_stack(group[0], digits.n_features, digits.n_classes),
         "sequential_sample": len(seq_configs), "measured_epochs": epochs,
         "sequential_seconds_per_network_epoch": seq, "population_seconds_per_network_epoch": pop,
         "sequential_networks_per_hour": per_hour(seq), "population_networks_per_hour": per_hour(pop),
         "speedup": seq / pop,
+        "torch_engine_seconds_per_network_epoch": stack, "torch_engine_networks_per_hour": per_hour(stack),
+        "extrapolation": (f"networks/h = 3600 * workers({workers}) / (core-seconds per network-epoch * grid epochs "
+                          f"({grid_epochs})); both sides one core each, model building and per-epoch evaluation included"),
         "sequential_auto_backend_seconds_per_network_epoch": auto,
         "sequential_auto_backend_networks_per_hour": per_hour(auto),
     }
 
 
-def bench_paper(members: int, steps: int, workers: int) -> dict:
+PAPER_FIT_DENSITIES = (0.01, 0.1, 0.3, 0.9)   # input densities timed per H for the fused cost fit
+
+
+def paper_grid_edges() -> tuple[list[int], str]:
+    """Connections of every network of the paper preset (784 inputs, 10 classes), or of the
+    even-H stand-in (one third per H at 10% input density) when the preset cannot be loaded."""
+    try:
+        from sparsetopo.sweep.spec import expand, load_spec
+
+        edges = []
+        for c in expand(load_spec("paper")):
+            sizes = c.sizes(784, 10)
+            edges.append(sum(a * k for a, k in zip(sizes, c.layer_degrees(sizes))))
+        return edges, "sparsetopo.sweep paper preset"
+    except Exception as error:  # optional here; fall back and say so
+        per_h = PAPER_NETWORKS // len(PAPER_HIDDEN)
+        return [784 * (h // 10) + h * 10 for h in PAPER_HIDDEN for _ in range(per_h)], \
+            f"even-H stand-in at 10% density (paper preset unavailable: {type(error).__name__})"
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b x``."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def bench_paper(members: int, steps: int, workers: int, threads: int) -> dict:
     data = load_dataset("synthetic")
     n_test = len(data.x_test)
     per_h = {}
     seq_hours = pop_hours = auto_hours = 0.0
+    points = []                                               # (edges, s/step, s/test example) per member
     for hidden in PAPER_HIDDEN:
         base = TrainConfig(dataset=data.name, hidden=(hidden,), construction="random_regular",
                            degrees=(max(1, hidden // 10), 10), epochs=1, limit_train=steps * PAPER_BATCH,
@@ -164,51 +210,76 @@ def bench_paper(members: int, steps: int, workers: int) -> dict:
         auto = train(with_(base, backend="auto"), dataset=data)
         auto_step = auto.history[0].seconds / steps
         auto_eval = (auto.seconds - auto.history[0].seconds) * PAPER_TEST / n_test
-        tick = time.perf_counter()
-        results = train_population([with_(base, seed=s) for s in range(members)], dataset=data, max_members=members)
-        wall = time.perf_counter() - tick
-        pop_step = results[0].history[0].seconds / steps          # population epoch time / P / steps
-        pop_eval = (wall / members - results[0].history[0].seconds) * PAPER_TEST / n_test
+        for density in PAPER_FIT_DENSITIES:
+            config = with_(base, degrees=(max(1, round(density * hidden)), None))
+            results = train_population([with_(config, seed=s) for s in range(members)], dataset=data,
+                                       engine="fused", threads=threads)
+            step = results[0].history[0].seconds / steps       # per-member core-seconds per step
+            evaluation = (results[0].seconds - results[0].history[0].seconds) / n_test
+            edges = 784 * config.degrees[0] + hidden * 10
+            points.append((edges, step, evaluation))
+            if density == 0.1:                                 # the stand-in's density
+                pop_step, pop_eval = step, evaluation * PAPER_TEST
         n_networks = PAPER_NETWORKS / len(PAPER_HIDDEN)
         steps_paper = PAPER_TRAIN // PAPER_BATCH
-        seq_s = n_networks * PAPER_EPOCHS * (steps_paper * seq_step + seq_eval) / workers
-        pop_s = n_networks * PAPER_EPOCHS * (steps_paper * pop_step + pop_eval) / workers
-        seq_hours += seq_s / 3600
+        seq_hours += n_networks * PAPER_EPOCHS * (steps_paper * seq_step + seq_eval) / workers / 3600
         auto_hours += n_networks * PAPER_EPOCHS * (steps_paper * auto_step + auto_eval) / workers / 3600
-        pop_hours += pop_s / 3600
+        pop_hours += n_networks * PAPER_EPOCHS * (steps_paper * pop_step + pop_eval) / workers / 3600
         per_h[str(hidden)] = {"sequential_ms_per_step": 1e3 * seq_step, "population_ms_per_member_step": 1e3 * pop_step,
                               "sequential_auto_backend_ms_per_step": 1e3 * auto_step,
                               "sequential_eval_s_per_epoch": seq_eval, "population_eval_s_per_member_epoch": pop_eval,
                               "speedup": (steps_paper * seq_step + seq_eval) / (steps_paper * pop_step + pop_eval)}
+    # The fused engine's cost follows the connections, so the even-H 10%-density stand-in
+    # flatters it; project the real grid from a line fitted to the measured members.
+    step_a, step_b = fit_line([e for e, _, _ in points], [s for _, s, _ in points])
+    eval_a, eval_b = fit_line([e for e, _, _ in points], [v for _, _, v in points])
+    edges, grid_source = paper_grid_edges()
+    grid_hours = sum(PAPER_EPOCHS * ((PAPER_TRAIN // PAPER_BATCH) * max(0.0, step_a + step_b * e)
+                                     + PAPER_TEST * max(0.0, eval_a + eval_b * e)) for e in edges) / workers / 3600
     return {
         "data": f"{data.name} ({data.x_train.shape[1]} features, MNIST-shaped)", "measured_steps": steps,
-        "members": members, "networks": PAPER_NETWORKS, "epochs": PAPER_EPOCHS,
+        "members": members, "population_engine": "fused", "population_threads": threads,
+        "sequential_threads": torch.get_num_threads(), "networks": PAPER_NETWORKS, "epochs": PAPER_EPOCHS,
         "steps_per_epoch": PAPER_TRAIN // PAPER_BATCH, "per_hidden": per_h,
         "sequential_projected_hours": seq_hours, "population_projected_hours": pop_hours,
         "sequential_auto_backend_projected_hours": auto_hours,
         "sequential_networks_per_hour": PAPER_NETWORKS / seq_hours,
         "population_networks_per_hour": PAPER_NETWORKS / pop_hours,
+        "extrapolation": ("hours = sum over H of (3000/3) * 50 * (1875 * step_H + eval_H) / workers / 3600, "
+                          "784-H-10 at 10% input density, output full; masked-dense cost does not depend on density"),
+        "population_real_grid": {
+            "source": grid_source, "networks": len(edges), "mean_connections": sum(edges) / len(edges),
+            "fit": "per-member core-seconds per step = a + b * connections (and per test example), least squares",
+            "step_fit_a_s": step_a, "step_fit_b_s_per_connection": step_b,
+            "eval_fit_a_s": eval_a, "eval_fit_b_s_per_connection": eval_b,
+            "points_connections_step_s_eval_s_per_example": points,
+            "projected_hours": grid_hours,
+        },
     }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--members", type=int, default=33, help="networks trained by train_population (in cache-sized stacks)")
+    parser.add_argument("--members", type=int, default=33, help="networks trained by one train_population call (fused engine)")
     parser.add_argument("--sequential-sample", type=int, default=8, help="networks trained one at a time")
     parser.add_argument("--epochs", type=int, default=1, help="epochs measured per quick-grid network")
     parser.add_argument("--paper-members", type=int, default=8, help="population size P for MNIST-sized nets")
     parser.add_argument("--paper-steps", type=int, default=100, help="steps measured per MNIST-sized network")
     parser.add_argument("--workers", type=int, default=2, help="processes assumed in the projections")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="cores of the fused population (numba threads); the sequential side uses one torch "
+                             "thread, so the default 1 compares one core with one core")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats (best is kept)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    quick = bench_quick(args.members, args.sequential_sample, args.epochs, args.workers, args.repeats)
-    paper = bench_paper(args.paper_members, args.paper_steps, args.workers)
+    quick = bench_quick(args.members, args.sequential_sample, args.epochs, args.workers, args.repeats, args.threads)
+    paper = bench_paper(args.paper_members, args.paper_steps, args.workers, args.threads)
     result = {
         "population_speedup": quick["speedup"],
-        "paper_grid_projected_hours": paper["population_projected_hours"],
+        "paper_grid_projected_hours": paper["population_real_grid"]["projected_hours"],
+        "paper_grid_projected_hours_even_h_10pct": paper["population_projected_hours"],
         "baseline_projected_hours": paper["sequential_projected_hours"],
         "quick_population_networks_per_hour": quick["population_networks_per_hour"],
         "quick_sequential_networks_per_hour": quick["sequential_networks_per_hour"],
@@ -217,18 +288,22 @@ def main(argv=None) -> int:
         "paper_population_speedup": paper["sequential_projected_hours"] / paper["population_projected_hours"],
         "paper_sequential_auto_backend_projected_hours": paper["sequential_auto_backend_projected_hours"],
         "targets": {"population_speedup": 10.0, "paper_grid_projected_hours": 12.0},
-        "assumption": (f"{args.workers} worker processes with 1 torch thread each, for both sides; "
+        "assumption": (f"projections: {args.workers} workers, each one core: sequential = train() with 1 torch "
+                       f"thread per process; population = the fused engine measured with {args.threads} numba "
+                       "thread(s), its time counted as core-seconds per network (wall x threads / members); "
                        "baseline = sequential masked-dense train(), measured in the same run"),
         "quick": quick,
         "paper": paper,
-        "machine": {**machine(), "torch_threads_per_worker": torch.get_num_threads(), "workers": args.workers},
+        "machine": {**machine(), "torch_threads_per_worker": torch.get_num_threads(), "workers": args.workers,
+                    "population_threads": args.threads, "affinity": sorted(os.sched_getaffinity(0))},
+        "command": " ".join(sys.argv),
     }
     if args.json:
         print(json.dumps(result))
     else:
         print(f"quick grid: population {quick['population_networks_per_hour']:.0f} networks/h vs sequential "
               f"{quick['sequential_networks_per_hour']:.0f} ({quick['speedup']:.1f}x, P={quick['members']})")
-        print(f"paper grid: population {paper['population_projected_hours']:.1f} h vs sequential "
+        print(f"paper grid: population {result['paper_grid_projected_hours']:.1f} h vs sequential "
               f"{paper['sequential_projected_hours']:.1f} h (P={paper['members']})")
     return 0
 
