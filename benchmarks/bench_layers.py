@@ -10,10 +10,10 @@ median over turns of the mean step, after warm-up.
 The sparse side is reported two ways:
 
 * ``ratios`` (sparse_time / masked_time): the sparse kernels a training step runs (forward,
-  gradient to the inputs, SDDMM gradient of the connected weights) inside one numba call, as
-  the fused epoch runs them (no Python between kernels);
-* ``ratios_python_calls``: the same three kernels called one by one from Python (adds numba's
-  dispatch, several microseconds a call: what matters at 1% density);
+  then gradient to the inputs and SDDMM gradient of the connected weights in one pass over
+  the connections) inside one numba call, as the fused epoch runs them;
+* ``ratios_python_calls``: the same two kernels, one Python call each (adds numba's
+  dispatch, a few microseconds a call: what matters at 1% density);
 * ``ratios_autograd``: the same through ``SparseLinear.forward`` and ``backward`` (adds torch
   autograd and layout conversion overhead: what a model with dropout pays).
 
@@ -52,15 +52,13 @@ def masked_step(layer, x, g):
 @njit
 def _serial_step(xt, values, bias, col_ptr, col_rows, col_perm, yt, gyt, indptr, indices, gxt, gv):
     kernels.forward_serial(xt, values, bias, col_ptr, col_rows, col_perm, yt, False)
-    kernels.backward_input_serial(gyt, values, indptr, indices, gxt, gxt, False)
-    kernels.backward_values_serial(xt, gyt, indptr, indices, gv)
+    kernels.backward_serial(xt, gyt, values, indptr, indices, gxt, gxt, False, gv)
 
 
 @njit
 def _parallel_step(xt, values, bias, col_ptr, col_rows, col_perm, yt, gyt, indptr, indices, gxt, gv, chunks):
     kernels.forward(xt, values, bias, col_ptr, col_rows, col_perm, yt, False, chunks)
-    kernels.backward_input(gyt, values, indptr, indices, gxt, gxt, False, chunks)
-    kernels.backward_values(xt, gyt, indptr, indices, gv, chunks)
+    kernels.backward(xt, gyt, values, indptr, indices, gxt, gxt, False, gv, chunks)
 
 
 def kernel_step(layer, x, g, one_call=True):
@@ -84,12 +82,10 @@ def kernel_step(layer, x, g, one_call=True):
     def step():
         if threads:
             kernels.forward(xt, values, bias, idx.col_ptr, idx.col_rows, idx.col_perm, yt, False, chunks)
-            kernels.backward_input(gyt, values, idx.indptr, idx.indices, gxt, gxt, False, chunks)
-            kernels.backward_values(xt, gyt, idx.indptr, idx.indices, gv, chunks)
+            kernels.backward(xt, gyt, values, idx.indptr, idx.indices, gxt, gxt, False, gv, chunks)
         else:
             kernels.forward_serial(xt, values, bias, idx.col_ptr, idx.col_rows, idx.col_perm, yt, False)
-            kernels.backward_input_serial(gyt, values, idx.indptr, idx.indices, gxt, gxt, False)
-            kernels.backward_values_serial(xt, gyt, idx.indptr, idx.indices, gv)
+            kernels.backward_serial(xt, gyt, values, idx.indptr, idx.indices, gxt, gxt, False, gv)
     return step
 
 
@@ -138,8 +134,8 @@ def main():
               "ratios": ratios, "ratios_python_calls": ratios_calls, "ratios_autograd": ratios_autograd,
               "targets": {d: 0.04 if d == "0.01" else 2 * float(d) for d in DENSITIES},
               "baseline": "masked-dense PyTorch autograd, median seconds",
-              "sparse_sides": {"ratios": "forward + input gradient + SDDMM kernels in one numba call (as the fused epoch)",
-                               "ratios_python_calls": "the same three kernels, one Python call each",
+              "sparse_sides": {"ratios": "forward, then input gradient + SDDMM in one pass, in one numba call (as the fused epoch)",
+                               "ratios_python_calls": "the same two kernels, one Python call each",
                                "ratios_autograd": "SparseLinear forward + backward through torch autograd"},
               "threads": args.threads, "repeats": args.repeats,
               "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
@@ -153,7 +149,7 @@ def main():
         s = seconds[d]
         print(f"  density {d:>5}: masked {s['masked'] * 1e6:8.1f} us  sparse kernels {s['sparse_kernels'] * 1e6:8.1f} us"
               f" (ratio {ratios[d]:.3f}, target {'<= 0.04' if d == '0.01' else f'<= {2 * float(d):.2f}'})"
-              f"  3 calls {s['sparse_python_calls'] * 1e6:8.1f} us  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f})")
+              f"  2 calls {s['sparse_python_calls'] * 1e6:8.1f} us  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f})")
     print(f"  cost model: {cost_model}")
 
 

@@ -205,3 +205,34 @@ def test_sparse_layer_is_deterministic_run_to_run_and_across_batch_blocks():
     for a, b in zip(*runs):
         assert torch.equal(a, b)
     assert torch.equal(sparse(x[:32]).detach(), runs[0][0][:32])
+
+
+@pytest.mark.parametrize("batch", [5, 32, 45])
+def test_one_pass_backward_kernels_match_the_separate_ones(batch):
+    """kernels.backward(_sgd) computes in one pass what backward_input and backward_values(_sgd)
+    compute in two, the input gradient with the weights from before the step."""
+    from sparsetopo.nn import kernels
+    from sparsetopo.nn.sparse_ops import SparseIndex
+
+    t = build("random_regular", 60, 25, 9, seed=2)
+    idx = SparseIndex.from_topology(t)
+    gen = np.random.default_rng(batch)
+    xt = gen.random((60, batch), dtype=np.float32)
+    gyt = gen.standard_normal((25, batch), dtype=np.float32)
+    values = gen.standard_normal(idx.nnz, dtype=np.float32)
+    buf = gen.standard_normal(idx.nnz, dtype=np.float32)
+    ref_gx, ref_gv = np.empty_like(xt), np.empty(idx.nnz, np.float32)
+    kernels.backward_input_serial(gyt, values, idx.indptr, idx.indices, ref_gx, xt, True)
+    kernels.backward_values_serial(xt, gyt, idx.indptr, idx.indices, ref_gv)
+    gx, gv = np.empty_like(xt), np.empty(idx.nnz, np.float32)
+    kernels.backward_serial(xt, gyt, values, idx.indptr, idx.indices, gx, xt, True, gv)
+    assert np.abs(gx - ref_gx).max() <= 1e-5 * np.abs(ref_gx).max()
+    assert np.abs(gv - ref_gv).max() <= 1e-5 * np.abs(ref_gv).max()
+    lr, mom = np.float32(0.1), np.float32(0.9)
+    ref_values, ref_buf = values.copy(), buf.copy()
+    kernels.backward_values_sgd_serial(xt, gyt, idx.indptr, idx.indices, ref_values, ref_buf, lr, mom, True)
+    new_values, new_buf = values.copy(), buf.copy()
+    kernels.backward_sgd_serial(xt, gyt, new_values, idx.indptr, idx.indices, gx, xt, True, new_buf, lr, mom, True)
+    assert np.abs(gx - ref_gx).max() <= 1e-5 * np.abs(ref_gx).max()
+    assert np.abs(new_values - ref_values).max() <= 1e-5 * np.abs(ref_values).max()
+    assert np.abs(new_buf - ref_buf).max() <= 1e-5 * np.abs(ref_buf).max()

@@ -116,21 +116,31 @@ class SparseLinearFunction(torch.autograd.Function):
         gyt = np.ascontiguousarray(_numpy(grad_y).T)
         threads = use_threads(index, gyt.shape[1])
         grad_x = grad_values = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            gxt = np.empty((index.n_in, gyt.shape[1]), dtype=np.float32)
-            args = (gyt, _numpy(values), index.indptr, index.indices, gxt, gxt, False)
+        want_x, want_values = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gxt = np.empty((index.n_in, gyt.shape[1]), dtype=np.float32) if want_x else None
+        gv = np.empty(index.nnz, dtype=np.float32) if want_values else None
+        v = _numpy(values)
+        if want_x and want_values:  # one pass over the connections computes both
+            args = (ctx.xt, gyt, v, index.indptr, index.indices, gxt, gxt, False, gv)
+            if threads:
+                kernels.backward(*args, n_chunks())
+            else:
+                kernels.backward_serial(*args)
+        elif want_x:
+            args = (gyt, v, index.indptr, index.indices, gxt, gxt, False)
             if threads:
                 kernels.backward_input(*args, n_chunks())
             else:
                 kernels.backward_input_serial(*args)
-            grad_x = torch.from_numpy(np.ascontiguousarray(gxt.T))
-        if ctx.needs_input_grad[1]:
-            gv = np.empty(index.nnz, dtype=np.float32)
+        elif want_values:
             args = (ctx.xt, gyt, index.indptr, index.indices, gv)
             if threads:
                 kernels.backward_values(*args, n_chunks())
             else:
                 kernels.backward_values_serial(*args)
+        if want_x:
+            grad_x = torch.from_numpy(np.ascontiguousarray(gxt.T))
+        if want_values:
             grad_values = torch.from_numpy(gv)
         if ctx.needs_input_grad[2]:
             grad_bias = torch.from_numpy(gyt.sum(axis=1, dtype=np.float32))
