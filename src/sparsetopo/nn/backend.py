@@ -54,17 +54,17 @@ class CostModel:
         return (dense - self.sparse_overhead_s) / (self.sparse_per_mac_s * n_in * n_out * batch)
 
 
-# Fitted by `taskset -c 0 python benchmarks/bench_layers.py --threads 1 --repeats 300` (its
+# Fitted by `taskset -c 0 python benchmarks/bench_layers.py --json --threads 1` (its
 # "cost_model"), on an Intel Xeon (AVX-512) with 2 cores, torch 2.13.0+cpu, numba 0.68.1, batch
-# 32, one thread for both, pinned to one core while a colleague's job used the other (load
-# average about 6), after the SIMD rewrite of the kernels. Both backends gain similarly from a
-# second thread, so the crossover is what matters: about 59% density for 784x300; below it
+# 32, one thread for both, pinned to one core while another job used the other (load average
+# about 5), with the SIMD kernels and the one-pass backward. Both backends gain similarly from
+# a second thread, so the crossover is what matters: about 72% density for 784x300; below it
 # sparse. See README "Sparse backend".
 CPU_COST_MODEL = CostModel(
-    dense_overhead_s=8.81e-05,
-    dense_per_mac_s=1.132e-10,
-    sparse_overhead_s=1.77e-05,
-    sparse_per_mac_s=2.08e-10,
+    dense_overhead_s=8.68e-05,
+    dense_per_mac_s=1.153e-10,
+    sparse_overhead_s=1.88e-05,
+    sparse_per_mac_s=1.72e-10,
 )
 
 
