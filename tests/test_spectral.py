@@ -189,7 +189,7 @@ def test_dense_and_sparse_agree(name, n, m, k):
 
 def test_fallback_solvers_agree(monkeypatch):
     """With plain Lanczos capped at 5 steps, the ARPACK and shift-invert fallbacks answer."""
-    monkeypatch.setattr(S, "_LANCZOS_MAXITER", 5)
+    monkeypatch.setattr("sparsetopo.spectral.eigen._LANCZOS_MAXITER", 5)  # read by eigen._lanczos_top
     for t in [build("regular_rotating", 150, 100, 3), build("random_edge", 120, 90, 6, seed=1)]:
         dense, sparse = S.layer_measures(t, "dense"), S.layer_measures(t, "sparse")
         for key in VALUE_KEYS:
