@@ -54,7 +54,7 @@ References
 
 from sparsetopo.spectral.eigen import SOLVER_RTOL
 from sparsetopo.spectral.graph import Graph
-from sparsetopo.spectral.measures import (
+from sparsetopo.spectral.compute import (
     DENSE_MAX_NODES,
     MEASURES,
     METHODS,
