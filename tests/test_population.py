@@ -185,3 +185,18 @@ def test_fused_seconds_are_per_member_core_seconds(digits):
     results = train_population(members(epochs=1), dataset=digits, engine="fused", threads=1)
     assert len({r.history[0].seconds for r in results}) == 1
     assert all(r.history[0].seconds > 0 and r.seconds >= r.history[0].seconds for r in results)
+
+
+def test_fused_members_on_the_sparse_backend_are_bit_identical_to_train(digits):
+    """The population engine runs the sequential fused epoch's own body and kernels
+    (kernels.train_batches), so a sparse-backend member without dropout, which train() trains
+    with that fused epoch, ends with exactly the same weights, not merely close ones (the epoch
+    loss is summed from the same batch losses by a different numpy call: equal to ~1e-16)."""
+    configs = [TrainConfig(**{**c.to_dict(), "backend": "sparse"}) for c in members()]
+    for config, pop in zip(configs, train_population(configs, dataset=digits, engine="fused", threads=1)):
+        alone = train(config, dataset=digits)
+        assert [h.train_loss for h in pop.history] == pytest.approx([h.train_loss for h in alone.history], rel=1e-12)
+        assert [h.test_accuracy for h in pop.history] == [h.test_accuracy for h in alone.history]
+        for la, lb in zip(pop.model.layers, alone.model.layers):
+            assert torch.equal(la.connected_weights(), lb.connected_weights())
+            assert torch.equal(la.bias.detach(), lb.bias.detach())

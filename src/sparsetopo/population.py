@@ -8,8 +8,9 @@ group at once. Two engines:
 * ``"fused"`` (the default for sigmoid networks, the paper's only activation): one numba call
   per epoch (:func:`sparsetopo.nn.population_kernels.population_batches`) trains every member
   over its *connected* weights only (CSR/CSC per member, concatenated per layer), members
-  spread over the cores with ``prange``. No Python runs per step, and pruned connections
-  cost nothing. Evaluation is a numba call too.
+  spread over the cores with ``prange``. Each member runs the sequential fused epoch's body
+  (:func:`sparsetopo.nn.kernels.train_batches`) and its SIMD kernels on its own thread. No
+  Python runs per step, and pruned connections cost nothing. Evaluation is a numba call too.
 * ``"torch"``: the members stacked into ``(P, n_in, n_out)`` tensors, one ``torch.baddbmm``
   per layer and step, the update written out elementwise (any activation). Kept for other
   activations and as an independent check of the fused engine.
@@ -35,9 +36,7 @@ example or so (tests allow 1e-4 and one example).
 Divergence is tracked per member: a member whose epoch loss is not finite is recorded as
 ``"diverged"`` exactly as ``train()`` would record it and is not trained further; the others
 continue unaffected (members never share numbers). Its weights are those at the end of the
-diverging epoch (NaN/inf like train()'s; the fused engine skips products with a zero input,
-so where train() would get ``0 * inf = NaN`` it may keep a finite number; only the status
-and history are compared).
+diverging epoch (NaN/inf like train()'s; only the status and history are compared).
 
 Timing: the members train simultaneously on ``threads`` cores, so a member's
 ``EpochRecord.seconds`` is the epoch's wall time times the cores used divided by the number
@@ -72,8 +71,6 @@ MEMBER_FIELDS = ("seed", "construction", "degrees", "init")
 
 # Dropout numbers are drawn ahead for a chunk of batches at a time; this bounds the chunk.
 _DROPOUT_CHUNK_FLOATS = 1 << 22
-# Test examples a fused member evaluates at once (its scratch: rows x all layer widths).
-_EVAL_CHUNK_ROWS = 256
 #: Activations the fused kernels implement (their forward and backward are written for it).
 FUSED_ACTIVATIONS = ("sigmoid",)
 # Test examples evaluated at once per member (bounds the (P, rows, n_in) evaluation buffer).
@@ -456,7 +453,7 @@ class _FusedPopulation:
                 u = np.empty((len(members), 0), dtype=np.float32) if uniforms is None else uniforms(first, stop)
                 kernels.population_batches(
                     x, targets, orders, members, first, stop, batch_size, self.sizes, rates32, scales, u,
-                    first * batch_size * per_example, self.values, self.bufs, self.biases, self.bias_bufs,
+                    self.values, self.bufs, self.biases, self.bias_bufs,
                     self.indptr, self.indices, self.col_ptr, self.col_rows, self.col_perm, self.offsets,
                     np.float32(lr), np.float32(momentum), momentum > 0, losses[:, first:stop])
         finally:
@@ -473,7 +470,7 @@ class _FusedPopulation:
         numba.set_num_threads(threads)
         try:
             kernels.population_correct(x, y, members, self.sizes, self.values, self.biases, self.col_ptr,
-                                       self.col_rows, self.col_perm, self.offsets, _EVAL_CHUNK_ROWS, correct)
+                                       self.col_rows, self.col_perm, self.offsets, correct)
         finally:
             numba.set_num_threads(previous)
         return correct / x.shape[0]

@@ -3,7 +3,8 @@
 With MNIST-sized layers at 1-10% density the kernels themselves take tens of microseconds a
 step, less than the Python, autograd and optimizer bookkeeping around them. So when a model
 qualifies, :func:`sparsetopo.train.train` hands the whole epoch to one numba function
-(:func:`sparsetopo.nn.kernels.train_epoch`): batch gather, forward with sigmoid, MSE gradient,
+(:func:`sparsetopo.nn.kernels.train_epoch`, whose body :func:`~sparsetopo.nn.kernels.train_batches`
+the population engine shares): batch gather, forward with sigmoid, MSE gradient,
 backward and the SGD update in place, one call per epoch.
 
 It computes what the autograd path computes: the same batches in the same order, the same
@@ -26,6 +27,11 @@ from sparsetopo.nn.sparse_ops import n_chunks, use_threads
 def _view(t: torch.Tensor) -> np.ndarray:
     """A numpy view sharing memory with ``t``: the kernels update parameters in place."""
     return t.detach().numpy()
+
+
+def _row(a: np.ndarray) -> np.ndarray:
+    """``a`` as a one-row 2-D view (member 0 of the layout :func:`kernels.train_batches` reads)."""
+    return a.reshape(1, -1)
 
 
 class FusedEpoch:
@@ -91,20 +97,23 @@ class FusedEpoch:
         if n == 0:
             return 0.0
         losses = np.zeros((n + batch_size - 1) // batch_size, dtype=np.float64)
+        # train_epoch reads the population layout (kernels.train_batches): one network is
+        # member 0, its bias and pointer arrays one-row views, its slice the whole layer
         kernels.train_epoch(
             np.ascontiguousarray(x.detach().numpy(), dtype=np.float32),
             np.ascontiguousarray(targets.detach().numpy(), dtype=np.float32),
             order.numpy().astype(np.int64),
             batch_size,
             tuple(_view(v) for v, _ in self.params),
-            tuple(_view(b) for _, b in self.params),
+            tuple(_row(_view(b)) for _, b in self.params),
             value_bufs,
-            bias_bufs,
-            tuple(layer.index.indptr for layer in layers),
+            tuple(_row(b) for b in bias_bufs),
+            tuple(_row(layer.index.indptr) for layer in layers),
             tuple(layer.index.indices for layer in layers),
-            tuple(layer.index.col_ptr for layer in layers),
+            tuple(_row(layer.index.col_ptr) for layer in layers),
             tuple(layer.index.col_rows for layer in layers),
             tuple(layer.index.col_perm for layer in layers),
+            np.array([[0, layer.index.nnz] for layer in layers], dtype=np.int64),
             self.sizes,
             np.array([use_threads(layer.index, batch_size) for layer in layers]),
             np.float32(self.group["lr"]),
