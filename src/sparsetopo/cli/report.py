@@ -128,6 +128,11 @@ def reproduce_command(preset, dataset, data_dir, out, executor, workers, seed):
     trained = time.perf_counter() - started
     click.echo(f"{spec.name}: {summary.stored} runs trained, {summary.skipped} already stored, "
                f"{summary.failed} failed ({trained:.0f} s) -> {db}")
+    from sparsetopo.sweep.timing import measure_epoch_times
+
+    _step("timing one epoch per backend and density, one network at a time")
+    timings = measure_epoch_times(db, data_dir=data_dir)
+    click.echo(f"timed {len(timings)} single epochs on backends {', '.join(sorted(set(timings['backend'])))}")
     report = make_report(db, out, seed=seed, dataset=dataset, on_step=_step)
     _print_summary(report)
     click.echo(f"done in {time.perf_counter() - started:.0f} s")

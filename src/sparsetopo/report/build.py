@@ -17,7 +17,7 @@ from sparsetopo.report import claims as _claims
 from sparsetopo.report import figures as _figures
 from sparsetopo.report import graph, protocol
 from sparsetopo.report.document import ReportContent, write_documents
-from sparsetopo.report.results import analysis_slice, load_table
+from sparsetopo.report.results import analysis_slice, load_table, normalise
 
 
 @dataclass
@@ -51,6 +51,7 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     chosen = analysis_slice(table, dataset=dataset)
     everything = analysis_slice(table, dataset=dataset, keep_backends=True)
     notes = list(chosen.notes)
+    timed = _with_timings(everything.runs, db_path)
     datasets = sorted(map(str, table["dataset"].dropna().unique()))
     if len(datasets) > 1:
         notes.append(f"the store holds data sets {datasets}; analysed: {sorted(set(chosen.runs['dataset'].astype(str)))}")
@@ -60,10 +61,10 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
         notes.append(f"algebraic connectivity computed for {computed} run(s) from their rebuilt topologies "
                      f"(the store's columns were NULL)")
     step("claims")
-    claim_results = _claims.check_all(runs, everything.runs, seed=seed)
+    claim_results = _claims.check_all(runs, timed, seed=seed)
     step("figures")
     out_dir = Path(out_dir)
-    figure_results = _figures.make_figures(runs, everything.runs, out_dir, seed=seed)
+    figure_results = _figures.make_figures(runs, timed, out_dir, seed=seed)
     for f in figure_results:
         if f.skipped:
             notes.append(f"{f.title} skipped: {f.skipped}")
@@ -82,3 +83,21 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     )
     paths = write_documents(content, out_dir)
     return ReportSummary(out_dir, paths, claim_results, figure_results, notes)
+
+
+def _with_timings(runs_all_backends, db_path):
+    """The runs of every backend, plus the store's one-network-at-a-time epoch timings if any.
+
+    When timings were measured (:mod:`sparsetopo.sweep.timing`), population-trained rows stop
+    speaking for time: their seconds are a stack's clock shared among its members.
+    """
+    import pandas as pd
+
+    from sparsetopo.sweep.timing import load_timings
+
+    timings = load_timings(db_path)
+    if timings.empty:
+        return runs_all_backends
+    runs = runs_all_backends.assign(seconds_per_epoch=runs_all_backends["seconds_per_epoch"].where(
+        runs_all_backends.get("trained_with", pd.Series(index=runs_all_backends.index, dtype=object)).ne("population")))
+    return pd.concat([runs, normalise(timings)], ignore_index=True)

@@ -464,8 +464,10 @@ def check_c8(runs_all_backends: pd.DataFrame, rng: np.random.Generator) -> Claim
     the 95% interval of the ratio lies below 1 and contradicts it when it lies above 1. Supported
     when at least one backend supports it, not supported when every backend contradicts it,
     inconclusive otherwise. The headline is the backend with the lowest ratio. Runs trained in a
-    population (stacked networks) are left out: their time is shared among the members. Timing
-    shares the machine with concurrent workers, so it is noisier than accuracy.
+    population (stacked networks) are left out: their time is shared among the members. When the
+    store holds one-network-at-a-time epoch timings (table ``timings``, measured by ``sparsetopo
+    reproduce`` after the sweep; :mod:`sparsetopo.sweep.timing`), they are among the rows, each
+    with the backend it actually ran on.
     """
     rows = runs_all_backends[runs_all_backends["seconds_per_epoch"].notna()]
     if "trained_with" in rows:

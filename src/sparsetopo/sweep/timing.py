@@ -1,0 +1,95 @@
+"""Training time per epoch against density, measured one network at a time for each backend.
+
+The paper's conclusion claims "shorter training time" for sparse networks (Section 5) but
+reports no timing. A sweep's own seconds cannot answer it: runs trained together in a population
+share one clock, and workers compete for the cores. So after a sweep we time single epochs of
+the sweep's own protocol (its most common one-hidden-layer configuration without dropout),
+one network at a time in this process, for each backend and a range of input-layer densities
+plus fully connected, several repeats each, and store them in the sweep's SQLite file (table
+``timings``) beside the runs. The report's timing figure and claim C8 read them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.train import TrainConfig, train
+
+TABLE = "timings"
+DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # input-layer densities; fully connected is added
+BACKENDS = ("masked", "sparse")
+REPEATS = 3
+
+
+def base_config(runs: pd.DataFrame) -> TrainConfig:
+    """The sweep's most common one-hidden-layer protocol without dropout, as one 1-epoch run."""
+    configs = [json.loads(text) for text in runs["config"].dropna()]
+    single = [c for c in configs if len(c["hidden"]) == 1 and not any(c["dropout"])]
+    if not single:
+        raise SparsetopoError("the store holds no one-hidden-layer run without dropout to time")
+    keys = Counter(json.dumps({k: v for k, v in c.items() if k not in ("construction", "degrees", "seed", "init")},
+                              sort_keys=True) for c in single)
+    common = json.loads(keys.most_common(1)[0][0])
+    return TrainConfig.from_dict({**common, "construction": "regular_rotating", "degrees": None, "seed": 0,
+                                  "init": "glorot", "epochs": 1})
+
+
+def timing_configs(base: TrainConfig, densities: Sequence[float] = DENSITIES,
+                   backends: Sequence[str] = BACKENDS, repeats: int = REPEATS) -> list[TrainConfig]:
+    """One-epoch configs: every backend x (each input density, then fully connected) x repeats."""
+    hidden = base.hidden[0]
+    degrees = sorted({max(1, round(d * hidden)) for d in densities} - {hidden})
+    layers = [("regular_rotating", (k, None)) for k in degrees] + [("fully_connected", None)]
+    return [replace(base, backend=b, construction=c, degrees=d, seed=r)
+            for b in backends for c, d in layers for r in range(repeats)]
+
+
+def measure_epoch_times(db, densities: Sequence[float] = DENSITIES, backends: Sequence[str] = BACKENDS,
+                        repeats: int = REPEATS, data_dir=None,
+                        on_run: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Time one epoch per (backend, density, repeat) of the store's protocol; store and return rows."""
+    from sparsetopo.data import load_dataset
+    from sparsetopo.sweep.store import load_results
+
+    base = base_config(load_results(db))
+    dataset = load_dataset(base.dataset, data_dir=data_dir)
+    configs = timing_configs(base, densities, backends, repeats)
+    for backend in backends:  # untimed warm-up: the first sparse epoch also loads compiled kernels
+        train(replace(base, backend=backend, degrees=(max(1, base.hidden[0] // 10), None)), dataset=dataset)
+    rows = []
+    for i, config in enumerate(configs):
+        result = train(config, dataset=dataset)
+        first, last = result.layers[0], result.layers[-1]
+        connections = sum(layer["n_in"] * layer["k"] for layer in result.layers)
+        dense = sum(layer["n_in"] * layer["n_out"] for layer in result.layers)
+        rows.append({
+            "dataset": config.dataset, "hidden": str(config.hidden[0]), "hidden1": config.hidden[0],
+            "n_hidden_layers": 1, "construction": config.construction, "k_in": first["k"], "k_out": last["k"],
+            "density_in": first["k"] / first["n_out"], "density": connections / dense,
+            "dropout_in": 0.0, "dropout_hidden": 0.0, "batch_size": config.batch_size, "seed": config.seed,
+            "backend": first["backend"], "seconds_per_epoch": result.history[0].seconds,
+            "status": result.status, "trained_with": "timing",
+        })
+        if on_run is not None:
+            on_run(i + 1, len(configs))
+    frame = pd.DataFrame(rows)
+    with sqlite3.connect(db, timeout=30) as con:
+        frame.to_sql(TABLE, con, index=False, if_exists="replace")
+    return frame
+
+
+def load_timings(db) -> pd.DataFrame:
+    """The store's ``timings`` table (empty when it was never measured)."""
+    if not Path(db).is_file():
+        return pd.DataFrame()
+    with sqlite3.connect(db, timeout=30) as con:
+        exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone()
+        return pd.read_sql_query(f"SELECT * FROM {TABLE}", con) if exists else pd.DataFrame()
