@@ -205,17 +205,6 @@ def block_bootstrap(blocks: list[list[np.ndarray]], block_stat: Callable[[np.nda
     return Estimate(value, low, high, len(blocks))
 
 
-def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row pair of two (B, n) arrays (NaN where a row is constant)."""
-    rx = _sstats.rankdata(x, axis=1)
-    ry = _sstats.rankdata(y, axis=1)
-    rx = rx - rx.mean(axis=1, keepdims=True)
-    ry = ry - ry.mean(axis=1, keepdims=True)
-    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (rx * ry).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
-
-
 def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson's r of each row pair of two (B, n) arrays (NaN where a row is constant)."""
     x = x - x.mean(axis=1, keepdims=True)
