@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sparsetopo.errors import SparsetopoError
+from sparsetopo.population import population_key
 from sparsetopo.sweep.executors import default_workers, make_executor
 from sparsetopo.sweep.spec import SweepSpec, dataset_shape, expand, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
-from sparsetopo.sweep.worker import group_key, run_chunk
+from sparsetopo.sweep.worker import run_chunk
 from sparsetopo.train import TrainConfig
 
 __all__ = ["RunEvent", "SweepSummary", "run_sweep", "estimate_seconds", "make_chunks"]
@@ -78,7 +79,7 @@ def make_chunks(configs: Sequence[TrainConfig], workers: int, chunk_size: int | 
     lasts about :data:`TARGET_TASK_SECONDS` (but there are at least two tasks per worker)."""
     groups: dict = {}
     for config in configs:
-        groups.setdefault(group_key(config), []).append(config)
+        groups.setdefault(population_key(config), []).append(config)
     ordered = [c for group in groups.values() for c in group]
     if chunk_size is None:
         if not ordered:
@@ -116,7 +117,7 @@ def run_sweep(
     workers : parallel workers (default: all cores); sizes the process pool or Ray's CPUs.
     address : Ray cluster address (``executor="ray"``); None starts a local Ray.
     chunk_size : runs per task; default sized from a cost estimate (:func:`make_chunks`).
-    population : train runs sharing a population key together (when available).
+    population : train runs sharing :func:`sparsetopo.population.population_key` together.
     measures : compute graph measures (when :mod:`sparsetopo.spectral` is available).
     """
     started = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from sparsetopo.errors import SparsetopoError
+from sparsetopo.population import MEMBER_FIELDS
 from sparsetopo.train import TrainConfig, train
 
 TABLE = "timings"
@@ -35,8 +36,8 @@ def base_config(runs: pd.DataFrame) -> TrainConfig:
     single = [c for c in configs if len(c["hidden"]) == 1 and not any(c["dropout"])]
     if not single:
         raise SparsetopoError("the store holds no one-hidden-layer run without dropout to time")
-    keys = Counter(json.dumps({k: v for k, v in c.items() if k not in ("construction", "degrees", "seed", "init")},
-                              sort_keys=True) for c in single)
+    keys = Counter(json.dumps({k: v for k, v in c.items() if k not in MEMBER_FIELDS}, sort_keys=True)
+                   for c in single)
     common = json.loads(keys.most_common(1)[0][0])
     return TrainConfig.from_dict({**common, "construction": "regular_rotating", "degrees": None, "seed": 0,
                                   "init": "glorot", "epochs": 1})

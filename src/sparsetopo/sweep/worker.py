@@ -4,9 +4,11 @@
 dicts and returns plain row dicts (one per config, in order), so any executor can carry it:
 a local process pool, Ray, or the coordinator itself. The dataset is loaded once per worker
 process (module-level cache). Configs that share
-:func:`sparsetopo.population.population_key` are trained together as one stacked model when
-that module is available (one interpreter overhead per step for the whole group); otherwise,
-or with ``population=False``, each is trained by :func:`sparsetopo.train.train`.
+:func:`sparsetopo.population.population_key` are trained together by
+:func:`sparsetopo.population.train_population` (one interpreter overhead per step, or one
+compiled call per epoch, for the whole group); a lone config, every config with
+``population=False``, and the members of a group whose population training raised are
+trained by :func:`sparsetopo.train.train`.
 
 A run that raises yields an error row (``{"run_id", "error"}``) instead of failing its
 chunk; the coordinator counts the attempt and retries it.
@@ -22,10 +24,11 @@ import threading
 import time
 import traceback
 
+from sparsetopo.population import population_key, train_population
 from sparsetopo.sweep.spec import run_id
 from sparsetopo.train import TrainConfig, train
 
-__all__ = ["run_chunk", "init_worker", "result_row", "graph_measures", "group_key"]
+__all__ = ["run_chunk", "init_worker", "result_row", "graph_measures"]
 
 _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
 _MEASURES: dict = {}   # fingerprint -> measures dict, per worker process
@@ -77,35 +80,17 @@ def dataset_for(name: str, data_dir=None):
     return _DATASETS[key]
 
 
-def _population():
-    try:
-        from sparsetopo.population import population_key, train_population
-    except ImportError:
-        return None, None
-    return population_key, train_population
-
-
-def group_key(config: TrainConfig):
-    """The population key of a config (what must be shared to be trained together)."""
-    key_fn, _ = _population()
-    if key_fn is not None:
-        return key_fn(config)
-    shared = {k: v for k, v in config.to_dict().items() if k not in ("seed", "construction", "degrees", "init")}
-    return json.dumps(shared, sort_keys=True)
-
-
 def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measures: bool = True) -> list[dict]:
     """Train every config of a chunk; return one row dict per config, in the chunk's order."""
     parsed = [TrainConfig.from_dict(c) for c in configs]
     rows: dict[int, dict] = {}
     groups: dict = {}
     for i, config in enumerate(parsed):
-        groups.setdefault(group_key(config) if population else i, []).append(i)
-    _, train_population = _population() if population else (None, None)
+        groups.setdefault(population_key(config) if population else i, []).append(i)
     for members in groups.values():
         group = [parsed[i] for i in members]
         results = None
-        if train_population is not None and len(group) > 1:
+        if population and len(group) > 1:
             try:
                 data = dataset_for(group[0].dataset, data_dir)
                 results = [(r, "population") for r in train_population(group, dataset=data)]
