@@ -180,15 +180,18 @@ def check_c1(runs: pd.DataFrame, rng: np.random.Generator) -> ClaimResult:
 
 # -- C2 -----------------------------------------------------------------------------------------
 
+def _structured_in_band(rows: pd.DataFrame, band=MEDIUM_BAND) -> dict[str, pd.DataFrame]:
+    """The sparse runs of each structured construction in ``band`` ({} without fully connected runs)."""
+    if not rows["is_full"].any():
+        return {}
+    dens = _input_density(rows)
+    picked = {c: rows[rows["construction"].eq(c) & ~rows["is_full"] & dens.between(*band)] for c in STRUCTURED}
+    return {c: s for c, s in picked.items() if len(s)}
+
+
 def _structured_vs_fc(rows: pd.DataFrame, rng, band=MEDIUM_BAND) -> dict[str, tuple[Estimate, int]]:
     fc = rows[rows["is_full"]]
-    dens = _input_density(rows)
-    out = {}
-    for c in STRUCTURED:
-        s = rows[rows["construction"].eq(c) & ~rows["is_full"] & dens.between(*band)]
-        if len(s) and len(fc):
-            out[c] = (stats.diff_ci(_acc(s), _acc(fc), rng), len(s))
-    return out
+    return {c: (stats.diff_ci(_acc(s), _acc(fc), rng), len(s)) for c, s in _structured_in_band(rows, band).items()}
 
 
 def check_c2(runs: pd.DataFrame, rng: np.random.Generator) -> ClaimResult:
@@ -206,7 +209,7 @@ def check_c2(runs: pd.DataFrame, rng: np.random.Generator) -> ClaimResult:
     if h is None:
         return _missing("C2", check_c2, "no one-hidden-layer runs without dropout")
     for size in sorted(set(base["hidden1"].dropna().astype(int)), reverse=True):
-        if len(_structured_vs_fc(_no_dropout_at(runs, size), stats.make_rng(0))) == len(STRUCTURED):
+        if len(_structured_in_band(_no_dropout_at(runs, size))) == len(STRUCTURED):
             h = size  # the largest size holding both constructions and fully connected
             break
     rows = _no_dropout_at(runs, h)
