@@ -21,20 +21,16 @@ from sparsetopo.seeding import derive_seed
 from sparsetopo.spectral import layer_measures, network_measures
 from sparsetopo.topology import build_stack, get_construction
 
-# Input features of the registered datasets; others are read from the data set itself.
-N_FEATURES = {"mnist": 784, "fashion-mnist": 784, "digits": 64, "synthetic": 784}
-N_CLASSES = 10
 
+def _shape(dataset) -> tuple[int, int] | None:
+    """(n_features, n_classes) of ``dataset``, as the sweep planned it; None when it cannot be known."""
+    from sparsetopo.sweep.spec import dataset_shape
 
-def _n_features(dataset) -> int | None:
-    if dataset in N_FEATURES:
-        return N_FEATURES[dataset]
     try:
-        from sparsetopo.data import load_dataset
-
-        return int(load_dataset(dataset).n_features)
+        n_features, n_classes, _ = dataset_shape(dataset)
     except Exception:  # an unknown or unavailable data set: the measure stays NaN
         return None
+    return int(n_features), int(n_classes)
 
 
 def _measure(topologies, whole: bool) -> float:
@@ -55,11 +51,11 @@ def _measures(construction: str, sizes: tuple, degrees: tuple, seed: int) -> tup
 def _run_sizes(row) -> tuple[tuple, tuple] | None:
     from sparsetopo.report.results import _ints
 
-    n_features = _n_features(row["dataset"])
+    shape = _shape(row["dataset"])
     hidden = [h for h in _ints(row.get("hidden")) if h is not None]
-    if n_features is None or not hidden:
+    if shape is None or not hidden:
         return None
-    sizes = (n_features, *hidden, N_CLASSES)
+    sizes = (shape[0], *hidden, shape[1])
     given = _ints(row.get("degrees"))
     if row["construction"] == "fully_connected" or not given:
         given = [None] * (len(sizes) - 1)
