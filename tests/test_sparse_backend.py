@@ -98,7 +98,7 @@ def test_fused_epoch_equals_autograd_path_including_momentum_buffers():
             opts[1].zero_grad()
             loss.backward()
             opts[1].step()
-            total += float(loss) * batch.numel()
+            total += float(loss.detach()) * batch.numel()
     assert total_fused == pytest.approx(total, rel=1e-5)
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         assert rel_err(a.detach(), b.detach()) < 1e-5
