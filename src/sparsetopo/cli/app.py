@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
         return 0
     except click.UsageError as exc:
-        where = f" (see 'sparsetopo {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx and exc.ctx.parent else ""
         click.echo(f"sparsetopo: error: {exc.format_message()}{where}", err=True)
         return 2
     except (SparsetopoError, click.ClickException) as exc:
