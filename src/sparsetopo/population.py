@@ -321,6 +321,27 @@ def train_population(
     return results
 
 
+def _shuffle_orders(configs: Sequence[TrainConfig], members: Sequence[int], n: int, epoch: int) -> torch.Tensor:
+    """(len(members), n): each member's permutation of this epoch, from its own shuffling
+    generator exactly as ``train()`` draws it."""
+    return torch.stack([
+        torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(configs[i].seed, "shuffle", epoch)))
+        for i in members
+    ])
+
+
+def _results(configs, models, histories, status, x_test, y_test, started: float, cores: int) -> list[RunResult]:
+    """One RunResult per member; ``seconds`` is the call's wall time on ``cores`` cores shared
+    equally among the members (core-seconds, module docstring "Timing")."""
+    elapsed = time.perf_counter() - started
+    results = []
+    for config, model, history, state in zip(configs, models, histories, status):
+        result = run_result(config, model, history, state, x_test, y_test, started)
+        result.seconds = elapsed * cores / len(configs)
+        results.append(result)
+    return results
+
+
 def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResult]:
     """Train checked ``configs`` as one stack (see :func:`train_population`)."""
     started = time.perf_counter()
@@ -330,7 +351,7 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
     models = [build_model(config, x_train.shape[1], n_classes) for config in configs]
     act = ACTIVATIONS[base.activation]
     sizes = models[0].sizes
-    rates = [base.dropout[0] if l == 0 else base.dropout[1] for l in range(len(sizes) - 1)]
+    rates = models[0].dropout_rates
     widths = [sizes[l] if rate > 0 else None for l, rate in enumerate(rates)]
 
     stack = _Stack(models)
@@ -344,10 +365,7 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
         if not active:
             break
         tick = time.perf_counter()
-        orders = torch.stack([
-            torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(configs[i].seed, "shuffle", epoch)))
-            for i in active
-        ])
+        orders = _shuffle_orders(configs, active, n, epoch)
         dropout = None
         if any(widths):
             dropout = _DropoutStream(
@@ -382,13 +400,7 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
 
     for row, member in enumerate(active):
         stack.write_back(row, models[member])
-    elapsed = time.perf_counter() - started
-    results = []
-    for config, model, history, state in zip(configs, models, histories, status):
-        result = run_result(config, model, history, state, x_test, y_test, started)
-        result.seconds = elapsed * torch.get_num_threads() / len(configs)
-        results.append(result)
-    return results
+    return _results(configs, models, histories, status, x_test, y_test, started, torch.get_num_threads())
 
 
 class _FusedPopulation:
@@ -502,7 +514,7 @@ def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | N
     yt = np.ascontiguousarray(y_test.numpy(), dtype=np.int64)
     models = [build_model(config, x_train.shape[1], n_classes) for config in configs]
     sizes = models[0].sizes
-    rates = [base.dropout[0] if l == 0 else base.dropout[1] for l in range(len(sizes) - 1)]
+    rates = models[0].dropout_rates
     per_example = sum(s for s, r in zip(sizes, rates) if r > 0)
     population = _FusedPopulation(models)
     active = list(range(len(configs)))
@@ -515,10 +527,7 @@ def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | N
             break
         tick = time.perf_counter()
         members = np.array(active, dtype=np.int64)
-        orders = torch.stack([
-            torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(configs[i].seed, "shuffle", epoch)))
-            for i in active
-        ]).numpy()
+        orders = _shuffle_orders(configs, active, n, epoch).numpy()
         uniforms = None
         if per_example:
             # Each member's dropout generator, drawn in train()'s order: torch's CPU generator
@@ -551,10 +560,4 @@ def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | N
 
     for member, model in enumerate(models):
         population.write_back(member, model)
-    elapsed = time.perf_counter() - started
-    results = []
-    for config, model, history, state in zip(configs, models, histories, status):
-        result = run_result(config, model, history, state, x_test, y_test, started)
-        result.seconds = elapsed * threads / len(configs)
-        results.append(result)
-    return results
+    return _results(configs, models, histories, status, x_test, y_test, started, threads)

@@ -60,9 +60,13 @@ class SparseMLP(nn.Module):
     def sizes(self) -> list[int]:
         return [self.layers[0].topology.n_in] + [layer.topology.n_out for layer in self.layers]
 
+    @property
+    def dropout_rates(self) -> list[float]:
+        """The dropout rate on each layer's input: ``dropout[0]`` on the first, ``dropout[1]`` on the others."""
+        return [self.dropout[0] if l == 0 else self.dropout[1] for l in range(len(self.layers))]
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        for l, layer in enumerate(self.layers):
-            rate = self.dropout[0] if l == 0 else self.dropout[1]
+        for layer, rate in zip(self.layers, self.dropout_rates):
             if self.training and rate > 0:
                 keep = torch.rand(x.shape, generator=generator, dtype=x.dtype) >= rate
                 x = x * keep / (1.0 - rate)
