@@ -176,9 +176,7 @@ class _Stack:
             if layer.backend == "masked":
                 layer.weight.copy_(w[row])
             else:                                 # the sparse backend keeps connected weights only
-                t = layer.topology
-                layer.values.copy_(w[row][torch.from_numpy(t.rows.astype("int64")),
-                                          torch.from_numpy(t.indices.astype("int64"))])
+                layer.values.copy_(w[row][layer.edge_index()])
             layer.bias.copy_(b[row, 0])
         model.eval()
 
@@ -493,7 +491,7 @@ class _FusedPopulation:
         for l, layer in enumerate(model.layers):
             values = torch.from_numpy(self.values[l][self.offsets[l, p]: self.offsets[l, p + 1]].copy())
             if layer.backend == "masked":   # pruned entries were never touched: they stay 0
-                layer.weight[layer._edge_index] = values
+                layer.weight[layer.edge_index()] = values
             else:
                 layer.values.copy_(values)
             layer.bias.copy_(torch.from_numpy(self.biases[l][p]))

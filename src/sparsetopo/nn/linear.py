@@ -54,20 +54,24 @@ class SparseLinear(nn.Module):
             self.values = nn.Parameter(torch.from_numpy(values))
             self.index = SparseIndex.from_topology(topology)  # built once; plain arrays, not state
             return
-        rows = torch.from_numpy(topology.rows.astype(np.int64))
-        cols = torch.from_numpy(topology.indices.astype(np.int64))
+        self._edge_index = _edge_index(topology)
         weight = torch.zeros(topology.n_in, topology.n_out)
-        weight[rows, cols] = torch.from_numpy(values)
+        weight[self._edge_index] = torch.from_numpy(values)
         mask = torch.zeros(topology.n_in, topology.n_out)
-        mask[rows, cols] = 1.0
+        mask[self._edge_index] = 1.0
         self.weight = nn.Parameter(weight)
         self.register_buffer("mask", mask, persistent=False)
-        self._edge_index = (rows, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "sparse":
             return sparse_linear(x, self.values, self.bias, self.index)
         return torch.addmm(self.bias, x, self.weight * self.mask)
+
+    def edge_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, cols)``: the input and output neuron of every connection (int64, CSR order),
+        for indexing an ``n_in x n_out`` weight. Kept by the masked backend; the sparse one
+        builds it on demand (its memory is meant to be its index arrays only)."""
+        return self._edge_index if self.backend == "masked" else _edge_index(self.topology)
 
     def connected_weights(self) -> torch.Tensor:
         """The weights of the existing connections, in the topology's CSR order (a copy)."""
@@ -78,10 +82,8 @@ class SparseLinear(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """The effective ``n_in x n_out`` weight (zeros where there is no connection)."""
         if self.backend == "sparse":
-            t = self.topology
-            dense = torch.zeros(t.n_in, t.n_out, dtype=self.values.dtype)
-            dense[torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))] = \
-                self.values.detach()
+            dense = torch.zeros(self.topology.n_in, self.topology.n_out, dtype=self.values.dtype)
+            dense[self.edge_index()] = self.values.detach()
             return dense
         return (self.weight * self.mask).detach()
 
@@ -104,3 +106,7 @@ class SparseLinear(nn.Module):
     def extra_repr(self) -> str:
         t = self.topology
         return f"{t.construction}, {t.n_in}->{t.n_out}, k={t.k}, density={t.density:.4f}, backend={self.backend}"
+
+
+def _edge_index(topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(topology.rows.astype(np.int64)), torch.from_numpy(topology.indices.astype(np.int64))
