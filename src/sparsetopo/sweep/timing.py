@@ -28,6 +28,11 @@ TABLE = "timings"
 DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # input-layer densities; fully connected is added
 BACKENDS = ("masked", "sparse")
 REPEATS = 3
+#: Columns of the ``timings`` table: those of the runs table (:func:`.worker.result_row`) that
+#: the report's timing figure and C8 read.
+COLUMNS = ("dataset", "hidden", "hidden1", "n_hidden_layers", "construction", "k_in", "k_out", "density_in",
+           "density", "dropout_in", "dropout_hidden", "batch_size", "seed", "backend", "seconds_per_epoch",
+           "status", "trained_with")
 
 
 def base_config(runs: pd.DataFrame) -> TrainConfig:
@@ -59,6 +64,7 @@ def measure_epoch_times(db, densities: Sequence[float] = DENSITIES, backends: Se
     """Time one epoch per (backend, density, repeat) of the store's protocol; store and return rows."""
     from sparsetopo.data import load_dataset
     from sparsetopo.sweep.store import load_results
+    from sparsetopo.sweep.worker import result_row
 
     base = base_config(load_results(db))
     dataset = load_dataset(base.dataset, data_dir=data_dir)
@@ -68,17 +74,9 @@ def measure_epoch_times(db, densities: Sequence[float] = DENSITIES, backends: Se
     rows = []
     for i, config in enumerate(configs):
         result = train(config, dataset=dataset)
-        first, last = result.layers[0], result.layers[-1]
-        connections = sum(layer["n_in"] * layer["k"] for layer in result.layers)
-        dense = sum(layer["n_in"] * layer["n_out"] for layer in result.layers)
-        rows.append({
-            "dataset": config.dataset, "hidden": str(config.hidden[0]), "hidden1": config.hidden[0],
-            "n_hidden_layers": 1, "construction": config.construction, "k_in": first["k"], "k_out": last["k"],
-            "density_in": first["k"] / first["n_out"], "density": connections / dense,
-            "dropout_in": 0.0, "dropout_hidden": 0.0, "batch_size": config.batch_size, "seed": config.seed,
-            "backend": first["backend"], "seconds_per_epoch": result.history[0].seconds,
-            "status": result.status, "trained_with": "timing",
-        })
+        row = result_row(result, "timing", measures=False)
+        # the backend a layer ran on, which is what is timed (the config's may say "auto")
+        rows.append({**{name: row[name] for name in COLUMNS}, "backend": result.layers[0]["backend"]})
         if on_run is not None:
             on_run(i + 1, len(configs))
     frame = pd.DataFrame(rows)
