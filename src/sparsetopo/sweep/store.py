@@ -178,8 +178,8 @@ class SweepStore:
         """Store one finished run (one transaction); False when it was already stored."""
         row = dict(row)
         if row.get("metrics") is not None:
-            row.update({name: fn(row["metrics"]) for name, fn in MEASURE_COLUMNS.items()})
-        row["metrics"] = None if row.get("metrics") is None else json.dumps(row["metrics"])
+            row.update(_flat_measures(row["metrics"]))
+            row["metrics"] = json.dumps(row["metrics"])
         with self.transaction():
             previous = self.db.execute("SELECT attempts FROM failed WHERE run_id = ?", (row["run_id"],)).fetchone()
             row["attempts"] = (previous[0] if previous else 0) + 1
@@ -191,9 +191,7 @@ class SweepStore:
                 f"INSERT OR IGNORE INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [row[name] for name in names])
             self.db.execute("DELETE FROM failed WHERE run_id = ?", (row["run_id"],))
-            for fingerprint, measures in (measure_cache or {}).items():
-                self.db.execute("INSERT OR IGNORE INTO graph_measures VALUES (?, ?)",
-                                (fingerprint, json.dumps(measures)))
+            self._cache_measures(measure_cache)
         return cursor.rowcount == 1
 
     def add_failure(self, run_id: str, error: str) -> int:
@@ -211,17 +209,20 @@ class SweepStore:
 
     def set_metrics(self, run_id: str, metrics: dict, measure_cache: dict | None = None) -> None:
         """Fill a stored run's graph measures (``metrics`` and the flat columns)."""
-        flat = {name: fn(metrics) for name, fn in MEASURE_COLUMNS.items()}
+        flat = _flat_measures(metrics)
         with self.transaction():
             self.db.execute(
                 f"UPDATE runs SET metrics = ?, {', '.join(f'{n} = ?' for n in flat)} WHERE run_id = ?",
                 [json.dumps(metrics), *flat.values(), run_id])
-            for fingerprint, measures in (measure_cache or {}).items():
-                self.db.execute("INSERT OR IGNORE INTO graph_measures VALUES (?, ?)",
-                                (fingerprint, json.dumps(measures)))
+            self._cache_measures(measure_cache)
+
+    def _cache_measures(self, measure_cache: dict | None) -> None:
+        """Keep each graph's measures (fingerprint -> measures) unless it is already cached."""
+        for fingerprint, measures in (measure_cache or {}).items():
+            self.db.execute("INSERT OR IGNORE INTO graph_measures VALUES (?, ?)", (fingerprint, json.dumps(measures)))
 
     # -- progress ------------------------------------------------------------------------------
-    def status(self, max_attempts: int | None = None) -> dict:
+    def status(self) -> dict:
         """Counts of the planned runs: done, failed (not done, last attempt raised), remaining.
 
         ``eta_seconds`` = remaining runs x mean stored seconds per run / workers of the last
@@ -241,6 +242,11 @@ class SweepStore:
 
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _flat_measures(metrics: dict) -> dict:
+    """The :data:`MEASURE_COLUMNS` values of a run's ``metrics``."""
+    return {name: fn(metrics) for name, fn in MEASURE_COLUMNS.items()}
 
 
 class _Transaction:
