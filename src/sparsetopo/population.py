@@ -442,11 +442,11 @@ class _FusedPopulation:
         import numba
 
         from sparsetopo.nn import population_kernels as kernels
+        from sparsetopo.nn.fused import batch_counts
 
         n = orders.shape[1]
-        n_batches = -(-n // batch_size)
-        counts = np.full(n_batches, batch_size, dtype=np.float64)
-        counts[-1] = n - batch_size * (n_batches - 1)
+        counts = batch_counts(n, batch_size)
+        n_batches = counts.size
         losses = np.zeros((len(members), n_batches), dtype=np.float64)
         rates32 = np.array(rates, dtype=np.float32)
         scales = np.array([1.0 - r for r in rates], dtype=np.float32)  # torch divides by float32(1 - rate)

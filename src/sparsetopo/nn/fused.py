@@ -34,6 +34,14 @@ def _row(a: np.ndarray) -> np.ndarray:
     return a.reshape(1, -1)
 
 
+def batch_counts(n: int, batch_size: int) -> np.ndarray:
+    """Examples in each batch of an epoch over ``n`` examples (float64, the last one may be short):
+    the weights that turn the kernels' per-batch mean losses into the epoch's summed loss."""
+    counts = np.full(-(-n // batch_size), batch_size, dtype=np.float64)
+    counts[-1] = n - batch_size * (counts.size - 1)
+    return counts
+
+
 class FusedEpoch:
     """Runs training epochs of ``model`` with the SGD settings of ``optimizer``, in numba.
 
@@ -122,6 +130,4 @@ class FusedEpoch:
             n_chunks(),
             losses,
         )
-        counts = np.full(losses.size, batch_size, dtype=np.float64)
-        counts[-1] = n - batch_size * (losses.size - 1)
-        return float(np.dot(losses, counts))
+        return float(np.dot(losses, batch_counts(n, batch_size)))
