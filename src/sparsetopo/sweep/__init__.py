@@ -6,7 +6,8 @@ trains every run not yet stored; ``load_results(db)`` reads them back as a DataF
 Modules, one job each: :mod:`.spec` (TOML spec -> TrainConfigs and run ids), :mod:`.store`
 (the SQLite file), :mod:`.worker` (what a worker does with a chunk), :mod:`.executors`
 (in-process, local processes, Ray), :mod:`.runner` (the coordinator), :mod:`.measures`
-(graph measures for runs stored before :mod:`sparsetopo.spectral` was available).
+(graph measures for runs stored before :mod:`sparsetopo.spectral` was available),
+:mod:`.timing` (one-network-at-a-time epoch timings for the report's timing figure and C8).
 """
 
 from sparsetopo.sweep.executors import EXECUTORS, InlineExecutor, ProcessExecutor, RayExecutor, make_executor

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 
 from sparsetopo.errors import SparsetopoError
+from sparsetopo.sweep import worker
 from sparsetopo.sweep.store import SweepStore
-from sparsetopo.sweep.worker import graph_measures
 from sparsetopo.topology import build
 
 __all__ = ["backfill_measures"]
@@ -26,8 +26,6 @@ def backfill_measures(db, on_row=None) -> int:
     except ImportError:
         raise SparsetopoError("graph measures need sparsetopo.spectral, which this installation lacks; "
                               "update sparsetopo") from None
-    from sparsetopo.sweep import worker
-
     filled = 0
     with SweepStore(db, create=False) as store:
         rows = store.db.execute("SELECT run_id, layers FROM runs WHERE metrics IS NULL").fetchall()
@@ -36,10 +34,10 @@ def backfill_measures(db, on_row=None) -> int:
             for p in json.loads(layers):
                 topology = build(p["construction"], p["n_in"], p["n_out"], p["k"], p["seed"] or 0)
                 cached = store.cached_measures(topology.fingerprint)
-                if cached is not None:
+                if cached is not None:  # graph_measures then skips a graph the store has measured
                     worker._MEASURES.setdefault(topology.fingerprint, cached)
                 topologies.append(topology)
-            metrics, cache = graph_measures(topologies)
+            metrics, cache = worker.graph_measures(topologies)
             store.set_metrics(rid, metrics, cache)
             filled += 1
             if on_row is not None:
