@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsetopo.atomic import atomic_path
+from sparsetopo.jsonable import plain
 from sparsetopo.report.claims import ClaimResult
 from sparsetopo.report.figures import FigureResult
 
@@ -49,21 +49,6 @@ def _interval(c: ClaimResult) -> str:
 
 def _threshold(c: ClaimResult) -> str:
     return "n/a" if c.threshold is None else _pct(c.threshold, c.unit)
-
-
-def plain(value):
-    """JSON-ready copy: numpy scalars to Python numbers, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 def claims_json(claims: list[ClaimResult]) -> str:

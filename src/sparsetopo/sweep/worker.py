@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 
+from sparsetopo.jsonable import plain
 from sparsetopo.population import population_key, train_population
 from sparsetopo.sweep.spec import run_id
 from sparsetopo.train import TrainConfig, train
@@ -191,35 +192,16 @@ def graph_measures(topologies) -> tuple[dict | None, dict]:
     for topology in topologies:
         key = topology.fingerprint
         if key not in _MEASURES:
-            _MEASURES[key] = _plain(layer_measures(topology))
+            _MEASURES[key] = plain(layer_measures(topology))
         layers.append(_MEASURES[key])
         cache[key] = _MEASURES[key]
     net_key = "net:" + hashlib.sha256("|".join(t.fingerprint for t in topologies).encode()).hexdigest()
     if net_key not in _MEASURES:
-        _MEASURES[net_key] = _plain(network_measures(list(topologies)))
+        _MEASURES[net_key] = plain(network_measures(list(topologies)))
     cache[net_key] = _MEASURES[net_key]
     return {"layers": layers, "network": _MEASURES[net_key],
             "fingerprints": [t.fingerprint for t in topologies], "network_fingerprint": net_key}, cache
 
 
-def _plain(value):
-    """JSON-ready copy: numpy scalars become floats/ints, tuples lists, NaN/inf None."""
-    import math
-
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if hasattr(value, "tolist"):
-        return _plain(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _json(value) -> str:
-    return json.dumps(_plain(value))
+    return json.dumps(plain(value))
