@@ -10,7 +10,7 @@ import click
 
 from sparsetopo.cli.app import app
 from sparsetopo.spectral import layer_measures
-from sparsetopo.topology import CONSTRUCTIONS, Topology, build
+from sparsetopo.topology import Topology, build
 
 
 def _finite_or_null(value):
