@@ -34,8 +34,8 @@ import torch
 from _common import interleaved_medians, machine, set_threads
 from sparsetopo import build
 from sparsetopo.nn import SparseLinear
-from sparsetopo.nn import kernels
-from sparsetopo.nn.sparse_ops import n_chunks, use_threads
+from sparsetopo.kernels import layer as kernels
+from sparsetopo.kernels.threads import n_chunks, use_threads
 
 DENSITIES = ("0.01", "0.03", "0.1", "0.3")
 N_IN, N_OUT, BATCH = 784, 300, 32
@@ -71,7 +71,7 @@ def kernel_step(layer, x, g, one_call=True):
     gxt = np.empty((idx.n_in, batch), np.float32)
     gv = np.empty(idx.nnz, np.float32)
     values, bias = layer.values.detach().numpy(), layer.bias.detach().numpy()
-    threads, chunks = use_threads(idx, batch), n_chunks()
+    threads, chunks = use_threads(idx.nnz, batch), n_chunks()
 
     args = (xt, values, bias, idx.col_ptr, idx.col_rows, idx.col_perm, yt, gyt, idx.indptr, idx.indices, gxt, gv)
     if one_call:

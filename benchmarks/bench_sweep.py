@@ -13,7 +13,7 @@ Two workloads:
 
 quick grid  digits-sized networks (64-H-10) from the ``quick`` preset (``sparsetopo.sweep``)
             when it can be loaded, otherwise a representative list (64-100-10, every
-            construction, a spread of degrees, lr 0.5, 100 epochs: DESIGN.md §7). A sample of
+            construction, a spread of degrees, lr 0.5, 100 epochs). A sample of
             ``--sequential-sample`` configs is trained with ``train()`` and ``--members`` with
             ``train_population()`` (its default cache-sized stacks) for ``--epochs`` epochs each; networks per hour are
             extrapolated to the grid's epochs. Model building and the per-epoch test
@@ -46,8 +46,7 @@ import time
 import torch
 
 from sparsetopo.data import load_dataset
-from sparsetopo.population import members_per_stack, population_key, train_population
-from sparsetopo.train import TrainConfig, train
+from sparsetopo.train import TrainConfig, members_per_stack, population_key, train, train_population
 
 PAPER_NETWORKS = 3000
 PAPER_EPOCHS = 50

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from sparsetopo import CONSTRUCTIONS, SparsetopoError, build
-from sparsetopo.data import load_dataset
 from sparsetopo.nn import CostModel, SparseLinear, SparseMLP, choose_backend
 from sparsetopo.train import TrainConfig, train
+from sparsetopo.train.fused import FusedEpoch
+from sparsetopo.train.loop import momentum_buffers
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -59,10 +60,6 @@ def test_an_example_with_no_gradient_flowing_to_inputs_still_trains_weights():
     assert sparse.values.grad is not None and sparse.bias.grad is not None
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
 
 @pytest.mark.parametrize("dropout", [(0.0, 0.0), (0.2, 0.5)])  # fused path, then autograd path
 def test_training_on_digits_matches_masked_dense(digits, dropout):
@@ -78,7 +75,7 @@ def test_training_on_digits_matches_masked_dense(digits, dropout):
     assert sparse.history[-1].train_loss == pytest.approx(dense.history[-1].train_loss, rel=1e-4)
 
 
-def test_fused_epoch_equals_autograd_path_including_momentum_buffers():
+def test_fused_epoch_equals_autograd_path_includingmomentum_buffers():
     topologies = [build("long_short_rotating", 50, 40, 7), build("random_edge", 40, 30, 9, seed=2),
                   build("fully_connected", 30, 6)]
     gen = torch.Generator().manual_seed(0)
@@ -87,8 +84,7 @@ def test_fused_epoch_equals_autograd_path_including_momentum_buffers():
     order = torch.randperm(70, generator=gen)
     models = [SparseMLP(topologies, seed=1, backend="sparse") for _ in range(2)]
     opts = [torch.optim.SGD(m.parameters(), lr=0.3, momentum=0.9, nesterov=True) for m in models]
-    fused = models[0].fused_epoch(opts[0])
-    assert fused is not None
+    fused = FusedEpoch(models[0], 0.3, 0.9, momentum_buffers(opts[0], models[0]))
     total_fused = sum(fused.run(x, targets, order, 32) for _ in range(2))
     total = 0.0
     for _ in range(2):
@@ -107,14 +103,25 @@ def test_fused_epoch_equals_autograd_path_including_momentum_buffers():
 
 def test_fused_epoch_is_refused_where_it_would_compute_something_else():
     ts = [build("regular_rotating", 20, 10, 3), build("fully_connected", 10, 4)]
-    sparse = SparseMLP(ts, backend="sparse")
-    assert sparse.fused_epoch(torch.optim.SGD(sparse.parameters(), lr=0.1, momentum=0.9, nesterov=True)) is not None
-    assert sparse.fused_epoch(torch.optim.SGD(sparse.parameters(), lr=0.1, weight_decay=1e-4)) is None
-    assert sparse.fused_epoch(torch.optim.Adam(sparse.parameters())) is None
-    with_dropout = SparseMLP(ts, backend="sparse", dropout=(0.2, 0.5))
-    assert with_dropout.fused_epoch(torch.optim.SGD(with_dropout.parameters(), lr=0.1)) is None
+    assert FusedEpoch.supports(SparseMLP(ts, backend="sparse"))
+    assert not FusedEpoch.supports(SparseMLP(ts, backend="sparse", dropout=(0.2, 0.5)))
+    assert not FusedEpoch.supports(SparseMLP(ts, backend="sparse", activation="tanh"))
     masked = SparseMLP(ts, backend="masked")
-    assert masked.fused_epoch(torch.optim.SGD(masked.parameters(), lr=0.1)) is None
+    assert not FusedEpoch.supports(masked)
+    with pytest.raises(SparsetopoError, match="sparse backend"):
+        FusedEpoch(masked, 0.1, 0.9, [])
+
+
+def test_train_reports_the_engine_that_computed_each_run(digits):
+    """RunResult.backend names what ran: the fused epoch for all-sparse networks without
+    dropout, the autograd loop otherwise, whatever the config asked for."""
+    kw = dict(dataset="digits", hidden=(16,), degrees=(4, 10), epochs=1, lr=0.5, limit_train=64)
+    assert train(TrainConfig(backend="sparse", **kw), dataset=digits).backend == "fused/sparse"
+    assert train(TrainConfig(backend="masked", **kw), dataset=digits).backend == "autograd/masked"
+    dropped = train(TrainConfig(backend="sparse", dropout=(0.2, 0.5), **kw), dataset=digits)
+    assert dropped.backend == "autograd/sparse"
+    assert [layer["backend"] for layer in dropped.layers] == ["autograd/sparse"] * 2
+    assert dropped.to_dict()["backend"] == "autograd/sparse"
 
 
 def test_parameter_and_optimizer_memory_follow_the_connections():
@@ -174,15 +181,17 @@ def test_backend_errors_name_the_value_and_the_fix():
     with pytest.raises(SparsetopoError, match="float32"):
         SparseLinear(t, backend="sparse")(torch.ones(2, 10, dtype=torch.float64))
     with pytest.raises(SparsetopoError, match="unknown backend 'csr'"):
-        TrainConfig(dataset="digits", backend="csr").validate()
+        TrainConfig(dataset="digits", backend="csr")
 
 
 def test_auto_never_mixes_backends_within_a_network():
-    from sparsetopo.nn.mlp import auto_backends
+    from sparsetopo.nn.backend import layer_backends
 
     sparse_input = build("regular_rotating", 784, 300, 3)
-    assert auto_backends([sparse_input, build("fully_connected", 300, 10)]) == ["sparse", "sparse"]
-    assert auto_backends([build("fully_connected", 784, 300), build("fully_connected", 300, 10)]) == ["masked"] * 2
+    assert layer_backends([sparse_input, build("fully_connected", 300, 10)]) == ["sparse", "sparse"]
+    assert layer_backends([build("fully_connected", 784, 300), build("fully_connected", 300, 10)]) == ["masked"] * 2
+    assert layer_backends([sparse_input, build("fully_connected", 300, 10)], "masked") == ["masked"] * 2
+    assert layer_backends([sparse_input], "auto", device="cuda") == ["masked"]
     model = SparseMLP([build("fully_connected", 784, 300), build("fully_connected", 300, 10)], backend="auto")
     assert [layer.backend for layer in model.layers] == ["masked", "masked"]
 
@@ -211,7 +220,7 @@ def test_sparse_layer_is_deterministic_run_to_run_and_across_batch_blocks():
 def test_one_pass_backward_kernels_match_the_separate_ones(batch):
     """kernels.backward(_sgd) computes in one pass what backward_input and backward_values(_sgd)
     compute in two, the input gradient with the weights from before the step."""
-    from sparsetopo.nn import kernels
+    from sparsetopo.kernels import layer as kernels
     from sparsetopo.nn.sparse_ops import SparseIndex
 
     t = build("random_regular", 60, 25, 9, seed=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -107,7 +108,7 @@ def test_expansion_counts_order_and_canonical_degrees(tmp_path):
 def test_run_id_is_stable_and_tracks_config_and_construction_version(monkeypatch):
     a = TrainConfig(dataset="digits", hidden=(8,), degrees=(2, None), lr=0.5)
     assert run_id(a) == run_id(TrainConfig(dataset="digits", hidden=[8], degrees=[2, None], lr=0.5))
-    assert len(run_id(a)) == 16 and int(run_id(a), 16) >= 0
+    assert re.fullmatch("[0-9a-f]{16}", run_id(a))  # 16 lowercase hex digits
     assert run_id(a) != run_id(TrainConfig(dataset="digits", hidden=(8,), degrees=(2, None), lr=0.5, seed=1))
     before = run_id(a)
     spec = registry.CONSTRUCTIONS["regular_rotating"]
@@ -190,6 +191,13 @@ def test_inline_sweep_stores_each_run_once_and_resumes(tmp_path):
     summary = run_sweep(spec, db, executor="inline", population=False)
     assert summary.skipped == 10 and summary.stored == TINY_RUNS - 10
     frame = assert_complete(db, TINY_RUNS)
+    # the backend column names the engine that ran each row, not the spec's "masked"
+    assert set(frame.requested_backend) == {"masked"}
+    first = frame.set_index("run_id").loc[[run_id(c) for c in configs[:10]]]
+    assert set(first.trained_with) == {"population"}
+    assert set(first.backend) == {"fused-population/sparse"}
+    rest = frame[~frame.run_id.isin(first.index)]
+    assert set(rest.trained_with) == {"train"} and set(rest.backend) == {"autograd/masked"}
     row = frame.set_index("run_id").loc[run_id(configs[0])]
     assert (row.hidden, row.hidden1, row.n_hidden_layers, row.k_in, row.k_out) == ("8", 8, 1, 2, 3)
     assert row.degrees == "2,3" and row.density_in == pytest.approx(2 / 8)
@@ -246,6 +254,7 @@ def _count_rows(db) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_coordinator_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path, capsys):
     spec, db = write(tmp_path, SLOW), tmp_path / "slow.sqlite"
     command = [sys.executable, "-m", "sparsetopo", "sweep", "run", str(spec), "--db", str(db),
@@ -289,6 +298,7 @@ def test_worker_killed_with_sigkill_is_retried_and_counted(tmp_path):
 
 
 # -- Ray ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ray_executor_gives_the_same_rows_as_local_processes(tmp_path):
     ray = pytest.importorskip("ray")
     spec = write(tmp_path, TINY)
@@ -328,9 +338,9 @@ def _fake_spectral():
 
 def test_graph_measures_fill_columns_when_spectral_is_available_and_backfill_later(tmp_path, monkeypatch):
     """A stand-in for sparsetopo.spectral, so that the expected values are known exactly."""
-    from sparsetopo.sweep import backfill_measures, worker
+    from sparsetopo.sweep import backfill_measures, measures
 
-    monkeypatch.setattr(worker, "_MEASURES", {})  # measures of earlier tests' topologies
+    monkeypatch.setattr(measures, "_MEASURED", {})  # measures of earlier tests' topologies
     configs = expand(load_spec(write(tmp_path, TINY)))[:6]
     monkeypatch.setitem(sys.modules, "sparsetopo.spectral", None)  # not importable yet
     before = tmp_path / "before.sqlite"

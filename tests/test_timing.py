@@ -44,12 +44,12 @@ def test_measured_timings_are_stored_and_drive_c8(store, tmp_path):
     frame = measure_epoch_times(store, densities=(0.1, 0.5), backends=("masked", "sparse"), repeats=2)
     stored = load_timings(store)
     pd.testing.assert_frame_equal(frame, stored)
-    assert len(frame) == 2 * 3 * 2 and set(frame["backend"]) == {"masked", "sparse"}
+    assert len(frame) == 2 * 3 * 2 and set(frame["backend"]) == {"autograd/masked", "fused/sparse"}
     assert (frame["seconds_per_epoch"] > 0).all() and set(frame["trained_with"]) == {"timing"}
     assert frame.loc[frame["construction"] == "fully_connected", "density"].eq(1.0).all()
     make_report(store, tmp_path)
     c8 = next(c for c in json.loads((tmp_path / "claims.json").read_text()) if c["id"] == "C8")
-    assert set(c8["numbers"]) >= {"ratio_masked", "ratio_sparse"}  # both timed backends were compared
+    assert set(c8["numbers"]) >= {"ratio_autograd/masked", "ratio_fused/sparse"}  # both timed backends compared
 
 
 def test_stores_without_timings_read_as_empty(tmp_path):

@@ -8,15 +8,10 @@ import torch
 
 from sparsetopo import SparsetopoError, build
 from sparsetopo.cli import main
-from sparsetopo.data import load_dataset
 from sparsetopo.nn import SparseLinear, SparseMLP
 from sparsetopo.nn.init import TRUNCATED_NORMAL_STD, initial_weights
 from sparsetopo.train import TrainConfig, train
 
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def small(**kw):

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from sparsetopo.cli.app import app
+from sparsetopo.cli.progress import Progress, duration
 from sparsetopo.errors import SparsetopoError
 
 DB = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -83,11 +84,11 @@ def run_command(spec, db, executor, workers, address, chunk_size, no_population,
         return
     if address is not None and executor != "ray":
         raise SparsetopoError("--address is for --executor ray: add --executor ray or drop --address")
-    with _Progress() as on_result:
+    with Progress("run") as progress:
         summary = run_sweep(parsed, db, executor=executor, workers=workers, address=address,
                             chunk_size=chunk_size, population=not no_population, measures=not no_measures,
                             max_attempts=max_attempts, retry_failed=retry_failed, data_dir=data_dir,
-                            on_result=on_result)
+                            on_result=progress.on_run)
     click.echo(f"{parsed.name}: {summary.stored} runs stored, {summary.skipped} already done, "
                f"{summary.failed} failed ({summary.seconds:.0f} s) -> {db}")
     if summary.failed:
@@ -118,7 +119,7 @@ def status_command(db, as_json):
     if as_json:
         click.echo(json.dumps(info))
         return
-    eta = "unknown" if info["eta_seconds"] is None else _duration(info["eta_seconds"])
+    eta = "unknown" if info["eta_seconds"] is None else duration(info["eta_seconds"])
     click.echo(f"{name}: {info['done']} done, {info['failed']} failed, {info['remaining']} remaining "
                f"of {info['planned']} planned; ETA {eta}")
     for rid, attempts, error in errors:
@@ -171,50 +172,3 @@ def presets_command():
     for name in preset_names():
         spec = load_spec(name)
         click.echo(f"{name:8s} {len(expand(spec)):5d} runs  {spec.description}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-class _Progress:
-    """on_result for the CLI: a tqdm bar with ETA on a terminal (stderr), else one line per run."""
-
-    def __init__(self):
-        self.bar = None
-        self.started = time.perf_counter()
-
-    def __enter__(self):
-        return self.update
-
-    def update(self, event):
-        if sys.stderr.isatty():
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=event.total, unit="run", file=sys.stderr, dynamic_ncols=True)
-            self.bar.n = event.done
-            if event.test_accuracy is not None:
-                self.bar.set_postfix(acc=f"{event.test_accuracy:.3f}")
-            else:
-                self.bar.refresh()
-            return
-        c = event.config
-        what = (f"{c.construction} hidden {','.join(map(str, c.hidden))} "
-                f"k {'full' if c.degrees is None else ','.join('full' if k is None else str(k) for k in c.degrees)} "
-                f"seed {c.seed}")
-        if event.status in ("retry", "failed"):
-            last = (event.error or "").strip().splitlines()[-1:] or [""]
-            line = f"{event.status} {event.run_id} {what}: {last[0]}"
-        else:
-            line = f"{event.status} {event.run_id} {what}: accuracy {event.test_accuracy:.4f} ({event.seconds:.1f} s)"
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed / event.done * (event.total - event.done) if event.done else None
-        click.echo(f"[{event.done}/{event.total}] {line}" + (f", ETA {_duration(eta)}" if eta is not None else ""),
-                   err=True)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()

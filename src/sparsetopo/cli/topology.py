@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import click
 
 from sparsetopo.cli.app import app
+from sparsetopo.jsonable import plain
 from sparsetopo.spectral import layer_measures
 from sparsetopo.topology import Topology, build
-
-
-def _finite_or_null(value):
-    """JSON has no NaN or Infinity: undefined or non-finite measures become null."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return value
 
 
 def describe(topology: Topology, metrics: bool = True) -> dict:
@@ -37,7 +30,7 @@ def describe(topology: Topology, metrics: bool = True) -> dict:
         "mask_sha256": topology.mask_sha256(),
     }
     if metrics:
-        info["metrics"] = {key: _finite_or_null(value) for key, value in layer_measures(topology).items()}
+        info["metrics"] = plain(layer_measures(topology))  # JSON has no NaN: undefined measures become null
     return info
 
 

@@ -10,6 +10,7 @@ import click
 
 from sparsetopo.atomic import atomic_path
 from sparsetopo.cli.app import app
+from sparsetopo.cli.progress import Progress
 from sparsetopo.cli.parsing import DEGREES, FLOATS, INTS
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import BACKENDS, INITIALISERS
@@ -51,8 +52,9 @@ Examples:
               help="glorot: Keras glorot_normal (the paper's); glorot_sparse: each connection's real fan-in/out.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULTS.backend, show_default=True,
               help="How sparse layers compute: masked (dense weight x mask), sparse (numba, cost follows the "
-                   "connections) or auto (per layer, whichever a measured cost model predicts faster). "
-                   "The numbers are the same up to float error.")
+                   "connections) or auto (decided once for the whole network: sparse when a measured cost model "
+                   "predicts it faster for every layer, else masked). The numbers are the same up to float "
+                   "error; the result's backend names what ran (e.g. fused/sparse).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds topology, initial weights, shuffling and dropout.")
 @click.option("--limit-train", type=int, default=None, help="Train on the first N examples only.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -71,12 +73,12 @@ def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batc
         raise SparsetopoError("--resume needs --out DIR: the folder holding the checkpoint")
     config = TrainConfig(dataset=dataset, hidden=hidden, construction=construction, degrees=degrees,
                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, dropout=dropout,
-                         init=init, backend=backend, seed=seed, limit_train=limit_train).validate()
+                         init=init, backend=backend, seed=seed, limit_train=limit_train)
     from sparsetopo.data import load_dataset
 
     data = load_dataset(dataset, data_dir=data_dir)
-    with _progress(config.epochs) as on_epoch:
-        result = train(config, dataset=data, checkpoint_dir=out, resume=resume, on_epoch=on_epoch)
+    with Progress("epoch", total=config.epochs, lines=False) as progress:
+        result = train(config, dataset=data, checkpoint_dir=out, resume=resume, on_epoch=progress.on_epoch)
     payload = result.to_dict()
     if out is not None:
         with atomic_path(out / "result.json") as tmp:
@@ -98,27 +100,3 @@ def _summary(result) -> str:
     for l, s in enumerate(result.weight_stats):
         lines.append(f"  layer {l}: {s['nnz']} connections, weight min {s['min']:+.3f} max {s['max']:+.3f} std {s['std']:.3f}")
     return "\n".join(lines)
-
-
-class _progress:
-    """A per-epoch tqdm bar on a terminal (stderr); nothing when output is not a terminal."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-        self.bar = None
-
-    def __enter__(self):
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
-        return self.update
-
-    def update(self, record):
-        if self.bar is not None:
-            self.bar.n = record.epoch
-            self.bar.set_postfix(loss=f"{record.train_loss:.4f}", acc=f"{record.test_accuracy:.4f}")
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()

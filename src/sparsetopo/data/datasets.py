@@ -17,7 +17,7 @@ from sparsetopo.data import mnist, offline
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.seeding import rng
 
-__all__ = ["Dataset", "DatasetSpec", "DATASETS", "load_dataset", "dataset_names"]
+__all__ = ["Dataset", "DatasetSpec", "DATASETS", "load_dataset", "dataset_names", "dataset_shape"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,12 +102,14 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its loader ``loader(seed, **options) -> Dataset`` and a summary."""
+    """A registered dataset: its loader ``loader(seed, **options) -> Dataset``, a summary, and
+    its shape with the loader's default options, so that a sweep can be planned without loading it."""
 
     name: str
     loader: Callable[..., Dataset]
     offline: bool  # available without files or network
     summary: str
+    shape: tuple[int, int, int]  # (n_features, n_classes, n_train) with default options
 
 
 def _digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
@@ -154,13 +156,14 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         DatasetSpec("mnist", _idx_loader("mnist"), False,
-                    "MNIST handwritten digits, 60000/10000 28x28 (files or download)"),
+                    "MNIST handwritten digits, 60000/10000 28x28 (files or download)", (784, 10, 60000)),
         DatasetSpec("fashion-mnist", _idx_loader("fashion-mnist"), False,
-                    "Zalando clothing images, 60000/10000 28x28 (files, Debian package or download)"),
+                    "Zalando clothing images, 60000/10000 28x28 (files, Debian package or download)",
+                    (784, 10, 60000)),
         DatasetSpec("digits", _digits, True,
-                    "scikit-learn's bundled 8x8 digits, 1347/450 (offline default)"),
+                    "scikit-learn's bundled 8x8 digits, 1347/450 (offline default)", (64, 10, 1347)),
         DatasetSpec("synthetic", _synthetic, True,
-                    "generated prototypes + noise, 8000/2000, 784 features by default"),
+                    "generated prototypes + noise, 8000/2000, 784 features by default", (784, 10, 8000)),
     ]
 }
 
@@ -168,6 +171,15 @@ DATASETS: dict[str, DatasetSpec] = {
 def dataset_names() -> list[str]:
     """The registered dataset names."""
     return list(DATASETS)
+
+
+def dataset_shape(name: str, data_dir=None) -> tuple[int, int, int]:
+    """``(n_features, n_classes, n_train)`` of dataset ``name`` with its default options, without
+    loading it (:attr:`DatasetSpec.shape`); SparsetopoError for an unknown name."""
+    try:
+        return DATASETS[name].shape
+    except (KeyError, TypeError):
+        raise SparsetopoError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}") from None
 
 
 def load_dataset(name: str, data_dir=None, seed: int = 0, *, limit_train: int | None = None,

@@ -1,7 +1,15 @@
-"""Choosing a layer's backend: ``masked`` (dense weight times mask) or ``sparse`` (numba kernels).
+"""Choosing the backend of every layer: ``masked`` (dense weight times mask) or ``sparse`` (numba kernels).
 
-``backend="auto"`` asks :func:`choose_backend`, which compares the *predicted* cost of one
-training step (forward and backward) of the layer under each backend and takes the cheaper.
+One rule, one place: :func:`layer_backends`. An explicit backend applies to every layer.
+``"auto"`` is decided once per network: every layer sparse when the cost model predicts the
+sparse backend faster for *each* layer, otherwise every layer masked. Mixing is never worth
+it: it rules out the fused epoch, and alternating torch's and numba's thread pools within one
+step makes them compete for the same cores (784-300-10 at density 1 with a sparse 300x10
+output layer runs slower than all-masked). A lone :class:`~sparsetopo.nn.SparseLinear` is a
+network of one layer under the same rule.
+
+The per-layer prediction, :func:`choose_backend`, compares the *predicted* cost of one
+training step (forward and backward) of the layer under each backend.
 The predictions come from :class:`CostModel`, a straight line per backend in the work done:
 
 * masked: ``dense_overhead_s + dense_per_mac_s * n_in * n_out * batch`` (density-independent:
@@ -22,6 +30,7 @@ GPU matmul beats a scattered one at the densities of the paper.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -55,11 +64,9 @@ class CostModel:
 
 
 # Fitted by `taskset -c 0 python benchmarks/bench_layers.py --json --threads 1` (its
-# "cost_model"), on an Intel Xeon (AVX-512) with 2 cores, torch 2.13.0+cpu, numba 0.68.1, batch
-# 32, one thread for both, pinned to one core while another job used the other (load average
-# about 5), with the SIMD kernels and the one-pass backward. Both backends gain similarly from
-# a second thread, so the crossover is what matters: about 72% density for 784x300; below it
-# sparse. See README "Sparse backend".
+# "cost_model"): Intel Xeon (AVX-512), torch 2.13.0+cpu, numba 0.68.1, batch 32, one thread for
+# both backends. Both gain similarly from a second thread, so the crossover is what matters:
+# about 72% density for 784x300; below it sparse. See docs/design.md, "Layer cost model".
 CPU_COST_MODEL = CostModel(
     dense_overhead_s=8.68e-05,
     dense_per_mac_s=1.153e-10,
@@ -83,14 +90,21 @@ def choose_backend(topology: Topology, device: torch.device | str | None = None,
     return "sparse" if sparse < dense else "masked"
 
 
-def resolve_backend(backend: str, topology: Topology, device=None) -> str:
-    """The concrete backend for a requested one ("auto" decided by :func:`choose_backend`)."""
+def layer_backends(topologies: Sequence[Topology], backend: str = "auto", device=None,
+                   cost_model: CostModel | None = None) -> list[str]:
+    """The concrete backend ("masked" or "sparse") of each layer of one network.
+
+    ``backend``: "masked" or "sparse" for every layer, or "auto" (see the module docstring:
+    sparse for all layers when :func:`choose_backend` prefers sparse for each, else masked for
+    all). ``device``: where the network computes (CPU when None); the sparse backend is CPU only.
+    """
     if backend not in BACKENDS:
         raise SparsetopoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return choose_backend(topology, device)
-    if backend == "sparse" and device is not None and torch.device(device).type != "cpu":
+        choices = [choose_backend(t, device, cost_model=cost_model) for t in topologies]
+        backend = "sparse" if all(c == "sparse" for c in choices) else "masked"
+    elif backend == "sparse" and device is not None and torch.device(device).type != "cpu":
         raise SparsetopoError(
             f"backend='sparse' computes on CPU only, not on {device}: use backend='masked' or 'auto'"
         )
-    return backend
+    return [backend] * len(topologies)

@@ -6,11 +6,12 @@ fixed mask buffer in the forward pass: the gradient of a pruned weight is then e
 no optimizer step (momentum included, no weight decay) ever moves it off 0.
 
 The ``sparse`` backend stores only the connected weights, as a 1-D parameter ``values`` in the
-topology's CSR order, and computes with the numba kernels of :mod:`sparsetopo.nn.kernels`
+topology's CSR order, and computes with the numba kernels of :mod:`sparsetopo.kernels.layer`
 (through :class:`sparsetopo.nn.sparse_ops.SparseLinearFunction`): time and memory, parameters
 and optimizer state included, grow with the number of connections, not with ``n_in x n_out``.
-Pruned connections do not exist there, so they cannot move. ``auto`` picks one of the two per
-layer (:func:`sparsetopo.nn.backend.choose_backend`). Both backends draw the same initial
+Pruned connections do not exist there, so they cannot move. ``auto`` picks one of the two by
+the rule of :func:`sparsetopo.nn.backend.layer_backends` (decided per network; a lone layer is a
+network of one). Both backends draw the same initial
 weights from the same generator, so they train the same network up to float rounding.
 
 Orientation follows the paper and Keras: the weight is ``n_in x n_out`` and ``y = x W + b``.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsetopo.nn.backend import resolve_backend
+from sparsetopo.nn.backend import layer_backends
 from sparsetopo.nn.init import initial_weights
 from sparsetopo.nn.sparse_ops import SparseIndex, sparse_linear
 from sparsetopo.topology import Topology
@@ -38,8 +39,10 @@ class SparseLinear(nn.Module):
     gen : numpy Generator for the initial weights; the same generator gives the same weights
         on every backend.
     backend : "masked" (dense weight times mask; parameter ``weight``, buffer ``mask``),
-        "sparse" (connected weights only; parameter ``values``) or "auto" (the faster of the two
-        for this layer's shape, density and ``device``). :attr:`backend` holds the one in use.
+        "sparse" (connected weights only; parameter ``values``) or "auto" (the one
+        :func:`~sparsetopo.nn.backend.layer_backends` predicts faster for this layer's shape,
+        density and ``device``). :attr:`backend` holds the one in use. :class:`SparseMLP`
+        decides for all its layers at once and passes each a concrete backend.
     device : where the layer will compute; only informs "auto" (CUDA means masked).
     """
 
@@ -47,7 +50,7 @@ class SparseLinear(nn.Module):
                  backend: str = "masked", device=None):
         super().__init__()
         self.topology = topology
-        self.backend = resolve_backend(backend, topology, device)
+        self.backend = layer_backends([topology], backend, device)[0]
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
         self.bias = nn.Parameter(torch.zeros(topology.n_out))
         if self.backend == "sparse":

@@ -1,5 +1,9 @@
 """SparseMLP: a stack of SparseLinear layers with the paper's sigmoid on every neuron.
 
+The backend of its layers is decided once for the whole network
+(:func:`sparsetopo.nn.backend.layer_backends`). How it trains (optimizer, epochs, the fused
+epoch) is :mod:`sparsetopo.train`'s business, not the module's.
+
 Dropout follows the paper's variant (Section 4.4): rate ``dropout[0]`` on the input layer
 and ``dropout[1]`` on every hidden layer, applied to a layer's *input* as Keras' Dropout
 layers are. It draws from a torch Generator owned by the caller, never the global RNG.
@@ -13,22 +17,12 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn.backend import choose_backend
+from sparsetopo.nn.backend import layer_backends
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.seeding import rng
 from sparsetopo.topology import Topology
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
-
-
-def auto_backends(topologies: Sequence[Topology], device=None) -> list[str]:
-    """The backend of each layer under "auto": sparse for all layers if the measured cost model
-    (:func:`sparsetopo.nn.backend.choose_backend`) prefers sparse for every one, else masked
-    for all. Mixing is never worth it: it rules out the fused epoch, and alternating torch's
-    and numba's thread pools within one step makes them fight over the same cores (measured:
-    784-300-10 at density 1 with a sparse 300x10 output layer ran slower than all-masked)."""
-    choices = [choose_backend(t, device) for t in topologies]
-    return ["sparse"] * len(choices) if all(c == "sparse" for c in choices) else ["masked"] * len(choices)
 
 
 class SparseMLP(nn.Module):
@@ -45,9 +39,7 @@ class SparseMLP(nn.Module):
             raise SparsetopoError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if len(dropout) != 2 or not all(0.0 <= p < 1.0 for p in dropout):
             raise SparsetopoError(f"dropout={list(dropout)} must be two rates in [0, 1): input layer, hidden layers")
-        backends = [backend] * len(topologies)
-        if backend == "auto":
-            backends = auto_backends(topologies)
+        backends = layer_backends(topologies, backend)
         self.layers = nn.ModuleList(
             SparseLinear(t, init=init, gen=rng(seed, "init", l), backend=b)
             for l, (t, b) in enumerate(zip(topologies, backends))
@@ -72,14 +64,6 @@ class SparseMLP(nn.Module):
                 x = x * keep / (1.0 - rate)
             x = self.act(layer(x))
         return x
-
-    def fused_epoch(self, optimizer):
-        """A :class:`sparsetopo.nn.fused.FusedEpoch` training this model with ``optimizer`` in one
-        numba call per epoch, or None when this model or optimizer needs the autograd path
-        (a masked layer, dropout, another activation or optimizer setting)."""
-        from sparsetopo.nn.fused import FusedEpoch
-
-        return FusedEpoch.for_model(self, optimizer)
 
     def parameter_count(self) -> int:
         """Trainable numbers: one per connection plus one bias per non-input neuron."""

@@ -1,7 +1,7 @@
 """Index structures and the autograd Function of the truly sparse backend.
 
 :class:`SparseIndex` turns a Topology into the arrays the kernels in
-:mod:`sparsetopo.nn.kernels` read, once per layer. :class:`SparseLinearFunction` wraps those
+:mod:`sparsetopo.kernels.layer` read, once per layer. :class:`SparseLinearFunction` wraps those
 kernels for torch autograd: forward, gradient to the inputs, and the gradient to the connected
 weights only (an SDDMM), so a layer's cost and memory follow its number of connections.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import torch
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn import kernels
+from sparsetopo.kernels import layer as kernels
+from sparsetopo.kernels.threads import n_chunks, use_threads
 from sparsetopo.topology import Topology
 
 
@@ -61,21 +61,6 @@ class SparseIndex:
         return sum(a.nbytes for a in (self.indptr, self.indices, self.col_ptr, self.col_rows, self.col_perm))
 
 
-# Layers doing less work than this per step (connections x batch) run on the calling thread:
-# waking the thread pool costs more than it saves for them.
-PARALLEL_MIN_WORK = 64 * 1024
-
-
-def n_chunks() -> int:
-    """How many ranges each kernel splits its rows into: one per numba thread."""
-    return numba.get_num_threads()
-
-
-def use_threads(index: "SparseIndex", batch: int) -> bool:
-    """Whether a step of this layer is worth running on the thread pool."""
-    return index.nnz * batch >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
-
-
 def _numpy(t: torch.Tensor) -> np.ndarray:
     """A float32 numpy view of a CPU tensor (copied only when not already contiguous float32)."""
     return t.detach().contiguous().numpy()
@@ -86,7 +71,7 @@ def sparse_forward(x: np.ndarray, values: np.ndarray, bias: np.ndarray, index: S
     xt = np.ascontiguousarray(x.T)
     yt = np.empty((index.n_out, x.shape[0]), dtype=np.float32)
     args = (xt, values, bias, index.col_ptr, index.col_rows, index.col_perm, yt, False)
-    if use_threads(index, x.shape[0]):
+    if use_threads(index.nnz, x.shape[0]):
         kernels.forward(*args, n_chunks())
     else:
         kernels.forward_serial(*args)
@@ -114,7 +99,7 @@ class SparseLinearFunction(torch.autograd.Function):
         index: SparseIndex = ctx.index
         (values,) = ctx.saved_tensors
         gyt = np.ascontiguousarray(_numpy(grad_y).T)
-        threads = use_threads(index, gyt.shape[1])
+        threads = use_threads(index.nnz, gyt.shape[1])
         grad_x = grad_values = grad_bias = None
         want_x, want_values = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gxt = np.empty((index.n_in, gyt.shape[1]), dtype=np.float32) if want_x else None

@@ -6,9 +6,11 @@ and ``claims.json`` with every figure as PNG and PDF. Modules, one job each:
 intervals), :mod:`.graph` (algebraic connectivity the store lacks), :mod:`.claims` (the paper's
 claims C1..C8 and their verdicts), :mod:`.figures` (one function per figure), :mod:`.protocol`
 (departures from the paper's protocol, software and machine), :mod:`.document` (HTML, Markdown,
-JSON), :mod:`.pictures` (a topology's edge matrix), :mod:`.build` (all of it in one call).
+JSON), :mod:`.pictures` (a topology's edge matrix), :mod:`.build` (all of it in one call),
+:mod:`.reproduce` (a preset sweep, its timings and its report: the whole reproduction).
 """
 
 from sparsetopo.report.build import ReportSummary, make_report
+from sparsetopo.report.reproduce import ReproduceSummary, reproduce
 
-__all__ = ["ReportSummary", "make_report"]
+__all__ = ["ReportSummary", "ReproduceSummary", "make_report", "reproduce"]

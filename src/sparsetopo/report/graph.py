@@ -7,7 +7,8 @@ the whole network graph (``alg_conn_net``: all layers, n0 + n1 + ... + nL nodes)
 
 Each run's topologies are rebuilt exactly as :func:`sparsetopo.train.build_model` builds them
 (``build_stack(sizes, construction, degrees, seed=derive_seed(seed, "topology"))``), so the
-measure belongs to the very network that was trained; :mod:`sparsetopo.spectral` computes it.
+measure belongs to the very network that was trained; :func:`sparsetopo.sweep.measures.run_measures`
+(the one definition the sweep worker also uses) computes it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import numpy as np
 import pandas as pd
 
 from sparsetopo.seeding import derive_seed
-from sparsetopo.spectral import layer_measures, network_measures
+from sparsetopo.sweep.measures import run_measures
+from sparsetopo.sweep.store import MEASURE_COLUMNS
 from sparsetopo.topology import build_stack, get_construction
 
 
 def _shape(dataset) -> tuple[int, int] | None:
     """(n_features, n_classes) of ``dataset``, as the sweep planned it; None when it cannot be known."""
-    from sparsetopo.sweep.spec import dataset_shape
+    from sparsetopo.data import dataset_shape
 
     try:
         n_features, n_classes, _ = dataset_shape(dataset)
@@ -33,19 +35,14 @@ def _shape(dataset) -> tuple[int, int] | None:
     return int(n_features), int(n_classes)
 
 
-def _measure(topologies, whole: bool) -> float:
-    """Fiedler value of the input layer (``whole=False``) or of the whole network graph."""
-    if whole:
-        value = network_measures(list(topologies))["algebraic_connectivity"]
-    else:
-        value = layer_measures(topologies[0])["algebraic_connectivity"]
-    return float("nan") if value is None else float(value)
-
-
 @lru_cache(maxsize=4096)
 def _measures(construction: str, sizes: tuple, degrees: tuple, seed: int) -> tuple[float, float]:
-    topologies = build_stack(list(sizes), construction, list(degrees), seed=seed)
-    return _measure(topologies, whole=False), _measure(topologies, whole=True)
+    """(``alg_conn_in``, ``alg_conn_net``) of one network, as the store's columns define them."""
+    metrics, _ = run_measures(build_stack(list(sizes), construction, list(degrees), seed=seed))
+    if metrics is None:
+        return float("nan"), float("nan")
+    values = (MEASURE_COLUMNS["alg_conn_in"](metrics), MEASURE_COLUMNS["alg_conn_net"](metrics))
+    return tuple(float("nan") if v is None else float(v) for v in values)
 
 
 def _run_sizes(row) -> tuple[tuple, tuple] | None:

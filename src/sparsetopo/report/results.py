@@ -147,6 +147,9 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     for col in ("backend", "init", "dataset", "activation"):
         if col not in df:
             df[col] = None
+    # stores written before "backend" named the engine kept the requested backend there
+    requested = df["requested_backend"] if "requested_backend" in df else pd.Series(None, index=df.index, dtype=object)
+    df["requested_backend"] = requested.where(requested.notna(), df["backend"])
     _fill_weight_columns(df)
     df["is_full"] = (df["density"] >= FULL_DENSITY) | fc
     df["has_dropout"] = (df["dropout_in"] > 0) | (df["dropout_hidden"] > 0)
@@ -180,8 +183,9 @@ def analysis_slice(df: pd.DataFrame, dataset: str | None = None, keep_backends: 
 
     The protocol is, per architecture, the combination of :data:`PROTOCOL_FIELDS` with the
     most runs (different architectures may use different protocols); with
-    ``keep_backends=False`` also only the backend with the most runs (backends compute the
-    same numbers, so keeping several would count a seed twice).
+    ``keep_backends=False`` also only the requested backend with the most runs (backends
+    compute the same numbers, so keeping several would count a seed twice; the engine that
+    computed a run, its ``backend``, does not make it another network).
     """
     notes = []
     runs = df
@@ -212,13 +216,13 @@ def analysis_slice(df: pd.DataFrame, dataset: str | None = None, keep_backends: 
                 notes.append(f"hidden {a}: {left} run(s) under another protocol are left out; the analyses "
                              f"use the protocol with most runs ({desc})")
         runs = runs[keep]
-    if not keep_backends and len(runs) and runs["backend"].notna().any():
-        counts = runs["backend"].value_counts()
+    if not keep_backends and len(runs) and runs["requested_backend"].notna().any():
+        counts = runs["requested_backend"].value_counts()
         if len(counts) > 1:
             main = counts.index[0]
             notes.append(f"accuracy analyses use backend {main!r} only ({int(counts.iloc[1:].sum())} run(s) on "
                          f"other backends repeat the same networks; they appear in the timing figure)")
-            runs = runs[runs["backend"].eq(main)]
+            runs = runs[runs["requested_backend"].eq(main)]
     return Slice(runs.reset_index(drop=True), notes)
 
 

@@ -3,7 +3,7 @@
 The paper (Section 4.5) relates accuracy to "spectral gap and algebraic connectivity, which are
 defined as the first and second largest non-zero eigen value of the Laplacian matrix
 respectively". That wording is not the standard one, so we offer both readings, each under
-its own name (DESIGN.md section 3):
+its own name (docs/design.md, "What the paper leaves open"):
 
 Standard measures
     ``algebraic_connectivity``  second smallest eigenvalue of the Laplacian ``L = D - A``

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sparsetopo.data import dataset_shape
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.population import population_key
 from sparsetopo.sweep.executors import default_workers, make_executor
-from sparsetopo.sweep.spec import SweepSpec, dataset_shape, expand, load_spec, run_id
+from sparsetopo.sweep.spec import SweepSpec, expand, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
 from sparsetopo.sweep.worker import run_chunk
-from sparsetopo.train import TrainConfig
+from sparsetopo.train import TrainConfig, population_key
 
 __all__ = ["RunEvent", "SweepSummary", "run_sweep", "estimate_seconds", "make_chunks"]
 
@@ -63,7 +63,7 @@ class SweepSummary:
 def estimate_seconds(config: TrainConfig, n_features: int, n_classes: int, n_train: int) -> float:
     """Rough CPU seconds of one run on one core (masked-dense arithmetic plus step overhead).
 
-    Only used to size chunks; measured on this project's CPUs (DESIGN.md §7: 784-300-10 at
+    Only used to size chunks; measured on this project's CPUs (784-300-10 at
     batch 32 is about 0.65 ms a step).
     """
     sizes = [n_features, *config.hidden, n_classes]
@@ -117,7 +117,7 @@ def run_sweep(
     workers : parallel workers (default: all cores); sizes the process pool or Ray's CPUs.
     address : Ray cluster address (``executor="ray"``); None starts a local Ray.
     chunk_size : runs per task; default sized from a cost estimate (:func:`make_chunks`).
-    population : train runs sharing :func:`sparsetopo.population.population_key` together.
+    population : train runs sharing :func:`sparsetopo.train.population_key` together.
     measures : compute graph measures (when :mod:`sparsetopo.spectral` is available).
     """
     started = time.perf_counter()
@@ -130,7 +130,10 @@ def run_sweep(
         meta = {"spec": spec_or_configs.summary(), "spec_text": spec_or_configs.text}
         configs = expand(spec_or_configs, data_dir=data_dir)
     else:
-        configs = [c.validate() for c in spec_or_configs]
+        configs = list(spec_or_configs)
+        for i, config in enumerate(configs):
+            if not isinstance(config, TrainConfig):
+                raise SparsetopoError(f"configs[{i}] is a {type(config).__name__}, not a TrainConfig")
     owned = isinstance(executor, str)
     if workers is None:
         workers = getattr(executor, "workers", None) if not owned else None

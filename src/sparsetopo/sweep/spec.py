@@ -51,6 +51,7 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
+from sparsetopo.data import dataset_shape
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology.registry import CONSTRUCTIONS
 from sparsetopo.train import TrainConfig
@@ -63,7 +64,7 @@ else:  # pragma: no cover - Python 3.10 needs the 'tomli' backport (pip install 
     except ImportError:  # the error is raised when a spec is read, with the fix
         tomllib = None
 
-__all__ = ["SweepSpec", "expand", "load_spec", "parse_spec", "preset_names", "run_id", "dataset_shape"]
+__all__ = ["SweepSpec", "expand", "load_spec", "parse_spec", "preset_names", "run_id"]
 
 FULL = "full"
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -75,26 +76,6 @@ GRID_AXES = ("constructions", "hidden", "degrees_in", "degrees_out", "densities_
 # block keys that replace a TrainConfig field (the singular names are not accepted in a block)
 GRID_REPLACES = {"construction": "constructions", "seed": "seeds"}
 SWEEP_KEYS = ("name", "description", "departures")
-
-# (features, classes, training examples) of the registered datasets, so that a spec can be
-# checked without loading data; other datasets are loaded once to find out.
-DATASET_SHAPES = {
-    "mnist": (784, 10, 60000),
-    "fashion-mnist": (784, 10, 60000),
-    "digits": (64, 10, 1347),
-    "synthetic": (784, 10, 8000),
-}
-
-
-def dataset_shape(name: str, data_dir=None) -> tuple[int, int, int]:
-    """(n_features, n_classes, n_train) of a dataset, from a table or by loading it."""
-    if name in DATASET_SHAPES:
-        return DATASET_SHAPES[name]
-    from sparsetopo.data import load_dataset
-
-    data = load_dataset(name, data_dir=data_dir)
-    return data.n_features, int(data.n_classes), len(data.x_train)
-
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -374,7 +355,7 @@ def _expand_block(where, label, protocol, block, data_dir):
                             values = {**fixed, "hidden": tuple(hidden), "construction": construction,
                                       "degrees": degrees, "dropout": tuple(dropout), "seed": seed}
                             try:
-                                yield TrainConfig(**values).validate()
+                                yield TrainConfig(**values)
                             except SparsetopoError as exc:
                                 raise SparsetopoError(f"{where}: {label} {exc}") from None
 

@@ -75,7 +75,8 @@ RUN_COLUMNS: dict[str, str] = {
     "momentum": "REAL",
     "activation": "TEXT",
     "init": "TEXT",
-    "backend": "TEXT",
+    "backend": "TEXT",              # what computed the run: engine/kernel, e.g. "fused-population/sparse"
+    "requested_backend": "TEXT",    # the config's backend: masked, sparse or auto
     "seed": "INTEGER",
     "limit_train": "INTEGER",
     # outcome

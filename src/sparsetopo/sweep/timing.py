@@ -21,8 +21,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.population import MEMBER_FIELDS
-from sparsetopo.train import TrainConfig, train
+from sparsetopo.train import MEMBER_FIELDS, TrainConfig, train
 
 TABLE = "timings"
 DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # input-layer densities; fully connected is added
@@ -74,9 +73,8 @@ def measure_epoch_times(db, densities: Sequence[float] = DENSITIES, backends: Se
     rows = []
     for i, config in enumerate(configs):
         result = train(config, dataset=dataset)
-        row = result_row(result, "timing", measures=False)
-        # the backend a layer ran on, which is what is timed (the config's may say "auto")
-        rows.append({**{name: row[name] for name in COLUMNS}, "backend": result.layers[0]["backend"]})
+        row = result_row(result, "timing", measures=False)  # its backend: what ran, e.g. "fused/sparse"
+        rows.append({name: row[name] for name in COLUMNS})
         if on_run is not None:
             on_run(i + 1, len(configs))
     frame = pd.DataFrame(rows)

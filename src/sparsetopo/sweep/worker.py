@@ -4,8 +4,8 @@
 dicts and returns plain row dicts (one per config, in order), so any executor can carry it:
 a local process pool, Ray, or the coordinator itself. The dataset is loaded once per worker
 process (module-level cache). Configs that share
-:func:`sparsetopo.population.population_key` are trained together by
-:func:`sparsetopo.population.train_population` (one interpreter overhead per step, or one
+:func:`sparsetopo.train.population_key` are trained together by
+:func:`sparsetopo.train.train_population` (one interpreter overhead per step, or one
 compiled call per epoch, for the whole group); a lone config, every config with
 ``population=False``, and the members of a group whose population training raised are
 trained by :func:`sparsetopo.train.train`.
@@ -16,7 +16,6 @@ chunk; the coordinator counts the attempt and retries it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -25,14 +24,13 @@ import time
 import traceback
 
 from sparsetopo.jsonable import plain
-from sparsetopo.population import population_key, train_population
+from sparsetopo.sweep.measures import run_measures
 from sparsetopo.sweep.spec import run_id
-from sparsetopo.train import TrainConfig, train
+from sparsetopo.train import TrainConfig, population_key, train, train_population
 
-__all__ = ["run_chunk", "init_worker", "result_row", "graph_measures"]
+__all__ = ["run_chunk", "init_worker", "result_row"]
 
 _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
-_MEASURES: dict = {}   # fingerprint -> measures dict, per worker process
 
 
 def init_worker(coordinator_pid: int | None = None) -> None:
@@ -149,7 +147,8 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
         "momentum": config.momentum,
         "activation": config.activation,
         "init": config.init,
-        "backend": config.backend,
+        "backend": result.backend,            # what computed it, e.g. "fused-population/sparse"
+        "requested_backend": config.backend,  # what the config asked for (masked, sparse, auto)
         "seed": config.seed,
         "limit_train": config.limit_train,
         "status": result.status,
@@ -171,36 +170,9 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
         for name in ("max", "min", "mean", "std"):
             row[f"{prefix}_{name}"] = s[name]
     if measures and topologies is not None:
-        metrics, cache = graph_measures(topologies)
+        metrics, cache = run_measures(topologies)
         row["metrics"], row["measure_cache"] = metrics, cache
     return row
-
-
-def graph_measures(topologies) -> tuple[dict | None, dict]:
-    """(metrics, {fingerprint: measures}) of a network's layers and of the whole network.
-
-    Uses :mod:`sparsetopo.spectral` (``layer_measures``, ``network_measures``) when it can be
-    imported; returns ``(None, {})`` otherwise, leaving the store's measure columns NULL.
-    Each topology is measured once per process (cache keyed by ``Topology.fingerprint``).
-    """
-    try:
-        from sparsetopo.spectral import layer_measures, network_measures
-    except ImportError:
-        return None, {}
-    cache = {}
-    layers = []
-    for topology in topologies:
-        key = topology.fingerprint
-        if key not in _MEASURES:
-            _MEASURES[key] = plain(layer_measures(topology))
-        layers.append(_MEASURES[key])
-        cache[key] = _MEASURES[key]
-    net_key = "net:" + hashlib.sha256("|".join(t.fingerprint for t in topologies).encode()).hexdigest()
-    if net_key not in _MEASURES:
-        _MEASURES[net_key] = plain(network_measures(list(topologies)))
-    cache[net_key] = _MEASURES[net_key]
-    return {"layers": layers, "network": _MEASURES[net_key],
-            "fingerprints": [t.fingerprint for t in topologies], "network_fingerprint": net_key}, cache
 
 
 def _json(value) -> str:

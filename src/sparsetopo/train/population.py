@@ -2,14 +2,14 @@
 
 A sweep trains thousands of small networks that differ only in their topology and seed. One
 64-300-10 network at batch 8 keeps a CPU core busy with interpreter, autograd and optimizer
-overhead rather than arithmetic (DESIGN.md §7), so :func:`train_population` trains a whole
+overhead rather than arithmetic, so :func:`train_population` trains a whole
 group at once. Two engines:
 
 * ``"fused"`` (the default for sigmoid networks, the paper's only activation): one numba call
-  per epoch (:func:`sparsetopo.nn.population_kernels.population_batches`) trains every member
+  per epoch (:func:`sparsetopo.kernels.population.population_batches`) trains every member
   over its *connected* weights only (CSR/CSC per member, concatenated per layer), members
   spread over the cores with ``prange``. Each member runs the sequential fused epoch's body
-  (:func:`sparsetopo.nn.kernels.train_batches`) and its SIMD kernels on its own thread. No
+  (:func:`sparsetopo.kernels.step.train_batches`) and its SIMD kernels on its own thread. No
   Python runs per step, and pruned connections cost nothing. Evaluation is a numba call too.
 * ``"torch"``: the members stacked into ``(P, n_in, n_out)`` tensors, one ``torch.baddbmm``
   per layer and step, the update written out elementwise (any activation). Kept for other
@@ -19,9 +19,8 @@ Each member is exactly the network :func:`sparsetopo.train.train` would train fo
 
 * topology and initial weights come from :func:`sparsetopo.train.build_model`, so they are
   bit-identical;
-* every epoch each member draws its own permutation from its own shuffling generator
-  (``derive_seed(seed, "shuffle", epoch)``) and its own dropout numbers from its own dropout
-  generator in the order ``train()`` draws them (batch by batch, layer by layer). Members share
+* every epoch each member draws its own permutation and its own dropout numbers from its own
+  generators (:func:`sparsetopo.train.seeds.epoch_generators`) in the order ``train()`` draws them (batch by batch, layer by layer). Members share
   the batch boundaries because they share the number of examples and ``batch_size``;
 * each member's gradient is its own loss's (the torch engine sums the members' losses, whose
   cross-derivatives are zero; the fused engine never mixes members at all);
@@ -44,6 +43,10 @@ of members trained in that epoch, i.e. the core-seconds one network cost; ``RunR
 likewise for the whole call. They are comparable with ``train()``'s (one thread per sweep
 worker), and summing them over members gives the population's core time. Checkpointing and
 resume are not offered here; a sweep re-runs a population.
+
+Each result's ``backend`` names the engine: ``fused-population/sparse`` (the fused engine
+always computes over connected weights only) or ``torch-population/masked`` (the stack always
+computes dense weights times masks), whatever backend the config asked for.
 """
 
 from __future__ import annotations
@@ -58,9 +61,12 @@ import torch
 import torch.nn.functional as F
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn import ACTIVATIONS, SparseMLP
-from sparsetopo.seeding import derive_seed
-from sparsetopo.train import EpochRecord, RunResult, TrainConfig, build_model, run_result, training_tensors
+from sparsetopo.kernels import population as kernels
+from sparsetopo.nn import ACTIVATIONS, SparseMLP, SparseIndex
+from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
+from sparsetopo.train.fused import batch_counts
+from sparsetopo.train.loop import build_model, run_result, training_tensors
+from sparsetopo.train.seeds import epoch_generators, epoch_order
 
 __all__ = ["ENGINES", "FUSED_ACTIVATIONS", "MEMBER_FIELDS", "STACK_FLOATS", "check_population", "members_per_stack", "population_key",
            "train_population"]
@@ -92,7 +98,7 @@ def population_key(config: TrainConfig) -> tuple:
 
 
 def check_population(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
-    """Validate every config and check that all share :func:`population_key`.
+    """Check that every config is a TrainConfig (valid by construction) and that all share :func:`population_key`.
 
     Raises SparsetopoError naming the first member and field that differ from ``configs[0]``.
     """
@@ -102,7 +108,6 @@ def check_population(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
     for i, config in enumerate(configs):
         if not isinstance(config, TrainConfig):
             raise SparsetopoError(f"configs[{i}] is a {type(config).__name__}, not a TrainConfig")
-        config.validate()
     reference = dict(population_key(configs[0]))
     for i, config in enumerate(configs[1:], start=1):
         for name, value in population_key(config):
@@ -274,7 +279,7 @@ def train_population(
         members share no arrays, so a bigger population costs no more per member). Longer
         lists are trained as consecutive stacks of at most this many.
     engine : "fused" (one numba call per epoch trains every member over its connected
-        weights: :mod:`sparsetopo.nn.population_kernels`; sigmoid networks only), "torch"
+        weights: :mod:`sparsetopo.kernels.population`; sigmoid networks only), "torch"
         (stacked dense tensors and batched matmuls, any activation) or "auto" (fused when
         the activation is sigmoid, else torch).
     threads : cores the fused engine spreads the members over; None uses
@@ -322,19 +327,17 @@ def train_population(
 def _shuffle_orders(configs: Sequence[TrainConfig], members: Sequence[int], n: int, epoch: int) -> torch.Tensor:
     """(len(members), n): each member's permutation of this epoch, from its own shuffling
     generator exactly as ``train()`` draws it."""
-    return torch.stack([
-        torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(configs[i].seed, "shuffle", epoch)))
-        for i in members
-    ])
+    return torch.stack([epoch_order(configs[i].seed, epoch, n) for i in members])
 
 
-def _results(configs, models, histories, status, x_test, y_test, started: float, cores: int) -> list[RunResult]:
+def _results(configs, models, histories, status, x_test, y_test, started: float, cores: int,
+             engine: str) -> list[RunResult]:
     """One RunResult per member; ``seconds`` is the call's wall time on ``cores`` cores shared
     equally among the members (core-seconds, module docstring "Timing")."""
     elapsed = time.perf_counter() - started
     results = []
     for config, model, history, state in zip(configs, models, histories, status):
-        result = run_result(config, model, history, state, x_test, y_test, started)
+        result = run_result(config, model, history, state, x_test, y_test, started, engine)
         result.seconds = elapsed * cores / len(configs)
         results.append(result)
     return results
@@ -367,7 +370,7 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
         dropout = None
         if any(widths):
             dropout = _DropoutStream(
-                [torch.Generator().manual_seed(derive_seed(configs[i].seed, "dropout", epoch)) for i in active],
+                [epoch_generators(configs[i].seed, epoch).dropout for i in active],
                 widths, batch_sizes)
         totals = torch.zeros(len(active), dtype=torch.float64)
         for start in range(0, n, batch):
@@ -398,18 +401,17 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
 
     for row, member in enumerate(active):
         stack.write_back(row, models[member])
-    return _results(configs, models, histories, status, x_test, y_test, started, torch.get_num_threads())
+    return _results(configs, models, histories, status, x_test, y_test, started, torch.get_num_threads(),
+                    "torch-population/masked")
 
 
 class _FusedPopulation:
     """Every member's connected weights, buffers and CSR/CSC index in the flat per-layer arrays
-    :mod:`sparsetopo.nn.population_kernels` reads (member ``p``'s slice of layer ``l`` is
+    :mod:`sparsetopo.kernels.population` reads (member ``p``'s slice of layer ``l`` is
     ``offsets[l, p]:offsets[l, p + 1]``). Built once; members that diverge are simply left
     out of later calls, so no array is ever compacted or copied."""
 
     def __init__(self, models: Sequence[SparseMLP]):
-        from sparsetopo.nn.sparse_ops import SparseIndex
-
         n_layers = len(models[0].layers)
         self.sizes = np.array(models[0].sizes, dtype=np.int64)
         self.offsets = np.zeros((n_layers, len(models) + 1), dtype=np.int64)
@@ -441,9 +443,6 @@ class _FusedPopulation:
         """
         import numba
 
-        from sparsetopo.nn import population_kernels as kernels
-        from sparsetopo.nn.fused import batch_counts
-
         n = orders.shape[1]
         counts = batch_counts(n, batch_size)
         n_batches = counts.size
@@ -472,8 +471,6 @@ class _FusedPopulation:
 
     def accuracies(self, x, y, members, threads) -> np.ndarray:
         import numba
-
-        from sparsetopo.nn import population_kernels as kernels
 
         correct = np.zeros(len(members), dtype=np.int64)
         previous = numba.get_num_threads()
@@ -531,8 +528,7 @@ def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | N
             # Each member's dropout generator, drawn in train()'s order: torch's CPU generator
             # yields the same numbers for one draw of the concatenated size, so consecutive
             # chunks of batches are consecutive draws.
-            generators = [torch.Generator().manual_seed(derive_seed(configs[i].seed, "dropout", epoch))
-                          for i in active]
+            generators = [epoch_generators(configs[i].seed, epoch).dropout for i in active]
 
             def uniforms(first, stop, generators=generators):
                 count = (min(n, stop * batch) - first * batch) * per_example
@@ -558,4 +554,5 @@ def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | N
 
     for member, model in enumerate(models):
         population.write_back(member, model)
-    return _results(configs, models, histories, status, x_test, y_test, started, threads)
+    return _results(configs, models, histories, status, x_test, y_test, started, threads,
+                    "fused-population/sparse")

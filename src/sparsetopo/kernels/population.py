@@ -8,13 +8,13 @@ no numbers) are spread over the cores with ``prange``: no interpreter work per s
 parallelism without any synchronisation.
 
 No arithmetic lives here. Each member's batches are
-:func:`sparsetopo.nn.kernels.train_batches`, the body of the sequential fused epoch, with the
-serial SIMD kernels of :mod:`sparsetopo.nn.kernels` (a member is far too small to repay the
+:func:`sparsetopo.kernels.step.train_batches`, the body of the sequential fused epoch, with the
+serial SIMD kernels of :mod:`sparsetopo.kernels.layer` (a member is far too small to repay the
 thread pool, and the cores are already busy with other members); evaluation is their
-:func:`~sparsetopo.nn.kernels.forward_serial`. So a member computes what ``train()`` on the
+:func:`~sparsetopo.kernels.layer.forward_serial`. So a member computes what ``train()`` on the
 sparse backend computes, in the same summation order: the two cannot drift apart.
 
-Layout (see :func:`sparsetopo.nn.kernels.train_batches`): every per-layer argument is a tuple
+Layout (see :func:`sparsetopo.kernels.step.train_batches`): every per-layer argument is a tuple
 indexed by layer; within a layer the members' connected weights are concatenated (member
 ``p``'s slice is ``offsets[l, p]:offsets[l, p + 1]``, in its topology's CSR order) and its bias
 and CSR/CSC pointer rows are ``biases[l][p]``, ``indptr[l][p]`` / ``col_ptr[l][p]``. Members of
@@ -22,7 +22,7 @@ one population share layer sizes but not connection counts, so one flat array pe
 offsets holds them all without padding.
 
 Reproducibility: the kernels' summation order is fixed at compile time (``FASTMATH`` in
-:mod:`sparsetopo.nn.kernels`) and each member runs on one thread from start to end, so results
+:mod:`sparsetopo.kernels.options`) and each member runs on one thread from start to end, so results
 are the same bits run to run and whatever the number of threads.
 """
 
@@ -31,7 +31,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from sparsetopo.nn.kernels import BLOCK, FASTMATH, forward_serial, train_batches
+from sparsetopo.kernels.layer import forward_serial
+from sparsetopo.kernels.options import BLOCK, FASTMATH
+from sparsetopo.kernels.step import train_batches
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)

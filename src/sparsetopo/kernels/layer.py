@@ -1,4 +1,5 @@
-"""Numba kernels of the truly sparse backend: work and memory follow the number of connections.
+"""Layer maths of the truly sparse backend (forward, backward, SDDMM): work and memory follow the
+number of connections.
 
 Why numba: it needs no compiler toolchain at install time (llvmlite ships as wheels on PyPI),
 caches compiled kernels on disk (``cache=True``) so only the first process pays for
@@ -11,7 +12,7 @@ thread count; it may differ from masked-dense in the last bits, as any other ord
 Layout: activations are *feature-major* (``a[feature, example]``, C-contiguous float32), so
 that for one connection ``(i, j)`` the batch of products ``w * x[i, :]`` is a contiguous,
 vectorisable loop. A layer's connections are addressed two ways, both built once from the
-Topology (see :class:`sparsetopo.nn.sparse_ops.SparseIndex`):
+Topology (the arrays of :class:`sparsetopo.nn.sparse_ops.SparseIndex`):
 
 * CSR by input: ``indptr``, ``indices``; the weights ``values`` are stored in this order.
 * CSC by output: ``col_ptr``, ``col_rows`` and ``col_perm`` (the CSR position of each edge),
@@ -30,14 +31,9 @@ from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# Floating-point flags of the kernels. "contract" lets LLVM fuse a multiply and an add into one
-# FMA; "reassoc" lets it reorder a sum, which is what turns a dot product over the batch into
-# SIMD partial sums. Both only fix the order at compile time: the same build computes the same
-# bits run after run (and whatever the number of threads, as every sum lies in one chunk). No
-# "nnan"/"ninf": NaN and infinities still propagate as IEEE says, so a diverging run shows.
-FASTMATH = {"reassoc", "contract"}
-BLOCK = 32  # batch columns one accumulator holds: the paper's batch, four AVX2 registers
-UNROLL = 4  # connections per pass over the accumulator (8 measured slower: register pressure)
+from sparsetopo.kernels.options import BLOCK, FASTMATH, UNROLL
+from sparsetopo.kernels.sgd import apply_update
+
 
 
 @intrinsic
@@ -167,19 +163,6 @@ def _backward_input_rows(lo, hi, gyt, values, indptr, indices, gxt, act, sigmoid
                               act[:, b0:b0 + BLOCK], sigmoid_grad)
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def _apply(e, g, gv, values, buf, lr, momentum, nesterov, update):
-    if not update:
-        gv[e] = g
-        return
-    m = momentum * buf[e] + g
-    buf[e] = m
-    if nesterov:
-        values[e] -= lr * (g + momentum * m)
-    else:
-        values[e] -= lr * m
-
-
 @njit(fastmath=FASTMATH, cache=True)
 def _backward_values_rows(lo, hi, xt, gyt, indptr, indices, gv, values, buf, lr, momentum, nesterov, update):
     # UNROLL dot products at once against the same input row: x is loaded once per column for
@@ -204,17 +187,17 @@ def _backward_values_rows(lo, hi, xt, gyt, indptr, indices, gv, values, buf, lr,
                 s1 += xb * g1[b]
                 s2 += xb * g2[b]
                 s3 += xb * g3[b]
-            _apply(e, s0, gv, values, buf, lr, momentum, nesterov, update)
-            _apply(e + 1, s1, gv, values, buf, lr, momentum, nesterov, update)
-            _apply(e + 2, s2, gv, values, buf, lr, momentum, nesterov, update)
-            _apply(e + 3, s3, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e, s0, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e + 1, s1, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e + 2, s2, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e + 3, s3, gv, values, buf, lr, momentum, nesterov, update)
             e += UNROLL
         while e < end:
             g0 = gyt[indices[e]]
             s0 = np.float32(0.0)
             for b in range(nb):
                 s0 += x[b] * g0[b]
-            _apply(e, s0, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e, s0, gv, values, buf, lr, momentum, nesterov, update)
             e += 1
 
 
@@ -257,10 +240,10 @@ def _backward_both_block(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sig
                 s1 += xb * g1[t]
                 s2 += xb * g2[t]
                 s3 += xb * g3[t]
-            _apply(e, s0, gv, values, buf, lr, momentum, nesterov, update)
-            _apply(e + 1, s1, gv, values, buf, lr, momentum, nesterov, update)
-            _apply(e + 2, s2, gv, values, buf, lr, momentum, nesterov, update)
-            _apply(e + 3, s3, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e, s0, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e + 1, s1, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e + 2, s2, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e + 3, s3, gv, values, buf, lr, momentum, nesterov, update)
             e += UNROLL
         while e < end:
             w0 = values[e]
@@ -269,7 +252,7 @@ def _backward_both_block(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sig
             for t in range(m):
                 acc[t] += w0 * g0[t]
                 s0 += x[t] * g0[t]
-            _apply(e, s0, gv, values, buf, lr, momentum, nesterov, update)
+            apply_update(e, s0, gv, values, buf, lr, momentum, nesterov, update)
             e += 1
         out = gxt[i]
         if sigmoid_grad:
@@ -409,182 +392,3 @@ def backward_sgd_serial(xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad
     """:func:`backward_sgd` on the calling thread."""
     _backward_both_rows(0, gxt.shape[0], xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad,
                         values, buf, lr, momentum, nesterov, True)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def bias_sgd(gyt, bias, buf, lr, momentum, nesterov):
-    """The bias gradient (sum over the batch) applied by the same SGD rule as the weights."""
-    n_out, nb = gyt.shape
-    for j in range(n_out):
-        g = np.float32(0.0)
-        for b in range(nb):
-            g += gyt[j, b]
-        m = momentum * buf[j] + g
-        buf[j] = m
-        if nesterov:
-            bias[j] -= lr * (g + momentum * m)
-        else:
-            bias[j] -= lr * m
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def gather_transposed(x, rows, out):
-    """``out[f, b] = x[rows[b], f]``: a batch of examples, feature-major."""
-    nb = rows.shape[0]
-    for b in range(nb):
-        r = rows[b]
-        for f in range(x.shape[1]):
-            out[f, b] = x[r, f]
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def mse_sigmoid_delta(yt, targets, rows, dt):
-    """Mean squared error of ``yt`` against one-hot ``targets[rows]`` and its gradient.
-
-    Writes the gradient to the pre-activations of the sigmoid output layer,
-    ``2 (y - t) / (batch * n_out) * y (1 - y)`` (what ``F.mse_loss``'s mean reduction gives),
-    to ``dt``, and returns the loss.
-    """
-    n_out, nb = yt.shape
-    scale = np.float32(2.0 / (nb * n_out))
-    total = 0.0
-    for b in range(nb):
-        r = rows[b]
-        for j in range(n_out):
-            y = yt[j, b]
-            diff = y - targets[r, j]
-            total += diff * diff
-            dt[j, b] = scale * diff * y * (np.float32(1.0) - y)
-    return total / (nb * n_out)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def _block(buffer, offset, n_rows, nb):
-    """A feature-major ``n_rows x nb`` view into a flat scratch buffer."""
-    return buffer[offset: offset + n_rows * nb].reshape((n_rows, nb))
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def dropout_inputs(a, u, u_pos, rate, scale, d):
-    """``d = a * keep / scale`` with ``keep = u >= rate`` (``scale`` is float32 ``1 - rate``).
-
-    ``u`` is read from ``u_pos`` in the order :class:`sparsetopo.nn.SparseMLP` draws it,
-    ``torch.rand((batch, n_features))`` (example-major), so that a member trained here drops
-    exactly the units its autograd run drops.
-    """
-    n_f, nb = a.shape
-    for t in range(nb):
-        base = u_pos + t * n_f
-        for f in range(n_f):
-            keep = np.float32(1.0) if u[base + f] >= rate else np.float32(0.0)
-            d[f, t] = (a[f, t] * keep) / scale
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def dropout_grad(g, dropped, scale):
-    """``g *= keep / scale``: the gradient through a dropout whose output is ``dropped``.
-
-    The keep pattern is read back from the dropped copy rather than stored: a kept sigmoid
-    output is > 0 unless it underflowed to 0, and then its gradient ``a (1 - a)`` (already in
-    ``g``) is 0 anyway.
-    """
-    n_f, nb = g.shape
-    for f in range(n_f):
-        for t in range(nb):
-            g[f, t] = g[f, t] / scale if dropped[f, t] != 0.0 else np.float32(0.0)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scales, u, values, biases,
-                  value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms, offsets, p,
-                  parallel, lr, momentum, nesterov, n_chunks, losses):
-    """Minibatch SGD on batches ``first .. stop - 1`` of one sparse sigmoid MLP, MSE on one-hot
-    targets: the body of both the sequential fused epoch (:func:`train_epoch`) and the
-    population engine (:mod:`sparsetopo.nn.population_kernels`), so the two cannot drift apart.
-
-    Per batch (the rows ``order[start:start + batch_size]`` of ``x``, the same batches as the
-    autograd loop in :func:`sparsetopo.train.train`): input dropout of layers with
-    ``rates[l] > 0`` (numbers ``u`` from the start of batch ``first``, see
-    :func:`dropout_inputs`), forward with sigmoid, the MSE gradient, then from the last layer
-    down the gradient to the layer's inputs (with the weights *before* this step's update, as
-    autograd does) and the SGD update of the layer's connected weights, bias and momentum
-    buffers, in place. ``losses[step - first]`` gets each batch's mean loss.
-
-    Layout: per-layer arguments are homogeneous tuples indexed by layer, and may hold several
-    networks: the network trained is ``p``, its connected weights (and buffers, ``indices``,
-    ``col_rows``, ``col_perms``) the slice ``offsets[l, p]:offsets[l, p + 1]`` of the layer's
-    flat arrays, its bias and pointer rows ``biases[l][p]``, ``indptrs[l][p]``,
-    ``col_ptrs[l][p]``. One network alone is ``p = 0`` with one row each. ``parallel[l]`` says
-    whether layer ``l`` runs on the thread pool (never from inside a ``prange``).
-    """
-    n_layers = sizes.shape[0] - 1
-    n = order.shape[0]
-    at = np.zeros(n_layers + 2, dtype=np.int64)   # where each layer's block starts
-    drops = False
-    for l in range(n_layers + 1):
-        at[l + 1] = at[l] + sizes[l] * batch_size
-        if l < n_layers and rates[l] > 0:
-            drops = True
-    act = np.empty(at[n_layers + 1], dtype=np.float32)      # every layer's activations
-    delta = np.empty(at[n_layers + 1], dtype=np.float32)    # gradients to pre-activations
-    dropped = np.empty(at[n_layers] if drops else 0, dtype=np.float32)  # layer inputs after dropout
-    u_pos = 0
-    for step in range(first, stop):
-        start = step * batch_size
-        nb = min(batch_size, n - start)
-        rows = order[start: start + nb]
-        gather_transposed(x, rows, _block(act, at[0], sizes[0], nb))
-        for l in range(n_layers):
-            inp = _block(act, at[l], sizes[l], nb)
-            if rates[l] > 0:
-                d = _block(dropped, at[l], sizes[l], nb)
-                dropout_inputs(inp, u, u_pos, rates[l], scales[l], d)
-                u_pos += nb * sizes[l]
-                inp = d
-            lo, hi = offsets[l, p], offsets[l, p + 1]
-            a_out = _block(act, at[l + 1], sizes[l + 1], nb)
-            if parallel[l]:
-                forward(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
-                        col_perms[l][lo:hi], a_out, True, n_chunks)
-            else:
-                forward_serial(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
-                               col_perms[l][lo:hi], a_out, True)
-        losses[step - first] = mse_sigmoid_delta(_block(act, at[n_layers], sizes[n_layers], nb), targets, rows,
-                                                 _block(delta, at[n_layers], sizes[n_layers], nb))
-        for l in range(n_layers - 1, -1, -1):
-            lo, hi = offsets[l, p], offsets[l, p + 1]
-            v = values[l][lo:hi]
-            buf = value_bufs[l][lo:hi]
-            ip = indptrs[l][p]
-            idx = indices[l][lo:hi]
-            a_in = _block(act, at[l], sizes[l], nb)
-            inp = _block(dropped, at[l], sizes[l], nb) if rates[l] > 0 else a_in
-            d_out = _block(delta, at[l + 1], sizes[l + 1], nb)
-            if l > 0:  # the gradient to the inputs and the step, in one pass
-                d_in = _block(delta, at[l], sizes[l], nb)
-                if parallel[l]:
-                    backward_sgd(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, n_chunks)
-                else:
-                    backward_sgd_serial(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov)
-                if rates[l] > 0:
-                    dropout_grad(d_in, inp, scales[l])
-            elif parallel[l]:  # the first layer needs no gradient to the data
-                backward_values_sgd(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov, n_chunks)
-            else:
-                backward_values_sgd_serial(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov)
-            bias_sgd(d_out, biases[l][p], bias_bufs[l][p], lr, momentum, nesterov)
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def train_epoch(x, targets, order, batch_size, values, biases, value_bufs, bias_bufs, indptrs, indices,
-                col_ptrs, col_rows, col_perms, offsets, sizes, parallel, lr, momentum, nesterov, n_chunks, losses):
-    """One epoch of one network without dropout: :func:`train_batches` over every batch, with
-    network ``p = 0`` (``biases``, ``bias_bufs``, ``indptrs``, ``col_ptrs`` as one-row 2-D
-    views, ``offsets[l] = (0, nnz_l)``). ``losses[step]`` gets each batch's mean loss."""
-    n_layers = sizes.shape[0] - 1
-    n_batches = (order.shape[0] + batch_size - 1) // batch_size
-    rates = np.zeros(n_layers, dtype=np.float32)
-    scales = np.ones(n_layers, dtype=np.float32)
-    train_batches(x, targets, order, 0, n_batches, batch_size, sizes, rates, scales, np.empty(0, dtype=np.float32),
-                  values, biases, value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms,
-                  offsets, 0, parallel, lr, momentum, nesterov, n_chunks, losses)

@@ -1,0 +1,16 @@
+"""Numba kernels: the compiled arithmetic under the sparse backend and the fused training engines.
+
+Nothing here imports torch; every function takes and fills numpy arrays. One job per module:
+
+* :mod:`.options`: compile-time flags (``FASTMATH``) and register blocking shared by all kernels;
+* :mod:`.layer`: a sparse layer's forward, input gradient and weight gradient (SDDMM), serial
+  and parallel, optionally with the SGD update fused into the weight-gradient pass;
+* :mod:`.sgd`: the SGD rule with (Nesterov) momentum, as torch.optim.SGD applies it;
+* :mod:`.step`: MSE on sigmoid outputs, dropout, and the batch loop of one network
+  (:func:`~.step.train_batches`, :func:`~.step.train_epoch`);
+* :mod:`.population`: many networks' batch loops at once, one member per thread;
+* :mod:`.threads`: how many chunks a parallel kernel makes, and when a layer stays serial.
+
+Torch modules call these through :mod:`sparsetopo.nn.sparse_ops`; the training engines in
+:mod:`sparsetopo.train` call :mod:`.step` and :mod:`.population`.
+"""

@@ -1,0 +1,180 @@
+"""One training step of a sparse sigmoid MLP in compiled code: MSE, dropout, SGD, the batch loop.
+
+:func:`train_batches` is the body of both the sequential fused epoch
+(:mod:`sparsetopo.train.fused`, through :func:`train_epoch`) and the population engine
+(:mod:`sparsetopo.kernels.population`), so the two cannot drift apart. The layer maths it calls
+are :mod:`sparsetopo.kernels.layer`'s; the update rule is :mod:`sparsetopo.kernels.sgd`'s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from sparsetopo.kernels.layer import (backward_sgd, backward_sgd_serial, backward_values_sgd,
+                                      backward_values_sgd_serial, forward, forward_serial)
+from sparsetopo.kernels.options import FASTMATH
+from sparsetopo.kernels.sgd import bias_sgd
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def gather_transposed(x, rows, out):
+    """``out[f, b] = x[rows[b], f]``: a batch of examples, feature-major."""
+    nb = rows.shape[0]
+    for b in range(nb):
+        r = rows[b]
+        for f in range(x.shape[1]):
+            out[f, b] = x[r, f]
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def mse_sigmoid_delta(yt, targets, rows, dt):
+    """Mean squared error of ``yt`` against one-hot ``targets[rows]`` and its gradient.
+
+    Writes the gradient to the pre-activations of the sigmoid output layer,
+    ``2 (y - t) / (batch * n_out) * y (1 - y)`` (what ``F.mse_loss``'s mean reduction gives),
+    to ``dt``, and returns the loss.
+    """
+    n_out, nb = yt.shape
+    scale = np.float32(2.0 / (nb * n_out))
+    total = 0.0
+    for b in range(nb):
+        r = rows[b]
+        for j in range(n_out):
+            y = yt[j, b]
+            diff = y - targets[r, j]
+            total += diff * diff
+            dt[j, b] = scale * diff * y * (np.float32(1.0) - y)
+    return total / (nb * n_out)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _block(buffer, offset, n_rows, nb):
+    """A feature-major ``n_rows x nb`` view into a flat scratch buffer."""
+    return buffer[offset: offset + n_rows * nb].reshape((n_rows, nb))
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def dropout_inputs(a, u, u_pos, rate, scale, d):
+    """``d = a * keep / scale`` with ``keep = u >= rate`` (``scale`` is float32 ``1 - rate``).
+
+    ``u`` is read from ``u_pos`` in the order :class:`sparsetopo.nn.SparseMLP` draws it,
+    ``torch.rand((batch, n_features))`` (example-major), so that a member trained here drops
+    exactly the units its autograd run drops.
+    """
+    n_f, nb = a.shape
+    for t in range(nb):
+        base = u_pos + t * n_f
+        for f in range(n_f):
+            keep = np.float32(1.0) if u[base + f] >= rate else np.float32(0.0)
+            d[f, t] = (a[f, t] * keep) / scale
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def dropout_grad(g, dropped, scale):
+    """``g *= keep / scale``: the gradient through a dropout whose output is ``dropped``.
+
+    The keep pattern is read back from the dropped copy rather than stored: a kept sigmoid
+    output is > 0 unless it underflowed to 0, and then its gradient ``a (1 - a)`` (already in
+    ``g``) is 0 anyway.
+    """
+    n_f, nb = g.shape
+    for f in range(n_f):
+        for t in range(nb):
+            g[f, t] = g[f, t] / scale if dropped[f, t] != 0.0 else np.float32(0.0)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scales, u, values, biases,
+                  value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms, offsets, p,
+                  parallel, lr, momentum, nesterov, n_chunks, losses):
+    """Minibatch SGD on batches ``first .. stop - 1`` of one sparse sigmoid MLP, MSE on one-hot
+    targets: the body of both the sequential fused epoch (:func:`train_epoch`) and the
+    population engine (:mod:`sparsetopo.kernels.population`), so the two cannot drift apart.
+
+    Per batch (the rows ``order[start:start + batch_size]`` of ``x``, the same batches as the
+    autograd loop in :func:`sparsetopo.train.train`): input dropout of layers with
+    ``rates[l] > 0`` (numbers ``u`` from the start of batch ``first``, see
+    :func:`dropout_inputs`), forward with sigmoid, the MSE gradient, then from the last layer
+    down the gradient to the layer's inputs (with the weights *before* this step's update, as
+    autograd does) and the SGD update of the layer's connected weights, bias and momentum
+    buffers, in place. ``losses[step - first]`` gets each batch's mean loss.
+
+    Layout: per-layer arguments are homogeneous tuples indexed by layer, and may hold several
+    networks: the network trained is ``p``, its connected weights (and buffers, ``indices``,
+    ``col_rows``, ``col_perms``) the slice ``offsets[l, p]:offsets[l, p + 1]`` of the layer's
+    flat arrays, its bias and pointer rows ``biases[l][p]``, ``indptrs[l][p]``,
+    ``col_ptrs[l][p]``. One network alone is ``p = 0`` with one row each. ``parallel[l]`` says
+    whether layer ``l`` runs on the thread pool (never from inside a ``prange``).
+    """
+    n_layers = sizes.shape[0] - 1
+    n = order.shape[0]
+    at = np.zeros(n_layers + 2, dtype=np.int64)   # where each layer's block starts
+    drops = False
+    for l in range(n_layers + 1):
+        at[l + 1] = at[l] + sizes[l] * batch_size
+        if l < n_layers and rates[l] > 0:
+            drops = True
+    act = np.empty(at[n_layers + 1], dtype=np.float32)      # every layer's activations
+    delta = np.empty(at[n_layers + 1], dtype=np.float32)    # gradients to pre-activations
+    dropped = np.empty(at[n_layers] if drops else 0, dtype=np.float32)  # layer inputs after dropout
+    u_pos = 0
+    for step in range(first, stop):
+        start = step * batch_size
+        nb = min(batch_size, n - start)
+        rows = order[start: start + nb]
+        gather_transposed(x, rows, _block(act, at[0], sizes[0], nb))
+        for l in range(n_layers):
+            inp = _block(act, at[l], sizes[l], nb)
+            if rates[l] > 0:
+                d = _block(dropped, at[l], sizes[l], nb)
+                dropout_inputs(inp, u, u_pos, rates[l], scales[l], d)
+                u_pos += nb * sizes[l]
+                inp = d
+            lo, hi = offsets[l, p], offsets[l, p + 1]
+            a_out = _block(act, at[l + 1], sizes[l + 1], nb)
+            if parallel[l]:
+                forward(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
+                        col_perms[l][lo:hi], a_out, True, n_chunks)
+            else:
+                forward_serial(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
+                               col_perms[l][lo:hi], a_out, True)
+        losses[step - first] = mse_sigmoid_delta(_block(act, at[n_layers], sizes[n_layers], nb), targets, rows,
+                                                 _block(delta, at[n_layers], sizes[n_layers], nb))
+        for l in range(n_layers - 1, -1, -1):
+            lo, hi = offsets[l, p], offsets[l, p + 1]
+            v = values[l][lo:hi]
+            buf = value_bufs[l][lo:hi]
+            ip = indptrs[l][p]
+            idx = indices[l][lo:hi]
+            a_in = _block(act, at[l], sizes[l], nb)
+            inp = _block(dropped, at[l], sizes[l], nb) if rates[l] > 0 else a_in
+            d_out = _block(delta, at[l + 1], sizes[l + 1], nb)
+            if l > 0:  # the gradient to the inputs and the step, in one pass
+                d_in = _block(delta, at[l], sizes[l], nb)
+                if parallel[l]:
+                    backward_sgd(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, n_chunks)
+                else:
+                    backward_sgd_serial(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov)
+                if rates[l] > 0:
+                    dropout_grad(d_in, inp, scales[l])
+            elif parallel[l]:  # the first layer needs no gradient to the data
+                backward_values_sgd(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov, n_chunks)
+            else:
+                backward_values_sgd_serial(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov)
+            bias_sgd(d_out, biases[l][p], bias_bufs[l][p], lr, momentum, nesterov)
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def train_epoch(x, targets, order, batch_size, values, biases, value_bufs, bias_bufs, indptrs, indices,
+                col_ptrs, col_rows, col_perms, offsets, sizes, parallel, lr, momentum, nesterov, n_chunks, losses):
+    """One epoch of one network without dropout: :func:`train_batches` over every batch, with
+    network ``p = 0`` (``biases``, ``bias_bufs``, ``indptrs``, ``col_ptrs`` as one-row 2-D
+    views, ``offsets[l] = (0, nnz_l)``). ``losses[step]`` gets each batch's mean loss."""
+    n_layers = sizes.shape[0] - 1
+    n_batches = (order.shape[0] + batch_size - 1) // batch_size
+    rates = np.zeros(n_layers, dtype=np.float32)
+    scales = np.ones(n_layers, dtype=np.float32)
+    train_batches(x, targets, order, 0, n_batches, batch_size, sizes, rates, scales, np.empty(0, dtype=np.float32),
+                  values, biases, value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms,
+                  offsets, 0, parallel, lr, momentum, nesterov, n_chunks, losses)

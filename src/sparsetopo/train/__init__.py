@@ -1,0 +1,24 @@
+"""Training: what a run is, how one network trains, and how a population trains together.
+
+One job per module:
+
+* :mod:`.config`: :class:`TrainConfig` (the paper's protocol as defaults; validates itself),
+  :class:`EpochRecord`, :class:`RunResult`;
+* :mod:`.seeds`: the per-epoch seed recipe (shuffle and dropout generators);
+* :mod:`.loop`: :func:`train`, one network, with checkpoints and resume;
+* :mod:`.fused`: the fused epoch :func:`train` uses when every layer is sparse;
+* :mod:`.population`: :func:`train_population`, many networks of one shape at once.
+
+The arithmetic of the fused paths lives in :mod:`sparsetopo.kernels`; the networks are
+:mod:`sparsetopo.nn`'s modules, which know nothing of optimizers or epochs.
+"""
+
+from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
+from sparsetopo.train.loop import accuracy, build_model, train, training_tensors
+from sparsetopo.train.population import (ENGINES, MEMBER_FIELDS, check_population, members_per_stack,
+                                         population_key, train_population)
+from sparsetopo.train.seeds import epoch_generators, epoch_order
+
+__all__ = ["ENGINES", "EpochRecord", "MEMBER_FIELDS", "RunResult", "TrainConfig", "accuracy", "build_model",
+           "check_population", "epoch_generators", "epoch_order", "members_per_stack", "population_key", "train",
+           "train_population", "training_tensors"]

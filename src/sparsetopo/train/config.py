@@ -1,0 +1,135 @@
+"""What a training run is and what it yields: :class:`TrainConfig`, :class:`EpochRecord`, :class:`RunResult`.
+
+``TrainConfig``'s defaults are the paper's protocol (Section 4.1): MNIST, 784-H-10, 50 epochs,
+batch 32, mean squared error on one-hot targets, sigmoid on every neuron, Glorot normal
+initialisation, SGD with learning rate 0.01 and Nesterov momentum 0.9. A config checks itself
+when it is made, so every TrainConfig that exists is valid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from sparsetopo.errors import SparsetopoError, check_int
+from sparsetopo.nn import ACTIVATIONS, BACKENDS, INITIALISERS, SparseMLP
+from sparsetopo.topology import get_construction
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the paper's protocol (Section 4.1)."""
+
+    dataset: str = "mnist"                       # the paper's data set
+    hidden: tuple[int, ...] = (300,)             # hidden layer sizes; the paper: 100, 300, 500 or (500, 300)
+    construction: str = "regular_rotating"       # every layer's construction
+    degrees: tuple[int | None, ...] | None = None  # out-degree k per layer; None (or a None entry) = all outputs
+    epochs: int = 50                             # passes over the training set
+    batch_size: int = 32                         # examples per SGD step
+    lr: float = 0.01                             # SGD learning rate ("1%")
+    momentum: float = 0.9                        # Nesterov momentum
+    activation: str = "sigmoid"                  # on every neuron, output included
+    dropout: tuple[float, float] = (0.0, 0.0)    # rates on the input layer and on hidden layers (paper's variant: 0.2, 0.5)
+    init: str = "glorot"                         # "glorot" (Keras glorot_normal) or "glorot_sparse" (real fan-in/out)
+    backend: str = "auto"                        # masked, sparse or auto (decided once per network: nn.backend.layer_backends); numbers equal up to float error
+    seed: int = 0                                # topology, initial weights, shuffling and dropout all derive from it
+    limit_train: int | None = None               # use only the first N training examples (None: all)
+
+    def __post_init__(self):
+        def as_tuple(value):
+            return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+        object.__setattr__(self, "hidden", as_tuple(self.hidden))
+        object.__setattr__(self, "dropout", as_tuple(self.dropout))
+        if self.degrees is not None:
+            object.__setattr__(self, "degrees", as_tuple(self.degrees))
+        self._check()
+
+    def _check(self) -> None:
+        """Raise SparsetopoError naming the first bad field: a TrainConfig that exists is valid."""
+        for h in self.hidden:
+            check_int("hidden size", h, 1)
+        get_construction(self.construction)
+        check_int("epochs", self.epochs, 0)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0)
+        if self.limit_train is not None:
+            check_int("limit_train", self.limit_train, 1)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SparsetopoError(f"lr={self.lr} must be a positive number")
+        if not 0 <= self.momentum < 1:
+            raise SparsetopoError(f"momentum={self.momentum} must be in [0, 1)")
+        if len(self.dropout) != 2 or not all(0 <= p < 1 for p in self.dropout):
+            raise SparsetopoError(f"dropout={list(self.dropout)} must be two rates in [0, 1): input layer, hidden layers")
+        for name, value, valid in (("activation", self.activation, ACTIVATIONS), ("init", self.init, INITIALISERS),
+                                   ("backend", self.backend, BACKENDS)):
+            if value not in valid:
+                raise SparsetopoError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
+        if self.degrees is not None and len(self.degrees) != len(self.hidden) + 1:
+            raise SparsetopoError(
+                f"degrees={list(self.degrees)} has {len(self.degrees)} entries but a network with hidden "
+                f"sizes {list(self.hidden)} has {len(self.hidden) + 1} layers: give one degree per layer"
+            )
+
+    def sizes(self, n_features: int, n_classes: int) -> list[int]:
+        return [n_features, *self.hidden, n_classes]
+
+    def layer_degrees(self, sizes: list[int]) -> list[int]:
+        """The degree of each layer, None entries replaced by the layer's output count."""
+        degrees = self.degrees or (None,) * (len(sizes) - 1)
+        return [sizes[l + 1] if k is None else k for l, k in enumerate(degrees)]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SparsetopoError(f"unknown TrainConfig field(s) {unknown}: valid fields are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int            # 1-based
+    train_loss: float     # mean loss over the epoch's batches
+    test_accuracy: float
+    seconds: float        # training time of the epoch (evaluation excluded)
+
+
+@dataclass
+class RunResult:
+    """What one training run yields: everything the paper's analysis needs."""
+
+    config: TrainConfig
+    status: str                      # "ok" or "diverged" (NaN/inf loss ended the run)
+    test_accuracy: float             # after the last completed epoch
+    history: list[EpochRecord]
+    weight_stats: list[dict]         # per layer: max, min, mean, std, nnz of connected weights
+    parameters: int                  # connections + biases
+    seconds: float                   # wall time of this call (includes evaluation)
+    layers: list[dict] = field(default_factory=list)  # per layer: topology provenance and the backend that computed it
+    model: SparseMLP | None = field(default=None, repr=False, compare=False)  # the trained network
+
+    @property
+    def backend(self) -> str:
+        """What computed this run, as ``engine/layer backend`` (for example ``fused/sparse`` or
+        ``fused-population/sparse``); layers that differ are joined with commas."""
+        names = list(dict.fromkeys(layer["backend"] for layer in self.layers))
+        return ",".join(names) if names else "unknown"
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "backend": self.backend,
+            "status": self.status,
+            "test_accuracy": self.test_accuracy,
+            "history": [asdict(h) for h in self.history],
+            "weight_stats": self.weight_stats,
+            "parameters": self.parameters,
+            "seconds": self.seconds,
+            "layers": self.layers,
+        }

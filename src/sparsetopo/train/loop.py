@@ -1,0 +1,193 @@
+"""Train one sparse MLP under the paper's protocol: ``train(TrainConfig(...)) -> RunResult``.
+
+The paper (Section 4.1): MNIST, 784-H-10 with H in {100, 300, 500}, 50 epochs, batch 32, mean
+squared error on one-hot targets, sigmoid on every neuron, Glorot normal initialisation, SGD
+with learning rate 0.01 and Nesterov momentum 0.9, the adjacency imposed at every update.
+Those are :class:`~sparsetopo.train.config.TrainConfig`'s defaults. Keras' Nesterov SGD and
+torch's are the same update written two ways (velocity ``v`` there is ``-lr * buf`` here).
+
+An epoch runs one of two ways, with the same batches, loss and update: the fused epoch
+(:mod:`sparsetopo.train.fused`, one numba call) when every layer is sparse, the activation is
+sigmoid and there is no dropout; otherwise the autograd loop below with ``torch.optim.SGD``.
+The result names the one that ran (``RunResult.backend``: ``fused/sparse``,
+``autograd/masked``, ...).
+
+Every random choice (topology, initial weights, shuffling, dropout) derives from
+``config.seed`` (:mod:`sparsetopo.train.seeds`); shuffling and dropout are re-seeded per
+epoch, so a run resumed from its epoch checkpoint continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from sparsetopo.atomic import atomic_path
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.nn import SparseMLP
+from sparsetopo.seeding import derive_seed
+from sparsetopo.topology import build_stack
+from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
+from sparsetopo.train.fused import FusedEpoch
+from sparsetopo.train.seeds import epoch_generators
+
+
+def build_model(config: TrainConfig, n_features: int, n_classes: int) -> SparseMLP:
+    """The network a config describes, its topologies built from ``config.seed``."""
+    sizes = config.sizes(n_features, n_classes)
+    degrees = config.layer_degrees(sizes)
+    topologies = build_stack(sizes, config.construction, degrees, seed=derive_seed(config.seed, "topology"))
+    return SparseMLP(topologies, activation=config.activation, dropout=config.dropout,
+                     init=config.init, seed=config.seed, backend=config.backend)
+
+
+def accuracy(model: SparseMLP, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(dim=1) == y).double().mean())
+
+
+def train(
+    config: TrainConfig,
+    dataset=None,
+    data_dir=None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> RunResult:
+    """Train ``config`` and return its RunResult.
+
+    dataset : a loaded Dataset (from :func:`sparsetopo.data.load_dataset`); loaded from
+        ``config.dataset`` / ``data_dir`` when None.
+    checkpoint_dir : where ``checkpoint.pt`` is written after every epoch.
+    resume : continue from ``checkpoint_dir``'s checkpoint if there is one; the final result
+        equals an uninterrupted run's.
+    on_epoch : called after each epoch (for progress bars; the library never prints).
+    """
+    started = time.perf_counter()
+    x_train, y_train, x_test, y_test, n_classes = training_tensors(config, dataset, data_dir)
+    targets = F.one_hot(y_train, n_classes).float()
+
+    model = build_model(config, x_train.shape[1], n_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                nesterov=config.momentum > 0)
+    history: list[EpochRecord] = []
+    status = "ok"
+    checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
+    if resume and checkpoint is not None and checkpoint.exists():
+        history, status = _load_checkpoint(checkpoint, config, model, optimizer)
+
+    fused = None
+    if FusedEpoch.supports(model):  # the optimizer's own buffers, so checkpoints hold them either way
+        fused = FusedEpoch(model, config.lr, config.momentum, momentum_buffers(optimizer, model))
+    n = x_train.shape[0]
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        if status != "ok":
+            break
+        model.train()
+        generators = epoch_generators(config.seed, epoch)
+        tick = time.perf_counter()
+        total = torch.zeros((), dtype=torch.float64)
+        order = torch.randperm(n, generator=generators.shuffle)
+        if fused is not None:  # same batches, loss and update as the loop below, in one numba call
+            total += fused.run(x_train, targets, order, config.batch_size)
+        else:
+            for start in range(0, n, config.batch_size):
+                batch = order[start: start + config.batch_size]
+                loss = F.mse_loss(model(x_train[batch], generator=generators.dropout), targets[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * batch.numel()
+        seconds = time.perf_counter() - tick
+        train_loss = float(total) / n
+        if not math.isfinite(train_loss):
+            status = "diverged"
+        record = EpochRecord(epoch, train_loss, accuracy(model, x_test, y_test), seconds)
+        history.append(record)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, config, model, optimizer, history, status)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    engine = "fused/sparse" if fused is not None else None
+    return run_result(config, model, history, status, x_test, y_test, started, engine)
+
+
+def momentum_buffers(optimizer: torch.optim.SGD, model: SparseMLP) -> list[torch.Tensor]:
+    """Each parameter's momentum buffer (weights then bias, layer by layer), created as zeros in
+    the optimizer's state when missing: zeros give ``buf = g`` on the first step, as torch's first
+    step does, and living there they are checkpointed and resumed like the autograd path's."""
+    buffers = []
+    for layer in model.layers:
+        for p in (layer.values, layer.bias):
+            state = optimizer.state[p]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            buffers.append(state["momentum_buffer"])
+    return buffers
+
+
+def training_tensors(config: TrainConfig, dataset=None, data_dir=None):
+    """``(x_train, y_train, x_test, y_test, n_classes)`` as torch tensors, ``limit_train`` applied.
+
+    Loads ``config.dataset`` when ``dataset`` is None. Shared with population training so that
+    both see exactly the same examples in the same order.
+    """
+    if dataset is None:
+        from sparsetopo.data import load_dataset
+
+        dataset = load_dataset(config.dataset, data_dir=data_dir)
+    x_train = torch.as_tensor(dataset.x_train, dtype=torch.float32)
+    y_train = torch.as_tensor(dataset.y_train, dtype=torch.int64)
+    if config.limit_train is not None:
+        x_train, y_train = x_train[: config.limit_train], y_train[: config.limit_train]
+    x_test = torch.as_tensor(dataset.x_test, dtype=torch.float32)
+    y_test = torch.as_tensor(dataset.y_test, dtype=torch.int64)
+    return x_train, y_train, x_test, y_test, int(dataset.n_classes)
+
+
+def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord], status: str,
+               x_test: torch.Tensor, y_test: torch.Tensor, started: float, engine: str | None = None) -> RunResult:
+    """The RunResult of a finished run whose trained network is ``model`` (shared with population training).
+
+    ``engine``: what computed every layer, as ``engine/kernel`` (``"fused/sparse"``,
+    ``"fused-population/sparse"``, ...); None means the autograd loop, each layer on its own
+    backend (``"autograd/masked"``, ``"autograd/sparse"``).
+    """
+    return RunResult(
+        config=config,
+        status=status,
+        test_accuracy=history[-1].test_accuracy if history else accuracy(model, x_test, y_test),
+        history=history,
+        weight_stats=model.weight_stats(),
+        parameters=model.parameter_count(),
+        seconds=time.perf_counter() - started,
+        layers=[{**layer.topology.provenance(), "backend": engine or f"autograd/{layer.backend}"}
+                for layer in model.layers],
+        model=model,
+    )
+
+
+def _save_checkpoint(path: Path, config, model, optimizer, history, status) -> None:
+    state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "history": [asdict(h) for h in history], "status": status}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, config, model, optimizer) -> tuple[list[EpochRecord], str]:
+    state = torch.load(path, weights_only=True)
+    if state["config"] != config.to_dict():
+        raise SparsetopoError(
+            f"{path} was written by a different configuration; remove it or choose another --out directory"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return [EpochRecord(**h) for h in state["history"]], state["status"]

@@ -1,0 +1,83 @@
+"""The package's layering: kernels below torch, nn without training, topology without torch.
+
+Each import runs in a fresh interpreter, since this process has long since imported torch.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "sparsetopo"
+
+
+def modules_after_import(module: str) -> set[str]:
+    code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize("module", ["sparsetopo.topology", "sparsetopo.kernels.layer", "sparsetopo.kernels.step",
+                                    "sparsetopo.kernels.population", "sparsetopo.kernels.threads"])
+def test_module_does_not_import_torch(module):
+    loaded = modules_after_import(module)
+    assert module in loaded
+    assert "torch" not in loaded
+
+
+def test_the_check_above_can_see_torch():
+    assert "torch" in modules_after_import("sparsetopo.nn")
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_no_kernel_source_mentions_torch():
+    for path in (SRC / "kernels").glob("*.py"):
+        assert not any(name.split(".")[0] == "torch" for name in _imports(path)), path
+
+
+def test_nn_has_no_optimizer_and_no_epoch_loop():
+    """Torch modules only: training (optimizers, epochs) is sparsetopo.train's."""
+    for path in (SRC / "nn").glob("*.py"):
+        imports = _imports(path)
+        assert not any(name.startswith(("torch.optim", "sparsetopo.train")) for name in imports), path
+        text = path.read_text()
+        assert "optim." not in text and "def fused_epoch" not in text, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert "epoch" not in node.name.lower(), (path, node.name)
+
+
+LAYERS = ["errors", "seeding", "jsonable", "atomic", "topology", "spectral", "data", "kernels", "nn", "train",
+          "sweep", "report", "cli"]
+
+
+def test_no_import_runs_back_up_the_layers():
+    """config -> topology -> model -> train -> sweep -> report -> cli: a package imports only
+    from packages at or below its own level."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    for path in SRC.rglob("*.py"):
+        own = path.relative_to(SRC).parts[0].removesuffix(".py")
+        if own not in rank:
+            continue
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "sparsetopo" and len(parts) > 1 and parts[1] in rank:
+                assert rank[parts[1]] <= rank[own], f"{path.relative_to(SRC)} imports {name}"
+
+
+def test_no_reference_points_outside_the_repository():
+    for path in SRC.rglob("*.py"):
+        assert "DESIGN.md" not in path.read_text(), path
