@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,108 @@ def test_help_lists_every_construction(capsys):
 
     code, out, _ = run(capsys, "topology", "--help")
     assert code == 0 and all(name in out for name in CONSTRUCTIONS)
+
+
+# -- outputs that cannot be written: one line naming the path, exit 2, nothing touched ------------
+def snapshot(folder):
+    """sha256 of every file under ``folder``, hidden ones included (a leftover temporary shows)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli(*argv, prefix=()):
+    return subprocess.run([*prefix, sys.executable, "-m", "sparsetopo", "topology", "regular_rotating",
+                           "--n-in", "20", "--n-out", "10", "-k", "3", "--no-metrics", *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("sparsetopo: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def user_files(tmp_path):
+    """A folder holding a picture and a topology of the user's: neither may change."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "old.png").write_bytes(b"\x89PNG not really")
+    build("random_regular", 12, 6, 2, seed=1).save(folder / "old.npz")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "bad,fragments",
+    [
+        ("/proc/sparsetopo-test.png", ["--png /proc/sparsetopo-test.png", "cannot write"]),
+        ("{tmp}/missing/deeper/g.png", ["--png {tmp}/missing/deeper/g.png", "does not exist"]),
+        ("{tmp}/pipe.png", ["--png {tmp}/pipe.png", "not a regular file"]),  # a FIFO, made below
+        ("{tmp}/g.txt", ["--png {tmp}/g.txt", "'txt' is not a picture format", ".png"]),
+    ],
+)
+def test_unwritable_png_fails_before_writing_anything(tmp_path, user_files, bad, fragments):
+    # the good --save into the user's folder must not be written either: both or neither
+    bad = bad.format(tmp=tmp_path)
+    if bad.endswith("pipe.png"):
+        # a special file the atomic rename would replace (never /dev/null: as root, a regression
+        # would replace the system's)
+        os.mkfifo(bad)
+    before, listing = snapshot(user_files), sorted(p.name for p in tmp_path.iterdir())
+    proc = cli("--png", bad, "--save", str(user_files / "old.npz"))
+    assert_one_line_error(proc, *(f.format(tmp=tmp_path) for f in fragments))
+    assert snapshot(user_files) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no folder made, no file left
+    assert not (tmp_path / "missing").exists()
+
+
+def _read_only(folder):
+    """A command prefix that runs with ``folder`` read-only, or None where that is impossible.
+
+    ``chmod`` does not stop root, so as root the folder is bind-mounted read-only in a private
+    user and mount namespace (``unshare``), which is a real read-only file system to the process.
+    """
+    import shutil
+
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    if shutil.which("unshare"):
+        prefix = ["unshare", "-rm", "sh", "-c", script, str(folder)]
+        if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+            return prefix
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    return None
+
+
+def test_read_only_folder_gives_one_line_and_keeps_the_users_files(user_files):
+    before = snapshot(user_files)
+    prefix = _read_only(user_files)
+    if prefix is None:
+        pytest.skip("running as root without user namespaces: no read-only folder can be made")
+    try:
+        for flag, name in (("--save", "old.npz"), ("--png", "new.png")):  # replace one, add one
+            target = user_files / name
+            proc = cli(flag, str(target), prefix=prefix)
+            assert_one_line_error(proc, f"{flag} {target}", "cannot write")
+    finally:
+        user_files.chmod(0o755)
+    assert snapshot(user_files) == before
+
+
+def test_a_failed_write_leaves_neither_output(tmp_path, user_files, capsys, monkeypatch):
+    """A write failing after the checks (a full disk, say) leaves the picture unwritten too."""
+    import errno
+
+    def full_disk(self, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Topology, "save", full_disk)
+    before = snapshot(user_files)
+    code, out, err = run(capsys, "topology", "regular_rotating", "--n-in", "20", "--n-out", "10", "-k", "3",
+                         "--no-metrics", "--png", str(user_files / "old.png"), "--save", str(user_files / "old.npz"))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"cannot write {user_files / 'old.npz'}: No space left on device" in err
+    assert snapshot(user_files) == before

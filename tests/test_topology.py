@@ -228,3 +228,75 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+# -- the mask hash, streamed ---------------------------------------------------------------------
+def dense_mask_sha256(t):
+    """The hash's definition, on the dense mask: sha256 of numpy.packbits of the row-major mask."""
+    import hashlib
+
+    return hashlib.sha256(np.packbits(t.mask()).tobytes()).hexdigest()
+
+
+# n_out = 1, 3, 5, 9, 13 do not fill whole bytes, so bytes straddle rows; n_in * n_out is not a
+# multiple of 8 in (1, 1), (3, 5), (7, 9), (13, 13), (21, 3), so the last byte is padded
+HASH_SHAPES = [(1, 1), (1, 3), (3, 1), (3, 5), (8, 3), (7, 9), (13, 13), (16, 8), (21, 3), (9, 40), (50, 24)]
+
+
+@pytest.mark.parametrize("name", list(CONSTRUCTIONS))
+@pytest.mark.parametrize("n,m", HASH_SHAPES)
+def test_streamed_mask_sha256_equals_the_dense_formula(name, n, m):
+    degrees = [None] if name == "fully_connected" else sorted({1, min(3, m), (m + 1) // 2, m})
+    for k in degrees:  # k = n_out included: every row full
+        t = build(name, n, m, k, seed=5)
+        assert t.mask_sha256() == dense_mask_sha256(t), (name, n, m, k)
+
+
+@pytest.mark.parametrize("block_bytes,block_edges", [(1, 1), (3, 5), (2, 1000), (1000, 7)])
+def test_streamed_mask_sha256_across_many_blocks(monkeypatch, block_bytes, block_edges):
+    import sparsetopo.topology.value as value
+
+    monkeypatch.setattr(value, "_HASH_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(value, "_HASH_BLOCK_EDGES", block_edges)
+    for name in CONSTRUCTIONS:
+        for n, m in [(61, 7), (40, 13), (64, 3), (9, 100), (100, 1)]:
+            k = None if name == "fully_connected" else min(m, 4)
+            t = build(name, n, m, k, seed=2)
+            assert t.mask_sha256() == dense_mask_sha256(t), (name, n, m)
+
+
+def test_streamed_mask_sha256_of_a_hand_made_topology_with_empty_rows():
+    rows = [[], [0, 4], [], [1, 2, 3, 4], [4], [], [], [], [0]]  # 9 x 5: bytes straddle rows
+    t = Topology.from_rows(9, 5, rows, construction="hand", k=2, seed=None)
+    assert t.mask_sha256() == dense_mask_sha256(t)
+    empty = Topology.from_rows(3, 3, [[], [], []], construction="hand", k=1, seed=None)
+    assert empty.mask_sha256() == dense_mask_sha256(empty)
+
+
+def test_streamed_mask_sha256_never_builds_the_dense_mask(monkeypatch):
+    import tracemalloc
+
+    t = build("random_regular", 40_000, 40_000, 4, seed=1)  # dense mask: 1.6 GB, packed: 200 MB
+    monkeypatch.setattr(Topology, "mask", lambda self: pytest.fail("mask_sha256 densified the mask"))
+    tracemalloc.start()
+    try:
+        t.mask_sha256()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32e6, f"mask_sha256 peaked at {peak / 1e6:.0f} MB"
+
+
+def test_random_regular_complement_in_blocks_equals_the_whole_mask(monkeypatch):
+    """k > m/2 samples the holes and takes the complement block by block; the result must be
+    the complement taken on the whole n x m mask at once, with the same random stream."""
+    from sparsetopo.seeding import rng as make_rng
+    from sparsetopo.topology import constructions
+
+    n, m, k = 41, 12, 9
+    holes = constructions._balanced_configuration(n, m, m - k, make_rng(6, "random_regular"))
+    keep = np.ones((n, m), dtype=bool)
+    keep[np.repeat(np.arange(n), m - k), holes.ravel()] = False
+    for cells in (1, 25, 1 << 24):  # a row per block, two rows per block, one block
+        monkeypatch.setattr(constructions, "_COMPLEMENT_BLOCK_CELLS", cells)
+        assert np.array_equal(build("random_regular", n, m, k, seed=6).mask(), keep)

@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 
+_COMPLEMENT_BLOCK_CELLS = 1 << 24  # random_regular with k > m/2: mask cells built at once
+
+
 # -- base vectors of the deterministic rotating constructions ----------------------------------
 def regular_positions(m: int, k: int) -> np.ndarray:
     """Section 3.2.1: ``v`` is k ones followed by m - k zeros, i.e. ones at 0..k-1."""
@@ -138,11 +141,17 @@ def random_regular(n: int, m: int, k: int, seed: int = 0) -> Topology:
     """
     gen = make_rng(seed, "random_regular")
     if k > m // 2:
-        keep = np.ones((n, m), dtype=bool)
-        if k < m:
-            holes = _balanced_configuration(n, m, m - k, gen)
-            keep[np.repeat(np.arange(n), m - k), holes.ravel()] = False
-        cols = np.nonzero(keep)[1].reshape(n, k)
+        holes = _balanced_configuration(n, m, m - k, gen) if k < m else np.empty((n, 0), dtype=np.int64)
+        cols = np.empty((n, k), dtype=np.int64)
+        # the complement a block of rows at a time, so that the result is the only array of the
+        # layer's size (the whole n x m mask plus np.nonzero's int64 row and column arrays of
+        # every edge would triple the peak); the edges and their order are the same either way
+        block = max(1, _COMPLEMENT_BLOCK_CELLS // m)
+        for r0 in range(0, n, block):
+            r1 = min(n, r0 + block)
+            keep = np.ones((r1 - r0, m), dtype=bool)
+            keep[np.repeat(np.arange(r1 - r0), m - k), holes[r0:r1].ravel()] = False
+            cols[r0:r1] = np.nonzero(keep)[1].reshape(r1 - r0, k)
     else:
         cols = _balanced_configuration(n, m, k, gen)
     cols = np.sort(cols, axis=1)
