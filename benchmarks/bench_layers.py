@@ -14,8 +14,16 @@ The sparse side is reported two ways:
   the connections) inside one numba call, as the fused epoch runs them;
 * ``ratios_python_calls``: the same two kernels, one Python call each (adds numba's
   dispatch, a few microseconds a call: what matters at 1% density);
-* ``ratios_autograd``: the same through ``SparseLinear.forward`` and ``backward`` (adds torch
-  autograd and layout conversion overhead: what a model with dropout pays).
+* ``ratios_autograd``: the same through ``SparseLinear.forward`` and ``backward``: what a layer
+  inside someone else's network (or a model with dropout) pays. Each direction is one numba call
+  (``sparsetopo.kernels.batch_major``: layout copies, kernels and bias gradient); the rest is
+  torch's cost of a custom autograd Function;
+* ``ratios_autograd_numpy_layout``: the autograd Function as it was before those entry points
+  (layout copies and the bias sum in numpy, one numba call per kernel), the "before" of
+  ``ratios_autograd`` measured in the same run (``_variants.py``);
+* ``ratios_custom_op``: the library's two numba calls registered as ``torch.library`` custom ops
+  with an autograd formula (what ``torch.compile`` could keep in a graph), called eagerly
+  (absent when this torch has no ``torch.library.custom_op``).
 
 It also fits the constants of :class:`sparsetopo.nn.backend.CostModel` (printed as
 ``cost_model``) from these timings plus a small 64 -> 10 layer; ``CPU_COST_MODEL`` holds them.
@@ -32,6 +40,7 @@ import numpy as np
 import torch
 
 from _common import interleaved_medians, machine, set_threads
+from _variants import custom_op_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import SparseLinear
 from sparsetopo.kernels import layer as kernels
@@ -99,9 +108,13 @@ def measure(n_in, n_out, k, repeats, seed=0):
     g = torch.randn(BATCH, n_out, generator=gen)
     masked = SparseLinear(t, backend="masked")
     sparse = SparseLinear(t, backend="sparse")
-    return t, interleaved_medians({"masked": masked_step(masked, x, g), "kernels": kernel_step(sparse, x, g),
-                                   "python_calls": kernel_step(sparse, x, g, one_call=False),
-                                   "autograd": masked_step(sparse, x, g)}, repeats, block=BLOCK)
+    sides = {"masked": masked_step(masked, x, g), "kernels": kernel_step(sparse, x, g),
+             "python_calls": kernel_step(sparse, x, g, one_call=False),
+             "autograd": masked_step(sparse, x, g), "autograd_numpy_layout": numpy_layout_step(sparse, x, g)}
+    custom = custom_op_step(sparse, x, g)
+    if custom is not None:
+        sides["custom_op"] = custom
+    return t, interleaved_medians(sides, repeats, block=BLOCK)
 
 
 def main():
@@ -112,14 +125,19 @@ def main():
     args = parser.parse_args()
     set_threads(args.threads)
     ratios, ratios_calls, ratios_autograd, seconds, points = {}, {}, {}, {}, []
+    ratios_before, ratios_custom = {}, {}
     for d in DENSITIES:
         k = max(1, round(float(d) * N_OUT))
         t, med = measure(N_IN, N_OUT, k, args.repeats)
         ratios[d] = med["kernels"] / med["masked"]
         ratios_calls[d] = med["python_calls"] / med["masked"]
         ratios_autograd[d] = med["autograd"] / med["masked"]
+        ratios_before[d] = med["autograd_numpy_layout"] / med["masked"]
+        if "custom_op" in med:
+            ratios_custom[d] = med["custom_op"] / med["masked"]
         seconds[d] = {"masked": med["masked"], "sparse_kernels": med["kernels"], "sparse_python_calls": med["python_calls"],
-                      "sparse_autograd": med["autograd"],
+                      "sparse_autograd": med["autograd"], "sparse_autograd_numpy_layout": med["autograd_numpy_layout"],
+                      "sparse_custom_op": med.get("custom_op"),
                       "density": t.density}
         points.append((t.nnz * BATCH, med["kernels"], N_IN * N_OUT * BATCH, med["masked"]))
     _, small = measure(64, 10, 3, args.repeats)
@@ -132,11 +150,16 @@ def main():
                   "sparse_overhead_s": max(float(intercept), 0.0), "sparse_per_mac_s": float(slope)}
     result = {"benchmark": "layer 784->300, batch 32, forward+backward (random_regular)",
               "ratios": ratios, "ratios_python_calls": ratios_calls, "ratios_autograd": ratios_autograd,
+              "ratios_autograd_numpy_layout": ratios_before, "ratios_custom_op": ratios_custom,
               "targets": {d: 0.04 if d == "0.01" else 2 * float(d) for d in DENSITIES},
+              "targets_autograd": {"0.01": 0.10, "0.1": 0.25},
               "baseline": "masked-dense PyTorch autograd, median seconds",
               "sparse_sides": {"ratios": "forward, then input gradient + SDDMM in one pass, in one numba call (as the fused epoch)",
                                "ratios_python_calls": "the same two kernels, one Python call each",
-                               "ratios_autograd": "SparseLinear forward + backward through torch autograd"},
+                               "ratios_autograd": "SparseLinear forward + backward through torch autograd",
+                               "ratios_autograd_numpy_layout": "the same Function with the layout work in numpy "
+                                                               "(before the batch-major entry points)",
+                               "ratios_custom_op": "the two numba calls as torch.library custom ops"},
               "threads": args.threads, "repeats": args.repeats,
               "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
               "masked_seconds": {d: seconds[d]["masked"] for d in DENSITIES}, "seconds": seconds,
@@ -149,7 +172,8 @@ def main():
         s = seconds[d]
         print(f"  density {d:>5}: masked {s['masked'] * 1e6:8.1f} us  sparse kernels {s['sparse_kernels'] * 1e6:8.1f} us"
               f" (ratio {ratios[d]:.3f}, target {'<= 0.04' if d == '0.01' else f'<= {2 * float(d):.2f}'})"
-              f"  2 calls {s['sparse_python_calls'] * 1e6:8.1f} us  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f})")
+              f"  2 calls {s['sparse_python_calls'] * 1e6:8.1f} us  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f}, "
+              f"numpy layout {ratios_before[d]:.3f}, custom op {ratios_custom.get(d, float('nan')):.3f})")
     print(f"  cost model: {cost_model}")
 
 

@@ -117,10 +117,27 @@ def _layers_rows(r: dict, targets: dict) -> list[str]:
         rows.append(["target met"] + [met("ratio", r["ratios"][d], targets.get(d)) for d in densities])
     for label, key, fmt in (("ratio kernels, Python calls / masked", "ratios_python_calls", num),
                             ("ratio autograd / masked", "ratios_autograd", num),
+                            ("target (autograd)", "targets_autograd", lambda t: target_text("ratio", t)),
+                            ("target met (autograd)", "targets_autograd", None),
+                            ("ratio autograd, layout in numpy (before) / masked", "ratios_autograd_numpy_layout", num),
+                            ("ratio torch.library custom op / masked", "ratios_custom_op", num),
                             ("masked time per step", "masked_seconds", ms)):
-        if key in r:
-            rows.append([label] + [fmt(r[key].get(d)) for d in densities])
+        if key not in r or not r[key]:
+            continue
+        if fmt is None:
+            rows.append([label] + [met("ratio", r["ratios_autograd"].get(d), r[key].get(d)) for d in densities])
+        else:
+            rows.append([label] + [fmt(r[key].get(d)) if r[key].get(d) is not None else "" for d in densities])
     return table(["density"] + densities, rows)
+
+
+def bench_conv(r: dict) -> list[str]:
+    lines = [f"{capital(r.get('benchmark', 'convolution'))}. `ratios`: `SparseConv2d` (masked) seconds / "
+             "`nn.Conv2d` seconds; `ratios_gathered`: the gathered grouped form (connected kernels only) / "
+             "`nn.Conv2d`, measured in the same process.", ""]
+    rows = [[key, num(r["ratios"][key]), num(r.get("ratios_gathered", {}).get(key)),
+             ms(r.get("seconds", {}).get(key, {}).get("dense"))] for key in r["ratios"]]
+    return lines + table(["layer, density", "masked / nn.Conv2d", "gathered / nn.Conv2d", "nn.Conv2d per step"], rows)
 
 
 def bench_epoch(r: dict) -> list[str]:
@@ -229,7 +246,7 @@ def generic(r: dict) -> list[str]:
 
 
 RENDERERS = {"bench_layers": bench_layers, "bench_epoch": bench_epoch, "bench_spectral": bench_spectral,
-             "bench_sweep": bench_sweep}
+             "bench_sweep": bench_sweep, "bench_conv": bench_conv}
 
 
 # -- the page ------------------------------------------------------------------------------------

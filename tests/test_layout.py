@@ -20,7 +20,8 @@ def modules_after_import(module: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("module", ["sparsetopo.topology", "sparsetopo.kernels.layer", "sparsetopo.kernels.step",
+@pytest.mark.parametrize("module", ["sparsetopo.topology", "sparsetopo.kernels.layer", "sparsetopo.kernels.batch_major",
+                                    "sparsetopo.kernels.step",
                                     "sparsetopo.kernels.population", "sparsetopo.kernels.threads"])
 def test_module_does_not_import_torch(module):
     loaded = modules_after_import(module)
@@ -60,7 +61,7 @@ def test_nn_has_no_optimizer_and_no_epoch_loop():
                 assert "epoch" not in node.name.lower(), (path, node.name)
 
 
-LAYERS = ["errors", "seeding", "jsonable", "atomic", "topology", "spectral", "data", "kernels", "nn", "train",
+LAYERS = ["errors", "seeding", "jsonable", "atomic", "topology", "spectral", "data", "kernels", "nn", "io", "train",
           "sweep", "report", "cli"]
 
 
@@ -81,3 +82,11 @@ def test_no_import_runs_back_up_the_layers():
 def test_no_reference_points_outside_the_repository():
     for path in SRC.rglob("*.py"):
         assert "DESIGN.md" not in path.read_text(), path
+
+
+def test_importing_the_package_does_not_import_torch_until_asked():
+    """sparsify, save, load and export_onnx are attributes of the package, loaded on first use."""
+    loaded = modules_after_import("sparsetopo")
+    assert "torch" not in loaded and "sparsetopo.io" not in loaded
+    code = "import sparsetopo, sys; sparsetopo.save; sparsetopo.sparsify; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"

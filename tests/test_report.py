@@ -98,6 +98,10 @@ def make_runs(hidden=(100, 300), k_in=(3, 6, 15, 30, 60, 90), k_out=(3, 10), con
 
 
 def write_store(frame: pd.DataFrame, path) -> None:
+    """A real store's tables, its runs table replaced by ``frame``."""
+    from sparsetopo.sweep import SweepStore
+
+    SweepStore(path).close()
     with sqlite3.connect(path) as con:
         frame.to_sql("runs", con, index=False, if_exists="replace")
 
@@ -398,4 +402,4 @@ def test_cli_report_rejects_a_file_that_is_not_a_store(tmp_path, capsys):
     bad = tmp_path / "bad.sqlite"
     bad.write_text("not sqlite")
     assert cli_main(["report", "--db", str(bad), "--out", str(tmp_path / "r")]) == 2
-    assert "not a readable sparsetopo results store" in capsys.readouterr().err
+    assert "is not a sparsetopo sweep store" in capsys.readouterr().err

@@ -362,3 +362,21 @@ def test_graph_measures_fill_columns_when_spectral_is_available_and_backfill_lat
             n = store.db.execute("SELECT COUNT(*) FROM graph_measures").fetchone()[0]
         assert n >= len({f for ls in layers for f in (l["fingerprint"] for l in ls)})
     assert len(fake.calls) == len(set(fake.calls))  # each topology measured once per process
+
+
+def _thread_share() -> tuple[int, int]:
+    import numba
+    import torch
+
+    return torch.get_num_threads(), numba.get_num_threads()
+
+
+def test_process_workers_own_one_core_for_torch_and_numba_alike():
+    from sparsetopo.sweep import ProcessExecutor
+
+    pool = ProcessExecutor(2)
+    try:
+        shares = {pool.submit(_thread_share).result(timeout=120) for _ in range(4)}
+    finally:
+        pool.shutdown()
+    assert shares == {(1, 1)}

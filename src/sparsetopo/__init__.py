@@ -6,7 +6,8 @@ Reference: Bourelly, Bouri, Choromanski, "Sparse Neural Network Topologies" (202
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology import CONSTRUCTIONS, Topology, build, build_stack
 
-__all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", "reproduce"]
+__all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", "export_onnx", "load", "reproduce",
+           "save", "sparsify"]
 __version__ = "0.1.0"
 
 
@@ -16,4 +17,12 @@ def __getattr__(name):
         from sparsetopo.report.reproduce import reproduce
 
         return reproduce
+    if name == "sparsify":
+        from sparsetopo.nn.sparsify import sparsify
+
+        return sparsify
+    if name in ("save", "load", "export_onnx"):
+        from sparsetopo import io
+
+        return getattr(io, name)
     raise AttributeError(f"module 'sparsetopo' has no attribute {name!r}")

@@ -7,6 +7,7 @@ its exceptions (usage errors) directly to print one-line errors without tracebac
 from __future__ import annotations
 
 import sys
+import threading
 
 import click
 
@@ -23,16 +24,27 @@ def app():
 
     After "Sparse Neural Network Topologies" (Bourelly, Bouri, Choromanski). Build and inspect a
     layer's graph (topology), train a sparse MLP (train), run grids of networks (sweep),
-    analyse them (analyze) and remake the paper's figures and claims (reproduce, report).
+    analyse them (analyze), remake the paper's figures and claims (reproduce, report) and
+    export a saved sparse model to ONNX (export).
     Every command has --help with examples.
     """
 
 
+def _terminate(signum, frame):
+    """SIGTERM (a supervisor, ``timeout``, CI) stops a command the way Ctrl-C does: the same
+    clean-up, the same exit, and the next run resumes."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: one-line errors with exit code 2 for bad input, no traceback."""
-    import sparsetopo.cli.commands  # noqa: F401  (registers the subcommands)
+    import signal
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
+        import sparsetopo.cli.commands  # noqa: F401  (registers the subcommands; imports torch: seconds)
+
         app.main(args=argv, prog_name="sparsetopo", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
@@ -47,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except OSError as exc:  # an unwritable output, a full disk, an unreadable input: name the path
+        where = exc.filename if exc.filename is not None else ""
+        reason = exc.strerror or exc.__class__.__name__
+        click.echo(f"sparsetopo: error: {where}: {reason}" if where else f"sparsetopo: error: {reason}", err=True)
+        return 2
     except (click.Abort, KeyboardInterrupt):
         click.echo("sparsetopo: interrupted", err=True)
         return 130

@@ -68,13 +68,13 @@ class Progress:
         """``on_result`` for :func:`sparsetopo.sweep.run_sweep`: one update per finished run."""
         c = event.config
         accuracy = "" if event.test_accuracy is None else f"{event.test_accuracy:.3f}"
-        postfix = f"{c.construction} {event.status} {accuracy}".rstrip()
+        last = _last_line(event.error) if event.status in ("retry", "failed") else ""
+        postfix = f"{c.construction} {event.status} {accuracy}{_clip(last, 60)}".rstrip()
         what = (f"{c.construction} hidden {','.join(map(str, c.hidden))} "
                 f"k {'full' if c.degrees is None else ','.join('full' if k is None else str(k) for k in c.degrees)} "
                 f"seed {c.seed}")
         if event.status in ("retry", "failed"):
-            last = (event.error or "").strip().splitlines()[-1:] or [""]
-            line = f"{event.status} {event.run_id} {what}: {last[0]}"
+            line = f"{event.status} {event.run_id} {what}: {_clip(last, 200)}"
         else:
             line = f"{event.status} {event.run_id} {what}: accuracy {event.test_accuracy:.4f} ({event.seconds:.1f} s)"
         self.update(event.done, event.total, postfix, line)
@@ -84,7 +84,23 @@ class Progress:
         self.update(record.epoch, postfix=f"loss={record.train_loss:.4f}, acc={record.test_accuracy:.4f}")
 
 
+def _last_line(error: str | None) -> str:
+    """The line of an error that says what happened (a traceback's last)."""
+    lines = (error or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def step(label: str) -> None:
-    """Announce a stage of a long command on a terminal (stderr)."""
+    """Announce a stage of a command on a terminal (stderr); a short command stays quiet in logs."""
     if sys.stderr.isatty():
         click.echo(f"{label}...", err=True)
+
+
+def stage(label: str) -> None:
+    """Announce a stage of a long command (stderr), on a terminal or not: minutes of silence in
+    a log look like a hang."""
+    click.echo(f"{label}...", err=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from sparsetopo.cli.app import app
-from sparsetopo.cli.progress import Progress, step
+from sparsetopo.cli.progress import Progress, stage, step
 
 EXECUTOR_NAMES = {"inline": "inline", "local": "process", "process": "process", "ray": "ray"}
 
@@ -16,6 +16,11 @@ EXECUTOR_NAMES = {"inline": "inline", "local": "process", "process": "process", 
 def _print_summary(summary) -> None:
     for c in summary.claims:
         click.echo(f"  {c.id} {c.verdict:13s} {c.statement[:90]}")
+    if summary.recipes is not None:   # several training recipes: each claim's verdict under each
+        click.echo("claims per recipe (" + ", ".join(summary.recipes.recipes) + "):")
+        for i, c in enumerate(summary.claims):
+            verdicts = [summary.recipes.claims[r][i].verdict for r in summary.recipes.recipes]
+            click.echo(f"  {c.id} " + " | ".join(verdicts))
     skipped = [f.name for f in summary.figures if f.skipped]
     made = len(summary.figures) - len(skipped)
     click.echo(f"{made} figures" + (f" ({len(skipped)} skipped: {', '.join(skipped)})" if skipped else "")
@@ -77,7 +82,7 @@ def reproduce_command(preset, dataset, data_dir, out, executor, workers, seed):
 
     with Progress("run", desc="training") as progress:
         done = reproduce(preset, out, dataset=dataset, data_dir=data_dir, executor=EXECUTOR_NAMES[executor],
-                         workers=workers, seed=seed, on_result=progress.on_run, on_step=step)
+                         workers=workers, seed=seed, on_result=progress.on_run, on_step=stage)
     sweep = done.sweep
     click.echo(f"{done.name}: {sweep.stored} runs trained, {sweep.skipped} already stored, "
                f"{sweep.failed} failed ({done.train_seconds:.0f} s) -> {done.db}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -15,6 +15,7 @@ from sparsetopo.cli.parsing import DEGREES, FLOATS, INTS
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import BACKENDS, INITIALISERS
 from sparsetopo.train import TrainConfig, train
+from sparsetopo.train.recipe import LOSSES, LR_SCHEDULES, OPTIMIZERS
 
 DEFAULTS = TrainConfig()
 
@@ -29,6 +30,9 @@ Examples:
   sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 100 --lr 0.5 --json
   # the paper's deeper variant 784-500-300-10, last layer fully connected, with dropout
   sparsetopo train --dataset mnist --hidden 500,300 -k 150,90,full --dropout 0.2,0.5
+  # a modern recipe on the same network: softmax + cross-entropy, Adam, cosine schedule, early stop
+  sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 30 --loss cross_entropy --optimizer adam \
+      --lr 0.003 --init glorot_sparse --lr-schedule cosine --validation-fraction 0.1 --early-stop 5
   # resume a killed run: same command and --out, plus --resume
   sparsetopo train --dataset digits --hidden 100 -k 16,10 --out runs/a --resume
 """,
@@ -55,14 +59,30 @@ Examples:
                    "connections) or auto (decided once for the whole network: sparse when a measured cost model "
                    "predicts it faster for every layer, else masked). The numbers are the same up to float "
                    "error; the result's backend names what ran (e.g. fused/sparse).")
+@click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS.loss, show_default=True,
+              help="mse: on the output sigmoid (the paper's); cross_entropy: softmax output.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
+              help="sgd_nesterov: --lr with Nesterov --momentum (the paper's); adam: --lr, betas 0.9/0.999.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DEFAULTS.lr_schedule, show_default=True,
+              help="constant (the paper's) or cosine (per epoch, from --lr towards 0).")
+@click.option("--validation-fraction", type=float, default=DEFAULTS.validation_fraction, show_default=True,
+              help="Share of the training examples held out for validation (never the test set); 0: none.")
+@click.option("--early-stop", type=int, default=DEFAULTS.early_stop, show_default=True,
+              help="Stop after this many epochs without a better validation accuracy; 0: never. Needs "
+                   "--validation-fraction.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds topology, initial weights, shuffling and dropout.")
 @click.option("--limit-train", type=int, default=None, help="Train on the first N examples only.")
+@click.option("--device", default=DEFAULTS.device, show_default=True,
+              help="Where the network computes: cpu, cuda or cuda:N (on CUDA the masked backend; recorded in "
+                   "the result's config).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the per-epoch checkpoint and result.json.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoint and result).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batch_size, lr, momentum, dropout,
-                  init, backend, seed, limit_train, out, resume, as_json):
+                  init, backend, loss, optimizer, lr_schedule, validation_fraction, early_stop, seed, limit_train,
+                  device, out, resume, overwrite, as_json):
     """Train one sparse MLP and report its test accuracy.
 
     Defaults are the paper's protocol: 50 epochs, batch 32, MSE on one-hot targets, sigmoid
@@ -73,7 +93,11 @@ def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batc
         raise SparsetopoError("--resume needs --out DIR: the folder holding the checkpoint")
     config = TrainConfig(dataset=dataset, hidden=hidden, construction=construction, degrees=degrees,
                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, dropout=dropout,
-                         init=init, backend=backend, seed=seed, limit_train=limit_train)
+                         init=init, backend=backend, seed=seed, limit_train=limit_train, device=device, loss=loss,
+                         optimizer=optimizer, lr_schedule=lr_schedule, validation_fraction=validation_fraction,
+                         early_stop=early_stop)
+    if out is not None:
+        _prepare_out(out, resume, overwrite)
     from sparsetopo.data import load_dataset
 
     data = load_dataset(dataset, data_dir=data_dir)
@@ -87,6 +111,28 @@ def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batc
         click.echo(json.dumps(payload))
     else:
         click.echo(_summary(result))
+
+
+RUN_FILES = ("checkpoint.pt", "result.json")
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to overwrite another run in ``out`` (unless ``--resume`` continues it or
+    ``--overwrite`` replaces it) and make sure ``out`` can be written, before any training."""
+    if resume and overwrite:
+        raise SparsetopoError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if out.exists() and not out.is_dir():
+        raise SparsetopoError(f"--out {out} is a file, not a folder: choose a folder")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not (resume or overwrite):
+        raise SparsetopoError(f"--out {out} holds another run ({', '.join(held)}): add --resume to continue "
+                              f"it, --overwrite to replace it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)   # an OSError here names the path (cli.app)
+    with tempfile.TemporaryFile(dir=out):    # writable? better to know before the first epoch
+        pass
+    if overwrite:
+        for name in held:
+            (out / name).unlink()
 
 
 def _summary(result) -> str:

@@ -9,7 +9,8 @@ atomic writes), :mod:`.mnist` (where the IDX files are looked for), :mod:`.offli
 and synthetic arrays), :mod:`.datasets` (the Dataset value and the registry).
 """
 
-from sparsetopo.data.datasets import DATASETS, Dataset, DatasetSpec, dataset_names, dataset_shape, load_dataset
+from sparsetopo.data.datasets import (DATASETS, Dataset, DatasetSpec, dataset_names, dataset_shape, load_dataset,
+                                      prepare_dataset)
 from sparsetopo.data.download import DownloadFailed, fetch, md5_of
 from sparsetopo.data.idx import read_idx, read_images, read_labels, write_idx
 from sparsetopo.data.mnist import ENV_VAR, FILES, SOURCES, IdxSource, default_cache_dir, locate
@@ -30,6 +31,7 @@ __all__ = [
     "load_dataset",
     "locate",
     "md5_of",
+    "prepare_dataset",
     "read_idx",
     "read_images",
     "read_labels",

@@ -17,7 +17,7 @@ from sparsetopo.data import mnist, offline
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.seeding import rng
 
-__all__ = ["Dataset", "DatasetSpec", "DATASETS", "load_dataset", "dataset_names", "dataset_shape"]
+__all__ = ["Dataset", "DatasetSpec", "DATASETS", "load_dataset", "dataset_names", "dataset_shape", "prepare_dataset"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +171,22 @@ DATASETS: dict[str, DatasetSpec] = {
 def dataset_names() -> list[str]:
     """The registered dataset names."""
     return list(DATASETS)
+
+
+def prepare_dataset(name: str, data_dir=None) -> str:
+    """Make sure dataset ``name`` can be loaded, without loading it; return where it comes from.
+
+    For the IDX data sets this finds the files (downloading them into the cache when they are
+    nowhere) exactly as :func:`load_dataset` would; the offline ones need nothing. Raises the
+    same SparsetopoError as loading would (files missing and no download possible, a bad
+    ``data_dir``), so a sweep can stop before it starts.
+    """
+    if name not in DATASETS:
+        raise SparsetopoError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if DATASETS[name].offline:
+        return DATASETS[name].summary
+    _, where = mnist.locate(name, data_dir)
+    return where
 
 
 def dataset_shape(name: str, data_dir=None) -> tuple[int, int, int]:

@@ -174,8 +174,9 @@ def locate(name: str, data_dir=None, *, cache_dir=None, download: bool = True,
                     f"(as .gz or plain); add them there, or move the partial set away")
 
     cached_dir = cache / name
-    cached = {stem: path for stem, path in _present(cached_dir).items()
-              if _cached_ok(path, md5.get(path.name))}
+    present = _present(cached_dir)
+    cached = {stem: path for stem, path in present.items() if _cached_ok(path, md5.get(path.name))}
+    rejected = sorted(path.name for stem, path in present.items() if stem not in cached)
     if len(cached) == len(FILES):
         return [cached[s] for s in FILES], f"{cached_dir} (cache)"
 
@@ -185,6 +186,9 @@ def locate(name: str, data_dir=None, *, cache_dir=None, download: bool = True,
             return [found[s] for s in FILES], f"{system} (system package)"
 
     hint = _manual_hint(name, mirrors, cache)
+    if rejected:  # files of the right name that are not the expected ones: say so, or the hint runs in a circle
+        hint = (f"{', '.join(rejected)} in {cached_dir} fail their md5 check (not the published files, or "
+                f"truncated) and were ignored: replace them, or put your own files in a --data-dir; {hint}")
     if not download:
         missing = ", ".join(s for s in FILES if s not in cached)
         raise SparsetopoError(f"{name} not found ({missing} missing, or failing their md5 in "

@@ -1,4 +1,5 @@
-"""Torch modules: SparseLinear (masked-dense and truly sparse backends) and SparseMLP.
+"""Torch modules: SparseLinear (masked-dense and truly sparse backends), SparseConv2d, SparseMLP,
+and :func:`sparsify`, which puts them into any PyTorch model.
 
 Torch modules only: no optimizer, no epoch. The numba kernels under the sparse backend live
 in :mod:`sparsetopo.kernels`, their autograd Function in :mod:`sparsetopo.nn.sparse_ops`, and
@@ -7,10 +8,12 @@ the one rule deciding each layer's backend in :mod:`sparsetopo.nn.backend`
 """
 
 from sparsetopo.nn.backend import BACKENDS, CostModel, choose_backend, layer_backends
+from sparsetopo.nn.conv import SparseConv2d
 from sparsetopo.nn.init import INITIALISERS, initial_weights
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.nn.mlp import ACTIVATIONS, SparseMLP
 from sparsetopo.nn.sparse_ops import SparseIndex
+from sparsetopo.nn.sparsify import sparsify, summarize
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "CostModel", "SparseIndex", "SparseLinear", "SparseMLP",
-           "choose_backend", "initial_weights", "layer_backends"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "CostModel", "SparseConv2d", "SparseIndex", "SparseLinear",
+           "SparseMLP", "choose_backend", "initial_weights", "layer_backends", "sparsify", "summarize"]

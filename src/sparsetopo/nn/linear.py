@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.backend import layer_backends
 from sparsetopo.nn.init import initial_weights
-from sparsetopo.nn.sparse_ops import SparseIndex, sparse_linear
+from sparsetopo.nn.sparse_ops import SparseIndex, SparseLinearFunction, sparse_linear
 from sparsetopo.topology import Topology
 
 
@@ -44,15 +45,18 @@ class SparseLinear(nn.Module):
         density and ``device``). :attr:`backend` holds the one in use. :class:`SparseMLP`
         decides for all its layers at once and passes each a concrete backend.
     device : where the layer will compute; only informs "auto" (CUDA means masked).
+    bias : whether the layer has a learnable bias (``nn.Linear(bias=False)`` has none).
     """
 
     def __init__(self, topology: Topology, init: str = "glorot", gen: np.random.Generator | None = None,
-                 backend: str = "masked", device=None):
+                 backend: str = "masked", device=None, bias: bool = True):
         super().__init__()
         self.topology = topology
         self.backend = layer_backends([topology], backend, device)[0]
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
-        self.bias = nn.Parameter(torch.zeros(topology.n_out))
+        self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
+        if not bias:  # the kernels always add a bias: a constant zero one, not trained, not saved
+            self.register_buffer("_zero_bias", torch.zeros(topology.n_out), persistent=False)
         if self.backend == "sparse":
             self.values = nn.Parameter(torch.from_numpy(values))
             self.index = SparseIndex.from_topology(topology)  # built once; plain arrays, not state
@@ -66,9 +70,14 @@ class SparseLinear(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias if self.bias is not None else self._zero_bias
         if self.backend == "sparse":
-            return sparse_linear(x, self.values, self.bias, self.index)
-        return torch.addmm(self.bias, x, self.weight * self.mask)
+            if x.dim() == 2:  # the common case, straight to the autograd Function
+                return SparseLinearFunction.apply(x, self.values, bias, self.index)
+            return sparse_linear(x, self.values, bias, self.index)
+        if x.dim() == 2:
+            return torch.addmm(bias, x, self.weight * self.mask)
+        return torch.matmul(x, self.weight * self.mask) + bias  # any leading shape, as nn.Linear
 
     def edge_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rows, cols)``: the input and output neuron of every connection (int64, CSR order),
@@ -81,6 +90,27 @@ class SparseLinear(nn.Module):
         if self.backend == "sparse":
             return self.values.detach().clone()
         return self.weight.detach()[self._edge_index]
+
+    @torch.no_grad()
+    def set_connected_weights(self, values: torch.Tensor) -> None:
+        """Replace the weights of the existing connections (length nnz, CSR order); on the
+        masked backend every other entry of ``weight`` is set to exactly 0."""
+        if tuple(values.shape) != (self.topology.nnz,):
+            raise SparsetopoError(f"connected weights of shape {tuple(values.shape)} do not fit this layer: "
+                                  f"expected ({self.topology.nnz},)")
+        if self.backend == "sparse":
+            self.values.copy_(values)
+            return
+        self.weight.zero_()
+        self.weight[self._edge_index] = values.to(self.weight.dtype).to(self.weight.device)
+
+    def to_dense(self) -> nn.Linear:
+        """An ``nn.Linear`` computing the same function (pruned weights as zeros), e.g. for export."""
+        dense = nn.Linear(self.topology.n_in, self.topology.n_out, bias=self.bias is not None, device="meta")
+        dense.weight = nn.Parameter(self.dense_weight().t().contiguous())
+        if self.bias is not None:
+            dense.bias = nn.Parameter(self.bias.detach().clone())
+        return dense
 
     def dense_weight(self) -> torch.Tensor:
         """The effective ``n_in x n_out`` weight (zeros where there is no connection)."""

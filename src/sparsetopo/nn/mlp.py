@@ -23,6 +23,9 @@ from sparsetopo.seeding import rng
 from sparsetopo.topology import Topology
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
+#: What the output layer computes: the activation, as every other neuron (the paper), or
+#: "linear" logits (for a softmax applied inside a cross-entropy loss).
+OUTPUTS = ("activation", "linear")
 
 
 class SparseMLP(nn.Module):
@@ -30,7 +33,7 @@ class SparseMLP(nn.Module):
 
     def __init__(self, topologies: Sequence[Topology], activation: str = "sigmoid",
                  dropout: Sequence[float] = (0.0, 0.0), init: str = "glorot", seed: int = 0,
-                 backend: str = "masked"):
+                 backend: str = "masked", output: str = "activation", device=None):
         super().__init__()
         for a, b in zip(topologies, topologies[1:]):
             if a.n_out != b.n_in:
@@ -39,13 +42,16 @@ class SparseMLP(nn.Module):
             raise SparsetopoError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if len(dropout) != 2 or not all(0.0 <= p < 1.0 for p in dropout):
             raise SparsetopoError(f"dropout={list(dropout)} must be two rates in [0, 1): input layer, hidden layers")
-        backends = layer_backends(topologies, backend)
+        if output not in OUTPUTS:
+            raise SparsetopoError(f"unknown output {output!r}: choose one of {', '.join(OUTPUTS)}")
+        backends = layer_backends(topologies, backend, device)  # device: where it will compute (CUDA: masked)
         self.layers = nn.ModuleList(
             SparseLinear(t, init=init, gen=rng(seed, "init", l), backend=b)
             for l, (t, b) in enumerate(zip(topologies, backends))
         )
         self.activation_name = activation
         self.act = ACTIVATIONS[activation]
+        self.output = output
         self.dropout = tuple(float(p) for p in dropout)
 
     @property
@@ -58,11 +64,15 @@ class SparseMLP(nn.Module):
         return [self.dropout[0] if l == 0 else self.dropout[1] for l in range(len(self.layers))]
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        last = self.layers[-1]
         for layer, rate in zip(self.layers, self.dropout_rates):
             if self.training and rate > 0:
-                keep = torch.rand(x.shape, generator=generator, dtype=x.dtype) >= rate
+                # drawn on the CPU generator whatever the device: the same numbers everywhere
+                keep = (torch.rand(x.shape, generator=generator, dtype=x.dtype) >= rate).to(x.device)
                 x = x * keep / (1.0 - rate)
-            x = self.act(layer(x))
+            x = layer(x)
+            if layer is not last or self.output == "activation":
+                x = self.act(x)
         return x
 
     def parameter_count(self) -> int:
@@ -73,7 +83,7 @@ class SparseMLP(nn.Module):
         """Per layer: max, min, mean, std (population) and count of the connected weights."""
         stats = []
         for layer in self.layers:
-            w = layer.connected_weights().double().numpy()
+            w = layer.connected_weights().double().cpu().numpy()
             stats.append({"max": float(w.max()), "min": float(w.min()), "mean": float(w.mean()),
                           "std": float(w.std()), "nnz": int(w.size)})
         return stats

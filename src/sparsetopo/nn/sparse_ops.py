@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.kernels import layer as kernels
-from sparsetopo.kernels.threads import n_chunks, use_threads
+from sparsetopo.kernels import batch_major
+from sparsetopo.kernels.threads import PARALLEL_MIN_WORK, n_chunks
 from sparsetopo.topology import Topology
 
 
@@ -63,73 +63,81 @@ class SparseIndex:
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     """A float32 numpy view of a CPU tensor (copied only when not already contiguous float32)."""
-    return t.detach().contiguous().numpy()
+    t = t.detach()
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
+
+
+def _feature_major(t: torch.Tensor) -> bool:
+    """Whether a 2-D tensor is laid out feature-major (its transpose contiguous, itself not):
+    the activations of a previous sparse layer, passed on without a layout copy."""
+    if t.is_contiguous() or t.dim() != 2:
+        return False
+    rows, cols = t.shape
+    return rows > 1 and cols > 1 and t.stride() == (1, rows)
+
+
+def _chunks(index: SparseIndex, batch: int) -> int:
+    """Ranges for the thread pool, or 0 to stay on the calling thread (the rule of
+    :func:`sparsetopo.kernels.threads.use_threads`)."""
+    n = n_chunks()
+    return n if n > 1 and index.nnz * batch >= PARALLEL_MIN_WORK else 0
 
 
 def sparse_forward(x: np.ndarray, values: np.ndarray, bias: np.ndarray, index: SparseIndex) -> tuple[np.ndarray, np.ndarray]:
     """``x @ W + b`` for a batch ``x`` (batch x n_in); returns ``(y, x feature-major)``."""
-    xt = np.ascontiguousarray(x.T)
-    yt = np.empty((index.n_out, x.shape[0]), dtype=np.float32)
-    args = (xt, values, bias, index.col_ptr, index.col_rows, index.col_perm, yt, False)
-    if use_threads(index.nnz, x.shape[0]):
-        kernels.forward(*args, n_chunks())
-    else:
-        kernels.forward_serial(*args)
-    return yt.T, xt
+    return batch_major.forward(np.ascontiguousarray(x, dtype=np.float32), values, bias, index.col_ptr,
+                               index.col_rows, index.col_perm, _chunks(index, x.shape[0]), True)
 
 
 class SparseLinearFunction(torch.autograd.Function):
-    """``y = x @ W + b`` with ``W`` given by its connected weights ``values`` (CSR order)."""
+    """``y = x @ W + b`` with ``W`` given by its connected weights ``values`` (CSR order).
+
+    Each direction is one numba call (:mod:`sparsetopo.kernels.batch_major`): the layout copies,
+    the kernels (on the thread pool when the layer does enough work, the rule of
+    :mod:`sparsetopo.kernels.threads`) and the bias gradient together, so that the layer's cost
+    inside someone else's network stays close to its kernels' (``benchmarks/bench_layers.py``,
+    ``ratios_autograd``). An input that is already feature-major (its transpose contiguous) is
+    read in place, and its gradient is returned in the same layout.
+    """
 
     @staticmethod
     def forward(ctx, x, values, bias, index: SparseIndex):
-        if x.device.type != "cpu" or x.dtype != torch.float32:
+        if not x.is_cpu or x.dtype is not torch.float32:
             raise SparsetopoError(
                 f"the sparse backend computes on CPU in float32, got a {x.dtype} tensor on {x.device}: "
                 "use backend='masked' (or 'auto', which picks it on CUDA) for other devices or dtypes"
             )
-        y, xt = sparse_forward(_numpy(x), _numpy(values), _numpy(bias), index)
-        ctx.index = index
-        ctx.save_for_backward(values)
-        ctx.xt = xt  # feature-major copy of x, reused by the SDDMM
-        return torch.from_numpy(np.ascontiguousarray(y))
+        v, b = values.detach().numpy(), bias.detach().numpy()
+        chunks = _chunks(index, x.shape[0])
+        if _feature_major(x):
+            xt = x.detach().t().numpy()  # a view: x is saved below, so autograd notices an in-place change
+            y = batch_major.forward_fm(xt, v, b, index.col_ptr, index.col_rows, index.col_perm, chunks)
+            ctx.x_feature_major = True
+            ctx.save_for_backward(values, x)
+        else:  # the feature-major copy is kept only when the weight gradient will need it
+            y, xt = batch_major.forward(_numpy(x), v, b, index.col_ptr, index.col_rows, index.col_perm,
+                                        chunks, ctx.needs_input_grad[1])
+            ctx.x_feature_major = False
+            ctx.save_for_backward(values)
+        ctx.index, ctx.xt, ctx.chunks = index, xt, chunks
+        return torch.from_numpy(y)
 
     @staticmethod
     def backward(ctx, grad_y):
         index: SparseIndex = ctx.index
-        (values,) = ctx.saved_tensors
-        gyt = np.ascontiguousarray(_numpy(grad_y).T)
-        threads = use_threads(index.nnz, gyt.shape[1])
-        grad_x = grad_values = grad_bias = None
-        want_x, want_values = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gxt = np.empty((index.n_in, gyt.shape[1]), dtype=np.float32) if want_x else None
-        gv = np.empty(index.nnz, dtype=np.float32) if want_values else None
-        v = _numpy(values)
-        if want_x and want_values:  # one pass over the connections computes both
-            args = (ctx.xt, gyt, v, index.indptr, index.indices, gxt, gxt, False, gv)
-            if threads:
-                kernels.backward(*args, n_chunks())
-            else:
-                kernels.backward_serial(*args)
-        elif want_x:
-            args = (gyt, v, index.indptr, index.indices, gxt, gxt, False)
-            if threads:
-                kernels.backward_input(*args, n_chunks())
-            else:
-                kernels.backward_input_serial(*args)
-        elif want_values:
-            args = (ctx.xt, gyt, index.indptr, index.indices, gv)
-            if threads:
-                kernels.backward_values(*args, n_chunks())
-            else:
-                kernels.backward_values_serial(*args)
+        want_x, want_values, want_bias = ctx.needs_input_grad[:3]
+        v = ctx.saved_tensors[0].detach().numpy()
+        if _feature_major(grad_y):
+            gx, gv, gb = batch_major.backward_fm(ctx.xt, grad_y.t().numpy(), v, index.indptr, index.indices, want_x,
+                                                 want_values, want_bias, ctx.chunks, ctx.x_feature_major)
+        else:
+            gx, gv, gb = batch_major.backward(ctx.xt, _numpy(grad_y), v, index.indptr, index.indices, want_x,
+                                              want_values, want_bias, ctx.chunks, ctx.x_feature_major)
+        grad_x = None
         if want_x:
-            grad_x = torch.from_numpy(np.ascontiguousarray(gxt.T))
-        if want_values:
-            grad_values = torch.from_numpy(gv)
-        if ctx.needs_input_grad[2]:
-            grad_bias = torch.from_numpy(gyt.sum(axis=1, dtype=np.float32))
-        return grad_x, grad_values, grad_bias, None
+            grad_x = torch.from_numpy(gx).t() if ctx.x_feature_major else torch.from_numpy(gx)
+        return (grad_x, torch.from_numpy(gv) if want_values else None,
+                torch.from_numpy(gb) if want_bias else None, None)
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index: SparseIndex) -> torch.Tensor:

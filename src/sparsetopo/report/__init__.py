@@ -4,7 +4,9 @@
 and ``claims.json`` with every figure as PNG and PDF. Modules, one job each:
 :mod:`.results` (load the store, derived columns, slices), :mod:`.stats` (seeded bootstrap
 intervals), :mod:`.graph` (algebraic connectivity the store lacks), :mod:`.claims` (the paper's
-claims C1..C8 and their verdicts), :mod:`.figures` (one function per figure), :mod:`.protocol`
+claims C1..C8 and their verdicts), :mod:`.recipes` (the claims per training recipe and each
+construction against random edges, for stores holding several recipes), :mod:`.figures` (one
+function per figure), :mod:`.protocol`
 (departures from the paper's protocol, software and machine), :mod:`.document` (HTML, Markdown,
 JSON), :mod:`.pictures` (a topology's edge matrix), :mod:`.build` (all of it in one call),
 :mod:`.reproduce` (a preset sweep, its timings and its report: the whole reproduction).

@@ -3,7 +3,9 @@
 Steps: load the store (:mod:`.results`), keep one data set and protocol, fill graph measures the
 store lacks (:mod:`.graph`), check the claims (:mod:`.claims`), draw the figures
 (:mod:`.figures`), and write ``report.html``, ``report.md`` and ``claims.json`` with the figures'
-PNG and PDF files beside them (:mod:`.document`).
+PNG and PDF files beside them (:mod:`.document`). A store holding several training recipes also
+gets every claim per recipe and the random-null table (:mod:`.recipes`), in the documents and
+in ``claims_by_recipe.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sparsetopo.report import claims as _claims
 from sparsetopo.report import figures as _figures
 from sparsetopo.report import graph, protocol
 from sparsetopo.report.document import ReportContent, write_documents
+from sparsetopo.report.recipes import compare_recipes, recipes_in
 from sparsetopo.report.results import analysis_slice, load_table, normalise
 
 
@@ -27,6 +30,7 @@ class ReportSummary:
     claims: list
     figures: list
     notes: list
+    recipes: object = None   # a recipes.RecipeComparison when the store holds several recipes
 
     def verdicts(self) -> dict[str, str]:
         return {c.id: c.verdict for c in self.claims}
@@ -48,9 +52,15 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
 
         raise SparsetopoError(f"results store {str(db_path)!r} holds no finished runs yet: run the sweep first "
                               f"('sparsetopo reproduce' or 'sparsetopo sweep')")
-    chosen = analysis_slice(table, dataset=dataset)
-    everything = analysis_slice(table, dataset=dataset, keep_backends=True)
-    notes = list(chosen.notes)
+    recipes = recipes_in(table)
+    # several recipes: the claims and figures are the first recipe's, the comparison follows
+    main = table[table["recipe"].eq(recipes[0])] if len(recipes) > 1 else table
+    chosen = analysis_slice(main, dataset=dataset)
+    everything = analysis_slice(main, dataset=dataset, keep_backends=True)
+    notes = [*_completeness(db_path), *chosen.notes]
+    if len(recipes) > 1:
+        notes.append(f"the store holds {len(recipes)} training recipes ({', '.join(recipes)}): the claims and "
+                     f"figures are recipe {recipes[0]!r}'s; 'Claims per recipe' compares them all")
     timed = _with_timings(everything.runs, db_path)
     datasets = sorted(map(str, table["dataset"].dropna().unique()))
     if len(datasets) > 1:
@@ -65,6 +75,13 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     step("figures")
     out_dir = Path(out_dir)
     figure_results = _figures.make_figures(runs, timed, out_dir, seed=seed)
+    comparison = None
+    if len(recipes) > 1:
+        step("claims per recipe")
+        comparison = compare_recipes(table, recipes, seed=seed, dataset=dataset, out_dir=out_dir,
+                                     with_timings=lambda rows: _with_timings(rows, db_path))
+        notes += comparison.notes
+        figure_results.append(comparison.figure)
     for f in figure_results:
         if f.skipped:
             notes.append(f"{f.title} skipped: {f.skipped}")
@@ -80,9 +97,23 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
         sweep=protocol.sweep_meta(db_path),
         grid=protocol.grid_summary(table),
         environment=protocol.environment(),
+        recipes=comparison,
     )
     paths = write_documents(content, out_dir)
-    return ReportSummary(out_dir, paths, claim_results, figure_results, notes)
+    return ReportSummary(out_dir, paths, claim_results, figure_results, notes, comparison)
+
+
+def _completeness(db_path) -> list[str]:
+    """A note when the sweep is only partly done: the claims then rest on fewer runs than planned."""
+    from sparsetopo.sweep.store import SweepStore
+
+    with SweepStore(db_path, readonly=True) as store:
+        status = store.status()
+    if status["done"] >= status["planned"]:
+        return []
+    return [f"the sweep is partly done: {status['done']} of {status['planned']} planned runs are stored "
+            f"({status['failed']} failed, {status['remaining']} not yet run); the claims rest on the stored runs "
+            f"only: resume the sweep for the full grid"]
 
 
 def _with_timings(runs_all_backends, db_path):

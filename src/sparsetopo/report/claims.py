@@ -61,6 +61,7 @@ class ClaimResult:
     ci_high: float | None = None
     threshold: float | None = None
     unit: str = ""
+    rule: str = ""            # the verdict's rule when it is not "interval vs threshold"; shown in its place
     numbers: dict = field(default_factory=dict)
     n_runs: int = 0
     notes: list[str] = field(default_factory=list)
@@ -76,6 +77,7 @@ class ClaimResult:
             "ci_high": self.ci_high,
             "threshold": self.threshold,
             "unit": self.unit,
+            "rule": self.rule,
             "n_runs": self.n_runs,
             "numbers": self.numbers,
             "notes": self.notes,
@@ -340,7 +342,9 @@ def check_c4(runs: pd.DataFrame, rng: np.random.Generator) -> ClaimResult:
     for key, acc in cells_w.groupby(["construction", "k_in", "k_out"])["test_accuracy"].mean().items():
         if key in mean_o.index:
             agree.append(np.sign(acc - fc_mean["with"]) == np.sign(mean_o[key] - fc_mean["without"]))
-    return _result("C4", check_c4, verdict, est["with"], threshold=-C2_TOLERANCE, unit="accuracy difference",
+    rule = (f"same class with and without dropout (each difference's interval above or below "
+            f"{-C2_TOLERANCE * 100:g} pt)")
+    return _result("C4", check_c4, verdict, est["with"], threshold=-C2_TOLERANCE, unit="accuracy difference", rule=rule,
                    n_runs=len(with_d) + len(without), numbers={
                        "hidden": int(h), "dropout": [float(setting[0]), float(setting[1])],
                        "without_dropout_minus_fc": _est(est["without"]), "with_dropout_minus_fc": _est(est["with"]),

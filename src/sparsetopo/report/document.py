@@ -13,6 +13,9 @@ from sparsetopo.atomic import atomic_path
 from sparsetopo.jsonable import plain
 from sparsetopo.report.claims import ClaimResult
 from sparsetopo.report.figures import FigureResult
+from sparsetopo.report.recipes import RecipeComparison
+from sparsetopo.report.recipes import claims_table as recipes_claims_table
+from sparsetopo.report.recipes import null_table as recipes_null_table
 
 VERDICT_COLORS = {"supported": "#d6f5d6", "not supported": "#f8d7d7", "inconclusive": "#fff2cc"}
 
@@ -31,6 +34,7 @@ class ReportContent:
     sweep: dict = field(default_factory=dict)
     grid: list[tuple[str, str]] = field(default_factory=list)
     environment: list[tuple[str, str]] = field(default_factory=list)
+    recipes: RecipeComparison | None = None   # several training recipes: claims per recipe, random null
 
 
 def _pct(x, unit: str) -> str:
@@ -48,6 +52,9 @@ def _interval(c: ClaimResult) -> str:
 
 
 def _threshold(c: ClaimResult) -> str:
+    """The verdict's rule: its own text when it is not a comparison with one threshold."""
+    if c.rule:
+        return c.rule
     return "n/a" if c.threshold is None else _pct(c.threshold, c.unit)
 
 
@@ -117,6 +124,9 @@ def render_html(content: ReportContent) -> str:
         for n in c.notes:
             parts.append(f"<p class='note'>{_h(n)}</p>")
         parts.append(f"<details><summary>numbers</summary><pre>{_h(_numbers_text(c.numbers))}</pre></details>")
+    if content.recipes is not None:
+        parts += [f"<h2 id='recipes'>{_h(title)}</h2><p>{_h(text)}</p>" + (_table_html(*table) if table[0] else "")
+                  for title, text, table in _recipe_sections(content.recipes)]
     parts.append("<h2 id='figures'>Figures</h2>")
     for f in content.figures:
         if f.skipped:
@@ -176,6 +186,9 @@ def render_markdown(content: ReportContent) -> str:
         lines += [f"**{c.id}** ({c.verdict}). {c.operationalisation}", ""]
         lines += [f"> {n}" for n in c.notes] + ([""] if c.notes else [])
         lines += ["```json", _numbers_text(c.numbers), "```", ""]
+    if content.recipes is not None:
+        for title, text, table in _recipe_sections(content.recipes):
+            lines += [f"## {title}", "", text, ""] + (_table_md(*table) if table[0] else [])
     lines += ["## Figures", ""]
     for f in content.figures:
         lines += [f"### {f.title}", ""]
@@ -203,13 +216,32 @@ def render_markdown(content: ReportContent) -> str:
     return "\n".join(lines)
 
 
+def _recipe_sections(comparison: RecipeComparison) -> list[tuple[str, str, tuple]]:
+    """(title, text, (header, rows)) of the per-recipe claims and the random-null tables."""
+    return [
+        ("Claims per recipe",
+         "Every claim checked by the same rule on each recipe's runs alone (cells: verdict, measured value, "
+         "95% interval; accuracy in points). A verdict that changes across a row depends on how the networks "
+         "were trained, not only on their topology.", recipes_claims_table(comparison)),
+        ("Random null",
+         "Each sparse construction's mean accuracy minus random_edge's at the same hidden size, input degree "
+         "and output degree (one hidden layer, no dropout), in accuracy points with its 95% bootstrap interval "
+         "over seeds. Above 0: the construction beats i.i.d. random edges at that density; below: it loses; "
+         "across 0: no difference these seeds can show.", recipes_null_table(comparison.null)),
+    ]
+
+
 def write_documents(content: ReportContent, out_dir) -> dict[str, Path]:
     """Write report.html, report.md and claims.json into ``out_dir``; return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, text in (("report.html", render_html(content)), ("report.md", render_markdown(content)),
-                       ("claims.json", claims_json(content.claims))):
+    documents = [("report.html", render_html(content)), ("report.md", render_markdown(content)),
+                 ("claims.json", claims_json(content.claims))]
+    if content.recipes is not None:
+        documents.append(("claims_by_recipe.json",
+                          json.dumps(plain(content.recipes.to_dict()), indent=2, allow_nan=False)))
+    for name, text in documents:
         path = out_dir / name
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")

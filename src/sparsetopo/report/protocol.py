@@ -29,6 +29,11 @@ FIELDS = {
     "activation": "activation on every neuron",
     "init": "weight initialisation",
     "limit_train": "training examples used (None: all)",
+    "loss": "loss (mse on the output activation, or cross_entropy on a softmax output)",
+    "optimizer": "optimizer (sgd_nesterov or adam)",
+    "lr_schedule": "learning-rate schedule",
+    "validation_fraction": "training examples held out for validation",
+    "early_stop": "early-stopping patience in epochs (0: none)",
     "backend": "compute backend (changes speed, not the numbers beyond float error)",
 }
 PAPER_HIDDEN = {"100", "300", "500", "500,300"}
@@ -82,7 +87,9 @@ def sweep_meta(db_path) -> dict:
     """The sweep's own description from the store's ``meta`` table ({} when absent)."""
     out = {}
     try:
-        con = sqlite3.connect(f"file:{Path(db_path)}?mode=ro", uri=True)
+        from sparsetopo.sweep.store import connect_readonly
+
+        con = connect_readonly(db_path)
         try:
             for key, value in con.execute("SELECT key, value FROM meta"):
                 try:

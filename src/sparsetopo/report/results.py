@@ -42,7 +42,8 @@ LABELS = {
     "fully_connected": "Fully connected",
 }
 # Protocol fields that must agree for two runs to be compared (the grid varies the others).
-PROTOCOL_FIELDS = ("dataset", "epochs", "batch_size", "lr", "momentum", "init", "activation", "limit_train")
+PROTOCOL_FIELDS = ("dataset", "epochs", "batch_size", "lr", "momentum", "init", "activation", "limit_train",
+                   "loss", "optimizer", "lr_schedule", "validation_fraction", "early_stop")
 NUMERIC = ("hidden1", "n_hidden_layers", "k_in", "k_out", "density_in", "density", "dropout_in",
            "dropout_hidden", "epochs", "batch_size", "lr", "momentum", "seed", "test_accuracy",
            "train_loss", "parameters", "seconds", "seconds_per_epoch", "alg_conn_in",

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.worker import init_worker
 
-__all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor", "RayExecutor", "make_executor", "default_workers"]
+__all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor", "RayExecutor", "check_executor", "default_workers",
+           "make_executor"]
 
 
 def default_workers() -> int:
@@ -70,10 +74,22 @@ class ProcessExecutor(Executor):
         """Process ids of the live workers (for tests and diagnostics)."""
         return [p.pid for p in (self.pool._processes or {}).values()]
 
+    def terminate(self) -> None:
+        """Stop now: kill every worker and drop queued work (after an interrupt). A plain
+        ``shutdown(wait=True)`` would wait for runs in flight, and the pool's exit hook for
+        workers that never learn the coordinator is leaving."""
+        processes = list((self.pool._processes or {}).values())
+        for process in processes:
+            process.kill()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=5)
 
-# Imported once by the forkserver, so that each forked worker starts warm: torch.optim's first
-# use imports torch._dynamo (seconds), the digits loader imports scikit-learn.
-PRELOAD = ["sparsetopo.sweep.worker", "torch._dynamo", "sklearn.datasets"]
+
+# Nothing heavy is preloaded into the forkserver: while it imported torch (seconds) a Ctrl-C
+# could land inside the coordinator's request for a worker, and the worker forked for that
+# request would then start for a coordinator that is gone. Each worker imports torch once.
+PRELOAD: list[str] = []
 
 
 def _context():
@@ -83,8 +99,33 @@ def _context():
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
+        _start_forkserver()
         return context
     return multiprocessing.get_context("spawn")
+
+
+@contextmanager
+def _sigint_ignored():
+    """Hold Ctrl-C off for a moment (main thread only; elsewhere signals are not ours to set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver with SIGINT ignored. A Ctrl-C to the process group would otherwise
+    hit it (and workers forking from it) while it imports torch, each printing a traceback; the
+    ignored disposition survives its exec and its forks. The coordinator alone handles Ctrl-C,
+    and the server exits with it."""
+    from multiprocessing import forkserver
+
+    with _sigint_ignored():
+        forkserver.ensure_running()
 
 
 def _ray_call(fn, args, kwargs):
@@ -128,6 +169,19 @@ class RayExecutor(Executor):
 
 
 EXECUTORS = {"inline": InlineExecutor, "process": ProcessExecutor, "ray": RayExecutor}
+
+
+def check_executor(kind: str) -> None:
+    """Raise SparsetopoError if executor ``kind`` is unknown or its package is missing: called
+    before a sweep creates anything, so a missing dependency leaves no store behind."""
+    if kind not in EXECUTORS:
+        raise SparsetopoError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SparsetopoError("--executor ray needs Ray: pip install 'sparsetopo[ray]' "
+                                  "(or use --executor process)") from None
 
 
 def make_executor(kind: str = "process", workers: int | None = None, address: str | None = None) -> Executor:

@@ -14,6 +14,7 @@ Library code never prints: progress goes to the ``on_result`` callback, one
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, wait
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from sparsetopo.data import dataset_shape
+from sparsetopo.data import dataset_shape, prepare_dataset
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.sweep.executors import default_workers, make_executor
-from sparsetopo.sweep.spec import SweepSpec, expand, load_spec, run_id
+from sparsetopo.sweep.executors import check_executor, default_workers, make_executor
+from sparsetopo.sweep.spec import SweepSpec, expand_recipes, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
 from sparsetopo.sweep.worker import run_chunk
 from sparsetopo.train import TrainConfig, population_key
@@ -73,6 +74,13 @@ def estimate_seconds(config: TrainConfig, n_features: int, n_classes: int, n_tra
     return steps * (2e-4 + 6 * config.batch_size * weights / 1.5e10)
 
 
+def projected_seconds(configs: Sequence[TrainConfig], workers: int, data_dir=None) -> float:
+    """Rough wall time of a whole grid on ``workers`` workers (:func:`estimate_seconds` summed)."""
+    shapes = {name: dataset_shape(name, data_dir) for name in {c.dataset for c in configs}}
+    total = sum(estimate_seconds(c, *shapes[c.dataset]) for c in configs)
+    return total / max(1, workers)
+
+
 def make_chunks(configs: Sequence[TrainConfig], workers: int, chunk_size: int | None = None,
                 data_dir=None) -> list[list[TrainConfig]]:
     """Cut runs into tasks: runs that can share a population sit together, and each task
@@ -107,6 +115,7 @@ def run_sweep(
     retry_failed: bool = False,
     data_dir=None,
     on_result: Callable[[RunEvent], None] | None = None,
+    add: bool = False,
 ) -> SweepSummary:
     """Run every run of a sweep that is not stored yet in ``db_path``; return a summary.
 
@@ -119,16 +128,30 @@ def run_sweep(
     chunk_size : runs per task; default sized from a cost estimate (:func:`make_chunks`).
     population : train runs sharing :func:`sparsetopo.train.population_key` together.
     measures : compute graph measures (when :mod:`sparsetopo.spectral` is available).
+    add : allow a spec whose grid differs from the one(s) already in ``db_path`` (the store
+        then keeps every spec it was given); without it such a call is refused, so that two
+        sweeps never mix silently.
+
+    Nothing is created before the executor's package, the spec and the data sets are known
+    to be usable. A run failing with a SparsetopoError (missing or corrupt data, bad input) is
+    not retried; if no run has succeeded yet the sweep stops with that error. On an
+    interrupt (KeyboardInterrupt) the workers are killed at once; stored runs stay stored
+    and the next call resumes.
     """
     started = time.perf_counter()
     if max_attempts < 1:
         raise SparsetopoError(f"max_attempts={max_attempts} must be >= 1")
-    meta = {}
+    if isinstance(executor, str):
+        check_executor(executor)
+    meta, spec, recipes = {}, None, {}
     if isinstance(spec_or_configs, (str, Path)):
         spec_or_configs = load_spec(spec_or_configs, data_dir=data_dir)
     if isinstance(spec_or_configs, SweepSpec):
         meta = {"spec": spec_or_configs.summary(), "spec_text": spec_or_configs.text}
-        configs = expand(spec_or_configs, data_dir=data_dir)
+        labelled = expand_recipes(spec_or_configs, data_dir=data_dir)
+        configs = [config for config, _ in labelled]
+        recipes = {run_id(config): recipe for config, recipe in labelled}   # stored with each run
+        spec = {"name": spec_or_configs.name, "grid": _grid_id(configs), "text": spec_or_configs.text}
     else:
         configs = list(spec_or_configs)
         for i, config in enumerate(configs):
@@ -140,14 +163,25 @@ def run_sweep(
         workers = workers or (1 if executor == "inline" else default_workers())
     ids = [run_id(c) for c in configs]
     by_id = dict(zip(ids, configs))
+    for name in sorted({c.dataset for c in configs}):
+        prepare_dataset(name, data_dir)   # find (or download) its files once, here, or stop now
 
+    if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:  # refuse before changing anything
+        with SweepStore(db_path, readonly=True) as existing:
+            specs = _specs_after(existing.meta(), spec, add, existing.path)
+    else:
+        specs = None if spec is None else [spec]
     with SweepStore(db_path) as store:
-        store.plan([(rid, c.to_dict()) for rid, c in by_id.items()], {**meta, "workers": workers})
+        if specs is not None:
+            store.set_meta("specs", specs)
+        known = store.meta()
+        first = {k: v for k, v in meta.items() if k not in known}  # the store's first spec stays its name
+        store.plan([(rid, c.to_dict()) for rid, c in by_id.items()], {**first, "workers": workers})
         done = store.done_ids()
         attempts = store.failed_attempts()
         todo = [c for rid, c in by_id.items()
                 if rid not in done and (retry_failed or attempts.get(rid, 0) < max_attempts)]
-        state = _State(store, by_id, max_attempts, on_result, total=len(todo))
+        state = _State(store, by_id, max_attempts, on_result, total=len(todo), recipes=recipes)
         if todo:
             state.run(executor, owned, workers, address,
                       make_chunks(todo, workers, chunk_size, data_dir),
@@ -158,12 +192,38 @@ def run_sweep(
                         seconds=time.perf_counter() - started)
 
 
+def _grid_id(configs: Sequence[TrainConfig]) -> str:
+    """A spec's identity: the hash of its run ids (so also of data set and versions)."""
+    return hashlib.sha256("\n".join(sorted(run_id(c) for c in configs)).encode()).hexdigest()[:16]
+
+
+def _specs_after(meta: dict, spec: dict | None, add: bool, path) -> list[dict] | None:
+    """The store's specs once ``spec`` is run into it (None: nothing to record); refuses a spec
+    whose grid is not one the store was made from, unless ``add``.
+
+    Stores written before specs were recorded are compared by their spec's name."""
+    known = meta.get("specs")
+    if known is None:
+        known = [{"name": meta["spec"]["name"], "grid": None}] if "spec" in meta else []
+    if spec is None:  # a list of configs (library use): nothing to compare
+        return None
+    if any(k["grid"] == spec["grid"] or (k["grid"] is None and k["name"] == spec["name"]) for k in known):
+        return known
+    if known and not add:
+        names = ", ".join(sorted({k["name"] for k in known}))
+        raise SparsetopoError(
+            f"{path} holds the runs of another sweep ({names}), not of {spec['name']!r}: choose another "
+            f"--db, or add --add to keep {spec['name']!r}'s runs in the same store (it then keeps both specs)")
+    return [*known, spec]
+
+
 class _State:
     """Bookkeeping of one ``run_sweep`` call: what is in flight, retries, counts."""
 
-    def __init__(self, store: SweepStore, by_id, max_attempts, on_result, total):
+    def __init__(self, store: SweepStore, by_id, max_attempts, on_result, total, recipes=None):
         self.store, self.by_id, self.max_attempts, self.on_result = store, by_id, max_attempts, on_result
         self.total = total
+        self.recipes = recipes or {}   # run id -> the spec's recipe name (the runs table's "recipe")
         self.finished = self.stored = self.failed = self.restarts = 0
 
     def run(self, executor, owned, workers, address, chunks, options):
@@ -191,7 +251,9 @@ class _State:
                         pending[:0] = self._retry(chunk, f"task failed: {exc!r}")
                         continue
                     for config, row in zip(chunk, rows):
-                        if "error" in row:
+                        if row.get("permanent"):
+                            self._give_up(config, row["error"])
+                        elif "error" in row:
                             pending[:0] = self._retry([config], row["error"])
                         else:
                             self._store(config, row)
@@ -206,17 +268,34 @@ class _State:
                 elif broken:
                     raise SparsetopoError("the executor given to run_sweep broke (a worker died); run the "
                                           "sweep again to resume, or pass an executor name so it is replaced")
-        finally:
+        except BaseException:  # an interrupt or a stop: do not wait for runs in flight
             if owned:
-                pool.shutdown(wait=True, cancel_futures=True)
+                terminate = getattr(pool, "terminate", None)
+                if terminate is not None:
+                    terminate()
+                else:
+                    pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        if owned:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _store(self, config, row):
         cache = row.pop("measure_cache", None)
         row.pop("worker_pid", None)
+        row["recipe"] = self.recipes.get(row["run_id"])
         self.store.add_result(row, cache)
         self.stored += 1
         self.finished += 1
         self._emit(config, row["status"], row["test_accuracy"], row["seconds"], worker=row.get("worker"))
+
+    def _give_up(self, config, error: str) -> None:
+        """A run failed in a way no retry fixes: record it; stop the sweep if nothing has worked yet."""
+        self.store.add_failure(run_id(config), error)
+        self.failed += 1
+        self.finished += 1
+        self._emit(config, "failed", None, None, error)
+        if self.stored == 0:
+            raise SparsetopoError(f"sweep stopped: {error}")
 
     def _retry(self, chunk, error) -> list[list[TrainConfig]]:
         """Count an attempt for each run of a failed chunk; return the runs to send again, one per task."""

@@ -24,13 +24,26 @@ Layout of a spec (see the shipped presets ``sparsetopo/presets/*.toml``)::
     degrees_out = [1, 5, "full"] # k of the last layer (hidden -> output); default "full"
     seeds = 3                    # a count (0, 1, 2) or an explicit list
 
-Block keys: ``constructions``, ``hidden``, ``seeds``, ``dropout`` (a list of
+    [recipes.modern]             # optional: named training recipes (TrainConfig fields; see below)
+    loss = "cross_entropy"
+    optimizer = "adam"
+    lr = 0.001
+
+    [grid.compare]
+    recipes = ["modern"]         # the protocol axis: the block once per recipe, on top of [protocol]
+
+Block keys: ``constructions``, ``hidden``, ``seeds``, ``recipes``, ``dropout`` (a list of
 ``[input, hidden]`` pairs) and one way of giving degrees: ``degrees_in`` / ``degrees_out``
 (layers between the first and the last stay fully connected), ``densities_in`` /
 ``densities_out`` (fractions of the layer's outputs, ``k = max(1, round(d * n_out))``), or
 ``degrees`` (explicit per-layer lists, e.g. ``[[150, 90, "full"]]``). Any other TrainConfig
 field (``epochs``, ``lr``, ``init``, ...) may appear as a value or as a list of values (an
 axis). ``fully_connected`` ignores the degree axes: one cell per hidden size and seed.
+
+A recipe may set any TrainConfig field but those naming the network (data set, sizes,
+construction, degrees, seed) and dropout; each run remembers its recipe's name
+(:func:`expand_recipes`; the store's ``recipe`` column). ``[sweep] fallback_dataset`` names a
+data set used when the [protocol] one is not on this machine (:func:`with_fallback`).
 
 Runs are identified by :func:`run_id`: a short sha256 of the canonical config JSON plus the
 versions of the constructions it uses, so results made with older masks are never mixed
@@ -47,11 +60,11 @@ import hashlib
 import itertools
 import json
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 
-from sparsetopo.data import dataset_shape
+from sparsetopo.data import DATASETS, dataset_shape
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology.registry import CONSTRUCTIONS
 from sparsetopo.train import TrainConfig
@@ -64,18 +77,26 @@ else:  # pragma: no cover - Python 3.10 needs the 'tomli' backport (pip install 
     except ImportError:  # the error is raised when a spec is read, with the fix
         tomllib = None
 
-__all__ = ["SweepSpec", "expand", "load_spec", "parse_spec", "preset_names", "run_id"]
+__all__ = ["SweepSpec", "expand", "expand_recipes", "load_spec", "parse_spec", "preset_names", "run_id"]
 
 FULL = "full"
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
-INT_FIELDS = {"epochs", "batch_size", "seed", "limit_train"}
-FLOAT_FIELDS = {"lr", "momentum"}
-STR_FIELDS = {"dataset", "construction", "activation", "init", "backend"}
+INT_FIELDS = {"epochs", "batch_size", "seed", "limit_train", "early_stop"}
+FLOAT_FIELDS = {"lr", "momentum", "validation_fraction"}
+STR_FIELDS = {"dataset", "construction", "activation", "init", "backend", "loss", "optimizer", "lr_schedule", "device"}
 GRID_AXES = ("constructions", "hidden", "degrees_in", "degrees_out", "densities_in", "densities_out",
-             "degrees", "dropout", "seeds")
+             "degrees", "dropout", "seeds", "recipes")
 # block keys that replace a TrainConfig field (the singular names are not accepted in a block)
 GRID_REPLACES = {"construction": "constructions", "seed": "seeds"}
-SWEEP_KEYS = ("name", "description", "departures")
+SWEEP_KEYS = ("name", "description", "departures", "fallback_dataset")
+#: TrainConfig fields a [recipes.NAME] table may set: how a network is trained, not which
+#: network it is (data set, sizes, construction, degrees and seed are the grid's, and so is
+#: dropout, the paper's own variant and a grid axis).
+RECIPE_FIELDS = tuple(name for name in CONFIG_FIELDS
+                      if name not in ("dataset", "hidden", "construction", "degrees", "seed", "dropout"))
+#: TrainConfig fields added after run ids were first published. A run id leaves such a field
+#: out while it holds its default, so runs stored before it existed keep their ids.
+LATER_FIELDS = ("loss", "optimizer", "lr_schedule", "validation_fraction", "early_stop", "device")
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -88,18 +109,30 @@ class SweepSpec:
     protocol: dict                # TrainConfig fields shared by every run
     blocks: tuple[tuple[str, dict], ...]
     text: str = ""                # the TOML text, stored with the results
+    recipes: tuple[tuple[str, dict], ...] = ()   # [recipes.NAME] tables: named training recipes, in file order
+    fallback_dataset: str | None = None          # used when the protocol's data set is not on this machine
 
     def summary(self) -> dict:
         """JSON-ready description (what the store keeps in its meta table)."""
-        return {"name": self.name, "source": self.source, "description": self.description,
-                "departures": list(self.departures), "protocol": self.protocol,
-                "blocks": [name for name, _ in self.blocks]}
+        out = {"name": self.name, "source": self.source, "description": self.description,
+               "departures": list(self.departures), "protocol": self.protocol,
+               "blocks": [name for name, _ in self.blocks]}
+        if self.recipes:
+            out["recipes"] = {name: dict(fields) for name, fields in self.recipes}
+        return out
 
 
 # -- run identity ----------------------------------------------------------------------------
 def run_id(config: TrainConfig) -> str:
-    """16 hex digits of sha256 over the canonical config JSON and the construction versions."""
-    payload = {"config": config.to_dict(),
+    """16 hex digits of sha256 over the canonical config JSON and the construction versions.
+
+    Fields of :data:`LATER_FIELDS` are left out while they hold their default, so a config that
+    keeps the paper's recipe has the id it had before those fields existed."""
+    data = config.to_dict()
+    for name in LATER_FIELDS:
+        if name in data and data[name] == CONFIG_FIELDS[name].default:
+            del data[name]
+    payload = {"config": data,
                "construction_versions": {config.construction: CONSTRUCTIONS[config.construction].version}}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -119,16 +152,39 @@ def load_spec(spec: str | Path, data_dir=None) -> SweepSpec:
         if not path.is_file():
             raise SparsetopoError(f"sweep spec {spec}: no such file; give a TOML path or one of the "
                                   f"presets {', '.join(preset_names())}")
-        text, source = path.read_text(), str(path)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            raise SparsetopoError(f"sweep spec {spec} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                                  f"save it as UTF-8 TOML") from None
     elif str(spec) in preset_names():
         text = (resources.files("sparsetopo") / "presets" / f"{spec}.toml").read_text()
         source = f"preset {spec}"
     else:
         raise SparsetopoError(f"sweep spec {spec!r} is neither a .toml file nor a preset: choose one of "
                               f"{', '.join(preset_names())} or give a path")
-    parsed = parse_spec(text, source=source, default_name=path.stem)
+    parsed = with_fallback(parse_spec(text, source=source, default_name=path.stem), data_dir)
     expand(parsed, data_dir=data_dir)  # every run is checked before any starts
     return parsed
+
+
+def with_fallback(spec: SweepSpec, data_dir=None) -> SweepSpec:
+    """``spec``, or, when it names a ``[sweep] fallback_dataset`` and its [protocol] data set's
+    files are not on this machine (looked for as loading would, but never downloaded), the
+    same spec on the fallback data set, the switch recorded as a departure."""
+    dataset = spec.protocol.get("dataset", CONFIG_FIELDS["dataset"].default)
+    if spec.fallback_dataset is None or dataset not in DATASETS or DATASETS[dataset].offline:
+        return spec
+    from sparsetopo.data import locate
+
+    try:
+        locate(dataset, data_dir, download=False)
+        return spec
+    except SparsetopoError:
+        note = (f"Data set {spec.fallback_dataset!r} instead of {dataset!r}: {dataset!r} was not found on this "
+                f"machine (no download attempted); the spec names {spec.fallback_dataset!r} as its fallback.")
+        return replace(spec, protocol={**spec.protocol, "dataset": spec.fallback_dataset},
+                       departures=(*spec.departures, note))
 
 
 def parse_spec(text: str, source: str = "<string>", default_name: str = "sweep") -> SweepSpec:
@@ -140,7 +196,7 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "sweep")
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SparsetopoError(f"{where}: not valid TOML ({exc}); fix the syntax") from None
-    _unknown(where, "top level", data, ("sweep", "protocol", "grid"))
+    _unknown(where, "top level", data, ("sweep", "protocol", "grid", "recipes"))
     sweep = _table(where, "sweep", data.get("sweep", {}))
     _unknown(where, "[sweep]", sweep, SWEEP_KEYS)
     name = sweep.get("name", default_name)
@@ -150,10 +206,15 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "sweep")
         raise SparsetopoError(f"{where}: [sweep] name and description must be strings")
     if not isinstance(departures, list) or not all(isinstance(d, str) for d in departures):
         raise SparsetopoError(f"{where}: [sweep] departures must be a list of strings")
+    fallback = sweep.get("fallback_dataset")
+    if fallback is not None and fallback not in DATASETS:
+        raise SparsetopoError(f"{where}: [sweep] fallback_dataset={fallback!r} is not a data set: choose one of "
+                              f"{', '.join(DATASETS)}")
 
     protocol = _table(where, "protocol", data.get("protocol", {}))
     _unknown(where, "[protocol]", protocol, CONFIG_FIELDS)
     protocol = {key: _config_value(where, "[protocol]", key, value) for key, value in protocol.items()}
+    recipes = _parse_recipes(where, protocol, _table(where, "recipes", data.get("recipes", {})))
 
     grid = _table(where, "grid", data.get("grid", {}))
     if not grid:
@@ -162,9 +223,37 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "sweep")
     for block_name, block in grid.items():
         label = f"[grid.{block_name}]"
         block = _table(where, f"grid.{block_name}", block)
-        blocks.append((block_name, _parse_block(where, label, block)))
+        blocks.append((block_name, _parse_block(where, label, block, recipes)))
     return SweepSpec(name=name, source=source, description=description, departures=tuple(departures),
-                     protocol=protocol, blocks=tuple(blocks), text=text)
+                     protocol=protocol, blocks=tuple(blocks), text=text, recipes=tuple(recipes.items()),
+                     fallback_dataset=fallback)
+
+
+def _parse_recipes(where, protocol, table) -> dict[str, dict]:
+    """The [recipes.NAME] tables: each a set of :data:`RECIPE_FIELDS` values, checked like
+    [protocol]'s. Two recipes that would train the same runs are refused."""
+    recipes: dict[str, dict] = {}
+    effective: dict[str, str] = {}
+    for name, fields_ in table.items():
+        label = f"[recipes.{name}]" if name.replace("_", "").isalnum() else f'[recipes."{name}"]'
+        fields_ = _table(where, f"recipes.{name}", fields_)
+        for key in fields_:
+            if key in CONFIG_FIELDS and key not in RECIPE_FIELDS:
+                raise SparsetopoError(f"{where}: {label} {key}: a recipe says how networks train, not which "
+                                      f"network; set {key} in [protocol] or in a grid block")
+        _unknown(where, label, fields_, RECIPE_FIELDS)
+        recipe = {key: _config_value(where, label, key, value) for key, value in fields_.items()}
+        try:
+            TrainConfig(**{**protocol, **recipe})
+        except SparsetopoError as exc:
+            raise SparsetopoError(f"{where}: {label} {exc}") from None
+        key = json.dumps(TrainConfig(**{**protocol, **recipe}).to_dict(), sort_keys=True)
+        if key in effective:
+            raise SparsetopoError(f"{where}: {label} sets the same training as [recipes.{effective[key]}] "
+                                  "(with [protocol]): give each recipe a field that differs, or drop one")
+        effective[key] = name
+        recipes[name] = recipe
+    return recipes
 
 
 # -- parsing helpers -------------------------------------------------------------------------
@@ -260,7 +349,8 @@ def _density(where, label, key, value) -> float:
     return float(value)
 
 
-def _parse_block(where, label, block) -> dict:
+def _parse_block(where, label, block, recipes=None) -> dict:
+    recipes = recipes or {}
     valid = set(GRID_AXES) | (set(CONFIG_FIELDS) - {"construction", "seed"})
     for key in block:
         if key in GRID_REPLACES:
@@ -286,6 +376,14 @@ def _parse_block(where, label, block) -> dict:
                         for row in _list(where, label, key, value)]
         elif key == "dropout":
             out[key] = [_dropout(where, label, key, p) for p in _list(where, label, key, value)]
+        elif key == "recipes":
+            names = [value] if isinstance(value, str) else _list(where, label, key, value)
+            for name in names:
+                if not isinstance(name, str) or name not in recipes:
+                    defined = ", ".join(recipes) if recipes else "none: add [recipes.NAME] tables"
+                    raise SparsetopoError(f"{where}: {label} recipes: unknown recipe {name!r}: the spec defines "
+                                          f"{defined}")
+            out[key] = list(dict.fromkeys(names))
         elif key == "seeds":
             if _is_int(value):
                 if value < 1:
@@ -301,6 +399,11 @@ def _parse_block(where, label, block) -> dict:
             values = value if isinstance(value, list) else [value]
             _list(where, label, key, values)
             out[key] = [_config_value(where, label, key, v) for v in values]
+    for name in out.get("recipes", []):
+        both = sorted(set(recipes[name]) & set(out))
+        if both:
+            raise SparsetopoError(f"{where}: {label} sets {both[0]}, which recipe {name!r} sets too: set it in "
+                                  "one place (the recipe, or the block without that recipe)")
     for a, b in (("degrees", "degrees_in"), ("degrees", "degrees_out"), ("degrees", "densities_in"),
                  ("degrees", "densities_out"), ("degrees_in", "densities_in"), ("degrees_out", "densities_out")):
         if a in out and b in out:
@@ -313,21 +416,30 @@ def _parse_block(where, label, block) -> dict:
 def expand(spec: SweepSpec, data_dir=None) -> list[TrainConfig]:
     """Every run of the spec as a validated TrainConfig, in a deterministic order.
 
-    Order: blocks as in the file; inside a block hidden sizes, constructions, degree cells
-    (input degree, then output degree), dropout, other axes (by name), seeds. A run named
-    twice is kept at its first place.
+    Order: blocks as in the file; inside a block recipes (as the block lists them), hidden
+    sizes, constructions, degree cells (input degree, then output degree), dropout, other
+    axes (by name), seeds. A run named twice is kept at its first place.
     """
+    return [config for config, _ in expand_recipes(spec, data_dir)]
+
+
+def expand_recipes(spec: SweepSpec, data_dir=None) -> list[tuple[TrainConfig, str | None]]:
+    """:func:`expand`'s runs, each with the name of the recipe it was trained under (None for
+    a block without ``recipes``: [protocol] alone)."""
     where = f"sweep spec {spec.source}"
-    configs: list[TrainConfig] = []
+    recipes = dict(spec.recipes)
+    runs: list[tuple[TrainConfig, str | None]] = []
     seen: set[str] = set()
     for block_name, block in spec.blocks:
         label = f"[grid.{block_name}]"
-        for config in _expand_block(where, label, spec.protocol, block, data_dir):
-            rid = run_id(config)
-            if rid not in seen:
-                seen.add(rid)
-                configs.append(config)
-    return configs
+        for recipe in block.get("recipes") or [None]:
+            protocol = {**spec.protocol, **recipes.get(recipe, {})}
+            for config in _expand_block(where, label, protocol, block, data_dir):
+                rid = run_id(config)
+                if rid not in seen:
+                    seen.add(rid)
+                    runs.append((config, recipe))
+    return runs
 
 
 def _expand_block(where, label, protocol, block, data_dir):

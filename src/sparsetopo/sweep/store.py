@@ -29,7 +29,8 @@ from typing import Callable, Iterable
 
 from sparsetopo.errors import SparsetopoError
 
-__all__ = ["RUN_COLUMNS", "MEASURE_COLUMNS", "SweepStore", "load_results", "export_results"]
+__all__ = ["RUN_COLUMNS", "MEASURE_COLUMNS", "SweepStore", "check_store", "connect_readonly", "export_results",
+           "load_results"]
 
 
 def _layer0(name):
@@ -79,8 +80,15 @@ RUN_COLUMNS: dict[str, str] = {
     "requested_backend": "TEXT",    # the config's backend: masked, sparse or auto
     "seed": "INTEGER",
     "limit_train": "INTEGER",
+    "loss": "TEXT",                 # mse | cross_entropy (train.recipe)
+    "optimizer": "TEXT",            # sgd_nesterov | adam
+    "lr_schedule": "TEXT",          # constant | cosine
+    "validation_fraction": "REAL",  # training examples held out for validation
+    "early_stop": "INTEGER",        # patience in epochs (0: none)
+    "recipe": "TEXT",               # the spec's recipe name ([recipes.NAME]); NULL without one
     # outcome
     "status": "TEXT",               # ok | diverged
+    "reason": "TEXT",               # why a run diverged (train.divergence); empty when ok
     "test_accuracy": "REAL",
     "train_loss": "REAL",           # last epoch's mean training loss
     "epochs_done": "INTEGER",
@@ -111,14 +119,61 @@ _SCHEMA = [
 ]
 
 
-class SweepStore:
-    """Read/write access to one sweep's SQLite file. Use one instance in one process."""
+#: Tables every sparsetopo sweep store has; a file without them is someone else's.
+STORE_TABLES = ("runs", "planned", "meta")
 
-    def __init__(self, path, create: bool = True):
+
+def connect_readonly(path) -> sqlite3.Connection:
+    """A connection that can neither change ``path`` nor create files beside it.
+
+    ``immutable=1`` when no write-ahead log exists (no writer is active: nothing beside the file
+    is created); ``mode=ro`` when one does (a running or killed writer left committed pages in
+    it, which must be read, and its ``-shm`` file exists already).
+    """
+    path = Path(path).resolve()
+    flag = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    return sqlite3.connect(f"{path.as_uri()}?{flag}", uri=True, timeout=30)
+
+
+def check_store(path, flag: str = "--db") -> Path:
+    """Return ``path`` if it is an existing sparsetopo sweep store; raise SparsetopoError naming
+    it otherwise (missing, not SQLite, or SQLite without a store's tables). Never writes."""
+    path = Path(path)
+    if not path.is_file():
+        raise SparsetopoError(f"{flag} {path}: no such sweep store; run 'sparsetopo sweep run SPEC "
+                              f"{flag} {path}' first")
+    try:
+        con = connect_readonly(path)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise SparsetopoError(f"{flag} {path} is not a sparsetopo sweep store ({exc}); give the .sqlite "
+                              f"file a sweep wrote") from None
+    if not set(STORE_TABLES) <= tables:
+        found = f"its tables are {', '.join(sorted(tables))}" if tables else "it is empty"
+        raise SparsetopoError(f"{flag} {path} is not a sparsetopo sweep store ({found}); give the .sqlite "
+                              f"file a sweep wrote, or a new file name")
+    return path
+
+
+class SweepStore:
+    """Access to one sweep's SQLite file. Use one instance in one process.
+
+    ``create=True`` (``sweep run``): a missing or empty file becomes a store; any other file must
+    already be one (a user's other database is never touched). ``create=False``: the store must
+    exist (``sweep measures``). ``readonly=True``: the store must exist and is opened so that
+    neither it nor its folder changes (``status``, ``export``, ``report``).
+    """
+
+    def __init__(self, path, create: bool = True, readonly: bool = False):
         self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise SparsetopoError(f"--db {self.path}: no such sweep store; run 'sparsetopo sweep run SPEC "
-                                  f"--db {self.path}' first")
+        if readonly or not create or (self.path.is_file() and self.path.stat().st_size > 0):
+            check_store(self.path)
+        if readonly:
+            self.db = connect_readonly(self.path)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -276,10 +331,7 @@ def load_results(db) -> "pandas.DataFrame":  # noqa: F821
     """
     import pandas as pd
 
-    path = Path(db)
-    if not path.is_file():
-        raise SparsetopoError(f"--db {path}: no such sweep store; check the path")
-    con = sqlite3.connect(path, timeout=30)  # not mode=ro: a WAL file left by a killed writer must be readable
+    con = connect_readonly(check_store(db))
     try:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY position, run_id", con)
     finally:
@@ -290,18 +342,22 @@ def export_results(db, csv=None, parquet=None) -> int:
     """Write the runs table to CSV and/or Parquet; return the number of rows written."""
     if csv is None and parquet is None:
         raise SparsetopoError("nothing to export: give --csv FILE and/or --parquet FILE")
-    frame = load_results(db)
-    from sparsetopo.atomic import atomic_path
-
-    if csv is not None:
-        with atomic_path(csv) as tmp:
-            frame.to_csv(tmp, index=False)
-    if parquet is not None:
+    if parquet is not None:  # before anything is written
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise SparsetopoError("--parquet needs pyarrow: pip install 'sparsetopo[parquet]' "
                                   "(or use --csv)") from None
+    frame = load_results(db)
+    from sparsetopo.atomic import atomic_path, check_writable
+
+    for target in (csv, parquet):  # both locations before either file is written
+        if target is not None:
+            check_writable(target)
+    if csv is not None:
+        with atomic_path(csv) as tmp:
+            frame.to_csv(tmp, index=False)
+    if parquet is not None:
         with atomic_path(parquet) as tmp:
             frame.to_parquet(tmp, index=False)
     return len(frame)

@@ -11,7 +11,9 @@ compiled call per epoch, for the whole group); a lone config, every config with
 trained by :func:`sparsetopo.train.train`.
 
 A run that raises yields an error row (``{"run_id", "error"}``) instead of failing its
-chunk; the coordinator counts the attempt and retries it.
+chunk; the coordinator counts the attempt and retries it, unless the row says
+``"permanent": True`` (a SparsetopoError: missing or corrupt data, bad input), which no retry
+can fix. Workers ignore SIGINT: on Ctrl-C the coordinator stops them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import threading
 import time
 import traceback
 
+from sparsetopo.errors import SparsetopoError
 from sparsetopo.jsonable import plain
 from sparsetopo.sweep.measures import run_measures
 from sparsetopo.sweep.spec import run_id
@@ -34,7 +37,8 @@ _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
 
 
 def init_worker(coordinator_pid: int | None = None) -> None:
-    """Per-process setup: one torch thread (workers are the parallelism) and, given the
+    """Per-process setup: one torch and one numba thread (workers are the parallelism), SIGINT
+    ignored (the coordinator stops its workers) and, given the
     coordinator's pid, a watchdog that ends this worker once the coordinator is gone.
 
     Without it a ``kill -9`` of the coordinator would orphan its pool: a worker waits for work
@@ -42,9 +46,18 @@ def init_worker(coordinator_pid: int | None = None) -> None:
     "alive" pipe), so neither would ever exit. The immediate parent is the forkserver, not
     the coordinator, hence the pid.
     """
+    import signal
+
+    import numba
     import torch
 
+    # One core per worker for torch and numba alike: the workers are the parallelism, and a
+    # numba pool per worker on top of them would run more busy threads than there are cores.
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    # Ctrl-C reaches the whole process group; the coordinator alone decides what stops (it
+    # kills its workers), so a worker never dies half-way through a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if coordinator_pid is not None:
         threading.Thread(target=_watch, args=(coordinator_pid,), daemon=True).start()
 
@@ -103,6 +116,8 @@ def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measu
                 else:
                     result, how = train(config, dataset=dataset_for(config.dataset, data_dir)), "train"
                 rows[i] = result_row(result, how, measures)
+            except SparsetopoError as exc:  # bad data or input: no retry can fix it
+                rows[i] = {"run_id": run_id(config), "error": str(exc), "permanent": True}
             except Exception:  # noqa: BLE001 - reported to the coordinator, which retries
                 rows[i] = {"run_id": run_id(config), "error": traceback.format_exc(limit=8)}
     return [rows[i] for i in range(len(parsed))]
@@ -151,7 +166,13 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
         "requested_backend": config.backend,  # what the config asked for (masked, sparse, auto)
         "seed": config.seed,
         "limit_train": config.limit_train,
+        "loss": config.loss,
+        "optimizer": config.optimizer,
+        "lr_schedule": config.lr_schedule,
+        "validation_fraction": config.validation_fraction,
+        "early_stop": config.early_stop,
         "status": result.status,
+        "reason": result.reason,
         "test_accuracy": result.test_accuracy,
         "train_loss": history[-1]["train_loss"] if history else None,
         "epochs_done": len(history),

@@ -6,6 +6,8 @@ One job per module:
   :class:`EpochRecord`, :class:`RunResult`;
 * :mod:`.seeds`: the per-epoch seed recipe (shuffle and dropout generators);
 * :mod:`.loop`: :func:`train`, one network, with checkpoints and resume;
+* :mod:`.recipe`: training options beyond the paper's (loss, optimizer, learning-rate
+  schedule, validation split, early stopping);
 * :mod:`.fused`: the fused epoch :func:`train` uses when every layer is sparse;
 * :mod:`.population`: :func:`train_population`, many networks of one shape at once.
 

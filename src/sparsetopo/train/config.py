@@ -2,7 +2,8 @@
 
 ``TrainConfig``'s defaults are the paper's protocol (Section 4.1): MNIST, 784-H-10, 50 epochs,
 batch 32, mean squared error on one-hot targets, sigmoid on every neuron, Glorot normal
-initialisation, SGD with learning rate 0.01 and Nesterov momentum 0.9. A config checks itself
+initialisation, SGD with learning rate 0.01 and Nesterov momentum 0.9, a constant learning
+rate and no validation split (other recipes: :mod:`sparsetopo.train.recipe`). A config checks itself
 when it is made, so every TrainConfig that exists is valid.
 """
 
@@ -11,9 +12,31 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+import torch
+
 from sparsetopo.errors import SparsetopoError, check_int
+
+FLOAT32_MAX = 3.4028234663852886e38
 from sparsetopo.nn import ACTIVATIONS, BACKENDS, INITIALISERS, SparseMLP
 from sparsetopo.topology import get_construction
+from sparsetopo.train.recipe import LOSSES, LR_SCHEDULES, OPTIMIZERS
+
+
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def check_device(device) -> str:
+    """``device`` if it names a place the network can compute ("cpu", "cuda", "cuda:N"), else
+    SparsetopoError. Whether CUDA is present is checked when a run starts, not here, so a
+    sweep spec can be read on a machine without a GPU."""
+    try:
+        parsed = torch.device(device) if isinstance(device, str) else None
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise SparsetopoError(f"device={device!r} is not a device sparsetopo trains on: choose 'cpu', 'cuda' or "
+                              "'cuda:N'")
+    return device
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,13 @@ class TrainConfig:
     backend: str = "auto"                        # masked, sparse or auto (decided once per network: nn.backend.layer_backends); numbers equal up to float error
     seed: int = 0                                # topology, initial weights, shuffling and dropout all derive from it
     limit_train: int | None = None               # use only the first N training examples (None: all)
+    device: str = "cpu"                          # where the network computes: "cpu", "cuda" or "cuda:N" (CUDA: masked backend)
+    # Training options beyond the paper's (train.recipe); the defaults are the paper's recipe.
+    loss: str = "mse"                            # "mse" on the output activation, or "cross_entropy" (softmax output)
+    optimizer: str = "sgd_nesterov"              # "sgd_nesterov" (lr, momentum) or "adam" (lr; momentum unused)
+    lr_schedule: str = "constant"                # "constant" or "cosine" (per epoch, from lr towards 0)
+    validation_fraction: float = 0.0             # training examples held out for validation (never the test set)
+    early_stop: int = 0                          # patience in epochs on validation accuracy; 0: none
 
     def __post_init__(self):
         def as_tuple(value):
@@ -53,10 +83,16 @@ class TrainConfig:
         check_int("epochs", self.epochs, 0)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
+        check_device(self.device)
+        if self.backend == "sparse" and torch.device(self.device).type != "cpu":
+            raise SparsetopoError(f"backend='sparse' computes on CPU only, not on device={self.device!r}: "
+                                  "use backend='masked' or 'auto'")
         if self.limit_train is not None:
             check_int("limit_train", self.limit_train, 1)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SparsetopoError(f"lr={self.lr} must be a positive number")
+        if self.lr > FLOAT32_MAX:  # the parameters are float32: such a step cannot even be represented
+            raise SparsetopoError(f"lr={self.lr:g} is out of range: choose 0 < lr <= {FLOAT32_MAX:.4g}")
         if not 0 <= self.momentum < 1:
             raise SparsetopoError(f"momentum={self.momentum} must be in [0, 1)")
         if len(self.dropout) != 2 or not all(0 <= p < 1 for p in self.dropout):
@@ -65,6 +101,18 @@ class TrainConfig:
                                    ("backend", self.backend, BACKENDS)):
             if value not in valid:
                 raise SparsetopoError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
+        for name, value, valid in (("loss", self.loss, LOSSES), ("optimizer", self.optimizer, OPTIMIZERS),
+                                   ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
+            if value not in valid:
+                raise SparsetopoError(f"unknown {name} {value!r}: choose one of {', '.join(valid)}")
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise SparsetopoError(f"validation_fraction={self.validation_fraction!r} must be a fraction in [0, 1): "
+                                  "the share of training examples held out (0: none)")
+        check_int("early_stop", self.early_stop, 0)
+        if self.early_stop > 0 and self.validation_fraction <= 0:
+            raise SparsetopoError(f"early_stop={self.early_stop} needs a validation split: set "
+                                  "validation_fraction > 0 (e.g. 0.1), or early_stop = 0")
         if self.degrees is not None and len(self.degrees) != len(self.hidden) + 1:
             raise SparsetopoError(
                 f"degrees={list(self.degrees)} has {len(self.degrees)} entries but a network with hidden "
@@ -98,6 +146,7 @@ class EpochRecord:
     train_loss: float     # mean loss over the epoch's batches
     test_accuracy: float
     seconds: float        # training time of the epoch (evaluation excluded)
+    val_accuracy: float | None = None  # on the held-out validation examples (None without a validation split)
 
 
 @dataclass
@@ -105,7 +154,7 @@ class RunResult:
     """What one training run yields: everything the paper's analysis needs."""
 
     config: TrainConfig
-    status: str                      # "ok" or "diverged" (NaN/inf loss ended the run)
+    status: str                      # "ok" or "diverged" (a NaN/inf loss, or a network saturated past learning)
     test_accuracy: float             # after the last completed epoch
     history: list[EpochRecord]
     weight_stats: list[dict]         # per layer: max, min, mean, std, nnz of connected weights
@@ -113,6 +162,7 @@ class RunResult:
     seconds: float                   # wall time of this call (includes evaluation)
     layers: list[dict] = field(default_factory=list)  # per layer: topology provenance and the backend that computed it
     model: SparseMLP | None = field(default=None, repr=False, compare=False)  # the trained network
+    reason: str = ""                 # why a run is "diverged" ("" when ok)
 
     @property
     def backend(self) -> str:
@@ -126,6 +176,7 @@ class RunResult:
             "config": self.config.to_dict(),
             "backend": self.backend,
             "status": self.status,
+            "reason": self.reason,
             "test_accuracy": self.test_accuracy,
             "history": [asdict(h) for h in self.history],
             "weight_stats": self.weight_stats,

@@ -69,8 +69,10 @@ class FusedEpoch:
     @staticmethod
     def supports(model) -> bool:
         """Whether this class computes ``model``'s epoch exactly: every layer on the sparse
-        backend, sigmoid activation, no dropout, float32 parameters on CPU."""
-        if model.activation_name != "sigmoid" or any(p > 0 for p in model.dropout):
+        backend, sigmoid activation on every layer (output included), no dropout, float32
+        parameters on CPU. The loss and optimizer are the caller's to check
+        (:func:`sparsetopo.train.recipe.fused_applies`): the kernels compute MSE and Nesterov SGD."""
+        if model.activation_name != "sigmoid" or model.output != "activation" or any(p > 0 for p in model.dropout):
             return False
         if not all(layer.backend == "sparse" for layer in model.layers):
             return False

@@ -8,7 +8,9 @@ torch's are the same update written two ways (velocity ``v`` there is ``-lr * bu
 
 An epoch runs one of two ways, with the same batches, loss and update: the fused epoch
 (:mod:`sparsetopo.train.fused`, one numba call) when every layer is sparse, the activation is
-sigmoid and there is no dropout; otherwise the autograd loop below with ``torch.optim.SGD``.
+sigmoid, there is no dropout and the recipe is the paper's MSE with Nesterov SGD; otherwise the
+autograd loop below with the config's torch optimizer. Other losses, optimizers, the learning
+rate schedule, the validation split and early stopping: :mod:`sparsetopo.train.recipe`.
 The result names the one that ran (``RunResult.backend``: ``fused/sparse``,
 ``autograd/masked``, ...).
 
@@ -34,7 +36,10 @@ from sparsetopo.nn import SparseMLP
 from sparsetopo.seeding import derive_seed
 from sparsetopo.topology import build_stack
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
+from sparsetopo.train.divergence import divergence_reason
 from sparsetopo.train.fused import FusedEpoch
+from sparsetopo.train.recipe import (batch_loss, epoch_lr, fused_applies, make_optimizer, output_layer, stop_early,
+                                     validation_split)
 from sparsetopo.train.seeds import epoch_generators
 
 
@@ -44,7 +49,17 @@ def build_model(config: TrainConfig, n_features: int, n_classes: int) -> SparseM
     degrees = config.layer_degrees(sizes)
     topologies = build_stack(sizes, config.construction, degrees, seed=derive_seed(config.seed, "topology"))
     return SparseMLP(topologies, activation=config.activation, dropout=config.dropout,
-                     init=config.init, seed=config.seed, backend=config.backend)
+                     init=config.init, seed=config.seed, backend=config.backend, output=output_layer(config),
+                     device=config.device)
+
+
+def training_device(config: TrainConfig) -> torch.device:
+    """The torch device ``config.device`` names, checked to exist on this machine."""
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SparsetopoError(f"device={config.device!r} but this torch sees no CUDA GPU "
+                              "(torch.cuda.is_available() is False): use device='cpu'")
+    return device
 
 
 def accuracy(model: SparseMLP, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -71,12 +86,14 @@ def train(
     on_epoch : called after each epoch (for progress bars; the library never prints).
     """
     started = time.perf_counter()
-    x_train, y_train, x_test, y_test, n_classes = training_tensors(config, dataset, data_dir)
+    device = training_device(config)
+    x_train, y_train, x_val, y_val, x_test, y_test, n_classes = split_tensors(config, dataset, data_dir)
+    x_train, y_train, x_val, y_val, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_val, y_val,
+                                                                              x_test, y_test))
     targets = F.one_hot(y_train, n_classes).float()
 
-    model = build_model(config, x_train.shape[1], n_classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.momentum > 0)
+    model = build_model(config, x_train.shape[1], n_classes).to(device)
+    optimizer = make_optimizer(config, model.parameters())
     history: list[EpochRecord] = []
     status = "ok"
     checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
@@ -84,23 +101,30 @@ def train(
         history, status = _load_checkpoint(checkpoint, config, model, optimizer)
 
     fused = None
-    if FusedEpoch.supports(model):  # the optimizer's own buffers, so checkpoints hold them either way
+    if fused_applies(config) and FusedEpoch.supports(model):  # the optimizer's own buffers, so checkpoints hold them either way
         fused = FusedEpoch(model, config.lr, config.momentum, momentum_buffers(optimizer, model))
     n = x_train.shape[0]
     for epoch in range(len(history) + 1, config.epochs + 1):
-        if status != "ok":
+        if status != "ok" or stop_early([h.val_accuracy for h in history], config.early_stop):
             break
+        lr = epoch_lr(config, epoch)   # set every epoch, so a resumed run continues the schedule
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if fused is not None:
+            fused.lr = lr
         model.train()
         generators = epoch_generators(config.seed, epoch)
         tick = time.perf_counter()
-        total = torch.zeros((), dtype=torch.float64)
-        order = torch.randperm(n, generator=generators.shuffle)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        order = torch.randperm(n, generator=generators.shuffle)  # on the CPU generator whatever the device
         if fused is not None:  # same batches, loss and update as the loop below, in one numba call
             total += fused.run(x_train, targets, order, config.batch_size)
         else:
+            order = order.to(device)
             for start in range(0, n, config.batch_size):
                 batch = order[start: start + config.batch_size]
-                loss = F.mse_loss(model(x_train[batch], generator=generators.dropout), targets[batch])
+                loss = batch_loss(config, model(x_train[batch], generator=generators.dropout), targets[batch],
+                                  y_train[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -109,7 +133,8 @@ def train(
         train_loss = float(total) / n
         if not math.isfinite(train_loss):
             status = "diverged"
-        record = EpochRecord(epoch, train_loss, accuracy(model, x_test, y_test), seconds)
+        val = accuracy(model, x_val, y_val) if len(y_val) else None
+        record = EpochRecord(epoch, train_loss, accuracy(model, x_test, y_test), seconds, val)
         history.append(record)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, config, model, optimizer, history, status)
@@ -135,10 +160,22 @@ def momentum_buffers(optimizer: torch.optim.SGD, model: SparseMLP) -> list[torch
 
 
 def training_tensors(config: TrainConfig, dataset=None, data_dir=None):
-    """``(x_train, y_train, x_test, y_test, n_classes)`` as torch tensors, ``limit_train`` applied.
+    """``(x_train, y_train, x_test, y_test, n_classes)`` as torch tensors, ``limit_train`` applied
+    and the validation examples (``validation_fraction``) left out of the training ones.
 
     Loads ``config.dataset`` when ``dataset`` is None. Shared with population training so that
     both see exactly the same examples in the same order.
+    """
+    x_train, y_train, _, _, x_test, y_test, n_classes = split_tensors(config, dataset, data_dir)
+    return x_train, y_train, x_test, y_test, n_classes
+
+
+def split_tensors(config: TrainConfig, dataset=None, data_dir=None):
+    """``(x_train, y_train, x_val, y_val, x_test, y_test, n_classes)`` as torch tensors.
+
+    The first ``limit_train`` training examples, of which :func:`~sparsetopo.train.recipe.validation_split`
+    holds ``validation_fraction`` out for validation (empty ``x_val`` when 0); the test set is
+    never touched.
     """
     if dataset is None:
         from sparsetopo.data import load_dataset
@@ -148,9 +185,14 @@ def training_tensors(config: TrainConfig, dataset=None, data_dir=None):
     y_train = torch.as_tensor(dataset.y_train, dtype=torch.int64)
     if config.limit_train is not None:
         x_train, y_train = x_train[: config.limit_train], y_train[: config.limit_train]
+    x_val, y_val = x_train[:0], y_train[:0]
+    if config.validation_fraction > 0:
+        keep, held = (torch.from_numpy(i) for i in validation_split(x_train.shape[0], config.validation_fraction))
+        x_val, y_val = x_train[held], y_train[held]
+        x_train, y_train = x_train[keep], y_train[keep]
     x_test = torch.as_tensor(dataset.x_test, dtype=torch.float32)
     y_test = torch.as_tensor(dataset.y_test, dtype=torch.int64)
-    return x_train, y_train, x_test, y_test, int(dataset.n_classes)
+    return x_train, y_train, x_val, y_val, x_test, y_test, int(dataset.n_classes)
 
 
 def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord], status: str,
@@ -161,9 +203,11 @@ def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord]
     ``"fused-population/sparse"``, ...); None means the autograd loop, each layer on its own
     backend (``"autograd/masked"``, ``"autograd/sparse"``).
     """
+    reason = divergence_reason(history, model, x_test)
     return RunResult(
         config=config,
-        status=status,
+        status="diverged" if reason else status,
+        reason=reason,
         test_accuracy=history[-1].test_accuracy if history else accuracy(model, x_test, y_test),
         history=history,
         weight_stats=model.weight_stats(),
@@ -183,8 +227,9 @@ def _save_checkpoint(path: Path, config, model, optimizer, history, status) -> N
 
 
 def _load_checkpoint(path: Path, config, model, optimizer) -> tuple[list[EpochRecord], str]:
-    state = torch.load(path, weights_only=True)
-    if state["config"] != config.to_dict():
+    state = torch.load(path, weights_only=True, map_location="cpu")  # load_state_dict copies to the model's device
+    # a checkpoint written before a field existed holds that field's default
+    if {**TrainConfig().to_dict(), **state["config"]} != config.to_dict():
         raise SparsetopoError(
             f"{path} was written by a different configuration; remove it or choose another --out directory"
         )

@@ -5,15 +5,20 @@ A sweep trains thousands of small networks that differ only in their topology an
 overhead rather than arithmetic, so :func:`train_population` trains a whole
 group at once. Two engines:
 
-* ``"fused"`` (the default for sigmoid networks, the paper's only activation): one numba call
+* ``"fused"`` (the default for the paper's recipe: sigmoid, MSE, Nesterov SGD): one numba call
   per epoch (:func:`sparsetopo.kernels.population.population_batches`) trains every member
   over its *connected* weights only (CSR/CSC per member, concatenated per layer), members
   spread over the cores with ``prange``. Each member runs the sequential fused epoch's body
   (:func:`sparsetopo.kernels.step.train_batches`) and its SIMD kernels on its own thread. No
   Python runs per step, and pruned connections cost nothing. Evaluation is a numba call too.
 * ``"torch"``: the members stacked into ``(P, n_in, n_out)`` tensors, one ``torch.baddbmm``
-  per layer and step, the update written out elementwise (any activation). Kept for other
-  activations and as an independent check of the fused engine.
+  per layer and step, the update written out elementwise (any activation, MSE or
+  cross-entropy, Nesterov SGD or Adam: :mod:`sparsetopo.train.recipe`). Kept for the other
+  recipes and as an independent check of the fused engine.
+
+Both engines follow the learning-rate schedule, hold out the validation split and stop a
+member early exactly as ``train()`` does (an early-stopped member leaves the population with
+status "ok").
 
 Each member is exactly the network :func:`sparsetopo.train.train` would train for its config:
 
@@ -65,7 +70,8 @@ from sparsetopo.kernels import population as kernels
 from sparsetopo.nn import ACTIVATIONS, SparseMLP, SparseIndex
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
 from sparsetopo.train.fused import batch_counts
-from sparsetopo.train.loop import build_model, run_result, training_tensors
+from sparsetopo.train.loop import build_model, run_result, split_tensors, train, training_device
+from sparsetopo.train.recipe import ADAM_BETAS, ADAM_EPS, epoch_lr, fused_applies, stop_early
 from sparsetopo.train.seeds import epoch_generators, epoch_order
 
 __all__ = ["ENGINES", "FUSED_ACTIVATIONS", "MEMBER_FIELDS", "STACK_FLOATS", "check_population", "members_per_stack", "population_key",
@@ -122,10 +128,13 @@ def check_population(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
 
 class _Stack:
     """The trainable state of the active members: per layer weight (A, n_in, n_out), bias
-    (A, 1, n_out), mask and momentum buffers, A = number of members still training."""
+    (A, 1, n_out), mask and optimizer state (SGD's momentum buffers, or Adam's two moment
+    estimates), A = number of members still training. ``linear_output``: the output layer
+    computes logits (a softmax inside cross-entropy) instead of the activation."""
 
-    def __init__(self, models: Sequence[SparseMLP]):
+    def __init__(self, models: Sequence[SparseMLP], linear_output: bool = False):
         n_layers = len(models[0].layers)
+        self.linear_output = linear_output
         # dense_weight() and the topology's mask exist on every SparseLinear backend, so members
         # built with "sparse" or "auto" layers stack as well (the stack always computes dense).
         self.weights = [torch.stack([m.layers[l].dense_weight() for m in models]).requires_grad_()
@@ -135,6 +144,15 @@ class _Stack:
         self.masks = [torch.stack([torch.from_numpy(m.layers[l].topology.mask()).to(self.weights[l].dtype)
                                    for m in models]) for l in range(n_layers)]
         self.buffers = [torch.zeros_like(p) for p in self.parameters()]
+        self.second = [torch.zeros_like(p) for p in self.parameters()]   # Adam's exp_avg_sq (unused by SGD)
+        self.steps = 0                                                    # Adam's step count
+
+    def to(self, device: torch.device) -> "_Stack":
+        """Move every stacked tensor (weights, biases, masks, optimizer state) to ``device``."""
+        for name, value in vars(self).items():
+            if isinstance(value, list) and value and all(isinstance(t, torch.Tensor) for t in value):
+                setattr(self, name, [t.detach().to(device).requires_grad_(t.requires_grad) for t in value])
+        return self
 
     def parameters(self) -> list[torch.Tensor]:
         return [*self.weights, *self.biases]
@@ -146,8 +164,30 @@ class _Stack:
                 x = x * (keep_masks[l] >= rates[l]) / (1.0 - rates[l])
             # Pruned weights are exactly 0 (they start at 0 and their gradient is masked), so
             # w equals train()'s ``weight * mask`` bit for bit.
-            x = act(torch.baddbmm(b, x, w))
+            x = torch.baddbmm(b, x, w)
+            if not (self.linear_output and l == len(self.weights) - 1):
+                x = act(x)
         return x
+
+    @torch.no_grad()
+    def step_adam(self, lr: float, betas=ADAM_BETAS, eps: float = ADAM_EPS) -> None:
+        """torch.optim.Adam(lr, betas, eps, weight_decay=0), elementwise, as its single-tensor
+        path computes it. A pruned weight has gradient 0, so its moments stay 0 and its step
+        ``m / (sqrt(v) + eps)`` is exactly 0: it never leaves 0."""
+        n_layers = len(self.weights)
+        self.steps += 1
+        beta1, beta2 = betas
+        bias_correction1 = 1 - beta1 ** self.steps
+        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
+        for i, (p, m, v) in enumerate(zip(self.parameters(), self.buffers, self.second)):
+            grad = p.grad
+            if i < n_layers:
+                grad.mul_(self.masks[i])          # the gradient of weight * mask
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+            p.addcdiv_(m, denom, value=-lr / bias_correction1)
+            p.grad = None
 
     @torch.no_grad()
     def step(self, lr: float, momentum: float) -> None:
@@ -173,6 +213,7 @@ class _Stack:
         self.biases = [b.detach()[index].requires_grad_() for b in self.biases]
         self.masks = [m[index] for m in self.masks]
         self.buffers = [buf[index] for buf in self.buffers]
+        self.second = [v[index] for v in self.second]
 
     @torch.no_grad()
     def write_back(self, row: int, model: SparseMLP) -> None:
@@ -189,7 +230,7 @@ class _Stack:
     def accuracies(self, act, x: torch.Tensor, y: torch.Tensor) -> list[float]:
         """Test accuracy of every active member (no dropout), evaluated in row chunks."""
         members = self.weights[0].shape[0]
-        correct = torch.zeros(members, dtype=torch.int64)
+        correct = torch.zeros(members, dtype=torch.int64, device=x.device)
         rows = max(1, _EVAL_CHUNK_FLOATS // (members * max(w.shape[2] for w in self.weights)))
         for start in range(0, x.shape[0], rows):
             xs = x[start: start + rows]
@@ -277,11 +318,16 @@ def train_population(
     max_members : networks per stack; None picks :func:`members_per_stack` for the torch
         engine (a cache-sized stack) and all configs at once for the fused engine (its
         members share no arrays, so a bigger population costs no more per member). Longer
-        lists are trained as consecutive stacks of at most this many.
+        lists are trained as consecutive stacks of at most this many. When ``engine="auto"``
+        picks torch and a stack would hold a single network, each config is trained by
+        :func:`sparsetopo.train.train` instead (its result names that engine, e.g.
+        ``autograd/sparse``).
     engine : "fused" (one numba call per epoch trains every member over its connected
-        weights: :mod:`sparsetopo.kernels.population`; sigmoid networks only), "torch"
-        (stacked dense tensors and batched matmuls, any activation) or "auto" (fused when
-        the activation is sigmoid, else torch).
+        weights: :mod:`sparsetopo.kernels.population`; the paper's recipe only: sigmoid, MSE,
+        Nesterov SGD), "torch" (stacked dense tensors and batched matmuls, any activation,
+        loss and optimizer) or "auto" (fused when the recipe allows it, else torch). On CUDA
+        (``TrainConfig.device``) the torch engine runs there and "auto" picks it; the fused
+        engine is CPU only.
     threads : cores the fused engine spreads the members over; None uses
         ``torch.get_num_threads()`` (so a sweep worker set to one torch thread stays on one
         core). The numbers do not depend on it.
@@ -294,11 +340,20 @@ def train_population(
     configs = check_population(configs)
     if engine not in ENGINES:
         raise SparsetopoError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    chosen = engine == "auto"
     if engine == "auto":
-        engine = "fused" if configs[0].activation in FUSED_ACTIVATIONS else "torch"
+        engine = "fused" if configs[0].activation in FUSED_ACTIVATIONS and fused_applies(configs[0]) else "torch"
     if engine == "fused" and configs[0].activation not in FUSED_ACTIVATIONS:
         raise SparsetopoError(f"engine='fused' trains {', '.join(FUSED_ACTIVATIONS)} networks only, not "
                               f"activation={configs[0].activation!r}: use engine='torch' or 'auto'")
+    if engine == "fused" and not fused_applies(configs[0]):
+        raise SparsetopoError(f"engine='fused' computes MSE with Nesterov SGD only, not loss={configs[0].loss!r} "
+                              f"with optimizer={configs[0].optimizer!r}: use engine='torch' or 'auto'")
+    if engine == "fused" and torch.device(configs[0].device).type != "cpu":
+        if not chosen:
+            raise SparsetopoError(f"engine='fused' runs on CPU only, not device={configs[0].device!r}: "
+                                  "use engine='torch' or 'auto'")
+        engine = "torch"  # the stacked tensors run wherever torch does
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise SparsetopoError(f"threads={threads!r} must be a positive integer (or None for torch's thread count)")
     if dataset is None:
@@ -308,6 +363,12 @@ def train_population(
     if max_members is None:
         max_members = len(configs) if engine == "fused" else \
             members_per_stack(configs[0], dataset.n_features, int(dataset.n_classes))
+        if chosen and engine == "torch" and max_members == 1:
+            # A stack of one is train()'s masked loop with more bookkeeping, while train() can
+            # run sparse layers on the sparse kernels: hand each member to train().
+            return [train(config, dataset=dataset,
+                          on_epoch=None if on_epoch is None else (lambda record, i=i: on_epoch(i, record)))
+                    for i, config in enumerate(configs)]
     elif isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise SparsetopoError(f"max_members={max_members!r} must be a positive integer (or None to choose)")
     results: list[RunResult] = []
@@ -347,7 +408,10 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
     """Train checked ``configs`` as one stack (see :func:`train_population`)."""
     started = time.perf_counter()
     base = configs[0]
-    x_train, y_train, x_test, y_test, n_classes = training_tensors(base, dataset)
+    device = training_device(base)
+    x_train, y_train, x_val, y_val, x_test, y_test, n_classes = split_tensors(base, dataset)
+    x_train, y_train, x_val, y_val, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_val, y_val,
+                                                                              x_test, y_test))
     targets = F.one_hot(y_train, n_classes).float()
     models = [build_model(config, x_train.shape[1], n_classes) for config in configs]
     act = ACTIVATIONS[base.activation]
@@ -355,7 +419,7 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
     rates = models[0].dropout_rates
     widths = [sizes[l] if rate > 0 else None for l, rate in enumerate(rates)]
 
-    stack = _Stack(models)
+    stack = _Stack(models, linear_output=models[0].output == "linear").to(device)
     active = list(range(len(configs)))           # member index of each stack row
     histories: list[list[EpochRecord]] = [[] for _ in configs]
     status = ["ok"] * len(configs)
@@ -365,33 +429,44 @@ def _train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResul
     for epoch in range(1, base.epochs + 1):
         if not active:
             break
+        lr = epoch_lr(base, epoch)
         tick = time.perf_counter()
-        orders = _shuffle_orders(configs, active, n, epoch)
+        orders = _shuffle_orders(configs, active, n, epoch).to(device)
         dropout = None
         if any(widths):
             dropout = _DropoutStream(
                 [epoch_generators(configs[i].seed, epoch).dropout for i in active],
                 widths, batch_sizes)
-        totals = torch.zeros(len(active), dtype=torch.float64)
+        totals = torch.zeros(len(active), dtype=torch.float64, device=device)
         for start in range(0, n, batch):
             index = orders[:, start: start + batch]
             keep = dropout.masks() if dropout is not None else None
+            if keep is not None and device.type != "cpu":   # drawn on CPU generators, as train() draws them
+                keep = [None if k is None else k.to(device) for k in keep]
             out = stack.forward(x_train[index], act, keep, rates)
-            losses = (out - targets[index]).pow(2).mean(dim=(1, 2))   # each member's F.mse_loss
+            if base.loss == "cross_entropy":   # each member's F.cross_entropy (mean over its batch)
+                losses = F.cross_entropy(out.transpose(1, 2), y_train[index], reduction="none").mean(dim=1)
+            else:                              # each member's F.mse_loss
+                losses = (out - targets[index]).pow(2).mean(dim=(1, 2))
             losses.sum().backward()
-            stack.step(base.lr, base.momentum)
+            if base.optimizer == "adam":
+                stack.step_adam(lr)
+            else:
+                stack.step(lr, base.momentum)
             totals += losses.detach() * index.shape[1]
         seconds = (time.perf_counter() - tick) * torch.get_num_threads() / len(active)   # core-seconds
         accuracies = stack.accuracies(act, x_test, y_test)
+        val_accuracies = stack.accuracies(act, x_val, y_val) if len(y_val) else [None] * len(active)
         survivors = []
         for row, member in enumerate(active):
             train_loss = float(totals[row]) / n
-            record = EpochRecord(epoch, train_loss, accuracies[row], seconds)
+            record = EpochRecord(epoch, train_loss, accuracies[row], seconds, val_accuracies[row])
             histories[member].append(record)
-            if math.isfinite(train_loss):
+            stopped = stop_early([h.val_accuracy for h in histories[member]], base.early_stop)
+            if math.isfinite(train_loss) and not stopped:
                 survivors.append(row)
             else:
-                status[member] = "diverged"
+                status[member] = "ok" if math.isfinite(train_loss) else "diverged"
                 stack.write_back(row, models[member])
             if on_epoch is not None:
                 on_epoch(member, record)
@@ -502,11 +577,13 @@ def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | N
     started = time.perf_counter()
     threads = min(threads or torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
     base = configs[0]
-    x_train, y_train, x_test, y_test, n_classes = training_tensors(base, dataset)
+    x_train, y_train, x_val, y_val, x_test, y_test, n_classes = split_tensors(base, dataset)
     x = np.ascontiguousarray(x_train.numpy(), dtype=np.float32)
     targets = np.ascontiguousarray(F.one_hot(y_train, n_classes).float().numpy())
     xt = np.ascontiguousarray(x_test.numpy(), dtype=np.float32)
     yt = np.ascontiguousarray(y_test.numpy(), dtype=np.int64)
+    xv = np.ascontiguousarray(x_val.numpy(), dtype=np.float32)
+    yv = np.ascontiguousarray(y_val.numpy(), dtype=np.int64)
     models = [build_model(config, x_train.shape[1], n_classes) for config in configs]
     sizes = models[0].sizes
     rates = models[0].dropout_rates
@@ -534,18 +611,21 @@ def _train_fused(configs: list[TrainConfig], dataset, on_epoch, threads: int | N
                 count = (min(n, stop * batch) - first * batch) * per_example
                 return np.stack([torch.rand(count, generator=g).numpy() for g in generators])
 
-        totals = population.epoch(x, targets, orders, members, batch, rates, uniforms, base.lr, base.momentum,
-                                  threads)
+        totals = population.epoch(x, targets, orders, members, batch, rates, uniforms, epoch_lr(base, epoch),
+                                  base.momentum, threads)
         # core-seconds per member: comparable with one-thread train() (module docstring)
         seconds = (time.perf_counter() - tick) * threads / len(active)
         accuracies = population.accuracies(xt, yt, members, threads)
+        val_accuracies = population.accuracies(xv, yv, members, threads) if len(yv) else [None] * len(active)
         survivors = []
         for row, member in enumerate(active):
             train_loss = float(totals[row]) / n
-            record = EpochRecord(epoch, train_loss, float(accuracies[row]), seconds)
+            val = None if val_accuracies[row] is None else float(val_accuracies[row])
+            record = EpochRecord(epoch, train_loss, float(accuracies[row]), seconds, val)
             histories[member].append(record)
             if math.isfinite(train_loss):
-                survivors.append(member)
+                if not stop_early([h.val_accuracy for h in histories[member]], base.early_stop):
+                    survivors.append(member)   # an early-stopped member keeps its weights, status "ok"
             else:
                 status[member] = "diverged"
             if on_epoch is not None:

@@ -1,0 +1,261 @@
+"""``sparsify``: the paper's topologies in any PyTorch network.
+
+The paper trains its constructions inside one MLP. :func:`sparsify` puts them into a model
+someone else wrote: every selected ``nn.Linear`` becomes a :class:`~sparsetopo.nn.SparseLinear`
+and every selected ``nn.Conv2d`` a :class:`~sparsetopo.nn.SparseConv2d`, each with the same
+call signature and output shape, its connectivity built by one construction. A layer is read
+as the paper's bipartite graph from its inputs to its outputs (channels, for a convolution),
+so ``k`` is the out-degree of every input and ``density = k / n_out``.
+
+Where each number comes from (docs/design.md, "Seed recipe"): layer ``name`` is built with
+``build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name))`` and, without
+``keep_weights``, initialised from ``rng(seed, "init", name)``; renaming a layer changes its
+mask, adding another layer elsewhere does not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from sparsetopo.errors import SparsetopoError, check_int
+from sparsetopo.nn.backend import BACKENDS, layer_backends
+from sparsetopo.nn.conv import SparseConv2d
+from sparsetopo.nn.init import INITIALISERS
+from sparsetopo.nn.linear import SparseLinear
+from sparsetopo.seeding import derive_seed, rng
+from sparsetopo.topology import Topology, build, get_construction
+
+#: The module types sparsify replaces (exactly these types: a subclass such as the output
+#: projection inside nn.MultiheadAttention is read by its owner's functional code, not called).
+REPLACEABLE = (nn.Linear, nn.Conv2d)
+SPARSE_LAYERS = (SparseLinear, SparseConv2d)
+
+
+def sparsify(model: nn.Module, construction: str, *, density: float | None = None, k: int | None = None,
+             seed: int = 0, backend: str = "auto", include: Iterable | None = None,
+             exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot") -> nn.Module:
+    """Replace the selected ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by sparse ones.
+
+    Parameters
+    ----------
+    model : any ``nn.Module``; changed in place (a model that *is* one layer is replaced, so
+        always use the returned module).
+    construction : a name in :data:`sparsetopo.CONSTRUCTIONS`, used for every selected layer.
+    density, k : exactly one: the fraction of each layer's connections to keep
+        (``k = round(density * n_out)``, halves rounded up), or the out-degree ``k`` of every input.
+    seed : every layer's topology and (without ``keep_weights``) initial weights derive from
+        it and the layer's name.
+    backend : "auto", "masked" or "sparse" for the linear layers, decided once for all of
+        them (:func:`~sparsetopo.nn.backend.layer_backends`, on the device and dtype the layers
+        are on; "auto" is masked off CPU or off float32). Convolutions are always masked.
+    include : module names or types to replace; None selects every ``nn.Linear`` and
+        ``nn.Conv2d``. A name selects that layer and every layer under it (``"features"``
+        selects ``features.0`` and ``features.3``).
+    exclude : names or types (as ``include``) to leave dense.
+    keep_weights : connected entries keep the layer's current weights (a trained dense model
+        can be sparsified), biases are kept; otherwise weights are drawn as ``init`` says and
+        biases start at 0.
+    init : "glorot" or "glorot_sparse" (:mod:`sparsetopo.nn.init`), used without ``keep_weights``.
+
+    Returns
+    -------
+    The model, with the attribute ``sparsetopo_summary``: one dict per replaced layer
+    (:func:`summarize`).
+
+    Raises
+    ------
+    SparsetopoError naming the layer and the value: both or neither of density and k, a
+    density that rounds to k = 0, a k larger than a layer's outputs, an include or exclude
+    entry that matches no layer, a convolution with groups > 1, a sparse backend for a layer
+    off CPU or not float32.
+    """
+    get_construction(construction)
+    if (density is None) == (k is None):
+        raise SparsetopoError("sparsify needs exactly one of density (fraction of connections kept, in (0, 1]) "
+                              f"and k (out-degree of every input); got density={density!r}, k={k!r}")
+    if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float))
+                                or not 0 < density <= 1):
+        raise SparsetopoError(f"density={density!r} must be a fraction in (0, 1]")
+    if k is not None:
+        check_int("k", k, 1)
+    seed = check_int("seed", seed, 0)
+    if backend not in BACKENDS:
+        raise SparsetopoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if init not in INITIALISERS:
+        raise SparsetopoError(f"unknown init {init!r}: choose one of {', '.join(INITIALISERS)}")
+
+    places = layer_places(model)
+    selected = _select(places, include, exclude)
+    plans = []
+    for name in selected:
+        module = places[name][0]
+        n_in, n_out = _sizes(name, module)
+        plans.append((name, module, _topology(name, construction, n_in, n_out, density, k, seed)))
+
+    linear = [(name, module, t) for name, module, t in plans if isinstance(module, nn.Linear)]
+    linear_backends = _linear_backends(linear, backend)
+    replacements = {}
+    for name, module, topology in plans:
+        gen = rng(seed, "init", name)
+        if isinstance(module, nn.Linear):
+            new = SparseLinear(topology, init=init, gen=gen, backend=linear_backends[name],
+                               bias=module.bias is not None)
+        else:
+            new = SparseConv2d(topology, module.kernel_size, module.stride, module.padding, module.dilation,
+                               bias=module.bias is not None, padding_mode=module.padding_mode, init=init, gen=gen)
+        new = new.to(device=module.weight.device, dtype=module.weight.dtype)
+        if keep_weights:
+            copy_dense_weights(new, module)
+        new.train(module.training)
+        replacements[name] = new
+
+    for name, new in replacements.items():
+        model = put_module(model, places[name][1], new)
+    model.sparsetopo_summary = summarize(model)
+    return model
+
+
+def put_module(model: nn.Module, paths: Iterable[str], new: nn.Module) -> nn.Module:
+    """``model`` with ``new`` at every dotted path in ``paths`` (a module attached under several
+    names stays one module); the path "" replaces the model itself, which is returned."""
+    for path in paths:
+        if path == "":
+            model = new
+        else:
+            parent, _, attr = path.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return model
+
+
+def layer_places(model: nn.Module) -> dict[str, tuple[nn.Module, list[str]]]:
+    """Every ``nn.Linear`` / ``nn.Conv2d`` of ``model`` (exact types) by its canonical name (the
+    first under which ``named_modules`` lists it), with every path where it is attached: a
+    layer shared by two parents is one layer, replaced at both places by one sparse layer."""
+    places: dict[int, tuple[str, nn.Module, list[str]]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        if type(module) in REPLACEABLE:
+            entry = places.setdefault(id(module), (path, module, []))
+            entry[2].append(path)
+    return {name: (module, paths) for name, module, paths in places.values()}
+
+
+def _matches(entry, name: str, paths: Sequence[str], module: nn.Module) -> bool:
+    if isinstance(entry, type):
+        return isinstance(module, entry)
+    if entry == "":
+        return "" in paths
+    return any(p == entry or p.startswith(entry + ".") for p in paths)
+
+
+def _select(places, include, exclude) -> list[str]:
+    def entries(value, what):
+        if value is None:
+            return []
+        if isinstance(value, (str, type)):
+            value = [value]
+        value = list(value)
+        for e in value:
+            if not isinstance(e, (str, type)):
+                raise SparsetopoError(f"{what} entry {e!r} must be a module name or a module type")
+        return value
+
+    known = ", ".join(places) if places else "none"
+    if len(known) > 300:
+        known = known[:300] + ", ..."
+    selected = list(places) if include is None else []
+    for what, value in (("include", include), ("exclude", exclude)):
+        for entry in entries(value, what):
+            hits = [name for name, (module, paths) in places.items() if _matches(entry, name, paths, module)]
+            label = entry.__name__ if isinstance(entry, type) else repr(entry)
+            if not hits:
+                raise SparsetopoError(f"{what} entry {label} matches no nn.Linear or nn.Conv2d of the model "
+                                      f"(its replaceable layers: {known})")
+            if what == "include":
+                selected += [h for h in hits if h not in selected]
+            else:
+                selected = [s for s in selected if s not in hits]
+    if not selected:
+        raise SparsetopoError(f"nothing to sparsify: no nn.Linear or nn.Conv2d is selected "
+                              f"(the model's replaceable layers: {known})")
+    return selected
+
+
+def _sizes(name: str, module: nn.Module) -> tuple[int, int]:
+    label = name or "<the model itself>"
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            raise SparsetopoError(f"layer {label!r} is an nn.Conv2d with groups={module.groups}: sparsify replaces "
+                                  "only groups=1 convolutions (the topology is the channel grouping); "
+                                  f"leave it dense with exclude=[{name!r}]")
+        return module.in_channels, module.out_channels
+    return module.in_features, module.out_features
+
+
+def _topology(name, construction, n_in, n_out, density, k, seed) -> Topology:
+    label = name or "<the model itself>"
+    if k is None:
+        k = math.floor(density * n_out + 0.5)  # halves round up (Python's round() would round 2.5 to 2)
+        if k == 0:
+            raise SparsetopoError(f"density={density} gives k = round({density} * {n_out}) = 0 for layer {label!r} "
+                                  f"({n_out} outputs): choose density >= {1.0 / n_out:.4g}, or give k")
+    elif k > n_out:
+        raise SparsetopoError(f"k={k} is too large for layer {label!r}, which has {n_out} outputs: "
+                              f"choose 1 <= k <= {n_out}, or exclude the layer")
+    if construction == "fully_connected" and k != n_out:
+        raise SparsetopoError(f"fully_connected keeps all {n_out} outputs of layer {label!r}, not k={k}: "
+                              "use density=1 or another construction")
+    try:
+        return build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name))
+    except SparsetopoError as exc:
+        raise SparsetopoError(f"layer {label!r}: {exc}") from None
+
+
+def _linear_backends(linear, backend: str) -> dict[str, str]:
+    """One backend for all the linear layers (the rule of layer_backends), on their device and dtype."""
+    if not linear:
+        return {}
+    devices = {m.weight.device for _, m, _ in linear}
+    dtypes = {m.weight.dtype for _, m, _ in linear}
+    off_cpu = any(d.type != "cpu" for d in devices)
+    if backend == "sparse":
+        for name, m, _ in linear:
+            if m.weight.device.type != "cpu" or m.weight.dtype != torch.float32:
+                raise SparsetopoError(f"backend='sparse' computes on CPU in float32, but layer {name!r} is "
+                                      f"{m.weight.dtype} on {m.weight.device}: use backend='masked' or 'auto'")
+    if backend == "auto" and (off_cpu or dtypes != {torch.float32}):
+        backend = "masked"
+    device = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
+    chosen = layer_backends([t for _, _, t in linear], backend, device)
+    return {name: b for (name, _, _), b in zip(linear, chosen)}
+
+
+@torch.no_grad()
+def copy_dense_weights(sparse: nn.Module, dense: nn.Module) -> None:
+    """Give ``sparse`` the weights of ``dense`` (an ``nn.Linear`` / ``nn.Conv2d`` of the same
+    shape) at its connections, and its bias; every other weight is exactly 0 (or absent)."""
+    rows, cols = sparse.topology.rows.astype("int64"), sparse.topology.indices.astype("int64")
+    rows, cols = torch.from_numpy(rows).to(dense.weight.device), torch.from_numpy(cols).to(dense.weight.device)
+    # nn.Linear and nn.Conv2d store (out, in, ...): connection (i, j) lives at [j, i]
+    sparse.set_connected_weights(dense.weight.detach()[cols, rows])
+    if dense.bias is not None:
+        sparse.bias.copy_(dense.bias.detach())
+
+
+def summarize(model: nn.Module) -> list[dict]:
+    """One dict per sparse layer of ``model`` (each once, by its canonical name): name, kind,
+    construction, n_in, n_out, k, density, connections, dense_connections (the dense layer's
+    weights), seed and backend."""
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, SPARSE_LAYERS):
+            t = module.topology
+            per_edge = 1 if isinstance(module, SparseLinear) else module.kernel_size[0] * module.kernel_size[1]
+            rows.append({"name": name, "kind": "linear" if isinstance(module, SparseLinear) else "conv2d",
+                         "construction": t.construction, "n_in": t.n_in, "n_out": t.n_out, "k": t.k,
+                         "density": t.density, "connections": t.nnz * per_edge,
+                         "dense_connections": t.n_in * t.n_out * per_edge, "seed": t.seed, "backend": module.backend})
+    return rows

@@ -1,0 +1,224 @@
+"""save / load (safetensors, connected weights only) and ONNX export."""
+
+import io
+import json
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sparsetopo
+from sparsetopo import SparsetopoError, build
+from sparsetopo.cli import main
+from sparsetopo.nn import SparseLinear, SparseMLP, sparsify
+
+safetensors = pytest.importorskip("safetensors.torch")
+
+
+def seeded(seed, make):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return make()
+
+
+def cnn():
+    """The tutorial's network: two convolutions and a classifier."""
+    return nn.Sequential(OrderedDict(
+        features=nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                               nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),
+        classifier=nn.Sequential(nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)),
+    ))
+
+
+class Custom(nn.Module):
+    """A model class sparsetopo cannot rebuild alone: load needs an instance."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(12)
+        self.a = nn.Linear(12, 20)
+        self.b = nn.Linear(20, 3, bias=False)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(self.norm(x))))
+
+
+def images(n=5, seed=0):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def trained_a_little(model, x, steps=3):
+    """Move every weight off its initial value (biases and batch-norm statistics included)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(steps):
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def dense_state_bytes(model) -> int:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return len(buffer.getvalue())
+
+
+@pytest.mark.parametrize("backend", ["sparse", "masked"])
+def test_save_load_gives_identical_outputs_without_the_class(tmp_path, backend):
+    model = sparsify(seeded(0, cnn), "random_regular", density=0.25, seed=3, backend=backend,
+                     include=["features.3", "classifier"])
+    x = images()
+    trained_a_little(model, x)
+    path = sparsetopo.save(model, tmp_path / "cnn.safetensors", input_shape=(1, 1, 28, 28))
+    loaded = sparsetopo.load(path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert [row["name"] for row in loaded.sparsetopo_summary] == ["features.3", "classifier.0", "classifier.2"]
+    assert {row["backend"] for row in loaded.sparsetopo_summary if row["kind"] == "linear"} == {backend}
+    for (name, a), (_, b) in zip(model.named_modules(), loaded.named_modules()):
+        assert type(a) is type(b), name
+
+
+def test_save_load_a_custom_class_into_an_instance(tmp_path):
+    x = torch.randn(8, 12, generator=torch.Generator().manual_seed(0))
+    model = trained_a_little(sparsify(seeded(1, Custom), "fibonacci_rotating", k=3, seed=2), x).eval()
+    path = sparsetopo.save(model, tmp_path / "custom.safetensors")
+    with pytest.raises(SparsetopoError, match="custom class.*model=MyNet"):
+        sparsetopo.load(path)
+    loaded = sparsetopo.load(path, model=seeded(9, Custom)).eval()   # other initial weights: all overwritten
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert loaded.b.bias is None and torch.equal(loaded.norm.running_mean, model.norm.running_mean)
+
+
+def test_save_load_a_sparse_mlp(tmp_path):
+    topologies = [build("random_regular", 64, 40, 8, seed=1), build("regular_rotating", 40, 10, 4)]
+    model = SparseMLP(topologies, seed=4, backend="sparse")
+    x = torch.rand(6, 64, generator=torch.Generator().manual_seed(2))
+    loaded = sparsetopo.load(sparsetopo.save(model, tmp_path / "mlp.safetensors"))
+    assert isinstance(loaded, SparseMLP)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_file_holds_only_connected_weights_and_is_small(tmp_path):
+    dense = seeded(0, cnn)
+    dense_bytes = dense_state_bytes(dense)
+    model = sparsify(seeded(0, cnn), "random_regular", density=0.1, include=["features.3", "classifier"])
+    path = sparsetopo.save(model, tmp_path / "cnn.safetensors")
+    size = path.stat().st_size
+    assert size <= 0.15 * dense_bytes, f"{size} bytes is more than 15% of the dense {dense_bytes} bytes"
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        meta = json.loads(f.metadata()["sparsetopo"])
+    fc = model.classifier[0].topology
+    assert shapes["classifier.0.values"] == (fc.nnz,)
+    assert shapes["features.3.values"] == (model.features[3].topology.nnz, 3, 3)
+    assert shapes["features.0.weight"] == (16, 1, 3, 3)                       # the dense layer, as it is
+    assert not any(key.endswith(".weight") and key.startswith(("classifier", "features.3")) for key in shapes)
+    recipe = meta["layers"]["classifier.0"]
+    assert {key: recipe[key] for key in ("construction", "n_in", "n_out", "k", "version")} == \
+        {"construction": "random_regular", "n_in": 1568, "n_out": 128, "k": 13, "version": 1}
+    assert recipe["fingerprint"] == fc.fingerprint
+
+
+def rewrite(path, change):
+    """Rewrite a saved file's sparsetopo metadata with ``change(info)``."""
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        info = json.loads(f.metadata()["sparsetopo"])
+    change(info)
+    safetensors.save_file(tensors, str(path), metadata={"sparsetopo": json.dumps(info)})
+
+
+def test_newer_and_older_construction_versions_are_refused(tmp_path):
+    path = sparsetopo.save(SparseLinear(build("regular_rotating", 10, 6, 2)), tmp_path / "layer.safetensors")
+    assert isinstance(sparsetopo.load(path), SparseLinear)
+    rewrite(path, lambda info: info["layers"][""].update(version=2))
+    with pytest.raises(SparsetopoError, match="version 2 of regular_rotating, newer than this sparsetopo's "
+                                              "version 1: upgrade sparsetopo"):
+        sparsetopo.load(path)
+    rewrite(path, lambda info: info["layers"][""].update(version=0))
+    with pytest.raises(SparsetopoError, match="version 0 of regular_rotating, whose masks this sparsetopo"):
+        sparsetopo.load(path)
+
+
+def test_damaged_or_foreign_files_are_refused(tmp_path):
+    path = sparsetopo.save(sparsify(seeded(0, Custom), "random_edge", k=2), tmp_path / "m.safetensors")
+    rewrite(path, lambda info: info["layers"]["a"].update(seed=info["layers"]["a"]["seed"] + 1))
+    with pytest.raises(SparsetopoError, match="the mask rebuilt for layer 'a' differs"):
+        sparsetopo.load(path, model=Custom())
+    foreign = tmp_path / "foreign.safetensors"
+    safetensors.save_file({"w": torch.zeros(3)}, str(foreign))
+    with pytest.raises(SparsetopoError, match="without sparsetopo metadata"):
+        sparsetopo.load(foreign)
+    (tmp_path / "text.safetensors").write_text("not a model")
+    with pytest.raises(SparsetopoError, match="not a safetensors file"):
+        sparsetopo.load(tmp_path / "text.safetensors")
+    with pytest.raises(SparsetopoError, match="no such file"):
+        sparsetopo.load(tmp_path / "missing.safetensors")
+
+
+def test_loading_into_another_architecture_is_refused(tmp_path):
+    path = sparsetopo.save(sparsify(seeded(0, Custom), "random_edge", k=2), tmp_path / "m.safetensors")
+    other = nn.Sequential(nn.Linear(12, 20))
+    with pytest.raises(SparsetopoError, match="sparse layer 'a', but the model has no module of that name"):
+        sparsetopo.load(path, model=other)
+    wrong = Custom()
+    wrong.a = nn.Linear(12, 21)
+    with pytest.raises(SparsetopoError, match="layer 'a' is 12->21 in the model but 12->20 in the file"):
+        sparsetopo.load(path, model=wrong)
+
+
+def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(SparsetopoError, match=r"needs the 'safetensors' package: pip install 'sparsetopo\[io\]'"):
+        sparsetopo.save(nn.Linear(2, 2), tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("backend", ["sparse", "masked"])
+def test_onnx_export_matches_in_onnxruntime(tmp_path, backend):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = trained_a_little(sparsify(seeded(0, cnn), "fibonacci_rotating", density=0.1, backend=backend,
+                                      include=["features.3", "classifier"]), images())
+    path = sparsetopo.export_onnx(model, tmp_path / "cnn.onnx", input_shape=(1, 1, 28, 28))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = images(7, seed=5)                                   # another batch size: the batch is dynamic
+    got = session.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+    assert isinstance(model.classifier[0], SparseLinear)   # the model itself is untouched
+
+
+def test_cli_export(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    model = sparsify(seeded(0, cnn), "random_regular", density=0.25, include=["classifier"])
+    saved = sparsetopo.save(model, tmp_path / "cnn.safetensors", input_shape=(1, 1, 28, 28))
+    assert main(["export", str(saved), "--onnx", str(tmp_path / "cnn.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "max |difference|" in out and (tmp_path / "cnn.onnx").is_file()
+    difference = float(out.rsplit(" ", 1)[1])
+    assert difference < 1e-5
+    no_shape = sparsetopo.save(model, tmp_path / "noshape.safetensors")
+    assert main(["export", str(no_shape), "--onnx", str(tmp_path / "x.onnx")]) == 2
+    assert "give --input-shape" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing.safetensors"), "--onnx", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_load_onto_cuda(tmp_path):
+    model = sparsify(seeded(0, cnn), "random_regular", density=0.25, include=["classifier"], backend="sparse")
+    path = sparsetopo.save(model, tmp_path / "cnn.safetensors")
+    loaded = sparsetopo.load(path, device="cuda").eval()
+    assert {row["backend"] for row in loaded.sparsetopo_summary} == {"masked"}
+    x = images()
+    with torch.no_grad():
+        assert float((loaded(x.cuda()).cpu() - model.eval()(x)).abs().max()) < 1e-5
