@@ -403,3 +403,30 @@ def test_cli_report_rejects_a_file_that_is_not_a_store(tmp_path, capsys):
     bad.write_text("not sqlite")
     assert cli_main(["report", "--db", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "is not a sparsetopo sweep store" in capsys.readouterr().err
+
+
+def test_c4_shows_its_own_rule_where_the_threshold_goes():
+    """C4's verdict compares two classes, not one interval with -0.5 pt: the table says so."""
+    from sparsetopo.report.document import _threshold
+
+    c4 = check("C4", table(**C4_GRID, accuracy=flat(0.96)))
+    assert "same class with and without dropout" in c4.rule and "-0.5 pt" in c4.rule
+    assert _threshold(c4) == c4.rule
+    c1 = check("C1", table(hidden=(100,), constructions=("regular_rotating",), k_in=(5, 10, 50), k_out=(10,),
+                           seeds=(0, 1), dropout=False, deep=False))
+    assert c1.rule == "" and _threshold(c1) != ""
+
+
+def test_a_partly_done_sweep_is_stated_in_the_report(tmp_path):
+    from sparsetopo.sweep import SweepStore
+
+    path = tmp_path / "partial.sqlite"
+    frame = make_runs(hidden=(40,), constructions=("regular_rotating", "random_edge"), k_in=(2, 12), k_out=(10,),
+                      seeds=(0, 1), dropout=False, deep=False)
+    write_store(frame, path)
+    with SweepStore(path) as store:  # the plan holds the stored runs and 5 more
+        store.plan([(rid, {}) for rid in frame["run_id"]] + [(f"missing{i}", {}) for i in range(5)])
+    summary = make_report(path, tmp_path / "out", seed=0)
+    partly = [n for n in summary.notes if "partly done" in n]
+    assert partly and f"{len(frame)} of {len(frame) + 5} planned" in partly[0]
+    assert "partly done" in (tmp_path / "out" / "report.md").read_text()
