@@ -380,3 +380,17 @@ def test_process_workers_own_one_core_for_torch_and_numba_alike():
     finally:
         pool.shutdown()
     assert shares == {(1, 1)}
+
+
+def test_trained_with_follows_the_engine_that_ran(digits):
+    """train_population may hand members to train(); the row then says "train"."""
+    from sparsetopo.sweep.worker import _trained_with, result_row
+    from sparsetopo.train import train, train_population
+
+    configs = [TrainConfig(dataset="digits", hidden=(8,), degrees=(2, None), epochs=1, lr=0.5, limit_train=64,
+                           seed=s) for s in (0, 1)]
+    pooled = train_population(configs, dataset=digits)
+    alone = train(configs[0], dataset=digits)
+    assert [_trained_with(r) for r in pooled] == ["population", "population"]
+    assert _trained_with(alone) == "train"
+    assert result_row(alone, _trained_with(alone), measures=False)["device"] == "cpu"

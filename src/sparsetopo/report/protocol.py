@@ -35,6 +35,7 @@ FIELDS = {
     "validation_fraction": "training examples held out for validation",
     "early_stop": "early-stopping patience in epochs (0: none)",
     "backend": "compute backend (changes speed, not the numbers beyond float error)",
+    "device": "where the networks computed (changes speed, not the numbers beyond float error)",
 }
 PAPER_HIDDEN = {"100", "300", "500", "500,300"}
 PAPER_DROPOUT = {(0.0, 0.0), (0.2, 0.5)}

@@ -78,6 +78,7 @@ RUN_COLUMNS: dict[str, str] = {
     "init": "TEXT",
     "backend": "TEXT",              # what computed the run: engine/kernel, e.g. "fused-population/sparse"
     "requested_backend": "TEXT",    # the config's backend: masked, sparse or auto
+    "device": "TEXT",               # where it computed: cpu, cuda, ...
     "seed": "INTEGER",
     "limit_train": "INTEGER",
     "loss": "TEXT",                 # mse | cross_entropy (train.recipe)

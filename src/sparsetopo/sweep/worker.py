@@ -105,7 +105,7 @@ def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measu
         if population and len(group) > 1:
             try:
                 data = dataset_for(group[0].dataset, data_dir)
-                results = [(r, "population") for r in train_population(group, dataset=data)]
+                results = [(r, _trained_with(r)) for r in train_population(group, dataset=data)]
             except Exception:  # noqa: BLE001 - fall back to training them one by one
                 results = None
         for j, i in enumerate(members):
@@ -121,6 +121,12 @@ def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measu
             except Exception:  # noqa: BLE001 - reported to the coordinator, which retries
                 rows[i] = {"run_id": run_id(config), "error": traceback.format_exc(limit=8)}
     return [rows[i] for i in range(len(parsed))]
+
+
+def _trained_with(result) -> str:
+    """"population" when a population engine computed the run; train_population hands members
+    to train() in some cases (a stack of one), and the row must say what really happened."""
+    return "population" if result.backend.split("/")[0].endswith("-population") else "train"
 
 
 def result_row(result, trained_with: str = "train", measures: bool = True) -> dict:
@@ -164,6 +170,7 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
         "init": config.init,
         "backend": result.backend,            # what computed it, e.g. "fused-population/sparse"
         "requested_backend": config.backend,  # what the config asked for (masked, sparse, auto)
+        "device": config.device,
         "seed": config.seed,
         "limit_train": config.limit_train,
         "loss": config.loss,
