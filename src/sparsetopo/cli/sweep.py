@@ -10,9 +10,7 @@ import click
 from sparsetopo.cli.app import app
 from sparsetopo.cli.progress import Progress, duration
 from sparsetopo.errors import SparsetopoError
-
-HUGE_RUNS = 100_000          # a grid above this many runs, or
-HUGE_SECONDS = 7 * 24 * 3600  # a projected week, is started only with --yes
+from sparsetopo.sweep.runner import HUGE_RUNS
 
 DB = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True,
                   help="The sweep's SQLite store (one file per sweep).")
@@ -79,27 +77,20 @@ def run_command(spec, db, executor, workers, address, chunk_size, no_population,
     checked before anything runs. Progress: a bar with ETA on a terminal, else one line per run.
     """
     from sparsetopo.sweep import expand, load_spec, run_sweep
-    from sparsetopo.sweep.executors import default_workers
-    from sparsetopo.sweep.runner import projected_seconds
 
     parsed = load_spec(spec, data_dir=data_dir)
-    configs = expand(parsed, data_dir=data_dir)
     if dry_run:
+        configs = expand(parsed, data_dir=data_dir)
         click.echo(f"{parsed.name}: {len(configs)} runs in {len(parsed.blocks)} blocks "
                    f"({', '.join(name for name, _ in parsed.blocks)}); nothing trained")
         return
     if address is not None and executor != "ray":
         raise SparsetopoError("--address is for --executor ray: add --executor ray or drop --address")
-    projected = projected_seconds(configs, workers or default_workers(), data_dir)
-    if (len(configs) > HUGE_RUNS or projected > HUGE_SECONDS) and not yes:
-        raise SparsetopoError(
-            f"{parsed.name} has {len(configs):,} runs, projected at {duration(projected)} on "
-            f"{workers or default_workers()} workers: check the spec (sweep run --dry-run), or add --yes to start it")
     with Progress("run") as progress:
         summary = run_sweep(parsed, db, executor=executor, workers=workers, address=address,
                             chunk_size=chunk_size, population=not no_population, measures=not no_measures,
                             max_attempts=max_attempts, retry_failed=retry_failed, data_dir=data_dir,
-                            on_result=progress.on_run, add=add)
+                            on_result=progress.on_run, add=add, allow_huge=yes)
     click.echo(f"{parsed.name}: {summary.stored} runs stored, {summary.skipped} already done, "
                f"{summary.failed} failed ({summary.seconds:.0f} s) -> {db}")
     if summary.failed:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import click
 
-from sparsetopo.atomic import atomic_path
+from sparsetopo.atomic import atomic_path, check_writable
 from sparsetopo.cli.app import app
 from sparsetopo.cli.progress import Progress
 from sparsetopo.cli.parsing import DEGREES, FLOATS, INTS
@@ -127,9 +126,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     if held and not (resume or overwrite):
         raise SparsetopoError(f"--out {out} holds another run ({', '.join(held)}): add --resume to continue "
                               f"it, --overwrite to replace it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)   # an OSError here names the path (cli.app)
-    with tempfile.TemporaryFile(dir=out):    # writable? better to know before the first epoch
-        pass
+    check_writable(out / "result.json")  # before the first epoch; an OSError names the path (cli.app)
     if overwrite:
         for name in held:
             (out / name).unlink()

@@ -15,7 +15,6 @@ import platform
 import sqlite3
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import pandas as pd
 

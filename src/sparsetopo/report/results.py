@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -58,26 +57,16 @@ def label(construction: str) -> str:
 def load_table(db_path) -> pd.DataFrame:
     """Read a results store into a DataFrame (one row per run), with derived columns filled.
 
-    Uses :func:`sparsetopo.sweep.load_results` when the sweep package provides it, else reads
-    the SQLite table ``runs`` directly.
+    :func:`sparsetopo.sweep.load_results` checks that ``db_path`` is a sweep store (naming it in
+    a SparsetopoError otherwise) and reads it read-only.
     """
-    path = Path(db_path)
-    if not path.is_file():
-        raise SparsetopoError(f"results store {str(path)!r} does not exist: give --db the .sqlite file "
-                              f"a sweep wrote (e.g. OUT/sweep.sqlite from 'sparsetopo reproduce')")
+    from sparsetopo.sweep import load_results
+
     try:
-        from sparsetopo.sweep import load_results  # the sweep store's own reader, when present
-    except ImportError:
-        load_results = None
-    try:
-        if load_results is not None:
-            frame = load_results(path)
-        else:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-                frame = pd.read_sql_query("SELECT * FROM runs", con)
-    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        frame = load_results(db_path)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:  # a store damaged past its tables
         first = str(exc).splitlines()[0]
-        raise SparsetopoError(f"{str(path)!r} is not a readable sparsetopo results store ({first}); give --db "
+        raise SparsetopoError(f"{str(db_path)!r} is not a readable sparsetopo results store ({first}); give --db "
                               f"the .sqlite file a sweep wrote") from None
     return normalise(frame)
 

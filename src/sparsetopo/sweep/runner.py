@@ -30,7 +30,10 @@ from sparsetopo.sweep.store import SweepStore
 from sparsetopo.sweep.worker import run_chunk
 from sparsetopo.train import TrainConfig, population_key
 
-__all__ = ["RunEvent", "SweepSummary", "run_sweep", "estimate_seconds", "make_chunks"]
+__all__ = ["HUGE_RUNS", "HUGE_SECONDS", "RunEvent", "SweepSummary", "run_sweep", "estimate_seconds", "make_chunks"]
+
+HUGE_RUNS = 100_000           # a grid above this many runs, or
+HUGE_SECONDS = 7 * 24 * 3600  # one projected beyond a week, starts only with allow_huge (--yes)
 
 TARGET_TASK_SECONDS = 5.0  # a task (chunk) should take at least about this long
 
@@ -116,6 +119,7 @@ def run_sweep(
     data_dir=None,
     on_result: Callable[[RunEvent], None] | None = None,
     add: bool = False,
+    allow_huge: bool = False,
 ) -> SweepSummary:
     """Run every run of a sweep that is not stored yet in ``db_path``; return a summary.
 
@@ -131,6 +135,9 @@ def run_sweep(
     add : allow a spec whose grid differs from the one(s) already in ``db_path`` (the store
         then keeps every spec it was given); without it such a call is refused, so that two
         sweeps never mix silently.
+    allow_huge : start a grid above :data:`HUGE_RUNS` runs or projected beyond
+        :data:`HUGE_SECONDS` (:func:`projected_seconds`); without it such a call is refused, as
+        it is more often a slip in the spec than a plan.
 
     Nothing is created before the executor's package, the spec and the data sets are known
     to be usable. A run failing with a SparsetopoError (missing or corrupt data, bad input) is
@@ -161,6 +168,13 @@ def run_sweep(
     if workers is None:
         workers = getattr(executor, "workers", None) if not owned else None
         workers = workers or (1 if executor == "inline" else default_workers())
+    if not allow_huge:
+        projected = projected_seconds(configs, workers, data_dir)
+        if len(configs) > HUGE_RUNS or projected > HUGE_SECONDS:
+            raise SparsetopoError(
+                f"{spec['name'] if spec else 'the grid'} has {len(configs):,} runs, projected at "
+                f"{projected / 3600:,.0f} h on {workers} workers: check the spec (sweep run --dry-run), "
+                f"or add --yes (allow_huge=True) to start it")
     ids = [run_id(c) for c in configs]
     by_id = dict(zip(ids, configs))
     for name in sorted({c.dataset for c in configs}):
