@@ -17,8 +17,10 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.worker import init_worker
@@ -84,6 +86,16 @@ class ProcessExecutor(Executor):
         self.pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.join(timeout=5)
+        # An interrupt inside submit can leave a worker the forkserver forked but the pool never
+        # recorded; it would start for a coordinator that is gone and fail noisily. Twice: the
+        # server may fork the last request a moment after the first look.
+        for _ in range(2):
+            for pid in _forkserver_children():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
 
 
 # Nothing heavy is preloaded into the forkserver: while it imported torch (seconds) a Ctrl-C
@@ -102,6 +114,24 @@ def _context():
         _start_forkserver()
         return context
     return multiprocessing.get_context("spawn")
+
+
+def _forkserver_children() -> list[int]:
+    """Process ids whose parent is this process's forkserver (Linux /proc; [] elsewhere)."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if server is None:
+        return []
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == server:
+            children.append(int(stat.parent.name))
+    return children
 
 
 @contextmanager
