@@ -1,6 +1,7 @@
 """Population training: each stacked member must be the network train() gives it alone."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -46,7 +47,8 @@ def assert_same_run(pop, alone, n_test):
         return [{k: v for k, v in layer.items() if k != "backend"} for layer in layers]
 
     assert pop.parameters == alone.parameters and topology(pop.layers) == topology(alone.layers)
-    assert pop.backend in ("fused-population/sparse", "torch-population/masked")
+    engines = {"fused-population/sparse", "fused-population/masked", "torch-population/masked"}
+    assert {layer["backend"] for layer in pop.layers} <= engines   # engine and kernel, per layer
     for sa, sb in zip(pop.weight_stats, alone.weight_stats):
         assert sa["nnz"] == sb["nnz"] and sa["std"] == pytest.approx(sb["std"], abs=1e-4)
 
@@ -179,12 +181,22 @@ def test_engine_and_threads_are_checked(digits):
         train_population(members(), dataset=digits, threads=0)
 
 
-def test_fused_seconds_are_per_member_core_seconds(digits):
-    """Each member's epoch seconds are the epoch's wall time times the threads over the members
-    (what one network costs one core), so summing members gives the population's core time."""
-    results = train_population(members(epochs=1), dataset=digits, engine="fused", threads=1)
-    assert len({r.history[0].seconds for r in results}) == 1
-    assert all(r.history[0].seconds > 0 and r.seconds >= r.history[0].seconds for r in results)
+def test_fused_seconds_are_each_members_own_on_one_thread_and_shared_on_more(digits):
+    """On one thread (a sweep worker) each member is clocked on its own, so a sparse member's
+    epochs are shorter than its fully connected sibling's; on two threads the members share the
+    epoch's wall time (times the threads, over the members). Either way a member's run seconds
+    cover its epochs, and the members' seconds add up to the call's core time."""
+    base = dict(dataset="digits", hidden=(300,), epochs=3, lr=0.5)
+    configs = [TrainConfig(**base, construction="fully_connected", seed=0),
+               TrainConfig(**base, construction="regular_rotating", degrees=(3, 3), seed=1)]
+    started = time.perf_counter()
+    dense, sparse = train_population(configs, dataset=digits, engine="fused", threads=1)
+    wall = time.perf_counter() - started
+    assert min(h.seconds for h in dense.history) > 2 * min(h.seconds for h in sparse.history)
+    assert all(r.seconds >= sum(h.seconds for h in r.history) > 0 for r in (dense, sparse))
+    assert dense.seconds + sparse.seconds <= wall
+    shared = train_population(configs, dataset=digits, engine="fused", threads=2)
+    assert [h.seconds for h in shared[0].history] == [h.seconds for h in shared[1].history]
 
 
 def test_fused_members_on_the_sparse_backend_are_bit_identical_to_train(digits):
@@ -193,10 +205,70 @@ def test_fused_members_on_the_sparse_backend_are_bit_identical_to_train(digits):
     with that fused epoch, ends with exactly the same weights, not merely close ones (the epoch
     loss is summed from the same batch losses by a different numpy call: equal to ~1e-16)."""
     configs = [TrainConfig(**{**c.to_dict(), "backend": "sparse"}) for c in members()]
-    for config, pop in zip(configs, train_population(configs, dataset=digits, engine="fused", threads=1)):
+    pooled = train_population(configs, dataset=digits, engine="fused", threads=1, layer_kernel="sparse")
+    for config, pop in zip(configs, pooled):
         alone = train(config, dataset=digits)
         assert [h.train_loss for h in pop.history] == pytest.approx([h.train_loss for h in alone.history], rel=1e-12)
         assert [h.test_accuracy for h in pop.history] == [h.test_accuracy for h in alone.history]
         for la, lb in zip(pop.model.layers, alone.model.layers):
             assert torch.equal(la.connected_weights(), lb.connected_weights())
             assert torch.equal(la.bias.detach(), lb.bias.detach())
+
+
+@pytest.fixture(scope="module")
+def mnist_shaped():
+    """MNIST-shaped data (784 features, 10 classes), small enough for a test."""
+    from sparsetopo.data import load_dataset
+
+    return load_dataset("synthetic", limit_train=300, limit_test=200)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("protocol", [
+    dict(hidden=(100,)),
+    dict(hidden=(100,), dropout=(0.2, 0.5)),
+    dict(hidden=(100, 48)),
+], ids=["paper", "dropout", "deep"])
+def test_mnist_shaped_members_on_either_layer_kernel_equal_train(mnist_shaped, protocol, threads):
+    """784-input networks, every construction from sparse to fully connected: the population
+    engine with its layers held dense (GEMMs with the mask) or as CSR, or as the cost model
+    picks, trains each member as train() trains it alone, and names each layer's kernel."""
+    from sparsetopo.kernels.options import prefers_dense
+
+    deep = len(protocol["hidden"]) == 2
+    cells = [("fully_connected", None), ("random_edge", (8, 5)), ("random_rotating", (30, 5)),
+             ("random_regular", (60, 10)), ("regular_rotating", (90, 10)), ("long_short_rotating", (40, 7)),
+             ("fibonacci_rotating", (20, 3))]
+    configs = [TrainConfig(dataset="synthetic", **protocol, epochs=2, lr=0.5, limit_train=300, seed=i,
+                           construction=c, degrees=None if d is None else (d[0], 24, d[1]) if deep else d)
+               for i, (c, d) in enumerate(cells)]
+    kernels = {}
+    for layer_kernel in ("masked", "sparse", "auto"):
+        kernels[layer_kernel] = train_population(configs, dataset=mnist_shaped, engine="fused", threads=threads,
+                                                 layer_kernel=layer_kernel)
+    for i, config in enumerate(configs):
+        alone = train(config, dataset=mnist_shaped)
+        for layer_kernel, results in kernels.items():
+            assert_same_run(results[i], alone, len(mnist_shaped.x_test))
+        assert {l["backend"] for l in kernels["masked"][i].layers} == {"fused-population/masked"}
+        assert {l["backend"] for l in kernels["sparse"][i].layers} == {"fused-population/sparse"}
+        picked = [l["backend"].split("/")[1] for l in kernels["auto"][i].layers]
+        expected = ["masked" if prefers_dense(t.nnz, t.n_in, t.n_out) else "sparse"
+                    for t in (layer.topology for layer in alone.model.layers)]
+        assert picked == expected
+    assert "masked" in {l["backend"].split("/")[1] for r in kernels["auto"] for l in r.layers}
+
+
+def test_masked_kernel_keeps_pruned_weights_exactly_zero(mnist_shaped):
+    configs = [TrainConfig(dataset="synthetic", hidden=(100,), construction="random_regular", degrees=(70, 10),
+                           epochs=2, lr=0.5, limit_train=300, seed=s, dropout=(0.2, 0.5)) for s in (0, 1)]
+    for result in train_population(configs, dataset=mnist_shaped, engine="fused", layer_kernel="masked"):
+        for layer in result.model.layers:
+            mask = torch.from_numpy(layer.topology.mask())
+            assert torch.all(layer.dense_weight()[~mask] == 0.0)
+            assert torch.count_nonzero(layer.dense_weight()[mask]) == layer.topology.nnz
+
+
+def test_unknown_layer_kernel_is_refused(digits):
+    with pytest.raises(SparsetopoError, match="unknown layer_kernel 'gemm'"):
+        train_population(members(), dataset=digits, layer_kernel="gemm")

@@ -364,14 +364,18 @@ def test_graph_measures_fill_columns_when_spectral_is_available_and_backfill_lat
     assert len(fake.calls) == len(set(fake.calls))  # each topology measured once per process
 
 
-def _thread_share() -> tuple[int, int]:
+def _thread_share() -> tuple[int, int, int]:
+    """torch's, numba's and the largest BLAS thread pool of the calling process."""
     import numba
+    import scipy.linalg  # noqa: F401 - the BLAS the population engine's dense kernels call
     import torch
+    from threadpoolctl import threadpool_info
 
-    return torch.get_num_threads(), numba.get_num_threads()
+    blas = max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+    return torch.get_num_threads(), numba.get_num_threads(), blas
 
 
-def test_process_workers_own_one_core_for_torch_and_numba_alike():
+def test_process_workers_own_one_core_for_torch_numba_and_blas_alike():
     from sparsetopo.sweep import ProcessExecutor
 
     pool = ProcessExecutor(2)
@@ -379,7 +383,29 @@ def test_process_workers_own_one_core_for_torch_and_numba_alike():
         shares = {pool.submit(_thread_share).result(timeout=120) for _ in range(4)}
     finally:
         pool.shutdown()
-    assert shares == {(1, 1)}
+    assert shares == {(1, 1, 1)}
+
+
+def test_mnist_shaped_sweep_forms_populations_and_clocks_sparse_runs_below_fully_connected(tmp_path):
+    """784-input networks through the default process executor on two workers: the runner
+    trains them as populations (not one by one), each row names its engine and kernel per
+    layer, and within the one sweep a 10% network's epochs are clearly shorter than its fully
+    connected sibling's (each member clocked on its own worker thread)."""
+    configs = [TrainConfig(dataset="synthetic", hidden=(300,), epochs=2, lr=0.1, limit_train=2000, seed=seed,
+                           construction=construction, degrees=degrees)
+               for seed in (0, 1)
+               for construction, degrees in (("fully_connected", None), ("regular_rotating", (30, None)),
+                                             ("random_regular", (30, None)))]
+    db = tmp_path / "mnist-shaped.sqlite"
+    run_sweep(configs, db, executor="process", workers=2, measures=False)
+    frame = load_results(db)
+    assert len(frame) == 6 and set(frame.trained_with) == {"population"}
+    kernels = frame.layers.map(lambda text: [layer["backend"] for layer in json.loads(text)])
+    dense = frame.construction == "fully_connected"
+    assert (kernels[dense].map(lambda k: k[0]) == "fused-population/masked").all()    # a GEMM on the full layer
+    assert (kernels[~dense].map(lambda k: k[0]) == "fused-population/sparse").all()   # CSR at 10%
+    per_epoch = frame.history.map(lambda text: min(h["seconds"] for h in json.loads(text)))
+    assert per_epoch[~dense].max() * 1.5 < per_epoch[dense].min()
 
 
 def test_trained_with_follows_the_engine_that_ran(digits):

@@ -38,6 +38,11 @@ def test_timing_configs_cover_backends_densities_and_fully_connected():
     assert len(configs) == 2 * (3 + 1) * 2  # k = 1, 5, 50 (k = 100 is the fully connected cell)
     assert {c.degrees for c in configs if c.construction == "regular_rotating"} == {(1, None), (5, None), (50, None)}
     assert sum(c.construction == "fully_connected" for c in configs) == 4
+    # interleaved: each repeat is a full round, so a burst of load cannot fall on one cell only
+    rounds = [configs[i * 8:(i + 1) * 8] for i in range(2)]
+    assert [{c.seed for c in r} for r in rounds] == [{0}, {1}]
+    assert [(c.construction, c.degrees, c.backend) for c in rounds[0]] == \
+        [(c.construction, c.degrees, c.backend) for c in rounds[1]]
 
 
 def test_measured_timings_are_stored_and_drive_c8(store, tmp_path):

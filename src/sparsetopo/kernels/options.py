@@ -8,3 +8,21 @@
 FASTMATH = {"reassoc", "contract"}
 BLOCK = 32  # batch columns one accumulator holds: the paper's batch, four AVX2 registers
 UNROLL = 4  # connections per pass over the accumulator (8 is slower: register pressure)
+
+# The population engine's choice of kernel per member layer (kernels.dense against the CSR
+# kernels of kernels.layer): seconds per connection (CSR) and per matrix entry (GEMM) of one
+# example's training step, medians over the paper grid's layer shapes and densities measured on
+# one core with the paper's batch of 32 by ``python benchmarks/bench_layer_kernels.py`` (AMD
+# EPYC, 2026-11-30). Their ratio is the density above which a layer is cheaper dense: about
+# 0.3; another CPU may put it elsewhere, and a misjudged layer costs time, never accuracy.
+CSR_SECONDS_PER_CONNECTION = 3.7e-10
+GEMM_SECONDS_PER_ENTRY = 1.15e-10
+DENSE_MIN_OUTPUTS = 32   # narrower layers (the 10 outputs) run the GEMM far below its rate
+
+
+def prefers_dense(nnz: int, n_in: int, n_out: int) -> bool:
+    """Whether a layer with ``nnz`` of its ``n_in x n_out`` possible connections trains faster
+    stored dense (GEMMs over every entry, pruned ones included) than as CSR (connections only)."""
+    if n_out < DENSE_MIN_OUTPUTS or n_in < DENSE_MIN_OUTPUTS:
+        return False
+    return GEMM_SECONDS_PER_ENTRY * n_in * n_out < CSR_SECONDS_PER_CONNECTION * nnz

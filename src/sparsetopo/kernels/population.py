@@ -19,7 +19,9 @@ indexed by layer; within a layer the members' connected weights are concatenated
 ``p``'s slice is ``offsets[l, p]:offsets[l, p + 1]``, in its topology's CSR order) and its bias
 and CSR/CSC pointer rows are ``biases[l][p]``, ``indptr[l][p]`` / ``col_ptr[l][p]``. Members of
 one population share layer sizes but not connection counts, so one flat array per layer with
-offsets holds them all without padding.
+offsets holds them all without padding. A member layer that is cheaper dense
+(:func:`sparsetopo.kernels.options.prefers_dense`) is held in the ``dense_*`` arrays instead
+(``dense[l, p]``; see :func:`~sparsetopo.kernels.step.train_batches`) and runs as BLAS GEMMs.
 
 Reproducibility: the kernels' summation order is fixed at compile time (``FASTMATH`` in
 :mod:`sparsetopo.kernels.options`) and each member runs on one thread from start to end, so results
@@ -31,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from sparsetopo.kernels.dense import dense_forward
 from sparsetopo.kernels.layer import forward_serial
 from sparsetopo.kernels.options import BLOCK, FASTMATH
 from sparsetopo.kernels.step import train_batches
@@ -39,7 +42,8 @@ from sparsetopo.kernels.step import train_batches
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def population_batches(x, targets, orders, members, first, stop, batch_size, sizes, rates, scales, uniforms,
                        values, bufs, biases, bias_bufs, indptr, indices, col_ptr, col_rows, col_perm,
-                       offsets, lr, momentum, nesterov, losses):
+                       offsets, dense, dense_values, dense_masks, dense_bufs, dense_offsets,
+                       lr, momentum, nesterov, losses):
     """Batches ``first .. stop - 1`` of an epoch for every member row in ``members``, in parallel.
 
     ``orders[a]`` is member ``members[a]``'s permutation of the training rows, ``uniforms[a]``
@@ -51,11 +55,13 @@ def population_batches(x, targets, orders, members, first, stop, batch_size, siz
     for a in prange(members.shape[0]):
         train_batches(x, targets, orders[a], first, stop, batch_size, sizes, rates, scales, uniforms[a],
                       values, biases, bufs, bias_bufs, indptr, indices, col_ptr, col_rows, col_perm,
-                      offsets, members[a], serial, lr, momentum, nesterov, 1, losses[a])
+                      offsets, members[a], dense, dense_values, dense_masks, dense_bufs, dense_offsets,
+                      serial, lr, momentum, nesterov, 1, losses[a])
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def population_correct(x, y, members, sizes, values, biases, col_ptr, col_rows, col_perm, offsets, correct):
+def population_correct(x, y, members, sizes, values, biases, col_ptr, col_rows, col_perm, offsets,
+                       dense, dense_values, dense_offsets, correct):
     """``correct[a]``: test examples member ``members[a]`` classifies right (no dropout).
 
     Examples go through in blocks of ``BLOCK`` (the width the forward kernel keeps in
@@ -81,8 +87,12 @@ def population_correct(x, y, members, sizes, values, biases, col_ptr, col_rows, 
                 lo, hi = offsets[l, p], offsets[l, p + 1]
                 a_in = act[at[l]: at[l] + sizes[l] * nb].reshape((sizes[l], nb))
                 a_out = act[at[l + 1]: at[l + 1] + sizes[l + 1] * nb].reshape((sizes[l + 1], nb))
-                forward_serial(a_in, values[l][lo:hi], biases[l][p], col_ptr[l][p], col_rows[l][lo:hi],
-                               col_perm[l][lo:hi], a_out, True)
+                if dense[l, p]:
+                    w = dense_values[l][dense_offsets[l, p]: dense_offsets[l, p + 1]].reshape((sizes[l], sizes[l + 1]))
+                    dense_forward(a_in, w, biases[l][p], a_out, True)
+                else:
+                    forward_serial(a_in, values[l][lo:hi], biases[l][p], col_ptr[l][p], col_rows[l][lo:hi],
+                                   col_perm[l][lo:hi], a_out, True)
             out = act[at[n_layers]: at[n_layers] + sizes[n_layers] * nb].reshape((sizes[n_layers], nb))
             for t in range(nb):
                 best = 0

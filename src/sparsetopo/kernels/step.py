@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sparsetopo.kernels.dense import dense_backward_input, dense_forward, dense_values_sgd
 from sparsetopo.kernels.layer import (backward_sgd, backward_sgd_serial, backward_values_sgd,
                                       backward_values_sgd_serial, forward, forward_serial)
 from sparsetopo.kernels.options import FASTMATH
@@ -87,6 +88,7 @@ def dropout_grad(g, dropped, scale):
 @njit(fastmath=FASTMATH, cache=True)
 def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scales, u, values, biases,
                   value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms, offsets, p,
+                  dense, dense_values, dense_masks, dense_bufs, dense_offsets,
                   parallel, lr, momentum, nesterov, n_chunks, losses):
     """Minibatch SGD on batches ``first .. stop - 1`` of one sparse sigmoid MLP, MSE on one-hot
     targets: the body of both the sequential fused epoch (:func:`train_epoch`) and the
@@ -106,6 +108,11 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
     flat arrays, its bias and pointer rows ``biases[l][p]``, ``indptrs[l][p]``,
     ``col_ptrs[l][p]``. One network alone is ``p = 0`` with one row each. ``parallel[l]`` says
     whether layer ``l`` runs on the thread pool (never from inside a ``prange``).
+
+    A layer with ``dense[l, p]`` is stored dense instead (:mod:`sparsetopo.kernels.dense`): its
+    ``n_in x n_out`` weights, mask and momentum buffer are the slice
+    ``dense_offsets[l, p]:dense_offsets[l, p + 1]`` of ``dense_values[l]``, ``dense_masks[l]``,
+    ``dense_bufs[l]`` (its CSR slice is then empty and unused), and it runs as BLAS GEMMs.
     """
     n_layers = sizes.shape[0] - 1
     n = order.shape[0]
@@ -118,6 +125,11 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
     act = np.empty(at[n_layers + 1], dtype=np.float32)      # every layer's activations
     delta = np.empty(at[n_layers + 1], dtype=np.float32)    # gradients to pre-activations
     dropped = np.empty(at[n_layers] if drops else 0, dtype=np.float32)  # layer inputs after dropout
+    grad_size = 0                                            # a dense layer's weight gradient
+    for l in range(n_layers):
+        if dense[l, p]:
+            grad_size = max(grad_size, sizes[l] * sizes[l + 1])
+    grad = np.empty(grad_size, dtype=np.float32)
     u_pos = 0
     for step in range(first, stop):
         start = step * batch_size
@@ -133,7 +145,10 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
                 inp = d
             lo, hi = offsets[l, p], offsets[l, p + 1]
             a_out = _block(act, at[l + 1], sizes[l + 1], nb)
-            if parallel[l]:
+            if dense[l, p]:
+                w = dense_values[l][dense_offsets[l, p]: dense_offsets[l, p + 1]].reshape((sizes[l], sizes[l + 1]))
+                dense_forward(inp, w, biases[l][p], a_out, True)
+            elif parallel[l]:
                 forward(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
                         col_perms[l][lo:hi], a_out, True, n_chunks)
             else:
@@ -150,7 +165,17 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
             a_in = _block(act, at[l], sizes[l], nb)
             inp = _block(dropped, at[l], sizes[l], nb) if rates[l] > 0 else a_in
             d_out = _block(delta, at[l + 1], sizes[l + 1], nb)
-            if l > 0:  # the gradient to the inputs and the step, in one pass
+            if dense[l, p]:
+                dlo, dhi = dense_offsets[l, p], dense_offsets[l, p + 1]
+                w = dense_values[l][dlo:dhi]
+                if l > 0:  # with the weights before the step, as autograd
+                    d_in = _block(delta, at[l], sizes[l], nb)
+                    dense_backward_input(d_out, w.reshape((sizes[l], sizes[l + 1])), d_in, a_in)
+                    if rates[l] > 0:
+                        dropout_grad(d_in, inp, scales[l])
+                dense_values_sgd(inp, d_out, w, dense_masks[l][dlo:dhi], dense_bufs[l][dlo:dhi], grad,
+                                 lr, momentum, nesterov)
+            elif l > 0:  # the gradient to the inputs and the step, in one pass
                 d_in = _block(delta, at[l], sizes[l], nb)
                 if parallel[l]:
                     backward_sgd(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, n_chunks)
@@ -175,6 +200,8 @@ def train_epoch(x, targets, order, batch_size, values, biases, value_bufs, bias_
     n_batches = (order.shape[0] + batch_size - 1) // batch_size
     rates = np.zeros(n_layers, dtype=np.float32)
     scales = np.ones(n_layers, dtype=np.float32)
+    no_dense = np.zeros((n_layers, 1), dtype=np.bool_)
     train_batches(x, targets, order, 0, n_batches, batch_size, sizes, rates, scales, np.empty(0, dtype=np.float32),
                   values, biases, value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms,
-                  offsets, 0, parallel, lr, momentum, nesterov, n_chunks, losses)
+                  offsets, 0, no_dense, value_bufs, value_bufs, value_bufs, offsets, parallel, lr, momentum,
+                  nesterov, n_chunks, losses)

@@ -35,7 +35,9 @@ __all__ = ["HUGE_RUNS", "HUGE_SECONDS", "RunEvent", "SweepSummary", "run_sweep",
 HUGE_RUNS = 100_000           # a grid above this many runs, or
 HUGE_SECONDS = 7 * 24 * 3600  # one projected beyond a week, starts only with allow_huge (--yes)
 
-TARGET_TASK_SECONDS = 5.0  # a task (chunk) should take at least about this long
+# A task (chunk) is one population: networks that share population_key, trained together.
+TASK_MEMBERS = 8           # networks per task at most: a task's runs are stored when it ends
+TASK_BYTES = 512 << 20     # and its networks' arrays (weights, buffers, index) at most this
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class SweepSummary:
 def estimate_seconds(config: TrainConfig, n_features: int, n_classes: int, n_train: int) -> float:
     """Rough CPU seconds of one run on one core (masked-dense arithmetic plus step overhead).
 
-    Only used to size chunks; measured on this project's CPUs (784-300-10 at
+    Only used to project a grid (the huge-grid check); measured on this project's CPUs (784-300-10 at
     batch 32 is about 0.65 ms a step).
     """
     sizes = [n_features, *config.hidden, n_classes]
@@ -84,24 +86,39 @@ def projected_seconds(configs: Sequence[TrainConfig], workers: int, data_dir=Non
     return total / max(1, workers)
 
 
+def member_bytes(config: TrainConfig, n_features: int, n_classes: int) -> int:
+    """Upper bound of the memory one network takes in a population task: per possible
+    connection its weight, momentum buffer, mask and index entries (a layer held dense or CSR)."""
+    sizes = config.sizes(n_features, n_classes)
+    return 40 * sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+
 def make_chunks(configs: Sequence[TrainConfig], workers: int, chunk_size: int | None = None,
                 data_dir=None) -> list[list[TrainConfig]]:
-    """Cut runs into tasks: runs that can share a population sit together, and each task
-    lasts about :data:`TARGET_TASK_SECONDS` (but there are at least two tasks per worker)."""
+    """Cut runs into tasks, each one population (runs sharing
+    :func:`sparsetopo.train.population_key`, trained together by the population engine).
+
+    A task holds at most :data:`TASK_MEMBERS` networks and :data:`TASK_BYTES` of their arrays,
+    and there are at least two tasks per worker when the runs allow it (so that no worker idles
+    while another finishes a long task). The size does not depend on how long a run takes: an
+    MNIST-sized network forms populations as a digits-sized one does. ``chunk_size`` overrides
+    the size (still never mixing populations).
+    """
     groups: dict = {}
     for config in configs:
         groups.setdefault(population_key(config), []).append(config)
-    ordered = [c for group in groups.values() for c in group]
-    if chunk_size is None:
-        if not ordered:
-            return []
-        shapes = {name: dataset_shape(name, data_dir) for name in {c.dataset for c in ordered}}
-        mean = sum(estimate_seconds(c, *shapes[c.dataset]) for c in ordered) / len(ordered)
-        chunk_size = max(1, math.ceil(TARGET_TASK_SECONDS / max(mean, 1e-3)))
-        chunk_size = max(1, min(chunk_size, len(ordered) // (2 * max(1, workers))))
+    if not groups:
+        return []
+    shapes = {name: dataset_shape(name, data_dir) for name in {c.dataset for c in configs}}
+    spread = max(1, math.ceil(len(configs) / (2 * max(1, workers))))
     chunks = []
     for group in groups.values():  # a chunk never mixes groups: each is one population
-        chunks.extend(group[i:i + chunk_size] for i in range(0, len(group), chunk_size))
+        size = chunk_size
+        if size is None:
+            n_features, n_classes, _ = shapes[group[0].dataset]
+            by_memory = TASK_BYTES // member_bytes(group[0], n_features, n_classes)
+            size = max(1, min(TASK_MEMBERS, by_memory, spread))
+        chunks.extend(group[i:i + size] for i in range(0, len(group), size))
     return chunks
 
 
@@ -129,7 +146,7 @@ def run_sweep(
         here; a broken one is not replaced).
     workers : parallel workers (default: all cores); sizes the process pool or Ray's CPUs.
     address : Ray cluster address (``executor="ray"``); None starts a local Ray.
-    chunk_size : runs per task; default sized from a cost estimate (:func:`make_chunks`).
+    chunk_size : runs per task; default sized by memory and workers (:func:`make_chunks`).
     population : train runs sharing :func:`sparsetopo.train.population_key` together.
     measures : compute graph measures (when :mod:`sparsetopo.spectral` is available).
     add : allow a spec whose grid differs from the one(s) already in ``db_path`` (the store

@@ -5,7 +5,7 @@ reports no timing. A sweep's own seconds cannot answer it: runs trained together
 share one clock, and workers compete for the cores. So after a sweep we time single epochs of
 the sweep's own protocol (its most common one-hidden-layer configuration without dropout),
 one network at a time in this process, for each backend and a range of input-layer densities
-plus fully connected, several repeats each, and store them in the sweep's SQLite file (table
+plus fully connected, several repeats each, interleaved (:func:`timing_configs`), and store them in the sweep's SQLite file (table
 ``timings``) beside the runs. The report's timing figure and claim C8 read them.
 """
 
@@ -49,12 +49,15 @@ def base_config(runs: pd.DataFrame) -> TrainConfig:
 
 def timing_configs(base: TrainConfig, densities: Sequence[float] = DENSITIES,
                    backends: Sequence[str] = BACKENDS, repeats: int = REPEATS) -> list[TrainConfig]:
-    """One-epoch configs: every backend x (each input density, then fully connected) x repeats."""
+    """One-epoch configs: every backend x (each input density, then fully connected) x repeats,
+    interleaved: each repeat is one round over every cell, so load that comes and goes while
+    they run (another job on the machine) falls on sparse and fully connected cells alike
+    instead of on whichever block happened to run then."""
     hidden = base.hidden[0]
     degrees = sorted({max(1, round(d * hidden)) for d in densities} - {hidden})
     layers = [("regular_rotating", (k, None)) for k in degrees] + [("fully_connected", None)]
     return [replace(base, backend=b, construction=c, degrees=d, seed=r)
-            for b in backends for c, d in layers for r in range(repeats)]
+            for r in range(repeats) for c, d in layers for b in backends]
 
 
 def measure_epoch_times(db, densities: Sequence[float] = DENSITIES, backends: Sequence[str] = BACKENDS,

@@ -6,9 +6,11 @@ a local process pool, Ray, or the coordinator itself. The dataset is loaded once
 process (module-level cache). Configs that share
 :func:`sparsetopo.train.population_key` are trained together by
 :func:`sparsetopo.train.train_population` (one interpreter overhead per step, or one
-compiled call per epoch, for the whole group); a lone config, every config with
-``population=False``, and the members of a group whose population training raised are
-trained by :func:`sparsetopo.train.train`.
+compiled call per epoch, for the whole group), a lone config too (the fused population engine
+runs every layer of a sigmoid network on its cheaper kernel, where ``train()`` would take the
+autograd loop as soon as one layer is masked); every config with ``population=False``, and
+the members of a group whose population training raised, are trained by
+:func:`sparsetopo.train.train`.
 
 A run that raises yields an error row (``{"run_id", "error"}``) instead of failing its
 chunk; the coordinator counts the attempt and retries it, unless the row says
@@ -37,7 +39,7 @@ _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
 
 
 def init_worker(coordinator_pid: int | None = None) -> None:
-    """Per-process setup: one torch and one numba thread (workers are the parallelism), SIGINT
+    """Per-process setup: one torch, numba and BLAS thread (workers are the parallelism), SIGINT
     ignored (the coordinator stops its workers) and, given the
     coordinator's pid, a watchdog that ends this worker once the coordinator is gone.
 
@@ -49,12 +51,15 @@ def init_worker(coordinator_pid: int | None = None) -> None:
     import signal
 
     import numba
+    import scipy.linalg  # noqa: F401 - loads SciPy's BLAS, so that the limit below reaches it
     import torch
+    from threadpoolctl import threadpool_limits
 
-    # One core per worker for torch and numba alike: the workers are the parallelism, and a
-    # numba pool per worker on top of them would run more busy threads than there are cores.
+    # One core per worker for torch, numba and BLAS alike: the workers are the parallelism, and
+    # a thread pool per worker on top of them would run more busy threads than there are cores.
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+    threadpool_limits(1)
     # Ctrl-C reaches the whole process group; the coordinator alone decides what stops (it
     # kills its workers), so a worker never dies half-way through a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -102,7 +107,7 @@ def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measu
     for members in groups.values():
         group = [parsed[i] for i in members]
         results = None
-        if population and len(group) > 1:
+        if population:   # a group of one too: the fused engine is train()'s fastest path for it
             try:
                 data = dataset_for(group[0].dataset, data_dir)
                 results = [(r, _trained_with(r)) for r in train_population(group, dataset=data)]
