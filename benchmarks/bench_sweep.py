@@ -98,7 +98,7 @@ CONSTRUCTION_NAMES = ("fully_connected", "random_edge", "random_rotating", "rand
                       "regular_rotating", "long_short_rotating", "fibonacci_rotating")
 
 # Sizes: flags left unset take these (or the smoke sizes under --smoke).
-DEFAULTS = {"paper_sample": 24, "paper_epochs": 2, "paper_limit_train": None, "workers": None,
+DEFAULTS = {"paper_sample": 32, "paper_epochs": 2, "paper_limit_train": None, "workers": None,
             "baseline_examples": 6400, "quick_members": 33, "sequential_sample": 8, "quick_epochs": 1,
             "vmap_epochs": 2, "repeats": 2, "threads": 1, "gemm_seconds": 0.05}
 SMOKE = {"paper_sample": 3, "paper_epochs": 1, "paper_limit_train": 2000, "workers": 1,
@@ -123,12 +123,17 @@ def hidden_label(config: TrainConfig) -> str:
 
 
 def strata(configs: list[TrainConfig]) -> dict[tuple[str, int], list[int]]:
-    """Grid indices per (hidden sizes, input-density quartile bin), in sorted stratum order."""
+    """Grid indices per (hidden sizes, input-density quartile bin), in sorted stratum order.
+
+    The deep networks (3% of the grid) form one stratum, not four: split four ways their
+    shares would round to no draw at all, and the grid's costliest networks would be left out.
+    """
     densities = np.array([input_density(c) for c in configs])
     edges = np.unique(np.quantile(densities, [0.25, 0.5, 0.75]))
     groups: dict[tuple[str, int], list[int]] = {}
     for i, (c, d) in enumerate(zip(configs, densities)):
-        groups.setdefault((hidden_label(c), int(np.searchsorted(edges, d, side="right"))), []).append(i)
+        bin_ = 0 if len(c.hidden) > 1 else int(np.searchsorted(edges, d, side="right"))
+        groups.setdefault((hidden_label(c), bin_), []).append(i)
     return dict(sorted(groups.items()))
 
 

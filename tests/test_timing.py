@@ -1,6 +1,7 @@
 """One-network-at-a-time epoch timings: configs, storage, and their use by the report's C8."""
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -59,3 +60,34 @@ def test_measured_timings_are_stored_and_drive_c8(store, tmp_path):
 
 def test_stores_without_timings_read_as_empty(tmp_path):
     assert load_timings(tmp_path / "missing.sqlite").empty
+
+
+def test_epochs_are_read_from_the_given_clock(digits):
+    """train()'s epoch seconds come from its ``clock``: the timing table passes the thread's
+    CPU time, which another job taking turns on the core cannot inflate."""
+    from sparsetopo.train import train
+
+    ticks = iter(range(0, 1000, 7))
+    config = TrainConfig(dataset="digits", hidden=(8,), degrees=(2, None), epochs=3, lr=0.5, limit_train=64)
+    result = train(config, dataset=digits, clock=lambda: float(next(ticks)))
+    assert [h.seconds for h in result.history] == [7.0, 7.0, 7.0]
+
+
+def test_timing_runs_on_one_core_and_gives_the_threads_back(store, monkeypatch):
+    import numba
+    import torch
+
+    import sparsetopo.sweep.timing as timing
+
+    seen, real_train = [], timing.train
+
+    def spy(config, **kwargs):
+        seen.append((torch.get_num_threads(), numba.get_num_threads(), kwargs.get("clock")))
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(timing, "train", spy)
+    before = torch.get_num_threads(), numba.get_num_threads()
+    measure_epoch_times(store, densities=(0.1,), backends=("sparse",), repeats=1)
+    assert {(t, n) for t, n, _ in seen} == {(1, 1)}
+    assert {clock for _, _, clock in seen if clock is not None} == {time.thread_time}
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before

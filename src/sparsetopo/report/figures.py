@@ -434,11 +434,13 @@ def timing(runs_all_backends: pd.DataFrame, out_dir, rng) -> FigureResult:
     notes = []
     if "trained_with" in rows and rows["trained_with"].eq("population").any():
         notes.append(f"{int(rows['trained_with'].eq('population').sum())} of {len(rows)} runs were trained in "
-                     f"populations (networks of one shape stacked); their time is the population's divided "
-                     f"by its size, not the time of training the network alone")
+                     f"populations (networks of one shape trained together); on one thread each member is "
+                     f"clocked on its own, on more its time is the population's divided by its size")
     return FigureResult("timing", "Training time per epoch",
                         "Seconds per training epoch against density, per backend (colour) and hidden sizes "
-                        "(line style). Runs may share the machine with concurrent workers.", png, pdf,
+                        "(line style). The timing table's epochs (one network at a time, one core) are CPU "
+                        "seconds of that core, which other jobs do not inflate; sweep runs' are a worker's "
+                        "wall seconds, which may share the machine.", png, pdf,
                         notes=notes)
 
 

@@ -4,7 +4,8 @@ The paper's conclusion claims "shorter training time" for sparse networks (Secti
 reports no timing. A sweep's own seconds cannot answer it: runs trained together in a population
 share one clock, and workers compete for the cores. So after a sweep we time single epochs of
 the sweep's own protocol (its most common one-hidden-layer configuration without dropout),
-one network at a time in this process, for each backend and a range of input-layer densities
+one network at a time in this process on one core (one torch and one numba thread, as a sweep
+worker trains; epochs in CPU seconds of that thread), for each backend and a range of input-layer densities
 plus fully connected, several repeats each, interleaved (:func:`timing_configs`), and store them in the sweep's SQLite file (table
 ``timings``) beside the runs. The report's timing figure and claim C8 read them.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -71,19 +74,45 @@ def measure_epoch_times(db, densities: Sequence[float] = DENSITIES, backends: Se
     base = base_config(load_results(db))
     dataset = load_dataset(base.dataset, data_dir=data_dir)
     configs = timing_configs(base, densities, backends, repeats)
-    for backend in backends:  # untimed warm-up: the first sparse epoch also loads compiled kernels
-        train(replace(base, backend=backend, degrees=(max(1, base.hidden[0] // 10), None)), dataset=dataset)
     rows = []
-    for i, config in enumerate(configs):
-        result = train(config, dataset=dataset)
-        row = result_row(result, "timing", measures=False)  # its backend: what ran, e.g. "fused/sparse"
-        rows.append({name: row[name] for name in COLUMNS})
-        if on_run is not None:
-            on_run(i + 1, len(configs))
+    with _one_core():
+        for backend in backends:  # untimed warm-up: the first sparse epoch also loads compiled kernels
+            train(replace(base, backend=backend, degrees=(max(1, base.hidden[0] // 10), None)), dataset=dataset)
+        for i, config in enumerate(configs):
+            result = train(config, dataset=dataset, clock=time.thread_time)   # CPU seconds: see _one_core
+            row = result_row(result, "timing", measures=False)  # its backend: what ran, e.g. "fused/sparse"
+            rows.append({name: row[name] for name in COLUMNS})
+            if on_run is not None:
+                on_run(i + 1, len(configs))
     frame = pd.DataFrame(rows)
     with sqlite3.connect(db, timeout=30) as con:
         frame.to_sql(TABLE, con, index=False, if_exists="replace")
     return frame
+
+
+@contextmanager
+def _one_core():
+    """One torch and one numba thread while timing, restored after.
+
+    On every core a large layer runs parallel kernels and a small one serial code; when another
+    job takes a core, the parallel ones wait on it and the small ones do not, so the ratio swung
+    with the load (a quick preset gave C8 = 0.12 under one busy process, 0.48 idle). On one
+    core all work runs on the calling thread, so its CPU time (``time.thread_time``) is what
+    each epoch is read from: a job that takes turns on the core then adds nothing, where wall
+    time charged it to the long epochs more than to the short ones (two busy processes gave
+    0.27 against 0.40 idle).
+    """
+    import numba
+    import torch
+
+    previous = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        numba.set_num_threads(previous[1])
 
 
 def load_timings(db) -> pd.DataFrame:
