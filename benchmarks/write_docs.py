@@ -190,8 +190,6 @@ def bench_spectral(r: dict) -> list[str]:
 
 def bench_sweep(r: dict) -> list[str]:
     """``run_sweep`` end to end on a sample of the paper grid, its baselines, and the quick grid."""
-    if "gemm_gflops" not in r:
-        return bench_sweep_fitted(r)
     paper = r.get("paper", {})
     lines = [f"`run_sweep` end to end, default executor (\"process\"), {r.get('workers')} workers, on "
              f"{paper.get('sample')} of the paper preset's {paper.get('grid_networks')} networks "
@@ -266,62 +264,6 @@ def _sweep_strata(paper: dict) -> list[str]:
     backends = ", ".join(f"`{b}`" for b in paper.get("backends", []))
     lines += ["", f"Trained with: {trained or 'n/a'}; backends: {backends or 'n/a'}; failed runs: "
               f"{paper.get('failed', 'n/a')}."]
-    return lines
-
-
-def bench_sweep_fitted(r: dict) -> list[str]:
-    """Results recorded before the benchmark timed ``run_sweep`` end to end (a fitted projection)."""
-    targets = r.get("targets", {})
-    quick, paper = r.get("quick", {}), r.get("paper", {})
-    per_h = lambda v, f=num: f"{f(v)} networks/h"  # noqa: E731
-    hours = lambda v, f=num: f"{f(v)} h"  # noqa: E731
-    rows = []
-
-    def add(label, key, value, fmt):
-        if value is not None:
-            target = targets.get(key)
-            shown = "" if target is None else f"{'>=' if 'speedup' in key else '<='} {fmt(target, short)}"
-            rows.append([label, fmt(value), shown, met(key, value, target)])
-
-    members = quick.get("members")
-    add(f"quick grid: fused population ({members} members) / sequential masked `train()`, networks per hour",
-        "population_speedup", r.get("population_speedup"), lambda v, f=num: f"{f(v)}x")
-    add("quick grid: fused population", "", r.get("quick_population_networks_per_hour"), per_h)
-    add("quick grid: sequential masked `train()`", "", r.get("quick_sequential_networks_per_hour"), per_h)
-    add("quick grid: torch-engine population", "", quick.get("torch_engine_networks_per_hour"), per_h)
-    add("quick grid: sequential `train()`, `backend=\"auto\"`", "",
-        quick.get("sequential_auto_backend_networks_per_hour"), per_h)
-    real = paper.get("population_real_grid", {})
-    add(f"paper grid projected, fused population, the preset's {num(real.get('networks'))} networks "
-        f"(mean {num(real.get('mean_connections'), 5)} connections)",
-        "paper_grid_projected_hours", r.get("paper_grid_projected_hours"), hours)
-    add("paper grid projected, fused population, 784-H-10 at 10% input density",
-        "", r.get("paper_grid_projected_hours_even_h_10pct"), hours)
-    add("paper grid projected, sequential masked-dense `train()` (10% stand-in)",
-        "baseline_projected_hours", r.get("baseline_projected_hours"), hours)
-    add("paper grid projected, sequential `train()`, `backend=\"auto\"` (10% stand-in)",
-        "", r.get("paper_sequential_auto_backend_projected_hours"), hours)
-    lines = table(["quantity", "value", "target", "met"], rows)
-    hidden = paper.get("per_hidden")
-    if hidden:
-        lines += ["", f"Per step of 784-H-10 at 10% input density ({paper.get('data', 'synthetic data')}, "
-                  f"{paper.get('measured_steps')} steps measured):", ""]
-        lines += table(["H", "sequential masked, per step", "population, per member step",
-                        "sequential `auto`, per step", "speedup"],
-                       [[h, ms(v.get("sequential_ms_per_step", 0) / 1e3),
-                         ms(v.get("population_ms_per_member_step", 0) / 1e3),
-                         ms(v.get("sequential_auto_backend_ms_per_step", 0) / 1e3),
-                         f"{num(v.get('speedup'))}x"] for h, v in hidden.items()])
-    if real.get("step_fit_b_s_per_connection") is not None:
-        lines += ["", f"Fitted population cost per member and 32-example step: "
-                  f"{num(real['step_fit_b_s_per_connection'] * 1e9)} ns per connection plus "
-                  f"{num(real['step_fit_a_s'] * 1e6)} us ({real.get('fit', 'least squares')})."]
-    if r.get("assumption"):
-        lines += ["", f"Assumption: {r['assumption']}."]
-    if quick.get("extrapolation"):
-        lines += ["", f"Quick grid: {quick['extrapolation']}."]
-    if paper.get("extrapolation"):
-        lines += ["", f"Paper grid: {paper['extrapolation']}."]
     return lines
 
 

@@ -391,7 +391,7 @@ def test_mnist_shaped_sweep_forms_populations_and_clocks_sparse_runs_below_fully
     trains them as populations (not one by one), each row names its engine and kernel per
     layer, and within the one sweep a 10% network's epochs are clearly shorter than its fully
     connected sibling's (each member clocked on its own worker thread)."""
-    configs = [TrainConfig(dataset="synthetic", hidden=(300,), epochs=2, lr=0.1, limit_train=2000, seed=seed,
+    configs = [TrainConfig(dataset="synthetic", hidden=(300,), epochs=2, lr=0.1, seed=seed,
                            construction=construction, degrees=degrees)
                for seed in (0, 1)
                for construction, degrees in (("fully_connected", None), ("regular_rotating", (30, None)),

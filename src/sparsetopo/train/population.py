@@ -44,7 +44,8 @@ diverging epoch (NaN/inf like train()'s; only the status and history are compare
 
 Timing: a member's ``EpochRecord.seconds`` are the core-seconds its epoch cost, comparable
 with ``train()``'s (one thread per sweep worker). On one thread (every sweep worker) the fused
-engine runs the members one after the other and clocks each on its own, so a 10% network
+engine runs the members one after the other and clocks each on its own (CPU time of the
+thread, which other jobs on the machine do not inflate), so a 10% network
 shows its own, shorter epochs beside its fully connected sibling's; on more threads, and in
 the torch engine, members share the clock: the epoch's wall time times the cores used divided
 by the members trained. ``RunResult.seconds`` is the member's epochs plus an equal share of
@@ -556,9 +557,10 @@ class _FusedPopulation:
         ``uniforms``: None without dropout, else a callable ``(first, stop) -> (A, count)``
         array of each member's dropout numbers for batches ``first .. stop - 1``.
 
-        On one thread the members run one after the other anyway, so each gets its own clock:
-        a sparse member's seconds are its own, not the population's average (module docstring,
-        "Timing"). On more threads the members share the cores and the wall time is shared out.
+        On one thread the members run one after the other anyway, so each gets its own clock
+        (the thread's CPU time): a sparse member's seconds are its own, not the population's
+        average (module docstring, "Timing"). On more threads the members share the cores and
+        the wall time is shared out.
         """
         n = orders.shape[1]
         counts = batch_counts(n, batch_size)
@@ -574,11 +576,14 @@ class _FusedPopulation:
             step = max(1, _DROPOUT_CHUNK_FLOATS // max(1, len(members) * batch_size * per_example))
             chunks = [(b, min(n_batches, b + step)) for b in range(0, n_batches, step)]
         groups = [slice(a, a + 1) for a in range(len(members))] if threads == 1 else [slice(None)]
+        # One thread: all work runs on this thread, so its CPU clock is the member's own cost,
+        # which another job taking turns on the core cannot inflate. More: the wall clock.
+        clock = time.thread_time if threads == 1 else time.perf_counter
         with member_threads(threads):
             for first, stop in chunks:
                 u = np.empty((len(members), 0), dtype=np.float32) if uniforms is None else uniforms(first, stop)
                 for rows in groups:
-                    tick = time.perf_counter()
+                    tick = clock()
                     kernels.population_batches(
                         x, targets, orders[rows], members[rows], first, stop, batch_size, self.sizes, rates32,
                         scales, u[rows], self.values, self.bufs, self.biases, self.bias_bufs,
@@ -586,7 +591,7 @@ class _FusedPopulation:
                         self.dense, self.dense_values, self.dense_masks, self.dense_bufs,
                         self.dense_offsets, np.float32(lr), np.float32(momentum), momentum > 0,
                         losses[rows, first:stop])
-                    elapsed = time.perf_counter() - tick
+                    elapsed = clock() - tick
                     # one thread: this member's own time; more: the members' share of the cores
                     seconds[rows] += elapsed if threads == 1 else elapsed * threads / len(members)
         return losses @ counts, seconds
