@@ -420,3 +420,21 @@ def test_trained_with_follows_the_engine_that_ran(digits):
     assert [_trained_with(r) for r in pooled] == ["population", "population"]
     assert _trained_with(alone) == "train"
     assert result_row(alone, _trained_with(alone), measures=False)["device"] == "cpu"
+
+
+def test_a_coordinator_read_from_stdin_is_refused_before_anything_is_created(tmp_path):
+    """forkserver workers re-import ``__main__`` from its path; ``<stdin>`` is none, so every
+    worker would die at start: the sweep says so in one line and creates no store."""
+    db = tmp_path / "stdin.sqlite"
+    script = ("from sparsetopo.sweep import run_sweep\n"
+              "from sparsetopo.train import TrainConfig\n"
+              "from sparsetopo.errors import SparsetopoError\n"
+              "try:\n"
+              f"    run_sweep([TrainConfig(dataset='digits', hidden=(8,), epochs=1, limit_train=64)], {str(db)!r})\n"
+              "except SparsetopoError as exc:\n"
+              "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "'<stdin>' is not a file" in out.stdout and "inline executor" in out.stdout
+    assert not db.exists()
+

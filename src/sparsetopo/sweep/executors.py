@@ -206,6 +206,8 @@ def check_executor(kind: str) -> None:
     before a sweep creates anything, so a missing dependency leaves no store behind."""
     if kind not in EXECUTORS:
         raise SparsetopoError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "process":
+        _check_main_importable()
     if kind == "ray":
         try:
             import ray  # noqa: F401
@@ -214,11 +216,28 @@ def check_executor(kind: str) -> None:
                                   "(or use --executor process)") from None
 
 
+def _check_main_importable() -> None:
+    """Refuse a coordinator whose ``__main__`` its workers cannot import.
+
+    forkserver workers re-import the coordinator's main module from its path before they take
+    any task; a script piped on stdin (``python - < script.py``) has the path ``<stdin>``, so
+    every worker would die at start and each run end in ``failed`` after its retries.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is None and path is not None and not os.path.isfile(path):
+        raise SparsetopoError(f"the process executor's workers cannot import this program's main module "
+                              f"({path!r} is not a file): run it from a script file, or use the inline executor")
+
+
 def make_executor(kind: str = "process", workers: int | None = None, address: str | None = None) -> Executor:
     """An executor by name: ``inline``, ``process`` (local processes) or ``ray``."""
     if kind == "inline":
         return InlineExecutor()
     if kind == "process":
+        _check_main_importable()
         return ProcessExecutor(workers)
     if kind == "ray":
         return RayExecutor(workers, address)
