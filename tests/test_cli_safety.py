@@ -256,6 +256,14 @@ def _group_alive(pgid: int) -> list[str]:
     return [s for s in out if not s.startswith("Z")]
 
 
+def _ctrl_c_as_in_a_terminal():
+    """Give the command SIGINT's default action, as a terminal's foreground job has it. A test
+    run started in the background by a shell inherits SIGINT *ignored* (POSIX shells ignore it
+    for asynchronous commands), and Python then never turns it into KeyboardInterrupt: the
+    command would rightly go on, and this test would fail for the way it was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_sigint_to_the_process_group_stops_everything_and_the_sweep_resumes(folder):
     (folder / "slow.toml").write_text(SLOW)
@@ -264,7 +272,7 @@ def test_sigint_to_the_process_group_stops_everything_and_the_sweep_resumes(fold
                "--workers", "2", "--chunk-size", "1", "--no-population"]
     for attempt in range(20):
         process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True, start_new_session=True)
+                                   text=True, start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
         time.sleep(rng.uniform(1.0, 6.0))
         os.killpg(process.pid, signal.SIGINT)
         try:
