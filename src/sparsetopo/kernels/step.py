@@ -200,6 +200,7 @@ def train_epoch(x, targets, order, batch_size, values, biases, value_bufs, bias_
     n_batches = (order.shape[0] + batch_size - 1) // batch_size
     rates = np.zeros(n_layers, dtype=np.float32)
     scales = np.ones(n_layers, dtype=np.float32)
+    # no layer is held dense, so the dense arrays are never read: any float32 tuple stands in
     no_dense = np.zeros((n_layers, 1), dtype=np.bool_)
     train_batches(x, targets, order, 0, n_batches, batch_size, sizes, rates, scales, np.empty(0, dtype=np.float32),
                   values, biases, value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import cache
 
 import numba
 
@@ -30,13 +31,21 @@ def member_threads(threads: int):
     whose threads are already the parallelism; a BLAS thread pool under each would run more
     busy threads than there are cores. The previous numba thread count is restored after.
     """
-    import scipy.linalg.cython_blas  # noqa: F401 - load it first, so that the limit reaches it
-    from threadpoolctl import threadpool_limits
-
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        with threadpool_limits(1, user_api="blas"):
+        with _blas_libraries().limit(limits=1, user_api="blas"):
             yield
     finally:
         numba.set_num_threads(previous)
+
+
+@cache
+def _blas_libraries():
+    """The process's BLAS libraries, SciPy's among them, found once: the search walks every
+    loaded library (milliseconds), setting their thread counts afterwards costs microseconds,
+    and :func:`member_threads` runs around every epoch and evaluation."""
+    import scipy.linalg.cython_blas  # noqa: F401 - load it first, so that the search finds it
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()

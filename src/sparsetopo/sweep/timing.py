@@ -102,17 +102,17 @@ def _one_core():
     time charged it to the long epochs more than to the short ones (two busy processes gave
     0.27 against 0.40 idle).
     """
-    import numba
     import torch
 
-    previous = torch.get_num_threads(), numba.get_num_threads()
+    from sparsetopo.kernels.threads import member_threads
+
+    previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    numba.set_num_threads(1)
     try:
-        yield
+        with member_threads(1):   # numba's share, restored after, and BLAS on this thread
+            yield
     finally:
-        torch.set_num_threads(previous[0])
-        numba.set_num_threads(previous[1])
+        torch.set_num_threads(previous)
 
 
 def load_timings(db) -> pd.DataFrame:
