@@ -3,6 +3,7 @@
 Nothing here imports torch; every function takes and fills numpy arrays. One job per module:
 
 * :mod:`.options`: compile-time flags (``FASTMATH``) and register blocking shared by all kernels;
+* :mod:`.expf`: the sigmoid with a float32 ``exp`` that vectorises (glibc's bits);
 * :mod:`.layer`: a sparse layer's forward, input gradient and weight gradient (SDDMM), serial
   and parallel, optionally with the SGD update fused into the weight-gradient pass;
 * :mod:`.sgd`: the SGD rule with (Nesterov) momentum, as torch.optim.SGD applies it;

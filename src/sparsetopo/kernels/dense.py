@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from sparsetopo.kernels.expf import sigmoid_into
 from sparsetopo.kernels.options import FASTMATH
 from sparsetopo.kernels.sgd import apply_update
 
@@ -36,12 +37,10 @@ def dense_forward(xt, w, bias, yt, sigmoid):
     for j in range(n_out):
         bj = bias[j]
         row = yt[j]
+        for t in range(nb):
+            row[t] = row[t] + bj
         if sigmoid:
-            for t in range(nb):
-                row[t] = np.float32(1.0) / (np.float32(1.0) + np.exp(-(row[t] + bj)))
-        else:
-            for t in range(nb):
-                row[t] = row[t] + bj
+            sigmoid_into(row, row, nb)
 
 
 @njit(fastmath=FASTMATH, cache=True)

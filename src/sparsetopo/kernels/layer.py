@@ -31,6 +31,7 @@ from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from sparsetopo.kernels.expf import sigmoid_into
 from sparsetopo.kernels.options import BLOCK, FASTMATH, UNROLL
 from sparsetopo.kernels.sgd import apply_update
 
@@ -102,8 +103,7 @@ def _forward_block(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, si
             e += 1
         out = yt[j]
         if sigmoid:
-            for t in range(m):
-                out[t] = np.float32(1.0) / (np.float32(1.0) + np.exp(-acc[t]))
+            sigmoid_into(acc, out, m)
         else:
             for t in range(m):
                 out[t] = acc[t]
