@@ -6,6 +6,10 @@
 * :func:`custom_op_step`: the library's two numba calls registered as ``torch.library`` custom
   ops with a registered autograd formula (what ``torch.compile`` could keep in a graph),
   called eagerly. ``None`` when this torch has no ``torch.library.custom_op``.
+* :func:`floor_step`: a custom autograd Function that computes nothing (it hands back
+  preallocated tensors of the right shapes), in the same step: what torch itself charges a
+  layer written as a Python autograd Function (``apply``, the backward engine, gradient
+  accumulation, ``zero_grad``), whatever its kernels. ``ratios_autograd`` cannot go below it.
 """
 
 from __future__ import annotations
@@ -118,4 +122,30 @@ def custom_op_step(layer, x, g):
         layer.zero_grad(set_to_none=True)
         x.grad = None
         _CUSTOM_FORWARD(x, layer.values, layer.bias, key)[0].backward(g)
+    return step
+
+
+class _NothingFunction(torch.autograd.Function):
+    """The shapes of a sparse layer's forward and backward, none of its work."""
+
+    @staticmethod
+    def forward(ctx, x, values, bias, out):
+        ctx.grads = out[1:]
+        return out[0]
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        gx, gv, gb = ctx.grads
+        return gx, gv, gb, None
+
+
+def floor_step(layer, x, g):
+    batch, index = x.shape[0], layer.index
+    out = (torch.empty(batch, index.n_out), torch.empty(batch, index.n_in), torch.empty(index.nnz),
+           torch.empty(index.n_out))
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        _NothingFunction.apply(x, layer.values, layer.bias, out).backward(g)
     return step

@@ -23,7 +23,11 @@ The sparse side is reported two ways:
   ``ratios_autograd`` measured in the same run (``_variants.py``);
 * ``ratios_custom_op``: the library's two numba calls registered as ``torch.library`` custom ops
   with an autograd formula (what ``torch.compile`` could keep in a graph), called eagerly
-  (absent when this torch has no ``torch.library.custom_op``).
+  (absent when this torch has no ``torch.library.custom_op``);
+* ``ratios_autograd_floor``: the same step through an autograd Function that computes nothing
+  (``_variants.floor_step``): torch's own charge for a Python autograd layer, the floor under
+  ``ratios_autograd`` on this machine. ``ratios_autograd`` minus it is the library's part
+  (its kernels, layout copies and glue).
 
 It also fits the constants of :class:`sparsetopo.nn.backend.CostModel` (printed as
 ``cost_model``) from these timings plus a small 64 -> 10 layer; ``CPU_COST_MODEL`` holds them.
@@ -40,7 +44,7 @@ import numpy as np
 import torch
 
 from _common import interleaved_medians, machine, set_threads
-from _variants import custom_op_step, numpy_layout_step
+from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import SparseLinear
 from sparsetopo.kernels import layer as kernels
@@ -110,7 +114,8 @@ def measure(n_in, n_out, k, repeats, seed=0):
     sparse = SparseLinear(t, backend="sparse")
     sides = {"masked": masked_step(masked, x, g), "kernels": kernel_step(sparse, x, g),
              "python_calls": kernel_step(sparse, x, g, one_call=False),
-             "autograd": masked_step(sparse, x, g), "autograd_numpy_layout": numpy_layout_step(sparse, x, g)}
+             "autograd": masked_step(sparse, x, g), "autograd_numpy_layout": numpy_layout_step(sparse, x, g),
+             "autograd_floor": floor_step(sparse, x, g)}
     custom = custom_op_step(sparse, x, g)
     if custom is not None:
         sides["custom_op"] = custom
@@ -125,7 +130,7 @@ def main():
     args = parser.parse_args()
     set_threads(args.threads)
     ratios, ratios_calls, ratios_autograd, seconds, points = {}, {}, {}, {}, []
-    ratios_before, ratios_custom = {}, {}
+    ratios_before, ratios_custom, ratios_floor = {}, {}, {}
     for d in DENSITIES:
         k = max(1, round(float(d) * N_OUT))
         t, med = measure(N_IN, N_OUT, k, args.repeats)
@@ -133,11 +138,12 @@ def main():
         ratios_calls[d] = med["python_calls"] / med["masked"]
         ratios_autograd[d] = med["autograd"] / med["masked"]
         ratios_before[d] = med["autograd_numpy_layout"] / med["masked"]
+        ratios_floor[d] = med["autograd_floor"] / med["masked"]
         if "custom_op" in med:
             ratios_custom[d] = med["custom_op"] / med["masked"]
         seconds[d] = {"masked": med["masked"], "sparse_kernels": med["kernels"], "sparse_python_calls": med["python_calls"],
                       "sparse_autograd": med["autograd"], "sparse_autograd_numpy_layout": med["autograd_numpy_layout"],
-                      "sparse_custom_op": med.get("custom_op"),
+                      "sparse_custom_op": med.get("custom_op"), "autograd_floor": med["autograd_floor"],
                       "density": t.density}
         points.append((t.nnz * BATCH, med["kernels"], N_IN * N_OUT * BATCH, med["masked"]))
     _, small = measure(64, 10, 3, args.repeats)
@@ -151,6 +157,7 @@ def main():
     result = {"benchmark": "layer 784->300, batch 32, forward+backward (random_regular)",
               "ratios": ratios, "ratios_python_calls": ratios_calls, "ratios_autograd": ratios_autograd,
               "ratios_autograd_numpy_layout": ratios_before, "ratios_custom_op": ratios_custom,
+              "ratios_autograd_floor": ratios_floor,
               "targets": {d: 0.04 if d == "0.01" else 2 * float(d) for d in DENSITIES},
               "targets_autograd": {"0.01": 0.10, "0.1": 0.25},
               "baseline": "masked-dense PyTorch autograd, median seconds",
@@ -159,7 +166,9 @@ def main():
                                "ratios_autograd": "SparseLinear forward + backward through torch autograd",
                                "ratios_autograd_numpy_layout": "the same Function with the layout work in numpy "
                                                                "(before the batch-major entry points)",
-                               "ratios_custom_op": "the two numba calls as torch.library custom ops"},
+                               "ratios_custom_op": "the two numba calls as torch.library custom ops",
+                               "ratios_autograd_floor": "an autograd Function that computes nothing: torch's "
+                                                        "charge for any Python autograd layer"},
               "threads": args.threads, "repeats": args.repeats,
               "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
               "masked_seconds": {d: seconds[d]["masked"] for d in DENSITIES}, "seconds": seconds,
@@ -173,7 +182,8 @@ def main():
         print(f"  density {d:>5}: masked {s['masked'] * 1e6:8.1f} us  sparse kernels {s['sparse_kernels'] * 1e6:8.1f} us"
               f" (ratio {ratios[d]:.3f}, target {'<= 0.04' if d == '0.01' else f'<= {2 * float(d):.2f}'})"
               f"  2 calls {s['sparse_python_calls'] * 1e6:8.1f} us  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f}, "
-              f"numpy layout {ratios_before[d]:.3f}, custom op {ratios_custom.get(d, float('nan')):.3f})")
+              f"numpy layout {ratios_before[d]:.3f}, custom op {ratios_custom.get(d, float('nan')):.3f}, "
+              f"floor {ratios_floor[d]:.3f})")
     print(f"  cost model: {cost_model}")
 
 

@@ -102,7 +102,9 @@ def bench_layers(r: dict) -> list[str]:
     targets = r.get("targets", {})
     lines = [f"{capital(r.get('benchmark', 'one layer'))}. `ratios`: the sparse kernels in one numba call, as the "
              "fused epoch runs them; `ratios_python_calls`: the same kernels called from Python; "
-             "`ratios_autograd`: through `SparseLinear` and torch autograd. Each is sparse seconds / "
+             "`ratios_autograd`: through `SparseLinear` and torch autograd; the floor: the same step through "
+             "an autograd Function that computes nothing, what torch charges any layer written as one, so "
+             "`ratios_autograd` cannot go below the floor plus `ratios`. Each is sparse seconds / "
              "masked-dense seconds, measured in the same process.", ""]
     lines += _layers_rows(r, targets)
     model = r.get("cost_model")
@@ -126,6 +128,7 @@ def _layers_rows(r: dict, targets: dict) -> list[str]:
                             ("target met (autograd)", "targets_autograd", None),
                             ("ratio autograd, layout in numpy (before) / masked", "ratios_autograd_numpy_layout", num),
                             ("ratio torch.library custom op / masked", "ratios_custom_op", num),
+                            ("floor: an autograd Function computing nothing / masked", "ratios_autograd_floor", num),
                             ("masked time per step", "masked_seconds", ms)):
         if key not in r or not r[key]:
             continue
