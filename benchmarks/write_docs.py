@@ -77,11 +77,12 @@ def higher_is_better(key: str) -> bool:
     return "speedup" in key or "fraction" in key
 
 
-def target_text(key: str, target) -> str:
-    """``>= t`` for speedups and fractions, ``<= t`` for everything else (ratios, seconds, hours, bytes)."""
+def target_text(key: str, target, fmt=None) -> str:
+    """``>= t`` for speedups and fractions, ``<= t`` for everything else (ratios, seconds, hours, bytes);
+    ``fmt`` writes ``t`` as its row writes the value (with its unit)."""
     if target is None:
         return ""
-    return f"{'>=' if higher_is_better(key) else '<='} {short(target)}"
+    return f"{'>=' if higher_is_better(key) else '<='} {(fmt or short)(target)}"
 
 
 def met(key: str, value, target) -> str:
@@ -239,7 +240,7 @@ def _sweep_rows(r: dict) -> list[list[str]]:
         ("quick grid: sequential masked `train()`", "quick_sequential_networks_per_hour", per_h),
         ("quick grid: `torch.func.vmap` + masks", "vmap_networks_per_hour", per_h),
     ]
-    rows = [[label, fmt(r[key]), target_text(key, targets.get(key)), met(key, r[key], targets.get(key))]
+    rows = [[label, fmt(r[key]), target_text(key, targets.get(key), fmt), met(key, r[key], targets.get(key))]
             for label, key, fmt in entries if r.get(key) is not None]
     for label, value in (("quick grid: torch-engine population", quick.get("torch_engine_networks_per_hour")),
                          ("quick grid: sequential `train()`, `backend=\"auto\"`",
