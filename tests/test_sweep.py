@@ -195,7 +195,13 @@ def test_inline_sweep_stores_each_run_once_and_resumes(tmp_path):
     assert set(frame.requested_backend) == {"masked"}
     first = frame.set_index("run_id").loc[[run_id(c) for c in configs[:10]]]
     assert set(first.trained_with) == {"population"}
-    assert set(first.backend) == {"fused-population/sparse"}
+    # engine and kernel per layer: CSR for the sparse 64->8 layers, dense GEMMs for a full one
+    layers = first.layers.map(lambda text: [layer["backend"] for layer in json.loads(text)])
+    assert (layers.map(len) == first.n_hidden_layers + 1).all()
+    assert (first.backend == layers.map(lambda k: ",".join(dict.fromkeys(k)))).all()   # the row's summary
+    assert all(set(k) <= {"fused-population/sparse", "fused-population/masked"} for k in layers)
+    assert all(k[0] == "fused-population/sparse" for k, c in zip(layers, first.construction) if c != "fully_connected")
+    assert all(k[-1] == "fused-population/masked" for k, d in zip(layers, first.k_out) if d == 10)
     rest = frame[~frame.run_id.isin(first.index)]
     assert set(rest.trained_with) == {"train"} and set(rest.backend) == {"autograd/masked"}
     row = frame.set_index("run_id").loc[run_id(configs[0])]

@@ -17,12 +17,16 @@ UNROLL = 4  # connections per pass over the accumulator (8 is slower: register p
 # 0.3; another CPU may put it elsewhere, and a misjudged layer costs time, never accuracy.
 CSR_SECONDS_PER_CONNECTION = 3.7e-10
 GEMM_SECONDS_PER_ENTRY = 1.15e-10
-DENSE_MIN_OUTPUTS = 32   # narrower layers (the 10 outputs) run the GEMM far below its rate
+# A narrower layer (the 10 outputs) runs the GEMM at about half its rate per entry, so the two
+# constants above do not apply to it. bench_layer_kernels (300 -> 10, 2026-11-30): dense steps
+# take 0.71-0.75 of CSR's when the layer is fully connected, 0.96-1.01 at density 0.8 and
+# 1.1-3.0 below; such a layer is held dense only when every connection exists.
+DENSE_MIN_OUTPUTS = 32
 
 
 def prefers_dense(nnz: int, n_in: int, n_out: int) -> bool:
     """Whether a layer with ``nnz`` of its ``n_in x n_out`` possible connections trains faster
     stored dense (GEMMs over every entry, pruned ones included) than as CSR (connections only)."""
     if n_out < DENSE_MIN_OUTPUTS or n_in < DENSE_MIN_OUTPUTS:
-        return False
+        return nnz == n_in * n_out
     return GEMM_SECONDS_PER_ENTRY * n_in * n_out < CSR_SECONDS_PER_CONNECTION * nnz
