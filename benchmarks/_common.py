@@ -43,6 +43,18 @@ def _threading_layer() -> str:
         return "not initialised"
 
 
+def training_step(layer, x, g, forward=None):
+    """A callable running one training step of ``layer`` as a user's loop would: clear the
+    gradients, ``forward()`` (by default ``layer(x)``), then ``backward(g)``."""
+    forward = forward or (lambda: layer(x))
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        forward().backward(g)
+    return step
+
+
 def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: int = 1) -> dict:
     """Median seconds of each callable, timing them in turn so that machine load hits all alike.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from _common import training_step
 from sparsetopo.kernels import batch_major
 from sparsetopo.kernels import layer as kernels
 from sparsetopo.kernels.threads import n_chunks, use_threads
@@ -55,11 +56,7 @@ class NumpyLayoutFunction(torch.autograd.Function):
 
 
 def numpy_layout_step(layer, x, g):
-    def step():
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        NumpyLayoutFunction.apply(x, layer.values, layer.bias, layer.index).backward(g)
-    return step
+    return training_step(layer, x, g, lambda: NumpyLayoutFunction.apply(x, layer.values, layer.bias, layer.index))
 
 
 _INDEXES = {}  # custom ops take tensors and plain numbers: the layer's index is looked up by key
@@ -117,12 +114,7 @@ def custom_op_step(layer, x, g):
             return None
     key = len(_INDEXES)
     _INDEXES[key] = layer.index
-
-    def step():
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        _CUSTOM_FORWARD(x, layer.values, layer.bias, key)[0].backward(g)
-    return step
+    return training_step(layer, x, g, lambda: _CUSTOM_FORWARD(x, layer.values, layer.bias, key)[0])
 
 
 class _NothingFunction(torch.autograd.Function):
@@ -143,9 +135,4 @@ def floor_step(layer, x, g):
     batch, index = x.shape[0], layer.index
     out = (torch.empty(batch, index.n_out), torch.empty(batch, index.n_in), torch.empty(index.nnz),
            torch.empty(index.n_out))
-
-    def step():
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        _NothingFunction.apply(x, layer.values, layer.bias, out).backward(g)
-    return step
+    return training_step(layer, x, g, lambda: _NothingFunction.apply(x, layer.values, layer.bias, out))

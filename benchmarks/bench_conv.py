@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import interleaved_medians, machine, set_threads
+from _common import interleaved_medians, machine, set_threads, training_step
 from sparsetopo import build
 from sparsetopo.nn import SparseConv2d
 
@@ -65,14 +65,6 @@ class Gathered(nn.Module):
                         padding=self.padding, groups=self.groups)
 
 
-def step(layer, x, g):
-    def run():
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        layer(x).backward(g)
-    return run
-
-
 def measure(c_in, c_out, side, batch, density, repeats, seed=0):
     k = max(1, round(density * c_out))
     t = build("random_regular", c_in, c_out, k, seed=seed)
@@ -84,8 +76,8 @@ def measure(c_in, c_out, side, batch, density, repeats, seed=0):
     g = torch.randn(batch, c_out, side, side, generator=gen)
     with torch.no_grad():  # the three compute one function
         assert float((gathered(x) - dense(x)).abs().max()) < 1e-4 and float((sparse(x) - dense(x)).abs().max()) < 1e-4
-    return t, interleaved_medians({"dense": step(dense, x, g), "masked": step(sparse, x, g),
-                                   "gathered": step(gathered, x, g)}, repeats, block=BLOCK)
+    return t, interleaved_medians({"dense": training_step(dense, x, g), "masked": training_step(sparse, x, g),
+                                   "gathered": training_step(gathered, x, g)}, repeats, block=BLOCK)
 
 
 def main():

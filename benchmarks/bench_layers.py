@@ -43,7 +43,7 @@ from numba import njit
 import numpy as np
 import torch
 
-from _common import interleaved_medians, machine, set_threads
+from _common import interleaved_medians, machine, set_threads, training_step
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import SparseLinear
@@ -52,14 +52,6 @@ from sparsetopo.kernels.threads import n_chunks, use_threads
 
 DENSITIES = ("0.01", "0.03", "0.1", "0.3")
 N_IN, N_OUT, BATCH = 784, 300, 32
-
-
-def masked_step(layer, x, g):
-    def step():
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        layer(x).backward(g)
-    return step
 
 
 @njit
@@ -112,9 +104,9 @@ def measure(n_in, n_out, k, repeats, seed=0):
     g = torch.randn(BATCH, n_out, generator=gen)
     masked = SparseLinear(t, backend="masked")
     sparse = SparseLinear(t, backend="sparse")
-    sides = {"masked": masked_step(masked, x, g), "kernels": kernel_step(sparse, x, g),
+    sides = {"masked": training_step(masked, x, g), "kernels": kernel_step(sparse, x, g),
              "python_calls": kernel_step(sparse, x, g, one_call=False),
-             "autograd": masked_step(sparse, x, g), "autograd_numpy_layout": numpy_layout_step(sparse, x, g),
+             "autograd": training_step(sparse, x, g), "autograd_numpy_layout": numpy_layout_step(sparse, x, g),
              "autograd_floor": floor_step(sparse, x, g)}
     custom = custom_op_step(sparse, x, g)
     if custom is not None:
