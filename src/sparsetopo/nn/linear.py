@@ -70,6 +70,7 @@ class SparseLinear(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         bias = self.bias if self.bias is not None else self._zero_bias
         if self.backend == "sparse":
             if x.dim() == 2:  # the common case, straight to the autograd Function
@@ -78,6 +79,24 @@ class SparseLinear(nn.Module):
         if x.dim() == 2:
             return torch.addmm(bias, x, self.weight * self.mask)
         return torch.matmul(x, self.weight * self.mask) + bias  # any leading shape, as nn.Linear
+
+    def _check_input(self, x) -> None:
+        """Refuse an input this layer cannot read, naming it (both backends, so that they
+        fail alike; the sparse kernels would otherwise read past a narrower input)."""
+        if not isinstance(x, torch.Tensor):
+            raise SparsetopoError(f"SparseLinear expects a torch.Tensor, got {type(x).__name__}")
+        n_in = self.topology.n_in
+        if self.backend == "sparse" and torch._C._functorch.is_functorch_wrapped_tensor(x):
+            raise SparsetopoError(f"SparseLinear({n_in}->{self.topology.n_out}) with backend='sparse' does not support "
+                                  "torch.func transforms (vmap, grad, jacrev, ...): use backend='masked' for them")
+        if x.dim() == 0 or x.shape[-1] != n_in:
+            raise SparsetopoError(f"input of shape {tuple(x.shape)} does not fit SparseLinear({n_in}->"
+                                  f"{self.topology.n_out}): its last dimension must be {n_in}")
+        param = self.values if self.backend == "sparse" else self.weight
+        mixed = x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type)  # autocast casts itself
+        if mixed or x.device != param.device:
+            raise SparsetopoError(f"input is {x.dtype} on {x.device} but SparseLinear({n_in}->{self.topology.n_out}) "
+                                  f"is {param.dtype} on {param.device}: convert one with .to()")
 
     def edge_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rows, cols)``: the input and output neuron of every connection (int64, CSR order),

@@ -83,10 +83,42 @@ def _chunks(index: SparseIndex, batch: int) -> int:
     return n if n > 1 and index.nnz * batch >= PARALLEL_MIN_WORK else 0
 
 
+def check_sparse_inputs(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index: SparseIndex) -> None:
+    """Refuse, before any kernel reads memory, what the kernels cannot compute: they index
+    ``x`` by ``index`` without bounds checks, on CPU, in float32. Raises SparsetopoError naming
+    the bad value and the fix."""
+    for name, t in (("input", x), ("values", values), ("bias", bias)):
+        if not isinstance(t, torch.Tensor):
+            raise SparsetopoError(f"the sparse backend's {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device.type != "cpu" or t.dtype is not torch.float32:
+            raise SparsetopoError(
+                f"the sparse backend computes on CPU in float32, got a {t.dtype} {name} on {t.device}: "
+                "use backend='masked' (or 'auto', which picks it on CUDA) for other devices or dtypes")
+        if t.layout is not torch.strided:
+            raise SparsetopoError(f"the sparse backend reads dense (strided) tensors, got a {t.layout} {name}: "
+                                  "convert it with .to_dense()")
+    if x.dim() != 2 or x.shape[1] != index.n_in:
+        raise SparsetopoError(f"input of shape {tuple(x.shape)} does not fit a sparse layer with {index.n_in} "
+                              f"inputs: expected (batch, {index.n_in})")
+    if tuple(values.shape) != (index.nnz,) or tuple(bias.shape) != (index.n_out,):
+        raise SparsetopoError(f"values of shape {tuple(values.shape)} and bias of shape {tuple(bias.shape)} do not "
+                              f"fit a sparse layer with {index.nnz} connections and {index.n_out} outputs")
+
+
 def sparse_forward(x: np.ndarray, values: np.ndarray, bias: np.ndarray, index: SparseIndex) -> tuple[np.ndarray, np.ndarray]:
     """``x @ W + b`` for a batch ``x`` (batch x n_in); returns ``(y, x feature-major)``."""
     return batch_major.forward(np.ascontiguousarray(x, dtype=np.float32), values, bias, index.col_ptr,
                                index.col_rows, index.col_perm, _chunks(index, x.shape[0]), True)
+
+
+def refuse_double_backward() -> None:
+    """The kernels' gradients carry no graph: with ``create_graph=True`` (a gradient penalty,
+    Hessian-vector products) a second derivative through them would be silently wrong, so it
+    is refused. Autograd runs a backward with grad mode on exactly when the graph is wanted."""
+    if torch.is_grad_enabled():
+        raise SparsetopoError("the sparse backend has no second-order gradients (backward or autograd.grad "
+                              "with create_graph=True): use backend='masked' for gradient penalties and "
+                              "higher derivatives")
 
 
 class SparseLinearFunction(torch.autograd.Function):
@@ -102,11 +134,7 @@ class SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, values, bias, index: SparseIndex):
-        if not x.is_cpu or x.dtype is not torch.float32:
-            raise SparsetopoError(
-                f"the sparse backend computes on CPU in float32, got a {x.dtype} tensor on {x.device}: "
-                "use backend='masked' (or 'auto', which picks it on CUDA) for other devices or dtypes"
-            )
+        check_sparse_inputs(x, values, bias, index)
         v, b = values.detach().numpy(), bias.detach().numpy()
         chunks = _chunks(index, x.shape[0])
         if _feature_major(x):
@@ -124,6 +152,7 @@ class SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
+        refuse_double_backward()
         index: SparseIndex = ctx.index
         want_x, want_values, want_bias = ctx.needs_input_grad[:3]
         v = ctx.saved_tensors[0].detach().numpy()

@@ -16,10 +16,12 @@ mask, adding another layer elsewhere does not.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.backend import BACKENDS, layer_backends
@@ -77,9 +79,10 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     if (density is None) == (k is None):
         raise SparsetopoError("sparsify needs exactly one of density (fraction of connections kept, in (0, 1]) "
                               f"and k (out-degree of every input); got density={density!r}, k={k!r}")
-    if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float))
-                                or not 0 < density <= 1):
-        raise SparsetopoError(f"density={density!r} must be a fraction in (0, 1]")
+    if density is not None:  # any real number (numpy's float32 included), but not a bool
+        if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0 < density <= 1:
+            raise SparsetopoError(f"density={density!r} must be a fraction in (0, 1]")
+        density = float(density)
     if k is not None:
         check_int("k", k, 1)
     seed = check_int("seed", seed, 0)
@@ -90,6 +93,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
 
     places = layer_places(model)
     selected = _select(places, include, exclude)
+    _refuse_tied_weights(model, places, selected)
     plans = []
     for name in selected:
         module = places[name][0]
@@ -110,13 +114,73 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         new = new.to(device=module.weight.device, dtype=module.weight.dtype)
         if keep_weights:
             copy_dense_weights(new, module)
+        keep_frozen(new, module)
         new.train(module.training)
         replacements[name] = new
 
     for name, new in replacements.items():
         model = put_module(model, places[name][1], new)
+    decline_fused_paths(model)
     model.sparsetopo_summary = summarize(model)
     return model
+
+
+def keep_frozen(new: nn.Module, old: nn.Module) -> None:
+    """A frozen weight or bias (``requires_grad=False``) stays frozen in its sparse replacement."""
+    weight = new.values if getattr(new, "backend", "masked") == "sparse" else new.weight
+    weight.requires_grad_(old.weight.requires_grad)
+    if new.bias is not None and old.bias is not None:
+        new.bias.requires_grad_(old.bias.requires_grad)
+
+
+def _refuse_tied_weights(model: nn.Module, places, selected) -> None:
+    """A selected layer whose weight is also another module's parameter (tied weights, e.g. an
+    embedding tied to the output layer) would get a mask of its own and silently lose the tie."""
+    owners: dict[int, list[str]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        for pname, param in module.named_parameters(recurse=False, remove_duplicate=False):
+            owners.setdefault(id(param), [])
+            if path not in owners[id(param)]:
+                owners[id(param)].append(f"{path}.{pname}" if path else pname)
+    for name in selected:
+        module, paths = places[name]
+        for pname in ("weight", "bias"):
+            param = getattr(module, pname, None)
+            if param is None:
+                continue
+            mine = {f"{p}.{pname}" if p else pname for p in paths}
+            others = [o for o in owners.get(id(param), []) if o not in mine]
+            if others:
+                label = name or "<the model itself>"
+                other = others[0].rpartition(".")[0]
+                dense = [name] + [n for n, (_, p) in places.items() if other in p and n != name]
+                raise SparsetopoError(
+                    f"layers {label!r} and {other or '<the model itself>'!r} share one {pname} (tied weights, "
+                    f"{others[0]!r}): sparsify would give them separate masks and break the tie; untie them "
+                    f"first, or leave them dense with exclude={dense!r}")
+
+
+def _decline_fused_kernel(module, args):
+    """A no-op forward pre-hook: its presence makes torch's fused TransformerEncoderLayer
+    kernel decline (it reads ``linear1.weight`` as a dense ``(out, in)`` matrix)."""
+    return None
+
+
+def decline_fused_paths(model: nn.Module) -> None:
+    """Make torch's fused inference paths, which read ``nn.Linear`` weights directly, take the
+    module-by-module path wherever a sparse layer sits inside them, so eval computes what train
+    (without dropout) computes. ``nn.TransformerEncoderLayer`` declines when a submodule has a
+    forward hook; ``nn.TransformerEncoder`` converts to nested tensors unless told not to."""
+    for module in model.modules():
+        if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
+            inner = [m for m in module.modules() if isinstance(m, SPARSE_LAYERS)]
+            if not inner:
+                continue
+            if isinstance(module, nn.TransformerEncoder):
+                module.use_nested_tensor = False
+            for layer in inner:
+                if _decline_fused_kernel not in layer._forward_pre_hooks.values():
+                    layer.register_forward_pre_hook(_decline_fused_kernel)
 
 
 def put_module(model: nn.Module, paths: Iterable[str], new: nn.Module) -> nn.Module:
@@ -137,10 +201,16 @@ def layer_places(model: nn.Module) -> dict[str, tuple[nn.Module, list[str]]]:
     layer shared by two parents is one layer, replaced at both places by one sparse layer."""
     places: dict[int, tuple[str, nn.Module, list[str]]] = {}
     for path, module in model.named_modules(remove_duplicate=False):
-        if type(module) in REPLACEABLE:
+        if type(module) in REPLACEABLE or _parametrized_layer(module):
             entry = places.setdefault(id(module), (path, module, []))
             entry[2].append(path)
     return {name: (module, paths) for name, module, paths in places.values()}
+
+
+def _parametrized_layer(module: nn.Module) -> bool:
+    """An ``nn.Linear`` / ``nn.Conv2d`` under ``torch.nn.utils.parametrize`` (weight_norm,
+    spectral_norm, ...): its class is a generated subclass, so it is matched here."""
+    return parametrize.is_parametrized(module) and type(module).__bases__[0] in REPLACEABLE
 
 
 def _matches(entry, name: str, paths: Sequence[str], module: nn.Module) -> bool:
@@ -186,6 +256,12 @@ def _select(places, include, exclude) -> list[str]:
 
 def _sizes(name: str, module: nn.Module) -> tuple[int, int]:
     label = name or "<the model itself>"
+    if parametrize.is_parametrized(module):
+        kinds = ", ".join(sorted(module.parametrizations.keys()))
+        raise SparsetopoError(f"layer {label!r} is a parametrized {type(module).__bases__[0].__name__} (its {kinds} "
+                              "is computed, e.g. by weight_norm): a mask cannot keep that parametrization. Remove it "
+                              "first (torch.nn.utils.parametrize.remove_parametrizations), or leave the layer dense "
+                              f"with exclude=[{name!r}]")
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
             raise SparsetopoError(f"layer {label!r} is an nn.Conv2d with groups={module.groups}: sparsify replaces "
