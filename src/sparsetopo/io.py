@@ -40,7 +40,8 @@ from torch import nn
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import SparseConv2d, SparseLinear, SparseMLP
-from sparsetopo.nn.sparsify import SPARSE_LAYERS, layer_places, put_module, summarize
+from sparsetopo.nn.backend import BACKENDS
+from sparsetopo.nn.sparsify import SPARSE_LAYERS, decline_fused_paths, keep_frozen, layer_places, put_module, summarize
 from sparsetopo.topology import CONSTRUCTIONS, build
 
 FORMAT = "sparsetopo"
@@ -130,7 +131,7 @@ def describe_architecture(model: nn.Module) -> dict | None:
                     "output": getattr(module, "output", "activation"), "layers": len(module.layers)}
         if type(module) is nn.Sequential:
             children = []
-            for name, child in module.named_children():
+            for name, child in module._modules.items():  # named_children() would drop a repeated module
                 described = node(child, f"{path}.{name}" if path else name)
                 if described is None:
                     return None
@@ -168,33 +169,63 @@ def _plain(value) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def _rebuild(description: dict, layers: dict, backend, path: str = "") -> nn.Module:
+def _rebuild(description: dict, layers: dict, backend, path: str = "", dtypes: dict | None = None) -> nn.Module:
+    """The model the file's architecture describes; ``dtypes``: each sparse layer's dtype in the file."""
     built: dict[str, nn.Module] = {}
+    dtypes = dtypes or {}
+
+    def bad(where, what):
+        return SparsetopoError(f"{path}: the architecture in the file's metadata is damaged at "
+                               f"{where or '<the model itself>'!r}: {what}; write the file again with sparsetopo.save")
+
+    def recipe(name, where):
+        if name not in layers:
+            raise bad(where, f"sparse layer {name!r} has no recipe in 'layers'")
+        return layers[name]
 
     def make(desc, where):
+        if not isinstance(desc, dict):
+            raise bad(where, f"{desc!r} is not a module description")
         if "alias" in desc:
+            if desc["alias"] not in built:
+                raise bad(where, f"it repeats module {desc['alias']!r}, which comes nowhere before it")
             return built[desc["alias"]]
         if "sparse" in desc:
-            module = _sparse_layer(desc["sparse"], layers[desc["sparse"]], backend, path)
-        elif desc["type"] == "SparseMLP":
-            names = [f"{where}.layers.{i}" if where else f"layers.{i}" for i in range(desc["layers"])]
-            recipes = [layers[n] for n in names]
-            topologies = [_topology(n, r, path) for n, r in zip(names, recipes)]
-            kwargs = {} if desc.get("output", "activation") == "activation" else {"output": desc["output"]}
-            module = SparseMLP(topologies, activation=desc["activation"], dropout=desc["dropout"],
-                               backend=_backend(recipes[0], backend), **kwargs)
+            name = desc["sparse"]
+            module = _sparse_layer(name, recipe(name, where), backend, path, dtypes.get(name))
+        elif desc.get("type") == "SparseMLP":
+            try:
+                names = [f"{where}.layers.{i}" if where else f"layers.{i}" for i in range(desc["layers"])]
+                recipes = [recipe(n, where) for n in names]
+                topologies = [_topology(n, r, path) for n, r in zip(names, recipes)]
+                kwargs = {} if desc.get("output", "activation") == "activation" else {"output": desc["output"]}
+                module = SparseMLP(topologies, activation=desc["activation"], dropout=desc["dropout"],
+                                   backend=_backend(recipes[0], backend, dtypes.get(names[0])), **kwargs)
+            except (KeyError, TypeError) as exc:
+                raise bad(where, f"a SparseMLP description lacks or mistypes {exc}") from None
+            module.to(dtypes.get(names[0]) or torch.float32)
             for n, layer in zip(names, module.layers):
                 built[n] = layer
-        elif desc["type"] == "Sequential":
+        elif desc.get("type") == "Sequential":
             module = nn.Sequential()
-            for name, child in desc["children"]:
-                module.add_module(name, make(child, f"{where}.{name}" if where else name))
+            children = desc.get("children")
+            if not isinstance(children, list) or not all(isinstance(c, list) and len(c) == 2 for c in children):
+                raise bad(where, "a Sequential description needs 'children' as [name, module] pairs")
+            for name, child in children:
+                module.add_module(str(name), make(child, f"{where}.{name}" if where else str(name)))
         else:
-            cls = REBUILDABLE.get(desc["type"])
+            cls = REBUILDABLE.get(desc.get("type"))
             if cls is None:
-                raise SparsetopoError(f"{path}: unknown module type {desc['type']!r} in the file's architecture")
+                raise SparsetopoError(f"{path}: unknown module type {desc.get('type')!r} in the file's architecture "
+                                      f"at {where or '<the model itself>'!r} (known: Sequential, SparseMLP, "
+                                      f"{', '.join(REBUILDABLE)})")
+            if not isinstance(desc.get("kwargs"), dict):
+                raise bad(where, f"{desc['type']} needs its constructor arguments as 'kwargs'")
             kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in desc["kwargs"].items()}
-            module = cls(**kwargs)
+            try:
+                module = cls(**kwargs)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise bad(where, f"{desc['type']}(**{desc['kwargs']!r}) fails: {exc}") from None
         built[where] = module
         return module
 
@@ -216,16 +247,63 @@ def read_metadata(path) -> dict:
         raise SparsetopoError(f"{path}: not a safetensors file ({exc})") from None
     if METADATA_KEY not in meta:
         raise SparsetopoError(f"{path}: a safetensors file without sparsetopo metadata: write it with sparsetopo.save")
-    info = json.loads(meta[METADATA_KEY])
+    try:
+        info = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise SparsetopoError(f"{path}: the sparsetopo metadata is not JSON ({exc}): the file is damaged; "
+                              "write it again with sparsetopo.save") from None
+    if not isinstance(info, dict):
+        raise SparsetopoError(f"{path}: the sparsetopo metadata is a JSON {type(info).__name__}, not an object: "
+                              "the file is damaged; write it again with sparsetopo.save")
     if info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
         raise SparsetopoError(f"{path}: file format {info.get('format')} version {info.get('format_version')} "
                               f"is not supported (this sparsetopo reads {FORMAT} version {FORMAT_VERSION})")
+    if not isinstance(info.get("layers"), dict):
+        raise SparsetopoError(f"{path}: the sparsetopo metadata has no 'layers' object (each sparse layer's recipe): "
+                              "the file is damaged; write it again with sparsetopo.save")
     for name, recipe in info["layers"].items():
+        _check_recipe(path, name, recipe)
         _check_version(path, name, recipe)
+    shape = info.get("input_shape")
+    if shape is not None and not (isinstance(shape, list) and shape
+                                  and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+        raise SparsetopoError(f"{path}: the recorded input_shape={shape!r} is not a list of positive sizes")
     return info
 
 
-def _check_version(path, name, recipe) -> None:
+#: Every field of a sparse layer's recipe and the types it may hold.
+RECIPE_FIELDS = {"kind": str, "construction": str, "n_in": int, "n_out": int, "k": int, "seed": (int, type(None)),
+                 "version": int, "fingerprint": str, "backend": str, "bias": bool}
+CONV_FIELDS = {"kernel_size": list, "stride": list, "padding": (list, str), "dilation": list,
+               "padding_mode": str, "bias": bool}
+
+
+def _check_recipe(path, name, recipe) -> None:
+    """A recipe as :func:`save` writes it, or SparsetopoError naming the layer and the field."""
+    label = name or "<the model itself>"
+    if not isinstance(recipe, dict):
+        raise SparsetopoError(f"{path}: the recipe of layer {label!r} is {recipe!r}, not an object")
+
+    def check(fields, where, prefix=""):
+        for field, kind in fields.items():
+            value = where.get(field)
+            if field not in where or not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise SparsetopoError(f"{path}: layer {label!r} has {prefix}{field}={value!r} in its recipe, which "
+                                      "should be " + (f"a {kind.__name__}" if isinstance(kind, type) else
+                                                      " or ".join(k.__name__ for k in kind))
+                                      + ": the file is damaged; write it again with sparsetopo.save")
+
+    check(RECIPE_FIELDS, recipe)
+    if recipe["kind"] not in ("linear", "conv2d"):
+        raise SparsetopoError(f"{path}: layer {label!r} has kind={recipe['kind']!r}: this sparsetopo reads 'linear' "
+                              "and 'conv2d' layers")
+    if recipe["kind"] == "conv2d":
+        if not isinstance(recipe.get("conv"), dict):
+            raise SparsetopoError(f"{path}: the conv2d layer {label!r} has no 'conv' arguments in its recipe")
+        check(CONV_FIELDS, recipe["conv"], "conv.")
+
+
+def _check_version(path, name, recipe) -> None:  # after _check_recipe
     construction = recipe["construction"]
     written = recipe.get("version")
     label = name or "<the model itself>"
@@ -260,14 +338,27 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
     target = torch.device(device if device is not None else "cpu")
     if target.type != "cpu" and backend in (None, "auto"):
         backend = "masked"
+    if backend is not None and backend not in BACKENDS:
+        raise SparsetopoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "sparse" and target.type != "cpu":
+        raise SparsetopoError(f"backend='sparse' computes on CPU only, not on device={device!r}: use 'masked'")
     tensors = st.load_file(str(path), device="cpu")
+    for name, recipe in layers.items():
+        prefix = f"{name}." if name else ""
+        if not recipe["bias"] and prefix + "bias" in tensors:
+            raise SparsetopoError(f"{path}: layer {name or '<the model itself>'!r} has bias: false in its recipe but "
+                                  f"the file holds {prefix}bias: the metadata was edited; write the file again "
+                                  "with sparsetopo.save")
+    dtypes = {name: _take(tensors, (f"{name}." if name else "") + "values", path).dtype for name in layers}
     if model is None:
         if info.get("architecture") is None:
             raise SparsetopoError(f"{path} holds a model of a custom class, which sparsetopo cannot rebuild alone: "
                                   "pass an instance of its architecture, load(path, model=MyNet())")
-        model = _rebuild(info["architecture"], layers, backend, str(path))
+        model = _rebuild(info["architecture"], layers, backend, str(path), dtypes)
+        _take_file_dtypes(model, tensors)
     else:
         model = _install_sparse_layers(model, layers, backend, str(path))
+    decline_fused_paths(model)
 
     sparse_keys = set()
     for name, module in model.named_modules(remove_duplicate=False):
@@ -297,15 +388,34 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
     return model
 
 
+def _take_file_dtypes(model: nn.Module, tensors) -> None:
+    """Give a rebuilt model's dense parameters and buffers the floating dtype they have in the
+    file (float64 stays float64)."""
+    for key, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        stored = tensors.get(key)
+        if stored is not None and stored.is_floating_point() and tensor.is_floating_point() \
+                and stored.dtype != tensor.dtype:
+            tensor.data = tensor.data.to(stored.dtype)
+
+
 def _take(tensors, key, path):
     if key not in tensors:
         raise SparsetopoError(f"{path} lacks the tensor {key!r}: the file is damaged or not from sparsetopo.save")
     return tensors[key]
 
 
-def _backend(recipe, backend) -> str:
+def _backend(recipe, backend, dtype=None) -> str:
+    """The backend of a layer built from ``recipe``: ``backend`` (None: the saved one); the
+    sparse backend computes in float32 only, so other dtypes are masked."""
     chosen = backend if backend is not None else recipe["backend"]
-    return chosen if recipe["kind"] == "linear" else "masked"
+    if recipe["kind"] != "linear":
+        return "masked"
+    if dtype is not None and dtype != torch.float32 and chosen != "masked":
+        if backend == "sparse":
+            raise SparsetopoError(f"backend='sparse' computes in float32, but the file's weights are {dtype}: "
+                                  "use backend='masked' or 'auto'")
+        return "masked"
+    return chosen
 
 
 def _topology(name, recipe, path):
@@ -316,14 +426,19 @@ def _topology(name, recipe, path):
     return t
 
 
-def _sparse_layer(name, recipe, backend, path):
+def _sparse_layer(name, recipe, backend, path, dtype=None):
     topology = _topology(name, recipe, path)
     if recipe["kind"] == "linear":
-        return SparseLinear(topology, backend=_backend(recipe, backend), bias=recipe["bias"])
-    conv = recipe["conv"]
-    padding = conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"])
-    return SparseConv2d(topology, tuple(conv["kernel_size"]), tuple(conv["stride"]), padding,
-                        tuple(conv["dilation"]), bias=conv["bias"], padding_mode=conv["padding_mode"])
+        layer = SparseLinear(topology, backend=_backend(recipe, backend, dtype), bias=recipe["bias"])
+    else:
+        conv = recipe["conv"]
+        padding = conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"])
+        try:
+            layer = SparseConv2d(topology, tuple(conv["kernel_size"]), tuple(conv["stride"]), padding,
+                                 tuple(conv["dilation"]), bias=conv["bias"], padding_mode=conv["padding_mode"])
+        except SparsetopoError as exc:
+            raise SparsetopoError(f"{path}: layer {name!r}: {exc}") from None
+    return layer.to(dtype) if dtype is not None and dtype.is_floating_point else layer
 
 
 def _install_sparse_layers(model, layers, backend, path):
@@ -347,8 +462,33 @@ def _install_sparse_layers(model, layers, backend, path):
         if sizes != (recipe["n_in"], recipe["n_out"]):
             raise SparsetopoError(f"{path}: layer {name!r} is {sizes[0]}->{sizes[1]} in the model but "
                                   f"{recipe['n_in']}->{recipe['n_out']} in the file")
-        model = put_module(model, places[name][1], _sparse_layer(name, recipe, backend, path))
+        _check_same_layer(path, name, current, recipe)
+        new = _sparse_layer(name, recipe, backend, path, current.weight.dtype)
+        keep_frozen(new, current)
+        model = put_module(model, places[name][1], new.to(current.weight.device))
     return model
+
+
+def _check_same_layer(path, name, current: nn.Module, recipe) -> None:
+    """The model's dense layer has the file's kind, bias and (convolution) arguments."""
+    label = name or "<the model itself>"
+    kind = "linear" if isinstance(current, nn.Linear) else "conv2d"
+    if kind != recipe["kind"]:
+        raise SparsetopoError(f"{path}: layer {label!r} is an {type(current).__name__} in the model but a "
+                              f"{recipe['kind']} layer in the file")
+    if (current.bias is not None) != recipe["bias"]:
+        raise SparsetopoError(f"{path}: layer {label!r} has {'a' if current.bias is not None else 'no'} bias in the "
+                              f"model but {'a' if recipe['bias'] else 'no'} bias in the file")
+    if kind == "conv2d":
+        padding = current.padding if isinstance(current.padding, str) else list(current.padding)
+        mine = {"kernel_size": list(current.kernel_size), "stride": list(current.stride), "padding": padding,
+                "dilation": list(current.dilation), "padding_mode": current.padding_mode,
+                "bias": current.bias is not None}
+        for key, value in mine.items():
+            if recipe["conv"].get(key) != value:
+                raise SparsetopoError(f"{path}: layer {label!r} has {key}={value!r} in the model but "
+                                      f"{key}={recipe['conv'].get(key)!r} in the file: was the file saved from "
+                                      "this architecture?")
 
 
 # -- ONNX ------------------------------------------------------------------------------------
@@ -383,6 +523,7 @@ def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torc
             raise SparsetopoError(f"input_shape={list(input_shape)} must be positive sizes, batch first")
         param = next(model.parameters(), None)
         example_input = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32)
+    check_export_arguments(model, example_input, opset, "input_shape" if input_shape is not None else "example_input")
     dense = dense_equivalent(model).cpu().eval()
     kwargs = dict(input_names=["input"], output_names=["output"], opset_version=opset,
                   dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
@@ -392,6 +533,36 @@ def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torc
         warnings.simplefilter("ignore")  # torch announces its newer exporter; the library never prints
         torch.onnx.export(dense, (example_input.cpu(),), str(tmp), **kwargs)
     return Path(path)
+
+
+def onnx_opsets() -> tuple[int, int]:
+    """The lowest and highest ONNX opset the exporter used by :func:`export_onnx` writes."""
+    try:
+        from torch.onnx import _constants
+        return _constants.ONNX_MIN_OPSET, getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
+                                                  _constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # torch moved its constants: the range of torch 2.x
+        return 7, 20
+
+
+def check_export_arguments(model: nn.Module, example_input: torch.Tensor, opset, what: str) -> None:
+    """Refuse an opset the exporter lacks and an input the model cannot run, before anything
+    is traced or written (the exporter's own failures are tracebacks with its IR on stdout)."""
+    low, high = onnx_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise SparsetopoError(f"opset={opset!r} is not an ONNX opset this exporter writes: choose {low} <= opset "
+                              f"<= {high}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    except (RuntimeError, SparsetopoError, ValueError, IndexError) as exc:
+        shape = ",".join(str(n) for n in example_input.shape)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SparsetopoError(f"{what} {shape} does not fit the model: {reason}") from None
+    finally:
+        model.train(was_training)
 
 
 def onnx_difference(model: nn.Module, path, example_input: torch.Tensor) -> float:

@@ -108,11 +108,25 @@ class SparseConv2d(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         weight = self.weight * self.mask
         if self.padding_mode != "zeros":
             return F.conv2d(F.pad(x, self._pad_amounts(x), mode=self.padding_mode), weight, self.bias,
                             self.stride, 0, self.dilation)
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def _check_input(self, x) -> None:
+        """Refuse an input this layer cannot read, naming its shape, dtype or device."""
+        label = f"SparseConv2d({self.in_channels}->{self.out_channels})"
+        if not isinstance(x, torch.Tensor):
+            raise SparsetopoError(f"{label} expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise SparsetopoError(f"input of shape {tuple(x.shape)} does not fit {label}: expected (batch, "
+                                  f"{self.in_channels}, height, width) or ({self.in_channels}, height, width)")
+        mixed = x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type)
+        if mixed or x.device != self.weight.device:
+            raise SparsetopoError(f"input is {x.dtype} on {x.device} but {label} is {self.weight.dtype} on "
+                                  f"{self.weight.device}: convert one with .to()")
 
     def _pad_amounts(self, x) -> list[int]:
         """F.pad's (left, right, top, bottom) for a non-zero padding mode, as nn.Conv2d pads."""
