@@ -19,3 +19,15 @@ def check_int(name: str, value, low: int, high: int | None = None) -> int:
         bound = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
         raise SparsetopoError(f"{name}={value} is out of range: choose {bound}")
     return value
+
+
+def interrupt_in(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt in ``exc``'s chain of causes and contexts, if any: Ctrl-C that
+    lands inside a C extension can surface as another error raised from it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -11,7 +11,7 @@ import threading
 
 import click
 
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.errors import SparsetopoError, interrupt_in
 
 
 @click.group(
@@ -64,7 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         reason = exc.strerror or exc.__class__.__name__
         click.echo(f"sparsetopo: error: {where}: {reason}" if where else f"sparsetopo: error: {reason}", err=True)
         return 2
+    except MemoryError:
+        click.echo("sparsetopo: error: out of memory: choose smaller sizes (or free memory) and run it again",
+                   err=True)
+        return 2
     except (click.Abort, KeyboardInterrupt):
+        click.echo("sparsetopo: interrupted", err=True)
+        return 130
+    except Exception as exc:  # Ctrl-C inside an extension can come out wrapped in another error
+        if interrupt_in(exc) is None:
+            raise
         click.echo("sparsetopo: interrupted", err=True)
         return 130
     return 0

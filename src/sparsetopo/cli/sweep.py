@@ -147,6 +147,9 @@ def export_command(db, csv, parquet):
 
     if not Path(db).is_file():
         raise SparsetopoError(f"--db {db}: no such sweep store; check the path")
+    for option, path in (("--csv", csv), ("--parquet", parquet)):
+        if path is not None and not path.parent.is_dir():  # a typo should not create folders
+            raise SparsetopoError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
     n = export_results(db, csv=csv, parquet=parquet)
     click.echo(f"{n} runs -> {', '.join(str(p) for p in (csv, parquet) if p is not None)}")
 

@@ -8,12 +8,13 @@ weights only (an SDDMM), so a layer's cost and memory follow its number of conne
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.errors import SparsetopoError, interrupt_in
 from sparsetopo.kernels import batch_major
 from sparsetopo.kernels.threads import PARALLEL_MIN_WORK, n_chunks
 from sparsetopo.topology import Topology
@@ -111,6 +112,22 @@ def sparse_forward(x: np.ndarray, values: np.ndarray, bias: np.ndarray, index: S
                                index.col_rows, index.col_perm, _chunks(index, x.shape[0]), True)
 
 
+def interrupts_stay_interrupts(method):
+    """Ctrl-C (or SIGTERM made KeyboardInterrupt) that lands while a numba kernel returns its
+    arrays surfaces as ``SystemError: CPUDispatcher(...) returned a result with an exception
+    set``; give callers the KeyboardInterrupt it is, so that they stop cleanly."""
+    @functools.wraps(method)
+    def wrapper(*args):
+        try:
+            return method(*args)
+        except SystemError as exc:
+            interrupt = interrupt_in(exc)
+            if interrupt is None:
+                raise
+            raise KeyboardInterrupt(*interrupt.args) from None
+    return wrapper
+
+
 def refuse_double_backward() -> None:
     """The kernels' gradients carry no graph: with ``create_graph=True`` (a gradient penalty,
     Hessian-vector products) a second derivative through them would be silently wrong, so it
@@ -133,6 +150,7 @@ class SparseLinearFunction(torch.autograd.Function):
     """
 
     @staticmethod
+    @interrupts_stay_interrupts
     def forward(ctx, x, values, bias, index: SparseIndex):
         check_sparse_inputs(x, values, bias, index)
         v, b = values.detach().numpy(), bias.detach().numpy()
@@ -151,6 +169,7 @@ class SparseLinearFunction(torch.autograd.Function):
         return torch.from_numpy(y)
 
     @staticmethod
+    @interrupts_stay_interrupts
     def backward(ctx, grad_y):
         refuse_double_backward()
         index: SparseIndex = ctx.index

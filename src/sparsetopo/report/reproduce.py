@@ -57,6 +57,7 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
     """
     from sparsetopo.data import dataset_names
     from sparsetopo.sweep import load_spec, preset_names, run_sweep
+    from sparsetopo.sweep.runner import HugeGridError, OtherSweepError
     from sparsetopo.sweep.timing import measure_epoch_times
 
     step = on_step or (lambda label: None)
@@ -72,7 +73,16 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
     out.mkdir(parents=True, exist_ok=True)
     db = out / "sweep.sqlite"
     started = time.perf_counter()
-    sweep = run_sweep(spec, db, executor=executor, workers=workers, data_dir=data_dir, on_result=on_result)
+    try:
+        sweep = run_sweep(spec, db, executor=executor, workers=workers, data_dir=data_dir, on_result=on_result)
+    except OtherSweepError:  # the runner's advice names sweep run's --add, which reproduce has not
+        raise SparsetopoError(f"{db} holds the runs of another sweep, not of preset {preset!r}"
+                              f"{' on ' + dataset if dataset else ''}: choose another --out for this "
+                              "reproduction") from None
+    except HugeGridError as exc:  # ... and --yes: start so big a grid as a sweep, then report on it
+        raise SparsetopoError(f"{str(exc).split(':')[0]}: run it as a sweep, 'sparsetopo sweep run {preset} --db "
+                              f"{db} --yes' (more --workers or --executor ray shorten it), then "
+                              f"'sparsetopo report --db {db} --out {out}'") from None
     trained = time.perf_counter() - started
     step("timing one epoch per backend and density, one network at a time")
     timings = measure_epoch_times(db, data_dir=data_dir)

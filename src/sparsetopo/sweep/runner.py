@@ -29,6 +29,7 @@ from sparsetopo.sweep.spec import SweepSpec, expand_recipes, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
 from sparsetopo.sweep.worker import run_chunk
 from sparsetopo.train import TrainConfig, population_key
+from sparsetopo.train.loop import training_device
 
 __all__ = ["HUGE_RUNS", "HUGE_SECONDS", "RunEvent", "SweepSummary", "run_sweep", "estimate_seconds", "make_chunks"]
 
@@ -188,7 +189,7 @@ def run_sweep(
     if not allow_huge:
         projected = projected_seconds(configs, workers, data_dir)
         if len(configs) > HUGE_RUNS or projected > HUGE_SECONDS:
-            raise SparsetopoError(
+            raise HugeGridError(
                 f"{spec['name'] if spec else 'the grid'} has {len(configs):,} runs, projected at "
                 f"{projected / 3600:,.0f} h on {workers} workers: check the spec (sweep run --dry-run), "
                 f"or add --yes (allow_huge=True) to start it")
@@ -196,6 +197,9 @@ def run_sweep(
     by_id = dict(zip(ids, configs))
     for name in sorted({c.dataset for c in configs}):
         prepare_dataset(name, data_dir)   # find (or download) its files once, here, or stop now
+    if executor in ("process", "inline"):  # local runs compute here: a device this machine lacks fails them all
+        for config in {c.device: c for c in configs}.values():
+            training_device(config)
 
     if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:  # refuse before changing anything
         with SweepStore(db_path, readonly=True) as existing:
@@ -223,6 +227,14 @@ def run_sweep(
                         seconds=time.perf_counter() - started)
 
 
+class HugeGridError(SparsetopoError):
+    """A grid above HUGE_RUNS runs or HUGE_SECONDS projected, started without allow_huge."""
+
+
+class OtherSweepError(SparsetopoError):
+    """The store holds another spec's runs and ``add`` was not given."""
+
+
 def _grid_id(configs: Sequence[TrainConfig]) -> str:
     """A spec's identity: the hash of its run ids (so also of data set and versions)."""
     return hashlib.sha256("\n".join(sorted(run_id(c) for c in configs)).encode()).hexdigest()[:16]
@@ -242,7 +254,7 @@ def _specs_after(meta: dict, spec: dict | None, add: bool, path) -> list[dict] |
         return known
     if known and not add:
         names = ", ".join(sorted({k["name"] for k in known}))
-        raise SparsetopoError(
+        raise OtherSweepError(
             f"{path} holds the runs of another sweep ({names}), not of {spec['name']!r}: choose another "
             f"--db, or add --add to keep {spec['name']!r}'s runs in the same store (it then keeps both specs)")
     return [*known, spec]

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from sparsetopo.atomic import make_parent
 from sparsetopo.errors import SparsetopoError
 
 __all__ = ["RUN_COLUMNS", "MEASURE_COLUMNS", "SweepStore", "check_store", "connect_readonly", "export_results",
@@ -175,7 +176,8 @@ class SweepStore:
         if readonly:
             self.db = connect_readonly(self.path)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
+        fresh = not self.path.exists()
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -188,6 +190,14 @@ class SweepStore:
                     if name not in have:  # a store written by an older version: add the new columns
                         self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # the file could not be written: a full disk, ...
+                if fresh:  # leave nothing half-made behind
+                    if hasattr(self, "db"):
+                        self.db.close()
+                    for suffix in ("", "-wal", "-shm", "-journal"):
+                        Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                raise SparsetopoError(f"--db {self.path}: the store could not be written ({exc}): check the free "
+                                      "space and permissions of its folder, or choose another --db") from None
             raise SparsetopoError(f"--db {self.path}: not a sweep store ({exc}); choose another file") from None
 
     # -- plumbing ------------------------------------------------------------------------------

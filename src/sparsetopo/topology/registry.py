@@ -7,6 +7,8 @@ include it, so stored results are never silently mixed with new masks.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -77,9 +79,30 @@ def build(construction: str, n_in: int, n_out: int, k: int | None = None, seed: 
     else:
         k = check_int("k", k, 1, n_out)
     seed = check_int("seed", seed, 0)
+    _check_fits_in_memory(n_in, n_out, k)
     topo = spec.function(n_in, n_out, k, seed)
     object.__setattr__(topo, "version", spec.version)  # the registry owns the version
     return topo
+
+
+#: Bytes a topology holds per connection (int32 output, int64 input, with room for the
+#: construction's working copies) and per neuron (the int64 row pointers).
+BYTES_PER_CONNECTION = 24
+BYTES_PER_NEURON = 16
+
+
+def _check_fits_in_memory(n_in: int, n_out: int, k: int) -> None:
+    """Refuse a layer whose index arrays cannot fit in this machine's memory, naming the sizes,
+    before numpy fails part-way with a MemoryError."""
+    need = BYTES_PER_CONNECTION * n_in * k + BYTES_PER_NEURON * (n_in + n_out)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): let numpy decide
+        return
+    if need > memory:
+        raise SparsetopoError(f"n_in={n_in:,} inputs with k={k:,} connections each ({n_in * k:,} connections) need "
+                              f"about {need / 2**30:,.0f} GiB, more than this machine's {memory / 2**30:,.0f} GiB of "
+                              "memory: choose a smaller n_in or k")
 
 
 def build_stack(

@@ -21,7 +21,9 @@ epoch, so a run resumed from its epoch checkpoint continues exactly as an uninte
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -226,12 +228,21 @@ def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord]
 def _save_checkpoint(path: Path, config, model, optimizer, history, status) -> None:
     state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "history": [asdict(h) for h in history], "status": status}
+    buffer = io.BytesIO()  # torch's own file writer reports a full disk as "[enforce fail at ...]"
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def _load_checkpoint(path: Path, config, model, optimizer) -> tuple[list[EpochRecord], str]:
-    state = torch.load(path, weights_only=True, map_location="cpu")  # load_state_dict copies to the model's device
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")  # load_state_dict copies to the model's device
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise SparsetopoError(f"{path} is damaged or not a sparsetopo checkpoint ({type(exc).__name__}): "
+                              "remove it, or use --overwrite instead of --resume to start the run again") from None
+    if not isinstance(state, dict) or not {"config", "model", "optimizer", "history", "status"} <= set(state):
+        raise SparsetopoError(f"{path} is not a sparsetopo checkpoint (its fields are missing): remove it, or use "
+                              "--overwrite instead of --resume to start the run again")
     # a checkpoint written before a field existed holds that field's default
     if {**TrainConfig().to_dict(), **state["config"]} != config.to_dict():
         raise SparsetopoError(
