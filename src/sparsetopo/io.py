@@ -90,10 +90,22 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
             tensors[key] = value.detach().cpu().clone().contiguous()
     info = {"format": FORMAT, "format_version": FORMAT_VERSION, "sparsetopo_version": _version(),
             "layers": layers, "architecture": describe_architecture(model),
-            "input_shape": None if input_shape is None else [int(n) for n in input_shape]}
+            "input_shape": None if input_shape is None else batch_shape(input_shape)}
     with atomic_path(path) as tmp:
         st.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
     return Path(path)
+
+
+def batch_shape(input_shape) -> list[int]:
+    """``input_shape`` as a list of positive ints (batch first), or SparsetopoError naming it."""
+    try:
+        shape = list(input_shape)
+    except TypeError:
+        shape = None
+    if not shape or any(isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 1 for n in shape):
+        raise SparsetopoError(f"input_shape={input_shape!r} must be a list of positive sizes, batch first, "
+                              "e.g. (1, 1, 28, 28)")
+    return [n.__index__() for n in shape]
 
 
 def _recipe(module) -> dict:
@@ -518,9 +530,7 @@ def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torc
     if example_input is None:
         if input_shape is None:
             raise SparsetopoError("export_onnx needs input_shape (e.g. (1, 1, 28, 28)) or example_input")
-        shape = [int(n) for n in input_shape]
-        if not shape or min(shape) < 1:
-            raise SparsetopoError(f"input_shape={list(input_shape)} must be positive sizes, batch first")
+        shape = batch_shape(input_shape)
         param = next(model.parameters(), None)
         example_input = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32)
     check_export_arguments(model, example_input, opset, "input_shape" if input_shape is not None else "example_input")
@@ -548,6 +558,8 @@ def onnx_opsets() -> tuple[int, int]:
 def check_export_arguments(model: nn.Module, example_input: torch.Tensor, opset, what: str) -> None:
     """Refuse an opset the exporter lacks and an input the model cannot run, before anything
     is traced or written (the exporter's own failures are tracebacks with its IR on stdout)."""
+    if not isinstance(example_input, torch.Tensor):
+        raise SparsetopoError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
     low, high = onnx_opsets()
     if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
         raise SparsetopoError(f"opset={opset!r} is not an ONNX opset this exporter writes: choose {low} <= opset "
