@@ -26,41 +26,18 @@ from sparsetopo import SparsetopoError
 from sparsetopo.nn import sparsify
 
 st = pytest.importorskip("safetensors.torch")
-from sparsetopo.io import export_onnx, load, onnx_difference, save  # noqa: E402
-
-TINY = """
-[sweep]
-name = "tiny"
-
-[protocol]
-dataset = "digits"
-epochs = 1
-lr = 0.5
-limit_train = 120
-backend = "masked"
-
-[grid.a]
-constructions = ["regular_rotating"]
-hidden = [8]
-degrees_in = [2]
-seeds = 1
-"""
-
+from sparsetopo.io import load, onnx_difference, save  # noqa: E402
+from test_cli_safety import TINY, assert_refused  # noqa: E402
 
 def cli(*args, cwd, preexec_fn=None, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sparsetopo", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, preexec_fn=preexec_fn)
 
 
-def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code 2, one line on stderr naming what is wrong, no traceback."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr + result.stdout
-    assert len(lines) == 1 and lines[0].startswith("sparsetopo: error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+def refused(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """The one error line of a refused command (exit 2, no traceback: assert_refused)."""
+    assert_refused(result, *needles)
+    return result.stderr.strip()
 
 
 def file_size_limit(limit: int):
@@ -380,13 +357,13 @@ def tiny_store(tmp_path_factory):
 
 
 def test_11a_reproduce_into_another_sweeps_store_advises_its_own_options(tiny_store):
-    line = assert_refused(cli("reproduce", "--preset", "quick", "--out", tiny_store / "out", "--executor", "inline",
+    line = refused(cli("reproduce", "--preset", "quick", "--out", tiny_store / "out", "--executor", "inline",
                               cwd=tiny_store), "--out")
     assert "--add" not in line and "--yes" not in line.replace("sweep run", "")
 
 
 def test_11a_reproduce_of_a_huge_grid_names_the_commands_that_run_it(tmp_path):
-    line = assert_refused(cli("reproduce", "--preset", "paper", "--out", tmp_path / "p", "--workers", "1",
+    line = refused(cli("reproduce", "--preset", "paper", "--out", tmp_path / "p", "--workers", "1",
                               cwd=tmp_path), "sparsetopo sweep run paper", "sparsetopo report")
     assert "add --yes" not in line and "allow_huge" not in line
 
@@ -403,7 +380,7 @@ def test_11c_a_full_disk_under_sweep_run_leaves_no_file(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY)
     result = cli("sweep", "run", tmp_path / "tiny.toml", "--db", tmp_path / "s" / "x.sqlite", "--executor", "inline",
                  cwd=tmp_path, preexec_fn=file_size_limit(1000))
-    line = assert_refused(result, "x.sqlite", "could not be written")
+    line = refused(result, "x.sqlite", "could not be written")
     assert "not a sweep store" not in line
     assert list((tmp_path / "s").iterdir()) == []
 
@@ -451,7 +428,7 @@ def test_11h_sweep_export_does_not_create_a_missing_folder(tiny_store):
 def test_11i_an_output_under_a_file_names_that_file(tmp_path):
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "tiny.toml").write_text(TINY)
-    line = assert_refused(cli("sweep", "run", tmp_path / "tiny.toml", "--db", tmp_path / "afile" / "x.sqlite",
+    line = refused(cli("sweep", "run", tmp_path / "tiny.toml", "--db", tmp_path / "afile" / "x.sqlite",
                               cwd=tmp_path), "afile is a file")
     assert "File exists" not in line
     with pytest.raises(SparsetopoError, match="afile is a file"):
