@@ -59,7 +59,7 @@ def test_cnn_matches_torch_at_batches_1_3_64(tmp_path, backend):
                            include=["features.3", "classifier"]))
     result = sparsetopo.export_onnx(model, tmp_path / "cnn.onnx", input_shape=(1, 1, 28, 28))
     assert_matches(model, result.path, (1, 28, 28))
-    assert forms_of(result) == {"features.3": "expanded", "classifier.0": "ell", "classifier.2": "ell"}
+    assert forms_of(result) == {"features.3": "expanded", "classifier.0": "expanded", "classifier.2": "expanded"}
     assert isinstance(model.classifier[0], SparseLinear)   # the model itself is untouched
 
 
@@ -112,6 +112,13 @@ def test_a_depthwise_topology_is_gathered_and_a_lone_layer_exports(tmp_path):
     assert_matches(conv, result.path, (8, 12, 12))
 
 
+def test_a_linear_layer_on_a_sequence_is_expanded(tmp_path):
+    model = moved(nn.Sequential(SparseLinear(build("random_regular", 50, 60, 2, seed=0)), nn.ReLU()))
+    result = export_sparse(model, tmp_path / "s.onnx", torch.zeros(1, 7, 50))
+    assert result.layers[0].form == "expanded" and result.layers[0].note == "input of rank 3"
+    assert_matches(model, result.path, (7, 50), batches=(1, 3))
+
+
 def test_padded_by_output_lists_each_outputs_inputs():
     t = build("random_edge", 30, 12, 3, seed=1)
     values = np.arange(t.nnz, dtype=np.float32) + 1
@@ -142,15 +149,19 @@ def test_sparse_file_is_as_small_as_the_connections(tmp_path, density, limit):
     assert sparse.file_bytes <= limit * dense.file_bytes
     for name, layer, dense_layer in zip(["0", "2"], sparse.layers, dense.layers):
         # per output, its inputs padded to the largest in-degree: a float32 weight and an int16
-        # index each, then the float32 bias; nothing else grows with the layer
+        # index each, then the float32 bias and the int64 output number (for the expansion),
+        # and a few shapes; nothing else grows with the layer
         t = model.get_submodule(name).topology
-        assert layer.bytes == (4 + 2) * t.n_out * t.in_degrees.max() + 4 * t.n_out
+        per_output = (4 + 2) * t.in_degrees.max() + 4 + 8
+        assert per_output * t.n_out <= layer.bytes <= per_output * t.n_out + 256
         assert t.n_out * t.in_degrees.max() <= 1.05 * t.nnz
         assert layer.dense_bytes == dense_layer.bytes == 4 * (t.n_in + 1) * t.n_out
 
 
 def test_ell_stops_where_dense_pays():
-    assert ell_max_batch(4096, 410) == 1 and ell_max_batch(4096, 82) == 5 and ell_max_batch(4096, 1229) == 0
+    assert ell_max_batch(4096, 4096, 410) == 1 and ell_max_batch(4096, 4096, 82) == 5
+    assert ell_max_batch(4096, 4096, 1229) == 0
+    assert ell_max_batch(1024, 1024, 102) == 0 and ell_max_batch(1024, 1024, 20) == 2  # dense weight in cache
 
 
 def test_bad_requests_are_refused(tmp_path):
@@ -167,7 +178,7 @@ def test_cli_prints_each_layers_form_and_bytes(tmp_path, capsys):
     saved = sparsetopo.save(model, tmp_path / "cnn.safetensors", input_shape=(1, 1, 28, 28))
     assert main(["export", str(saved), "--onnx", str(tmp_path / "cnn.onnx")]) == 0
     out = capsys.readouterr().out
-    assert "classifier.0 (linear, density 0.102): ell up to batch 1, expanded above" in out
+    assert "classifier.0 (linear, density 0.102): expanded, " in out
     assert "features.3 (conv2d, density 0.0938): expanded" in out
     assert float(out.rsplit(" ", 1)[1]) < 1e-4
     sparse_size = (tmp_path / "cnn.onnx").stat().st_size

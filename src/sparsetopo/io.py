@@ -19,9 +19,9 @@ layers and common parameter-free or standard torch layers: :data:`REBUILDABLE`);
 ``load(path)`` needs nothing else. For any other model, pass a freshly constructed instance
 of its (dense) architecture: ``load(path, model=MyNet())``.
 
-:func:`export_onnx` writes an ONNX graph for inference (onnxruntime, mobile runtimes): each
-sparse layer becomes the dense operator with its pruned weights as zeros, which every runtime
-executes; the compact form is the safetensors file.
+:func:`export_onnx` writes an ONNX graph for inference (onnxruntime, mobile runtimes) in which
+each sparse layer takes a form whose bytes follow its connections (:mod:`sparsetopo.onnx_export`),
+or, with ``dense=True``, the dense operator with its pruned weights as zeros.
 
 safetensors, onnx and onnxruntime are optional: ``pip install 'sparsetopo[io]'``.
 """

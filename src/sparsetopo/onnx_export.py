@@ -64,10 +64,15 @@ from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.nn.sparsify import SPARSE_LAYERS
 
-#: ``ell`` is used for a batch of B rows while ``B * kmax / n_in <= ELL_BATCH_WORK``: gathering
-#: costs about 10 dense multiply-adds per connection in onnxruntime (bench_onnx.py, one
-#: thread), so at batch 1 the sparse form wins below about a tenth of the dense work.
+#: ``ell`` is used for a batch of B rows while ``B * kmax / n_in <= ELL_BATCH_WORK``: a gathered
+#: connection costs about 1 ns in onnxruntime (one thread), a dense multiply-add about 0.2 ns
+#: when the dense weight streams from memory, so at batch 1 the sparse form wins below about a
+#: tenth of the dense work (bench_onnx.py: 784-4096-4096-10 MLP) ...
 ELL_BATCH_WORK = 0.12
+#: ... and below about a twentieth when the dense weight fits in the cache (under
+#: ``DENSE_IN_CACHE_BYTES``), where a dense multiply-add costs about 0.1 ns (784-1024-1024-10).
+ELL_BATCH_WORK_CACHED = 0.05
+DENSE_IN_CACHE_BYTES = 16 * 2**20
 #: A convolution is ``gathered`` only while each output channel reads at most this many input
 #: channels (a depthwise convolution): onnxruntime's grouped ``Conv`` with 2 or more channels per
 #: group ran 2 to 3 times slower than the dense convolution (bench_onnx.py, tutorial CNN).
@@ -85,7 +90,7 @@ class LayerExport:
     kind: str              # "linear" or "conv2d"
     form: str              # "ell", "gathered", "expanded" or "dense" (module docstring)
     density: float
-    bytes: int             # bytes of this layer's tensors in the ONNX file (weights, indices, bias)
+    bytes: int             # bytes of this layer's tensors in the ONNX file (weights, indices, bias, shapes)
     dense_bytes: int       # the same layer written dense
     ell_max_batch: int = 0  # "ell": the largest batch computed sparsely (larger ones run expanded)
     note: str = ""
@@ -286,9 +291,11 @@ def _dense_weight_from(b: _Builder, positions: str, weights_name: str, cells: in
 
 
 # -- linear layers ------------------------------------------------------------------------------------
-def ell_max_batch(n_in: int, kmax: int) -> int:
-    """The largest batch for which the ``ell`` form is expected to beat the dense MatMul."""
-    return int(math.floor(ELL_BATCH_WORK * n_in / kmax + 1e-9))
+def ell_max_batch(n_in: int, n_out: int, kmax: int) -> int:
+    """The largest batch for which the ``ell`` form is expected to beat the dense MatMul
+    (0: none); ``kmax`` is the largest in-degree."""
+    work = ELL_BATCH_WORK_CACHED if 4 * n_in * n_out <= DENSE_IN_CACHE_BYTES else ELL_BATCH_WORK
+    return int(math.floor(work * n_in / kmax + 1e-9))
 
 
 def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced: str | None):
@@ -304,8 +311,10 @@ def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced:
     bias = b.const("bias", layer.bias.detach().cpu().numpy().astype(np.float32)) if layer.bias is not None else None
     sparse_bytes = b.stored_bytes()
     dense_bytes = 4 * (n_in * m + (m if bias else 0))
-    limit = ell_max_batch(n_in, kmax) if rank == 2 else 0
+    limit = ell_max_batch(n_in, m, kmax) if rank == 2 else 0
     note = "" if rank == 2 else f"input of rank {rank}"
+    if forced == "ell" and rank != 2:
+        raise SparsetopoError(f"the ell form takes a 2-D input (batch, features), not one of rank {rank}")
     form = forced or ("ell" if limit >= 1 else "expanded" if sparse_bytes < dense_bytes else "dense")
 
     def add_bias(nodes, value, out=None):
@@ -325,7 +334,7 @@ def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced:
     dense_weight = _dense_weight_from(b, position, stored_weights, n_in * m, (), (n_in, m))
     if form == "expanded":
         add_bias(None, b.op("MatMul", [x, dense_weight]), out=y)
-        return LayerExport("", "linear", "expanded", t.density, sparse_bytes, dense_bytes, note=note)
+        return LayerExport("", "linear", "expanded", t.density, b.stored_bytes(), dense_bytes, note=note)
 
     # ell: If(batch == 1) one gather; elif batch <= limit, a gather with per-row offsets; else expanded
     index32 = b.op("Reshape", [b.op("Cast", [stored_index], to=TensorProto.INT32),
@@ -371,7 +380,7 @@ def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced:
         rest = expanded
     single = b.op("Equal", [batch, b.const("one", np.array(1, np.int64))])
     b.op("If", [single], out=y, then_branch=branch("one_row", one_row), else_branch=branch("rest", rest))
-    return LayerExport("", "linear", "ell", t.density, sparse_bytes, dense_bytes, ell_max_batch=limit)
+    return LayerExport("", "linear", "ell", t.density, b.stored_bytes(), dense_bytes, ell_max_batch=limit)
 
 
 # -- convolutions ---------------------------------------------------------------------------------------
@@ -384,7 +393,7 @@ def _conv(b: _Builder, layer: SparseConv2d, x: str, y: str, forced: str | None, 
     bias = layer.bias.detach().cpu().numpy().astype(np.float32) if layer.bias is not None else None
     dense_bytes = 4 * (t.n_out * t.n_in * kh * kw + (t.n_out if bias is not None else 0))
     attrs = dict(strides=list(layer.stride), dilations=list(layer.dilation), pads=pads, kernel_shape=[kh, kw])
-    stored_index = b.const("index", index.reshape(-1).astype(_index_dtype(t.n_in)))
+    stored_index = b.const("index", index.astype(_index_dtype(t.n_in)))
     stored_weights = b.const("weights", weights)
     bias_name = [b.const("bias", bias)] if bias is not None else []
     sparse_bytes = b.stored_bytes()
@@ -400,14 +409,16 @@ def _conv(b: _Builder, layer: SparseConv2d, x: str, y: str, forced: str | None, 
 
         # kernel (j, i) sits at j * n_in + i of the [n_out * n_in, kH, kW] stack (i = index[j, slot])
         position = b.op("Add", [b.op("Cast", [stored_index], to=TensorProto.INT64),
-                                b.const("slot_base", np.arange(t.n_out, dtype=np.int64).repeat(kmax) * t.n_in)])
+                                b.const("output_base", np.arange(t.n_out, dtype=np.int64)[:, None] * t.n_in)])
         weight = _dense_weight_from(b, position, stored_weights, t.n_out * t.n_in, (kh, kw),
                                     (t.n_out, t.n_in, kh, kw))
         b.op("Conv", [x, weight, *bias_name], out=y, **attrs)
     else:
         from onnx import TensorProto
 
-        channels = b.op("Gather", [x, b.op("Cast", [stored_index], to=TensorProto.INT64)], axis=1)
+        flat_index = b.op("Reshape", [b.op("Cast", [stored_index], to=TensorProto.INT64),
+                                      b.const("flat", np.array([-1], np.int64))])
+        channels = b.op("Gather", [x, flat_index], axis=1)
         b.op("Conv", [channels, stored_weights, *bias_name], out=y, group=t.n_out, **attrs)
     stored = b.stored_bytes()
     return LayerExport("", "conv2d", form, t.density, stored, dense_bytes)
