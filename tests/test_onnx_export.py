@@ -10,7 +10,7 @@ from sparsetopo import SparsetopoError, build
 from sparsetopo.cli import main
 from sparsetopo.io import dense_equivalent
 from sparsetopo.nn import SparseConv2d, SparseLinear, sparsify
-from sparsetopo.onnx_export import ell_max_batch, export_sparse, padded_by_output, trace_to_onnx
+from sparsetopo.onnx_export import dense_model_bytes, ell_max_batch, export_sparse, padded_by_output, trace_to_onnx
 
 from test_io import cnn, seeded  # the tutorial's network
 
@@ -159,9 +159,11 @@ def test_sparse_file_is_as_small_as_the_connections(tmp_path, density, limit):
 
 
 def test_ell_stops_where_dense_pays():
-    assert ell_max_batch(4096, 4096, 410) == 1 and ell_max_batch(4096, 4096, 82) == 5
-    assert ell_max_batch(4096, 4096, 1229) == 0
-    assert ell_max_batch(1024, 1024, 102) == 0 and ell_max_batch(1024, 1024, 20) == 2  # dense weight in cache
+    assert ell_max_batch(4096, 410, cached=False) == 1 and ell_max_batch(4096, 82, cached=False) == 5
+    assert ell_max_batch(4096, 1229, cached=False) == 0
+    assert ell_max_batch(1024, 102, cached=True) == 0 and ell_max_batch(1024, 20, cached=True) == 2
+    mlp = nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 10))
+    assert dense_model_bytes(sparsify(mlp, "random_regular", k=3, include=["0"])) == 4 * (785 * 1024 + 1025 * 10)
 
 
 def test_bad_requests_are_refused(tmp_path):

@@ -14,7 +14,8 @@ onnxruntime on one thread by ``benchmarks/bench_onnx.py`` (docs/benchmarks.md):
     so every (input, output) pair in the index is distinct. A gather costs about 10 times a
     dense multiply-add in onnxruntime, and the gathered tensor grows with the batch, so this
     form only pays at small batches: up to ``ell_max_batch = floor(ELL_BATCH_WORK * n_in /
-    kmax)`` rows. A larger batch takes the ``expanded`` path below, chosen inside the graph by
+    kmax)`` rows (:func:`ell_max_batch`; a smaller constant where the dense model's weights
+    fit in the cache, which makes the dense MatMul faster). A larger batch takes the ``expanded`` path below, chosen inside the graph by
     an ``If`` on the batch size.
 ``gathered`` (convolutions)
     The input channels feeding each output channel are gathered (``Gather`` on the channel
@@ -26,7 +27,8 @@ onnxruntime on one thread by ``benchmarks/bench_onnx.py`` (docs/benchmarks.md):
     The connections are stored as above, and the dense weight is rebuilt from them inside the
     graph (``ScatterND`` into zeros). onnxruntime folds that constant subgraph once, when the
     session is created, so inference runs the dense ``MatMul`` / ``Conv``: the file stays as
-    small as the connections, the work and the session's memory are the dense layer's. Chosen
+    small as the connections, the work and the session's memory are the dense layer's (the
+    same ``Gemm`` as the dense export). Chosen
     where the dense operator is faster (a layer too dense for ``ell``) and for the large
     batches of an ``ell`` layer.
 ``dense``
@@ -41,7 +43,13 @@ We tried and dropped: onnxruntime's ``SparseToDenseMatMul`` (com.microsoft) need
 tensor *input*, and onnxruntime turns sparse initializers into dense ones when it loads a
 model, so a self-contained file cannot feed it; ``Gather`` on the feature axis (one
 ``memcpy`` per element) was 10 times slower than ``GatherElements``; ``ScatterElements`` with
-``reduction="add"`` (the per-input form) was 3 times slower than ``ell``.
+``reduction="add"`` (the per-input form) was 3 times slower than ``ell``. For the rotating
+constructions the inputs of output ``j`` are ``j - p (mod n_out)`` for the base vector's
+positions ``p``, so the graph can take them as one ``Slice`` of the doubled input per position,
+with no index stored at all (the paper's "handful of numbers"); one node per position made
+that 3 (2%) to 6 (10%) times slower than ``ell`` on a 4096-wide layer, so it is not used.
+Chunking ``ell`` by blocks of outputs (to keep the gathered tensor in cache) and a grouped
+``Conv`` or ``Einsum`` in place of ``Mul`` + ``ReduceSum`` did not help either.
 """
 
 from __future__ import annotations
@@ -69,7 +77,7 @@ from sparsetopo.nn.sparsify import SPARSE_LAYERS
 #: when the dense weight streams from memory, so at batch 1 the sparse form wins below about a
 #: tenth of the dense work (bench_onnx.py: 784-4096-4096-10 MLP) ...
 ELL_BATCH_WORK = 0.12
-#: ... and below about a twentieth when the dense weight fits in the cache (under
+#: ... and below about a twentieth when the dense model's weights fit in the cache (under
 #: ``DENSE_IN_CACHE_BYTES``), where a dense multiply-add costs about 0.1 ns (784-1024-1024-10).
 ELL_BATCH_WORK_CACHED = 0.05
 DENSE_IN_CACHE_BYTES = 16 * 2**20
@@ -291,14 +299,28 @@ def _dense_weight_from(b: _Builder, positions: str, weights_name: str, cells: in
 
 
 # -- linear layers ------------------------------------------------------------------------------------
-def ell_max_batch(n_in: int, n_out: int, kmax: int) -> int:
+def ell_max_batch(n_in: int, kmax: int, cached: bool) -> int:
     """The largest batch for which the ``ell`` form is expected to beat the dense MatMul
-    (0: none); ``kmax`` is the largest in-degree."""
-    work = ELL_BATCH_WORK_CACHED if 4 * n_in * n_out <= DENSE_IN_CACHE_BYTES else ELL_BATCH_WORK
+    (0: none); ``kmax`` is the largest in-degree, ``cached`` whether the dense model's weights
+    fit in the cache (:data:`DENSE_IN_CACHE_BYTES`)."""
+    work = ELL_BATCH_WORK_CACHED if cached else ELL_BATCH_WORK
     return int(math.floor(work * n_in / kmax + 1e-9))
 
 
-def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced: str | None):
+def dense_model_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s float32 weights with every sparse layer counted dense: what one
+    inference of the dense export streams through the cache."""
+    total, sparse_params = 0, set()
+    for module in model.modules():
+        if isinstance(module, SPARSE_LAYERS):
+            t = module.topology
+            kernel = module.kernel_size[0] * module.kernel_size[1] if isinstance(module, SparseConv2d) else 1
+            total += 4 * (t.n_in * t.n_out * kernel + (t.n_out if module.bias is not None else 0))
+            sparse_params |= {id(p) for p in module.parameters()}
+    return total + sum(4 * p.numel() for p in model.parameters() if id(p) not in sparse_params)
+
+
+def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced: str | None, cached: bool):
     from onnx import TensorProto, helper
 
     t = layer.topology
@@ -311,7 +333,7 @@ def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced:
     bias = b.const("bias", layer.bias.detach().cpu().numpy().astype(np.float32)) if layer.bias is not None else None
     sparse_bytes = b.stored_bytes()
     dense_bytes = 4 * (n_in * m + (m if bias else 0))
-    limit = ell_max_batch(n_in, m, kmax) if rank == 2 else 0
+    limit = ell_max_batch(n_in, kmax, cached) if rank == 2 else 0
     note = "" if rank == 2 else f"input of rank {rank}"
     if forced == "ell" and rank != 2:
         raise SparsetopoError(f"the ell form takes a 2-D input (batch, features), not one of rank {rank}")
@@ -320,20 +342,26 @@ def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced:
     def add_bias(nodes, value, out=None):
         return b.op("Add", [value, bias], nodes, out=out) if bias else b.op("Identity", [value], nodes, out=out)
 
+    def dense_product(nodes, weight, out=None):
+        """What torch exports for nn.Linear (weight ``[n_out, n_in]``): one Gemm on a 2-D input,
+        else MatMul and Add; the dense paths thus run the same kernels as the dense export."""
+        if rank == 2:
+            return b.op("Gemm", [x, weight, *([bias] if bias else [])], nodes, out=out, transB=1)
+        return add_bias(nodes, b.op("MatMul", [x, b.op("Transpose", [weight], nodes, perm=[1, 0])], nodes), out)
+
     if form == "dense":
         b.drop_constants()
-        weight = b.const("weight", layer.dense_weight().cpu().numpy().astype(np.float32))
+        weight = b.const("weight", layer.dense_weight().t().contiguous().cpu().numpy().astype(np.float32))
         bias = b.const("bias", layer.bias.detach().cpu().numpy().astype(np.float32)) if layer.bias is not None else None
-        add_bias(None, b.op("MatMul", [x, weight]), out=y)
+        dense_product(None, weight, out=y)
         return LayerExport("", "linear", "dense", t.density, b.stored_bytes(), dense_bytes, note=note)
 
-    # weight[i, j] sits at i * m + j of the flattened [n_in, m] weight (i = index[j, slot])
-    position = b.op("Add", [b.op("Mul", [b.op("Cast", [stored_index], to=TensorProto.INT64),
-                                         b.const("m", np.array(m, np.int64))]),
-                            b.const("output_of_slot", np.arange(m, dtype=np.int64)[:, None])])
-    dense_weight = _dense_weight_from(b, position, stored_weights, n_in * m, (), (n_in, m))
+    # weight[j, i] sits at j * n_in + i of the flattened [n_out, n_in] weight (i = index[j, slot])
+    position = b.op("Add", [b.op("Cast", [stored_index], to=TensorProto.INT64),
+                            b.const("output_base", np.arange(m, dtype=np.int64)[:, None] * n_in)])
+    dense_weight = _dense_weight_from(b, position, stored_weights, m * n_in, (), (m, n_in))
     if form == "expanded":
-        add_bias(None, b.op("MatMul", [x, dense_weight]), out=y)
+        dense_product(None, dense_weight, out=y)
         return LayerExport("", "linear", "expanded", t.density, b.stored_bytes(), dense_bytes, note=note)
 
     # ell: If(batch == 1) one gather; elif batch <= limit, a gather with per-row offsets; else expanded
@@ -368,7 +396,7 @@ def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced:
         return ell_sum(nodes, b.op("GatherElements", [flat_x, flat_index], nodes, axis=1), out)
 
     def expanded(nodes, out):
-        return add_bias(nodes, b.op("MatMul", [x, dense_weight], nodes), out)
+        return dense_product(nodes, dense_weight, out)
 
     batch = b.op("Gather", [b.op("Shape", [x]), b.const("batch_axis", np.array(0, np.int64))], axis=0)
     if limit > 1:
@@ -459,6 +487,7 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
     with torch.no_grad():
         proto = trace_to_onnx(traced_model, example_input, opset, custom_opsets={DOMAIN: 1})
     by_key = dict(enumerate(holders))
+    cached = dense_model_bytes(model) <= DENSE_IN_CACHE_BYTES
     graph = proto.graph
     nodes, summary = [], []
     for node in graph.node:
@@ -469,7 +498,7 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
         name, holder = by_key[key]
         builder = _Builder(f"sparse/{name or 'model'}")
         if isinstance(holder.layer, SparseLinear):
-            row = _linear(builder, holder.layer, node.input[0], node.output[0], holder.rank, forms.get(name))
+            row = _linear(builder, holder.layer, node.input[0], node.output[0], holder.rank, forms.get(name), cached)
         else:
             row = _conv(builder, holder.layer, node.input[0], node.output[0], forms.get(name),
                         _conv_pads(holder.layer))
