@@ -119,6 +119,13 @@ def test_a_linear_layer_on_a_sequence_is_expanded(tmp_path):
     assert_matches(model, result.path, (7, 50), batches=(1, 3))
 
 
+def test_a_model_without_sparse_layers_exports_silently(tmp_path, capfd):
+    model = moved(nn.Sequential(nn.Linear(5, 3), nn.ReLU()))
+    result = sparsetopo.export_onnx(model, tmp_path / "plain.onnx", input_shape=(1, 5))
+    assert result.layers == () and capfd.readouterr() == ("", "")
+    assert_matches(model, result.path, (5,), batches=(1, 3))
+
+
 def test_padded_by_output_lists_each_outputs_inputs():
     t = build("random_edge", 30, 12, 3, seed=1)
     values = np.arange(t.nnz, dtype=np.float32) + 1

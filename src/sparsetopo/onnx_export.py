@@ -15,8 +15,8 @@ onnxruntime on one thread by ``benchmarks/bench_onnx.py`` (docs/benchmarks.md):
     dense multiply-add in onnxruntime, and the gathered tensor grows with the batch, so this
     form only pays at small batches: up to ``ell_max_batch = floor(ELL_BATCH_WORK * n_in /
     kmax)`` rows (:func:`ell_max_batch`; a smaller constant where the dense model's weights
-    fit in the cache, which makes the dense MatMul faster). A larger batch takes the ``expanded`` path below, chosen inside the graph by
-    an ``If`` on the batch size.
+    fit in the cache, which makes the dense MatMul faster). A larger batch takes the
+    ``expanded`` path below, chosen inside the graph by an ``If`` on the batch size.
 ``gathered`` (convolutions)
     The input channels feeding each output channel are gathered (``Gather`` on the channel
     axis, whole feature maps at a time) and one grouped ``Conv`` (``group = out_channels``)
@@ -189,7 +189,7 @@ class _Placeholder(nn.Module):
         return out
 
 
-def _with_placeholders(model: nn.Module) -> tuple[nn.Module, list[tuple[str, _Placeholder]]]:
+def _with_placeholders(model: nn.Module) -> tuple[nn.Module, list[tuple[str, _Spec]]]:
     """A CPU eval-mode copy of ``model`` with every sparse layer (each once, by its canonical
     name) replaced by a :class:`_Placeholder`."""
     copied = copy.deepcopy(model).cpu().eval()
@@ -485,7 +485,9 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
         raise SparsetopoError(f"forms names {sorted(unknown)}, not sparse layers of the model "
                               f"({', '.join(name for name, _ in holders) or 'none'})")
     with torch.no_grad():
-        proto = trace_to_onnx(traced_model, example_input, opset, custom_opsets={DOMAIN: 1})
+        # the domain only when used: torch's C++ side warns (on stderr) about an unused one
+        extra = {"custom_opsets": {DOMAIN: 1}} if holders else {}
+        proto = trace_to_onnx(traced_model, example_input, opset, **extra)
     by_key = dict(enumerate(holders))
     cached = dense_model_bytes(model) <= DENSE_IN_CACHE_BYTES
     graph = proto.graph
