@@ -139,7 +139,8 @@ def test_padded_by_output_lists_each_outputs_inputs():
 
 
 def test_dense_true_gives_the_dense_graph_of_before(tmp_path):
-    model = moved(sparsify(seeded(0, cnn), "random_regular", density=0.25, seed=0, include=["features.3", "classifier"]))
+    model = moved(sparsify(seeded(0, cnn), "random_regular", density=0.25, seed=0,
+                           include=["features.3", "classifier"]))
     result = sparsetopo.export_onnx(model, tmp_path / "dense.onnx", input_shape=(1, 1, 28, 28), dense=True)
     before = trace_to_onnx(dense_equivalent(model).cpu().eval(), torch.zeros(1, 1, 28, 28), 17)
     assert onnx.load(str(result.path)).graph == before.graph
