@@ -73,8 +73,8 @@ def capital(text: str) -> str:
 
 
 def higher_is_better(key: str) -> bool:
-    """Speedups and fractions of a peak have targets from below; everything else from above."""
-    return "speedup" in key or "fraction" in key
+    """Speedups, throughputs and fractions of a peak have targets from below; everything else from above."""
+    return "speedup" in key or "fraction" in key or "throughput" in key
 
 
 def target_text(key: str, target, fmt=None) -> str:
@@ -302,8 +302,38 @@ def bench_layer_kernels(r: dict) -> list[str]:
     return lines
 
 
+def bench_onnx(r: dict) -> list[str]:
+    """Sparse against dense ONNX export in onnxruntime: file size, batch-1 latency, batch-256 throughput."""
+    lines = [f"{capital(r['benchmark'])} (onnxruntime {r.get('onnxruntime', 'n/a')}). Per model and density: "
+             "the sparse file's bytes / the dense file's, the sparse file's batch-1 seconds / the dense file's, "
+             "and its batch-256 rows per second / the dense file's (above 1: faster), measured in the same run; "
+             "then the form each sparse layer got.", ""]
+    rows = []
+    for case, c in r["cases"].items():
+        forms = "; ".join(f"{layer['name']}: {_form(layer)}" for layer in c["layers"])
+        rows.append([case, f"{c['file_bytes']['sparse']:,} / {c['file_bytes']['dense']:,}", num(c["file_ratio"]),
+                     f"{ms(c['seconds']['1']['sparse'])} / {ms(c['seconds']['1']['dense'])}",
+                     num(c["latency_ratio_batch1"]), num(c["throughput_ratio_batch256"]), forms])
+    lines += table(["model, density", "file bytes sparse / dense", "file ratio", "batch 1 sparse / dense",
+                    "batch-1 time ratio", "batch-256 throughput ratio", "forms"], rows)
+    targets = r.get("targets", {})
+    if targets:
+        lines += ["", "Targets:", ""]
+        lines += table(["measure, model, density", "value", "target", "met"],
+                       [[key, num(value), target_text(key, targets[key]), met(key, value, targets[key])]
+                        for key, value in r["measured"].items()])
+    return lines
+
+
+def _form(layer: dict) -> str:
+    if layer["form"] == "ell":
+        return f"ell to batch {layer['ell_max_batch']}"
+    return layer["form"]
+
+
 RENDERERS = {"bench_layers": bench_layers, "bench_epoch": bench_epoch, "bench_spectral": bench_spectral,
-             "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels}
+             "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels,
+             "bench_onnx": bench_onnx}
 
 
 # -- the page ------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def files(model, side: int, x_probe, workdir: Path, tag: str) -> dict:
         same = bool(torch.equal(model(x_probe), loaded(x_probe)))
     out = {"safetensors_bytes": path.stat().st_size, "load_identical": same}
     try:
-        onnx_path = sparsetopo.export_onnx(loaded, workdir / f"{tag}.onnx", input_shape=(1, 1, side, side))
+        onnx_path = sparsetopo.export_onnx(loaded, workdir / f"{tag}.onnx", input_shape=(1, 1, side, side)).path
         out["onnx_bytes"] = onnx_path.stat().st_size
         from sparsetopo.io import onnx_difference
 

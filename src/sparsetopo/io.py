@@ -19,9 +19,9 @@ layers and common parameter-free or standard torch layers: :data:`REBUILDABLE`);
 ``load(path)`` needs nothing else. For any other model, pass a freshly constructed instance
 of its (dense) architecture: ``load(path, model=MyNet())``.
 
-:func:`export_onnx` writes an ONNX graph for inference (onnxruntime, mobile runtimes): each
-sparse layer becomes the dense operator with its pruned weights as zeros, which every runtime
-executes; the compact form is the safetensors file.
+:func:`export_onnx` writes an ONNX graph for inference (onnxruntime, mobile runtimes) in which
+each sparse layer takes a form whose bytes follow its connections (:mod:`sparsetopo.onnx_export`),
+or, with ``dense=True``, the dense operator with its pruned weights as zeros.
 
 safetensors, onnx and onnxruntime are optional: ``pip install 'sparsetopo[io]'``.
 """
@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import warnings
+import os
 from pathlib import Path
 
 import torch
@@ -520,13 +520,21 @@ def dense_equivalent(model: nn.Module) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torch.Tensor | None = None,
-                opset: int = 17) -> Path:
+                opset: int = 17, dense: bool = False):
     """Write ``model`` as an ONNX graph that onnxruntime runs with the same outputs.
 
     Give the shape of one input batch (``input_shape``) or an example input; the batch
-    dimension is exported as dynamic. The model runs in eval mode (no dropout). Returns the path.
+    dimension is exported as dynamic. The model runs in eval mode (no dropout). Each sparse
+    layer is written in a form whose bytes and work follow its connections
+    (:mod:`sparsetopo.onnx_export`); ``dense=True`` writes the dense equivalent instead (pruned
+    weights as zeros), which any runtime and opset runs.
+
+    Returns a :class:`sparsetopo.onnx_export.OnnxExport`: ``.path`` (also its ``os.fspath``)
+    and ``.layers``, per sparse layer the form chosen, its bytes and the dense layer's bytes.
     """
-    _require("onnx", "sparsetopo.export_onnx")
+    from sparsetopo.onnx_export import dense_summary, export_sparse, trace_to_onnx
+
+    onnx = _require("onnx", "sparsetopo.export_onnx")
     if example_input is None:
         if input_shape is None:
             raise SparsetopoError("export_onnx needs input_shape (e.g. (1, 1, 28, 28)) or example_input")
@@ -534,15 +542,12 @@ def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torc
         param = next(model.parameters(), None)
         example_input = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32)
     check_export_arguments(model, example_input, opset, "input_shape" if input_shape is not None else "example_input")
-    dense = dense_equivalent(model).cpu().eval()
-    kwargs = dict(input_names=["input"], output_names=["output"], opset_version=opset,
-                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
-        kwargs["dynamo"] = False  # the TorchScript exporter: no onnxscript needed, same graph every time
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch announces its newer exporter; the library never prints
-        torch.onnx.export(dense, (example_input.cpu(),), str(tmp), **kwargs)
-    return Path(path)
+    if not dense:
+        return export_sparse(model, path, example_input, opset)
+    proto = trace_to_onnx(dense_equivalent(model).cpu().eval(), example_input, opset)
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return dense_summary(model, path)
 
 
 def onnx_opsets() -> tuple[int, int]:
@@ -581,7 +586,7 @@ def onnx_difference(model: nn.Module, path, example_input: torch.Tensor) -> floa
     """Largest absolute difference between ``model`` (eval mode, no gradient) and the ONNX file
     ``path`` run by onnxruntime's CPU provider on ``example_input``."""
     ort = _require("onnxruntime", "checking an ONNX export")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     was_training = model.training
     model.eval()
     try:
