@@ -288,6 +288,7 @@ ROWS = [
     ("load unknown backend", lambda tmp_path: load(saved(tmp_path)[0], backend="gpu"), "'gpu'"),
     ("load float64 as sparse", lambda tmp_path: load(saved(tmp_path, dtype=torch.float64)[0], backend="sparse"),
      "float64"),
+    ("load unknown device", lambda tmp_path: load(saved(tmp_path)[0], device="tpu9"), "device='tpu9'"),
     ("load float64", round_trip(torch.float64), None),
     ("load float64 into a given model", round_trip(torch.float64, model_arg=True), None),
     ("load as masked", round_trip(backend="masked"), None),

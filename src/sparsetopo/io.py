@@ -347,7 +347,12 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
     st = _require("safetensors.torch", "sparsetopo.load")
     info = read_metadata(path)
     layers = info["layers"]
-    target = torch.device(device if device is not None else "cpu")
+    try:
+        target = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError):
+        raise SparsetopoError(f"device={device!r} is not a torch device: use 'cpu', 'cuda' or 'cuda:N'") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise SparsetopoError(f"device={device!r} but this torch sees no CUDA GPU: use device='cpu'")
     if target.type != "cpu" and backend in (None, "auto"):
         backend = "masked"
     if backend is not None and backend not in BACKENDS:

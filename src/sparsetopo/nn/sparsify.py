@@ -73,7 +73,14 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     SparsetopoError naming the layer and the value: both or neither of density and k, a
     density that rounds to k = 0, a k larger than a layer's outputs, an include or exclude
     entry that matches no layer, a convolution with groups > 1, a sparse backend for a layer
-    off CPU or not float32.
+    off CPU or not float32, a layer whose weight is tied to another module's (both named), a
+    parametrized layer (weight_norm and the like).
+
+    A frozen layer (``requires_grad=False``) stays frozen. Inside ``nn.TransformerEncoderLayer``
+    and ``nn.TransformerEncoder`` torch's fused inference kernels, which read ``linear1.weight``
+    as a dense matrix, are made to decline (:func:`decline_fused_paths`), so eval mode computes
+    the sparse layers; ``nn.MultiheadAttention``'s ``out_proj`` is read by its owner's
+    functional code and stays dense.
     """
     get_construction(construction)
     if (density is None) == (k is None):
