@@ -31,13 +31,16 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.bar = None
         self.started = time.perf_counter()
+        self.run_seconds, self.runs = 0.0, 0   # core-seconds of the runs finished, for the ETA on CPUs
 
     def __enter__(self) -> "Progress":
         return self
 
-    def update(self, done: int, total: int | None = None, postfix: str = "", line: str | None = None) -> None:
+    def update(self, done: int, total: int | None = None, postfix: str = "", line: str | None = None,
+               eta: float | None = None) -> None:
         """``done`` of ``total`` steps are finished; ``postfix`` shows beside the bar, ``line``
-        (default ``postfix``) is what a non-terminal gets."""
+        (default ``postfix``) is what a non-terminal gets; ``eta`` (seconds) replaces the one
+        from the elapsed time."""
         total = total if total is not None else self.total
         if self.tty:
             if self.bar is None:
@@ -50,7 +53,8 @@ class Progress:
         if not self.lines:
             return
         elapsed = time.perf_counter() - self.started
-        eta = elapsed / done * (total - done) if done and total else None
+        if eta is None and done and total:
+            eta = elapsed / done * (total - done)
         click.echo(f"[{done}/{total}] {line if line is not None else postfix}"
                    + (f", ETA {duration(eta)}" if eta is not None else ""), err=True)
 
@@ -77,7 +81,15 @@ class Progress:
             line = f"{event.status} {event.run_id} {what}: {_clip(last, 200)}"
         else:
             line = f"{event.status} {event.run_id} {what}: accuracy {event.test_accuracy:.4f} ({event.seconds:.1f} s)"
-        self.update(event.done, event.total, postfix, line)
+            self.run_seconds += event.seconds or 0.0
+            self.runs += 1
+        eta = None
+        if event.cpus:   # the CPUs in use now: runs left x core-seconds a run / CPUs
+            postfix += f", {event.cpus} CPUs"
+            line += f", {event.cpus} CPUs in use"
+            if self.runs:
+                eta = (event.total - event.done) * self.run_seconds / self.runs / event.cpus
+        self.update(event.done, event.total, postfix, line, eta=eta)
 
     def on_epoch(self, record) -> None:
         """``on_epoch`` for :func:`sparsetopo.train.train`: one update per finished epoch."""

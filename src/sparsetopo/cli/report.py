@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from sparsetopo.cli.app import app
+from sparsetopo.cli.cluster import ADDRESS, check_address_flag, cluster_faults
 from sparsetopo.cli.progress import Progress, stage, step
 
 EXECUTOR_NAMES = {"inline": "inline", "local": "process", "process": "process", "ray": "ray"}
@@ -58,7 +59,7 @@ Examples:
   # the bundled digits, offline, a few minutes on 2 cores
   sparsetopo reproduce --preset quick --out quick-report
   # the paper's grid on MNIST (about 3000 networks: use many workers or Ray)
-  sparsetopo reproduce --preset paper --out paper-report --executor ray
+  sparsetopo reproduce --preset paper --out paper-report --executor ray --address head:6379
   # interrupted? the same command resumes: stored runs are never trained again
 """,
 )
@@ -70,9 +71,11 @@ Examples:
               help="Folder for sweep.sqlite and the report (default: PRESET-report).")
 @click.option("--executor", type=click.Choice(["inline", "process", "ray", "local"]), default="process",
               show_default=True, help="This process, local processes (as in 'sweep run'; 'local' is the same), or Ray.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel workers (default: all cores).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parallel workers (default: all cores; on a Ray cluster, every CPU of it).")
+@ADDRESS
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap intervals.")
-def reproduce_command(preset, dataset, data_dir, out, executor, workers, seed):
+def reproduce_command(preset, dataset, data_dir, out, executor, workers, address, seed):
     """Run (or resume) a preset sweep into OUT/sweep.sqlite, then write the report into OUT.
 
     The report checks the paper's claims C1..C8 against the runs, remakes Figures 2-6, and
@@ -80,9 +83,10 @@ def reproduce_command(preset, dataset, data_dir, out, executor, workers, seed):
     """
     from sparsetopo.report import reproduce
 
-    with Progress("run", desc="training") as progress:
+    check_address_flag(EXECUTOR_NAMES[executor], address)
+    with Progress("run", desc="training") as progress, cluster_faults():
         done = reproduce(preset, out, dataset=dataset, data_dir=data_dir, executor=EXECUTOR_NAMES[executor],
-                         workers=workers, seed=seed, on_result=progress.on_run, on_step=stage)
+                         workers=workers, address=address, seed=seed, on_result=progress.on_run, on_step=stage)
     sweep = done.sweep
     click.echo(f"{done.name}: {sweep.stored} runs trained, {sweep.skipped} already stored, "
                f"{sweep.failed} failed ({done.train_seconds:.0f} s) -> {done.db}")

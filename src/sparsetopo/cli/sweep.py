@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from sparsetopo.cli.app import app
+from sparsetopo.cli.cluster import ADDRESS, check_address_flag, cluster_faults
 from sparsetopo.cli.progress import Progress, duration
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.runner import HUGE_RUNS
@@ -42,8 +43,8 @@ Examples:
   sparsetopo sweep run quick --db quick.sqlite
   # your own spec on 8 local processes, 4 runs per task
   sparsetopo sweep run my_grid.toml --db my_grid.sqlite --workers 8 --chunk-size 4
-  # the paper's grid on a Ray cluster
-  sparsetopo sweep run paper --db paper.sqlite --executor ray --address ray://head:10001
+  # the paper's grid on a Ray cluster, every CPU of it (from a node, or ray://head:10001)
+  sparsetopo sweep run paper --db paper.sqlite --executor ray --address head:6379
   # in-process, for debugging
   sparsetopo sweep run my_grid.toml --db debug.sqlite --executor inline
 """,
@@ -53,8 +54,9 @@ Examples:
 @click.option("--executor", type=click.Choice(["process", "inline", "ray"]), default="process", show_default=True,
               help="Local processes, this process (debugging) or Ray.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Parallel workers (default: all cores); Ray's num_cpus for a local Ray.")
-@click.option("--address", default=None, help="Ray cluster address (with --executor ray); default: start a local Ray.")
+              help="Parallel workers (default: all cores); Ray's num_cpus for a local Ray; on a Ray cluster the "
+                   "most tasks at once (default: every CPU of the cluster, nodes that join included).")
+@ADDRESS
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
               help="Runs per task (default: sized so a task lasts a few seconds).")
 @click.option("--no-population", "no_population", is_flag=True,
@@ -84,9 +86,8 @@ def run_command(spec, db, executor, workers, address, chunk_size, no_population,
         click.echo(f"{parsed.name}: {len(configs)} runs in {len(parsed.blocks)} blocks "
                    f"({', '.join(name for name, _ in parsed.blocks)}); nothing trained")
         return
-    if address is not None and executor != "ray":
-        raise SparsetopoError("--address is for --executor ray: add --executor ray or drop --address")
-    with Progress("run") as progress:
+    check_address_flag(executor, address)
+    with Progress("run") as progress, cluster_faults():
         summary = run_sweep(parsed, db, executor=executor, workers=workers, address=address,
                             chunk_size=chunk_size, population=not no_population, measures=not no_measures,
                             max_attempts=max_attempts, retry_failed=retry_failed, data_dir=data_dir,
@@ -122,8 +123,9 @@ def status_command(db, as_json):
         click.echo(json.dumps(info))
         return
     eta = "unknown" if info["eta_seconds"] is None else duration(info["eta_seconds"])
+    cpus = f" on {info['workers']} CPUs" if info.get("workers") else ""
     click.echo(f"{name}: {info['done']} done, {info['failed']} failed, {info['remaining']} remaining "
-               f"of {info['planned']} planned; ETA {eta}")
+               f"of {info['planned']} planned; ETA {eta}{cpus}")
     for rid, attempts, error in errors:
         last = (error or "").strip().splitlines()[-1:] or [""]
         click.echo(f"  failed {rid} after {attempts} attempt(s): {last[0]}")

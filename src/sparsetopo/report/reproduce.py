@@ -37,7 +37,7 @@ class ReproduceSummary:
 
 
 def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, data_dir=None,
-              executor: str = "process", workers: int | None = None, seed: int = 0,
+              executor: str = "process", workers: int | None = None, address: str | None = None, seed: int = 0,
               on_result: Callable | None = None, on_step: Callable[[str], None] | None = None) -> ReproduceSummary:
     """Run (or resume) preset ``preset`` into ``out/sweep.sqlite`` and write its report into ``out``.
 
@@ -47,7 +47,8 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
     out : the output folder (default ``PRESET-report``); created if missing.
     dataset : train on this data set instead of the preset's (recorded as a departure).
     data_dir : folder holding IDX files of mnist / fashion-mnist.
-    executor, workers : as :func:`sparsetopo.sweep.run_sweep` (default: local processes, all cores).
+    executor, workers, address : as :func:`sparsetopo.sweep.run_sweep` (default: local processes,
+        all cores; ``address`` a Ray cluster, default ``RAY_ADDRESS``).
     seed : seeds the report's bootstrap intervals.
     on_result : per finished run, :class:`sparsetopo.sweep.RunEvent` (progress display).
     on_step : called with a short label before each later stage.
@@ -70,19 +71,26 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
         spec = dataclasses.replace(spec, protocol={**spec.protocol, "dataset": dataset},
                                    departures=(*spec.departures, f"Data set {dataset!r} chosen with --dataset."))
     out = Path(out) if out is not None else Path(f"{preset}-report")
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     db = out / "sweep.sqlite"
     started = time.perf_counter()
     try:
-        sweep = run_sweep(spec, db, executor=executor, workers=workers, data_dir=data_dir, on_result=on_result)
-    except OtherSweepError:  # the runner's advice names sweep run's --add, which reproduce has not
-        raise SparsetopoError(f"{db} holds the runs of another sweep, not of preset {preset!r}"
-                              f"{' on ' + dataset if dataset else ''}: choose another --out for this "
-                              "reproduction") from None
-    except HugeGridError as exc:  # ... and --yes: start so big a grid as a sweep, then report on it
-        raise SparsetopoError(f"{str(exc).split(':')[0]}: run it as a sweep, 'sparsetopo sweep run {preset} --db "
-                              f"{db} --yes' (more --workers or --executor ray shorten it), then "
-                              f"'sparsetopo report --db {db} --out {out}'") from None
+        try:
+            sweep = run_sweep(spec, db, executor=executor, workers=workers, address=address, data_dir=data_dir,
+                              on_result=on_result)
+        except OtherSweepError:  # the runner's advice names sweep run's --add, which reproduce has not
+            raise SparsetopoError(f"{db} holds the runs of another sweep, not of preset {preset!r}"
+                                  f"{' on ' + dataset if dataset else ''}: choose another --out for this "
+                                  "reproduction") from None
+        except HugeGridError as exc:  # ... and --yes: start so big a grid as a sweep, then report on it
+            raise SparsetopoError(f"{str(exc).split(':')[0]}: run it as a sweep, 'sparsetopo sweep run {preset} "
+                                  f"--db {db} --yes' (more --workers or --executor ray shorten it), then "
+                                  f"'sparsetopo report --db {db} --out {out}'") from None
+    except BaseException:
+        if made and not any(out.iterdir()):   # refused before the store (a cluster out of reach): leave nothing
+            out.rmdir()
+        raise
     trained = time.perf_counter() - started
     step("timing one epoch per backend and density, one network at a time")
     timings = measure_epoch_times(db, data_dir=data_dir)

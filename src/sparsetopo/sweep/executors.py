@@ -5,8 +5,10 @@
   breakpoints and tracebacks work as usual).
 * :class:`ProcessExecutor` is a local process pool (``forkserver`` start method: no inherited
   torch thread state) whose workers use one torch thread each and exit if the coordinator dies.
-* :class:`RayExecutor` sends each call as a Ray task to a cluster (``address``) or to a local
-  instance it starts; tasks return plain dicts.
+* :class:`RayExecutor` sends each call as a Ray task to a cluster (``address``, checked first
+  by :mod:`sparsetopo.sweep.cluster`) or to a local instance it starts; tasks return plain
+  dicts. Its :meth:`~RayExecutor.slots` follows the cluster's CPUs, :meth:`~RayExecutor.share`
+  puts the data in the object store once, :meth:`~RayExecutor.check` watches the head.
 
 ``make_executor(kind, workers, address)`` picks one by name.
 """
@@ -25,8 +27,8 @@ from pathlib import Path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.worker import init_worker
 
-__all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor", "RayExecutor", "check_executor", "default_workers",
-           "make_executor"]
+__all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor", "RayExecutor", "Shared", "check_executor",
+           "default_workers", "make_executor"]
 
 
 def default_workers() -> int:
@@ -158,44 +160,114 @@ def _start_forkserver() -> None:
         forkserver.ensure_running()
 
 
+_SHARED: dict = {}   # object id -> value, per Ray worker process (see RayExecutor.share)
+
+
+class Shared:
+    """A value the coordinator put in Ray's object store once; a task gets it by :func:`_resolve`."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+
+def _resolve(value):
+    if not isinstance(value, Shared):
+        return value
+    key = value.ref.hex()
+    if key not in _SHARED:
+        import ray
+
+        _SHARED[key] = ray.get(value.ref)
+    return _SHARED[key]
+
+
 def _ray_call(fn, args, kwargs):
     init_worker()
-    return fn(*args, **kwargs)
+    return fn(*args, **{name: _resolve(value) for name, value in kwargs.items()})
 
 
 class RayExecutor(Executor):
     """Ray tasks behind the Executor interface.
 
-    address : a running cluster's address (``ray.init(address=...)``); None starts a local
-        instance with ``num_cpus=workers``. An already initialised Ray is used as it is and
-        left running at shutdown.
+    address : a running cluster's address (``host:port``, ``ray://host:port`` or ``auto``);
+        default ``RAY_ADDRESS``; None starts a local instance with ``num_cpus=workers``. The
+        address is checked before anything else (:func:`sparsetopo.sweep.cluster.connect`). An
+        already initialised Ray is used as it is and left running at shutdown.
+    workers : on a cluster, the most tasks in flight (default: every CPU of the cluster, read
+        again while the sweep runs, so nodes that join are used; see :meth:`slots`).
+
     Each task asks for one CPU; Ray's own retries are off (``max_retries=0``) so that the
-    runner counts every attempt itself.
+    runner counts every attempt itself. :meth:`share` puts a value (the data sets) in Ray's
+    object store once; each worker process fetches it once.
     """
 
+    REFRESH_SECONDS = 5.0   # how often the cluster's CPUs are read again
+
     def __init__(self, workers: int | None = None, address: str | None = None):
+        from sparsetopo.sweep.cluster import HeadWatch, connect, resolve_address
+
         try:
             import ray
         except ImportError:
             raise SparsetopoError("--executor ray needs Ray: pip install 'sparsetopo[ray]'") from None
         self.ray = ray
         self.owned = False
+        self.cap = workers
+        self.address = resolve_address(address)
         if not ray.is_initialized():
-            options = {"include_dashboard": False, "log_to_driver": False}
-            if address is None:
-                options["num_cpus"] = workers or default_workers()
-            ray.init(address=address, **options)
+            connect(self.address, num_cpus=workers or default_workers())
             self.owned = True
-        self.workers = workers or int(ray.cluster_resources().get("CPU", 1))
+        self.watch = None
+        if self.address is not None and self.owned:
+            watched = self.address
+            if not watched.startswith("ray://"):
+                watched = ray.get_runtime_context().gcs_address or watched
+            self.watch = HeadWatch(watched)
+        self.in_flight: dict = {}   # Future -> ObjectRef, to cancel on an interrupt
+        self.cpus, self.read_at = 0, -self.REFRESH_SECONDS
+        self.workers = self.slots()
         self.remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
 
+    def slots(self) -> int:
+        """How many tasks may run now: the cluster's CPUs (read again every few seconds), at
+        most ``workers`` when it was given."""
+        now = time.monotonic()
+        if now - self.read_at >= self.REFRESH_SECONDS and (self.watch is None or self.watch.up):
+            self.read_at = now
+            self.cpus = int(self.ray.cluster_resources().get("CPU", 0)) or self.cpus or 1
+        return max(1, min(self.cpus, self.cap or self.cpus))
+
+    def check(self) -> None:
+        """Raise ClusterLost once the head has not answered for a while."""
+        if self.watch is not None:
+            self.watch.check()
+
+    def share(self, value) -> Shared:
+        return Shared(self.ray.put(value))
+
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        return self.remote.remote(fn, args, kwargs).future()
+        ref = self.remote.remote(fn, args, kwargs)
+        future = ref.future()
+        self.in_flight[future] = ref
+        future.add_done_callback(lambda done: self.in_flight.pop(done, None))
+        return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
             self.owned = False
+
+    def terminate(self) -> None:
+        """Stop now (an interrupt, a lost head): cancel the tasks in flight so that the
+        cluster's CPUs are free again, and leave (a local Ray stops with its driver)."""
+        if self.watch is None or self.watch.up:
+            for ref in list(self.in_flight.values()):
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - finished meanwhile, or the cluster is gone
+                    pass
+            self.shutdown()
+        # with the head gone, ray.shutdown would wait for it: the process's exit ends the driver
 
 
 EXECUTORS = {"inline": InlineExecutor, "process": ProcessExecutor, "ray": RayExecutor}

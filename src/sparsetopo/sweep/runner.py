@@ -24,10 +24,11 @@ from typing import Callable, Sequence
 
 from sparsetopo.data import dataset_shape, prepare_dataset
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.sweep.executors import check_executor, default_workers, make_executor
+from sparsetopo.sweep.cluster import ClusterLost
+from sparsetopo.sweep.executors import ProcessExecutor, check_executor, make_executor
 from sparsetopo.sweep.spec import SweepSpec, expand_recipes, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
-from sparsetopo.sweep.worker import run_chunk
+from sparsetopo.sweep.worker import code_version, run_chunk
 from sparsetopo.train import TrainConfig, population_key
 from sparsetopo.train.loop import training_device
 
@@ -39,6 +40,7 @@ HUGE_SECONDS = 7 * 24 * 3600  # one projected beyond a week, starts only with al
 # A task (chunk) is one population: networks that share population_key, trained together.
 TASK_MEMBERS = 8           # networks per task at most: a task's runs are stored when it ends
 TASK_BYTES = 512 << 20     # and its networks' arrays (weights, buffers, index) at most this
+WAIT_SECONDS = 2.0         # the coordinator looks at its executor (a cluster's CPUs, its head) this often
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class RunEvent:
     total: int
     error: str | None = None
     worker: str | None = None  # host:pid that trained it
+    cpus: int | None = None    # CPUs the sweep uses now (tasks in flight at most)
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,12 @@ def run_sweep(
         TrainConfigs.
     executor : ``"inline"``, ``"process"``, ``"ray"`` or an Executor instance (not shut down
         here; a broken one is not replaced).
-    workers : parallel workers (default: all cores); sizes the process pool or Ray's CPUs.
-    address : Ray cluster address (``executor="ray"``); None starts a local Ray.
+    workers : parallel workers (default: all cores); sizes the process pool or a local Ray.
+        On a Ray cluster, the most tasks in flight; by default every CPU of the cluster, read
+        again while the sweep runs (nodes that join are used).
+    address : Ray cluster address (``executor="ray"``); default ``RAY_ADDRESS``, else a local
+        Ray. The cluster is reached and checked before the store is created: an unusable
+        address raises :class:`sparsetopo.sweep.cluster.ClusterError` and leaves no file.
     chunk_size : runs per task; default sized by memory and workers (:func:`make_chunks`).
     population : train runs sharing :func:`sparsetopo.train.population_key` together.
     measures : compute graph measures (when :mod:`sparsetopo.spectral` is available).
@@ -160,8 +167,9 @@ def run_sweep(
     Nothing is created before the executor's package, the spec and the data sets are known
     to be usable. A run failing with a SparsetopoError (missing or corrupt data, bad input) is
     not retried; if no run has succeeded yet the sweep stops with that error. On an
-    interrupt (KeyboardInterrupt) the workers are killed at once; stored runs stay stored
-    and the next call resumes.
+    interrupt (KeyboardInterrupt) the workers are killed at once (a cluster's tasks are
+    cancelled); stored runs stay stored and the next call resumes. A cluster whose head stops
+    answering ends the call with :class:`sparsetopo.sweep.cluster.ClusterLost`.
     """
     started = time.perf_counter()
     if max_attempts < 1:
@@ -183,16 +191,6 @@ def run_sweep(
             if not isinstance(config, TrainConfig):
                 raise SparsetopoError(f"configs[{i}] is a {type(config).__name__}, not a TrainConfig")
     owned = isinstance(executor, str)
-    if workers is None:
-        workers = getattr(executor, "workers", None) if not owned else None
-        workers = workers or (1 if executor == "inline" else default_workers())
-    if not allow_huge:
-        projected = projected_seconds(configs, workers, data_dir)
-        if len(configs) > HUGE_RUNS or projected > HUGE_SECONDS:
-            raise HugeGridError(
-                f"{spec['name'] if spec else 'the grid'} has {len(configs):,} runs, projected at "
-                f"{projected / 3600:,.0f} h on {workers} workers: check the spec (sweep run --dry-run), "
-                f"or add --yes (allow_huge=True) to start it")
     ids = [run_id(c) for c in configs]
     by_id = dict(zip(ids, configs))
     for name in sorted({c.dataset for c in configs}):
@@ -200,31 +198,64 @@ def run_sweep(
     if executor in ("process", "inline"):  # local runs compute here: a device this machine lacks fails them all
         for config in {c.device: c for c in configs}.values():
             training_device(config)
+    # Reach the workers (a cluster: connected and checked) before the store exists.
+    pools = [make_executor(executor, workers, address) if owned else executor]
+    replace = lambda cap=workers: make_executor(executor, cap, address)  # noqa: E731 - after a pool broke
+    if workers is None:
+        workers = getattr(pools[0], "workers", None) or 1
+    try:
+        if not allow_huge:
+            projected = projected_seconds(configs, workers, data_dir)
+            if len(configs) > HUGE_RUNS or projected > HUGE_SECONDS:
+                raise HugeGridError(
+                    f"{spec['name'] if spec else 'the grid'} has {len(configs):,} runs, projected at "
+                    f"{projected / 3600:,.0f} h on {workers} workers: check the spec (sweep run --dry-run), "
+                    f"or add --yes (allow_huge=True) to start it")
+        if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:  # refuse before changing anything
+            with SweepStore(db_path, readonly=True) as existing:
+                specs = _specs_after(existing.meta(), spec, add, existing.path)
+        else:
+            specs = None if spec is None else [spec]
+        with SweepStore(db_path) as store:
+            if specs is not None:
+                store.set_meta("specs", specs)
+            known = store.meta()
+            first = {k: v for k, v in meta.items() if k not in known}  # the store's first spec stays its name
+            store.plan([(rid, c.to_dict()) for rid, c in by_id.items()], {**first, "workers": workers})
+            done = store.done_ids()
+            attempts = store.failed_attempts()
+            todo = [c for rid, c in by_id.items()
+                    if rid not in done and (retry_failed or attempts.get(rid, 0) < max_attempts)]
+            state = _State(store, by_id, max_attempts, on_result, total=len(todo), recipes=recipes)
+            if todo:
+                options = dict(data_dir=None if data_dir is None else str(data_dir), population=population,
+                               measures=measures, version=code_version())
+                share = getattr(pools[0], "share", None)
+                if share is not None:   # a cluster: the data travel with the sweep, loaded here once
+                    from sparsetopo.data import load_dataset
 
-    if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:  # refuse before changing anything
-        with SweepStore(db_path, readonly=True) as existing:
-            specs = _specs_after(existing.meta(), spec, add, existing.path)
+                    options["datasets"] = share({name: load_dataset(name, data_dir=data_dir)
+                                                 for name in sorted({c.dataset for c in todo})})
+                    options["data_dir"] = None
+                state.run(pools, owned, replace, workers,
+                          make_chunks(todo, workers, chunk_size, data_dir), options)
+            elif owned:
+                pools[0].shutdown(wait=True)
+        return SweepSummary(planned=len(by_id), skipped=len(by_id) - len(todo), stored=state.stored,
+                            failed=state.failed, restarts=state.restarts,
+                            seconds=time.perf_counter() - started)
+    except BaseException:  # an interrupt, a refusal, a lost head: do not wait for runs in flight
+        if owned:
+            _stop(pools[-1])
+        raise
+
+
+def _stop(pool) -> None:
+    terminate = getattr(pool, "terminate", None)
+    if terminate is not None:
+        terminate()
     else:
-        specs = None if spec is None else [spec]
-    with SweepStore(db_path) as store:
-        if specs is not None:
-            store.set_meta("specs", specs)
-        known = store.meta()
-        first = {k: v for k, v in meta.items() if k not in known}  # the store's first spec stays its name
-        store.plan([(rid, c.to_dict()) for rid, c in by_id.items()], {**first, "workers": workers})
-        done = store.done_ids()
-        attempts = store.failed_attempts()
-        todo = [c for rid, c in by_id.items()
-                if rid not in done and (retry_failed or attempts.get(rid, 0) < max_attempts)]
-        state = _State(store, by_id, max_attempts, on_result, total=len(todo), recipes=recipes)
-        if todo:
-            state.run(executor, owned, workers, address,
-                      make_chunks(todo, workers, chunk_size, data_dir),
-                      dict(data_dir=None if data_dir is None else str(data_dir), population=population,
-                           measures=measures))
-    return SweepSummary(planned=len(by_id), skipped=len(by_id) - len(todo), stored=state.stored,
-                        failed=state.failed, restarts=state.restarts,
-                        seconds=time.perf_counter() - started)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class HugeGridError(SparsetopoError):
@@ -268,59 +299,82 @@ class _State:
         self.total = total
         self.recipes = recipes or {}   # run id -> the spec's recipe name (the runs table's "recipe")
         self.finished = self.stored = self.failed = self.restarts = 0
+        self.cpus: int | None = None   # tasks in flight at most, as last read
 
-    def run(self, executor, owned, workers, address, chunks, options):
+    def run(self, pools, owned, replace, workers, chunks, options):
+        """Send ``chunks`` to ``pools[-1]`` and store what comes back; ``replace()`` makes a new
+        pool after one broke (owned pools only), appended to ``pools``. The caller stops the
+        last pool on an exception."""
         pending = list(chunks)   # chunks waiting to be submitted
         in_flight = {}           # Future -> chunk
-        # A bounded number of tasks in flight: a dead worker then fails only tasks that ran.
-        limit = workers if owned and executor == "process" else max(2 * workers, 1)
-        pool = make_executor(executor, workers, address) if owned else executor
         try:
-            while pending or in_flight:
-                while pending and len(in_flight) < limit:
-                    chunk = pending.pop(0)
-                    in_flight[pool.submit(run_chunk, [c.to_dict() for c in chunk], **options)] = chunk
-                finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-                broken = False
-                for future in finished:
-                    chunk = in_flight.pop(future)
-                    try:
-                        rows = future.result()
-                    except BrokenExecutor as exc:
-                        broken = True
-                        pending[:0] = self._retry(chunk, f"worker process died: {exc!r}")
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - e.g. a Ray worker crash
-                        pending[:0] = self._retry(chunk, f"task failed: {exc!r}")
-                        continue
-                    for config, row in zip(chunk, rows):
-                        if row.get("permanent"):
-                            self._give_up(config, row["error"])
-                        elif "error" in row:
-                            pending[:0] = self._retry([config], row["error"])
-                        else:
-                            self._store(config, row)
-                if broken and owned:
-                    # every unfinished task of a broken pool fails too: collect them, start afresh
-                    for future, chunk in list(in_flight.items()):
-                        pending[:0] = self._retry(chunk, "worker process died (pool broken)")
-                    in_flight.clear()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = make_executor(executor, workers, address)
-                    self.restarts += 1
-                elif broken:
-                    raise SparsetopoError("the executor given to run_sweep broke (a worker died); run the "
-                                          "sweep again to resume, or pass an executor name so it is replaced")
-        except BaseException:  # an interrupt or a stop: do not wait for runs in flight
-            if owned:
-                terminate = getattr(pool, "terminate", None)
-                if terminate is not None:
-                    terminate()
-                else:
-                    pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            self._loop(pools, owned, replace, workers, pending, in_flight, options)
+        except ClusterLost as exc:
+            done = self.store.status()["done"]
+            raise ClusterLost(f"{exc}; the {done} runs stored so far in {self.store.path} are safe: run the same "
+                              f"command again once the cluster is back, and it resumes") from None
+
+    def _slots(self, pool, workers: int) -> int:
+        """Tasks in flight at most: the pool's own count where it follows a cluster's CPUs,
+        else one per worker of a process pool and two for any other executor (a dead worker
+        then fails only tasks that ran). A change is recorded for 'sweep status'."""
+        slots = getattr(pool, "slots", None)
+        if slots is not None:
+            limit = slots()
+        else:
+            limit = workers if isinstance(pool, ProcessExecutor) else max(2 * workers, 1)
+        if limit != self.cpus:
+            if self.cpus is not None and hasattr(pool, "slots"):
+                self.store.set_meta("workers", limit)
+            self.cpus = limit
+        return limit
+
+    def _loop(self, pools, owned, replace, workers, pending, in_flight, options):
+        while pending or in_flight:
+            pool = pools[-1]
+            limit = self._slots(pool, workers)
+            while pending and len(in_flight) < limit:
+                chunk = pending.pop(0)
+                in_flight[pool.submit(run_chunk, [c.to_dict() for c in chunk], **options)] = chunk
+            finished, _ = wait(list(in_flight), timeout=WAIT_SECONDS, return_when=FIRST_COMPLETED)
+            check = getattr(pool, "check", None)
+            if check is not None:   # a cluster: is its head still there?
+                check()
+            broken = False
+            for future in finished:
+                chunk = in_flight.pop(future)
+                try:
+                    rows = future.result()
+                except BrokenExecutor as exc:
+                    broken = True
+                    pending[:0] = self._retry(chunk, f"worker process died: {exc!r}")
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. a Ray worker crash, a node lost
+                    pending[:0] = self._retry(chunk, f"task failed: {exc!r}")
+                    continue
+                for config, row in zip(chunk, rows):
+                    if row.get("refused"):   # a worker running other code: never mix results
+                        raise SparsetopoError(f"{row['error']} ({self.stored} runs stored by this call, "
+                                              f"all with the coordinator's code)")
+                    if row.get("permanent"):
+                        self._give_up(config, row["error"])
+                    elif "error" in row:
+                        pending[:0] = self._retry([config], row["error"])
+                    else:
+                        self._store(config, row)
+            if broken and owned:
+                # every unfinished task of a broken pool fails too: collect them, start afresh
+                for future, chunk in list(in_flight.items()):
+                    pending[:0] = self._retry(chunk, "worker process died (pool broken)")
+                in_flight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pools.append(replace())
+                self.restarts += 1
+            elif broken:
+                raise SparsetopoError("the executor given to run_sweep broke (a worker died); run the "
+                                      "sweep again to resume, or pass an executor name so it is replaced")
         if owned:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pools[-1].shutdown(wait=True, cancel_futures=True)
 
     def _store(self, config, row):
         cache = row.pop("measure_cache", None)
@@ -358,4 +412,4 @@ class _State:
     def _emit(self, config, status, accuracy, seconds, error=None, worker=None):
         if self.on_result is not None:
             self.on_result(RunEvent(run_id(config), config, status, accuracy, seconds, self.finished,
-                                    self.total, error, worker))
+                                    self.total, error, worker, self.cpus))

@@ -292,8 +292,8 @@ class SweepStore:
     def status(self) -> dict:
         """Counts of the planned runs: done, failed (not done, last attempt raised), remaining.
 
-        ``eta_seconds`` = remaining runs x mean stored seconds per run / workers of the last
-        ``sweep run`` (None before the first result).
+        ``eta_seconds`` = remaining runs x mean stored seconds per run / ``workers``, the CPUs
+        the last ``sweep run`` used (on a Ray cluster: as last read; None before the first result).
         """
         q = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
         planned = q("SELECT COUNT(*) FROM planned")
@@ -305,7 +305,7 @@ class SweepStore:
         workers = max(1, int(self.meta().get("workers", 1) or 1))
         eta = None if mean is None else remaining * mean / workers
         return {"planned": planned, "done": done, "failed": failed, "remaining": remaining,
-                "eta_seconds": None if eta is None else round(eta, 1)}
+                "eta_seconds": None if eta is None else round(eta, 1), "workers": workers}
 
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]

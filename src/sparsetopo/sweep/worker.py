@@ -20,12 +20,15 @@ can fix. Workers ignore SIGINT: on Ctrl-C the coordinator stops them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import socket
 import threading
 import time
 import traceback
+from pathlib import Path
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.jsonable import plain
@@ -33,7 +36,7 @@ from sparsetopo.sweep.measures import run_measures
 from sparsetopo.sweep.spec import run_id
 from sparsetopo.train import TrainConfig, population_key, train, train_population
 
-__all__ = ["run_chunk", "init_worker", "result_row"]
+__all__ = ["code_version", "run_chunk", "init_worker", "result_row"]
 
 _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
 
@@ -88,7 +91,36 @@ def _watch(pid: int) -> None:
             os._exit(1)
 
 
-def dataset_for(name: str, data_dir=None):
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """This process's sparsetopo: its version and a hash of its source files, e.g.
+    ``0.1.0+src.1a2b3c4d``. Two installs of one version with different code differ here, so a
+    cluster whose nodes run different code is refused instead of mixing their results."""
+    import sparsetopo
+
+    root = Path(sparsetopo.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{sparsetopo.__version__}+src.{digest.hexdigest()[:8]}"
+
+
+def version_refusal(expected: str) -> str | None:
+    """None when this process runs sparsetopo ``expected`` (the coordinator's), else why not."""
+    here = code_version()
+    if here == expected:
+        return None
+    return (f"node {socket.gethostname()} runs sparsetopo {here}, the coordinator {expected}: install the "
+            f"coordinator's sparsetopo on every node, or ship it with the sweep (a runtime_env, see "
+            f"docs/sweeps.md), then run the same command again")
+
+
+def dataset_for(name: str, data_dir=None, datasets: dict | None = None):
+    """The data set ``name``: from ``datasets`` (sent by the coordinator) when it holds it, else
+    loaded from ``data_dir`` once per process."""
+    if datasets is not None and name in datasets:
+        return datasets[name]
     key = (name, None if data_dir is None else str(data_dir))
     if key not in _DATASETS:
         from sparsetopo.data import load_dataset
@@ -97,8 +129,18 @@ def dataset_for(name: str, data_dir=None):
     return _DATASETS[key]
 
 
-def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measures: bool = True) -> list[dict]:
-    """Train every config of a chunk; return one row dict per config, in the chunk's order."""
+def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measures: bool = True,
+              datasets: dict | None = None, version: str | None = None) -> list[dict]:
+    """Train every config of a chunk; return one row dict per config, in the chunk's order.
+
+    datasets : data sets by name, loaded by the coordinator (a cluster's workers then need no
+        files); others are loaded from ``data_dir``.
+    version : the coordinator's :func:`code_version`; a process running other code trains
+        nothing and returns rows ``{"run_id", "error", "refused": True}`` naming both.
+    """
+    refusal = None if version is None else version_refusal(version)
+    if refusal is not None:
+        return [{"run_id": run_id(TrainConfig.from_dict(c)), "error": refusal, "refused": True} for c in configs]
     parsed = [TrainConfig.from_dict(c) for c in configs]
     rows: dict[int, dict] = {}
     groups: dict = {}
@@ -109,7 +151,7 @@ def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measu
         results = None
         if population:   # a group of one too: the fused engine is train()'s fastest path for it
             try:
-                data = dataset_for(group[0].dataset, data_dir)
+                data = dataset_for(group[0].dataset, data_dir, datasets)
                 results = [(r, _trained_with(r)) for r in train_population(group, dataset=data)]
             except Exception:  # noqa: BLE001 - fall back to training them one by one
                 results = None
@@ -119,7 +161,7 @@ def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measu
                 if results is not None:
                     result, how = results[j]
                 else:
-                    result, how = train(config, dataset=dataset_for(config.dataset, data_dir)), "train"
+                    result, how = train(config, dataset=dataset_for(config.dataset, data_dir, datasets)), "train"
                 rows[i] = result_row(result, how, measures)
             except SparsetopoError as exc:  # bad data or input: no retry can fix it
                 rows[i] = {"run_id": run_id(config), "error": str(exc), "permanent": True}
