@@ -16,6 +16,7 @@ from sparsetopo.report import make_report, results
 from sparsetopo.report.locality import compare_orders, connectivity_agreement, locality_table, pooled_difference
 from sparsetopo.report.stats import make_rng
 from sparsetopo.sweep import load_results, load_spec, run_sweep
+from sparsetopo.sweep.spec import expand
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report import write_store  # noqa: E402
@@ -96,11 +97,21 @@ def test_the_table_has_both_orders_and_equal_connectivity():
     assert connectivity_agreement(broken)[1] == pytest.approx(0.25)
 
 
-def test_pooled_difference_averages_cells_and_resamples_seeds():
-    pairs = [(np.array([0.9, 0.92]), np.array([0.8, 0.82])), (np.array([0.5, 0.5]), np.array([0.5, 0.5]))]
-    e = pooled_difference(pairs, make_rng(0, "t"))
-    assert e.value == pytest.approx(0.05) and e.low == pytest.approx(0.04) and e.high == pytest.approx(0.06)
-    assert np.isnan(pooled_difference([(np.array([1.0]), np.array([0.5, 0.6]))], make_rng(0, "t")).low)
+def test_pooled_difference_averages_cells_and_resamples_seeds_jointly():
+    def series(*values):
+        return pd.Series(values, index=range(len(values)))
+
+    rng = np.random.default_rng(1)
+    a, b = series(*(0.9 + rng.normal(0, 0.01, 6))), series(*(0.8 + rng.normal(0, 0.01, 6)))
+    one = pooled_difference([(a, b)], make_rng(0, "t"))
+    assert one.value == pytest.approx(a.mean() - b.mean()) and one.low < one.value < one.high
+    # one cell counted three times is still one cell: the same interval, not a narrower one
+    three = pooled_difference([(a, b)] * 3, make_rng(0, "t"))
+    assert (three.value, three.low, three.high) == pytest.approx((one.value, one.low, one.high))
+    # two cells: the mean of their differences
+    two = pooled_difference([(a, b), (series(*[0.5] * 6), series(*[0.5] * 6))], make_rng(0, "t"))
+    assert two.value == pytest.approx(one.value / 2) and two.low == pytest.approx(one.low / 2)
+    assert np.isnan(pooled_difference([(series(1.0), series(0.5, 0.6))], make_rng(0, "t")).low)
 
 
 def test_the_figure_is_drawn(tmp_path):
@@ -153,3 +164,16 @@ def test_permuted_and_raster_runs_of_a_real_sweep_share_their_spectra(tmp_path):
     report = make_report(db, tmp_path / "out", seed=0)
     assert "L1" in report.verdicts()
     assert connectivity_agreement(report.locality.table) == (2, 0.0)
+
+
+def test_the_locality_preset_has_the_documented_grid():
+    runs = expand(load_spec("locality"))
+    assert len(runs) == 200
+    assert {c.permute_inputs for c in runs} == {None, 1}
+    for order in (None, 1):
+        mine = [c for c in runs if c.permute_inputs == order]
+        assert len(mine) == 100 and {c.seed for c in mine} == {0, 1, 2, 3}
+        assert len({c.construction for c in mine}) == 7
+        assert {c.degrees[0] for c in mine if c.degrees} == {3, 9, 30, 90}   # 1, 3, 10, 30 % of 300
+    assert {(c.hidden, c.epochs, c.lr, c.limit_train, c.loss, c.init) for c in runs} == {
+        ((300,), 15, 0.1, 10000, "mse", "glorot")}
