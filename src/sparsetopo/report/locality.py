@@ -159,7 +159,9 @@ def pooled_difference(pairs: list[tuple[pd.Series, pd.Series]], rng: np.random.G
     of every cell. Cells are not independent: constructions at one density share random_edge's
     runs, and at the sparsest degrees several constructions are the same graph; resampling a
     seed everywhere at once keeps those ties, where resampling each cell on its own would count
-    one network several times and narrow the interval. A group missing a drawn seed averages the
+    one network several times and narrow the interval. A seed is the natural unit: runs of one
+    seed also share their data order (the shuffling derives from the run seed), so a
+    construction and random_edge are compared seed by seed, as paired samples. A group missing a drawn seed averages the
     seeds it has. No interval with fewer than ``stats.MIN_RUNS`` seeds in any group."""
     pairs = [(a.dropna(), b.dropna()) for a, b in pairs]
     pairs = [(a, b) for a, b in pairs if len(a) and len(b)]
