@@ -32,6 +32,8 @@ Examples:
   # a modern recipe on the same network: softmax + cross-entropy, Adam, cosine schedule, early stop
   sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 30 --loss cross_entropy --optimizer adam \
       --lr 0.003 --init glorot_sparse --lr-schedule cosine --validation-fraction 0.1 --early-stop 5
+  # the same network on one fixed shuffle of the pixels (a locality null; same seed, same shuffle)
+  sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 100 --lr 0.5 --permute-inputs 1
   # resume a killed run: same command and --out, plus --resume
   sparsetopo train --dataset digits --hidden 100 -k 16,10 --out runs/a --resume
 """,
@@ -71,6 +73,11 @@ Examples:
                    "--validation-fraction.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds topology, initial weights, shuffling and dropout.")
 @click.option("--limit-train", type=int, default=None, help="Train on the first N examples only.")
+@click.option("--permute-inputs", "permute_inputs", type=int, default=None, metavar="SEED",
+              help="Train and test on one fixed random permutation of the input features, drawn from SEED "
+                   "(separate from --seed, so every network given the same SEED sees the same permuted data): "
+                   "a null that keeps each example's information but removes any alignment of the topology "
+                   "with the pixel order. Default: the features in their own order.")
 @click.option("--device", default=DEFAULTS.device, show_default=True,
               help="Where the network computes: cpu, cuda or cuda:N (on CUDA the masked backend; recorded in "
                    "the result's config).")
@@ -81,7 +88,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batch_size, lr, momentum, dropout,
                   init, backend, loss, optimizer, lr_schedule, validation_fraction, early_stop, seed, limit_train,
-                  device, out, resume, overwrite, as_json):
+                  permute_inputs, device, out, resume, overwrite, as_json):
     """Train one sparse MLP and report its test accuracy.
 
     Defaults are the paper's protocol: 50 epochs, batch 32, MSE on one-hot targets, sigmoid
@@ -94,7 +101,7 @@ def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batc
                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, dropout=dropout,
                          init=init, backend=backend, seed=seed, limit_train=limit_train, device=device, loss=loss,
                          optimizer=optimizer, lr_schedule=lr_schedule, validation_fraction=validation_fraction,
-                         early_stop=early_stop)
+                         early_stop=early_stop, permute_inputs=permute_inputs)
     if out is not None:
         _prepare_out(out, resume, overwrite)
     from sparsetopo.data import load_dataset
@@ -136,7 +143,8 @@ def _summary(result) -> str:
     c, layers = result.config, result.layers
     sizes = "-".join(str(n) for n in [layers[0]["n_in"]] + [layer["n_out"] for layer in layers])
     lines = [
-        f"{c.dataset} {sizes}, {c.construction}, k = {[layer['k'] for layer in layers]}: status {result.status}",
+        f"{c.dataset}{'' if c.permute_inputs is None else f' (inputs permuted, seed {c.permute_inputs})'} {sizes}, "
+        f"{c.construction}, k = {[layer['k'] for layer in layers]}: status {result.status}",
         f"  test accuracy {result.test_accuracy:.4f} after {len(result.history)} epochs "
         f"({result.seconds:.1f} s), {result.parameters} parameters",
     ]

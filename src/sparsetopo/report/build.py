@@ -5,7 +5,9 @@ store lacks (:mod:`.graph`), check the claims (:mod:`.claims`), draw the figures
 (:mod:`.figures`), and write ``report.html``, ``report.md`` and ``claims.json`` with the figures'
 PNG and PDF files beside them (:mod:`.document`). A store holding several training recipes also
 gets every claim per recipe and the random-null table (:mod:`.recipes`), in the documents and
-in ``claims_by_recipe.json``.
+in ``claims_by_recipe.json``. A store holding the same networks on raster-order and permuted
+inputs gets the permutation null and claim L1 (:mod:`.locality`; ``locality_null.json``), and
+its claims C1-C8 rest on the raster-order runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Callable
 
 from sparsetopo.report import claims as _claims
 from sparsetopo.report import figures as _figures
-from sparsetopo.report import graph, protocol
+from sparsetopo.report import graph, locality, protocol
 from sparsetopo.report.document import ReportContent, write_documents
 from sparsetopo.report.recipes import compare_recipes, recipes_in
 from sparsetopo.report.results import analysis_slice, load_table, normalise
@@ -31,6 +33,7 @@ class ReportSummary:
     figures: list
     notes: list
     recipes: object = None   # a recipes.RecipeComparison when the store holds several recipes
+    locality: object = None  # a locality.LocalityComparison when the store holds raster and permuted runs
 
     def verdicts(self) -> dict[str, str]:
         return {c.id: c.verdict for c in self.claims}
@@ -55,9 +58,13 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     recipes = recipes_in(table)
     # several recipes: the claims and figures are the first recipe's, the comparison follows
     main = table[table["recipe"].eq(recipes[0])] if len(recipes) > 1 else table
+    both_orders = analysis_slice(main, dataset=dataset) if locality.has_permutation_null(main) else None
+    # permuted runs make the permutation null (L1); the paper's claims are about raster order
+    table, order_notes = locality.raster_only(table)
+    main, _ = locality.raster_only(main)
     chosen = analysis_slice(main, dataset=dataset)
     everything = analysis_slice(main, dataset=dataset, keep_backends=True)
-    notes = [*_completeness(db_path), *chosen.notes]
+    notes = [*_completeness(db_path), *order_notes, *chosen.notes]
     if len(recipes) > 1:
         notes.append(f"the store holds {len(recipes)} training recipes ({', '.join(recipes)}): the claims and "
                      f"figures are recipe {recipes[0]!r}'s; 'Claims per recipe' compares them all")
@@ -82,6 +89,14 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
                                      with_timings=lambda rows: _with_timings(rows, db_path))
         notes += comparison.notes
         figure_results.append(comparison.figure)
+    null_by_order = None
+    if both_orders is not None:
+        step("permutation null")
+        runs_both, _ = graph.fill_connectivity(both_orders.runs)
+        null_by_order = locality.compare_orders(runs_both, seed=seed, out_dir=out_dir)
+        claim_results.append(null_by_order.claim)
+        notes += null_by_order.notes
+        figure_results.append(null_by_order.figure)   # beside the random-null figure when there is one
     for f in figure_results:
         if f.skipped:
             notes.append(f"{f.title} skipped: {f.skipped}")
@@ -98,9 +113,10 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
         grid=protocol.grid_summary(table),
         environment=protocol.environment(),
         recipes=comparison,
+        locality=null_by_order,
     )
     paths = write_documents(content, out_dir)
-    return ReportSummary(out_dir, paths, claim_results, figure_results, notes, comparison)
+    return ReportSummary(out_dir, paths, claim_results, figure_results, notes, comparison, null_by_order)
 
 
 def _completeness(db_path) -> list[str]:

@@ -186,6 +186,27 @@ def null_table(null: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 # -- figure --------------------------------------------------------------------------------------------
 
+def plot_differences(ax, rows: pd.DataFrame) -> None:
+    """Each construction's ``difference`` from random_edge (rows of :data:`NULL_COLUMNS`, one
+    hidden size and output degree) against input density, whiskers from ``ci_low`` to
+    ``ci_high``, and a red line at 0."""
+    shown = constructions_in(rows)
+    for i, c in enumerate(shown):
+        part = rows[rows["construction"].eq(c)].sort_values("density_in")
+        # small multiplicative offsets keep the whiskers of one density apart
+        x = part["density_in"].to_numpy(float) * (1 + 0.03 * (i - (len(shown) - 1) / 2))
+        y = part["difference"].to_numpy(float) * 100
+        low = part["ci_low"].astype(float).to_numpy() * 100
+        high = part["ci_high"].astype(float).to_numpy() * 100
+        err = np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)])
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, linewidth=1, color=COLORS.get(c),
+                    label=label(c))
+    ax.axhline(0.0, color="tab:red", linewidth=1)
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel("input-layer density")
+    _log_if_wide(ax, rows["density_in"], percent=True)
+
+
 def null_figure(null: pd.DataFrame, runs_by_recipe: dict[str, pd.DataFrame], out_dir) -> FigureResult:
     """Per recipe (columns): accuracy per construction against input density (top) and each
     construction minus random_edge at the same density (bottom, with 95% intervals)."""
@@ -211,22 +232,7 @@ def null_figure(null: pd.DataFrame, runs_by_recipe: dict[str, pd.DataFrame], out
                         label=f"fully connected ({fc.mean() * 100:.2f}%)")
         top.set_title(recipe, fontsize=10)
         top.grid(True, alpha=0.3)
-        mine = null[(null["recipe"] == recipe) & (null["hidden"] == h) & (null["k_out"] == k_out)]
-        shown = constructions_in(mine)
-        for i, c in enumerate(shown):
-            part = mine[mine["construction"].eq(c)].sort_values("density_in")
-            # small multiplicative offsets keep the whiskers of one density apart
-            x = part["density_in"].to_numpy(float) * (1 + 0.03 * (i - (len(shown) - 1) / 2))
-            y = part["difference"].to_numpy(float) * 100
-            low = part["ci_low"].astype(float).to_numpy() * 100
-            high = part["ci_high"].astype(float).to_numpy() * 100
-            err = np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)])
-            bottom.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, linewidth=1,
-                            color=COLORS.get(c), label=label(c))
-        bottom.axhline(0.0, color="tab:red", linewidth=1)
-        bottom.grid(True, alpha=0.3)
-        bottom.set_xlabel("input-layer density")
-        _log_if_wide(bottom, sparse["density_in"], percent=True)
+        plot_differences(bottom, null[(null["recipe"] == recipe) & (null["hidden"] == h) & (null["k_out"] == k_out)])
         if j == 0:
             top.set_ylabel("test accuracy (%)")
             bottom.set_ylabel("accuracy minus random_edge (points)")

@@ -39,6 +39,9 @@ Block keys: ``constructions``, ``hidden``, ``seeds``, ``recipes``, ``dropout`` (
 ``degrees`` (explicit per-layer lists, e.g. ``[[150, 90, "full"]]``). Any other TrainConfig
 field (``epochs``, ``lr``, ``init``, ...) may appear as a value or as a list of values (an
 axis). ``fully_connected`` ignores the degree axes: one cell per hidden size and seed.
+``permute_inputs`` (a seed for one fixed permutation of the input features) takes ``false``
+for "the features in their own order", so ``permute_inputs = [false, 1]`` trains every
+network in raster order and permuted.
 
 A recipe may set any TrainConfig field but those naming the network (data set, sizes,
 construction, degrees, seed) and dropout; each run remembers its recipe's name
@@ -81,7 +84,9 @@ __all__ = ["SweepSpec", "expand", "expand_recipes", "load_spec", "parse_spec", "
 
 FULL = "full"
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
-INT_FIELDS = {"epochs", "batch_size", "seed", "limit_train", "early_stop"}
+INT_FIELDS = {"epochs", "batch_size", "seed", "limit_train", "early_stop", "permute_inputs"}
+#: Int fields that may be absent (None). TOML has no null: ``false`` writes None for permute_inputs.
+NONE_FIELDS = {"limit_train", "permute_inputs"}
 FLOAT_FIELDS = {"lr", "momentum", "validation_fraction"}
 STR_FIELDS = {"dataset", "construction", "activation", "init", "backend", "loss", "optimizer", "lr_schedule", "device"}
 GRID_AXES = ("constructions", "hidden", "degrees_in", "degrees_out", "densities_in", "densities_out",
@@ -96,7 +101,7 @@ RECIPE_FIELDS = tuple(name for name in CONFIG_FIELDS
                       if name not in ("dataset", "hidden", "construction", "degrees", "seed", "dropout"))
 #: TrainConfig fields added after run ids were first published. A run id leaves such a field
 #: out while it holds its default, so runs stored before it existed keep their ids.
-LATER_FIELDS = ("loss", "optimizer", "lr_schedule", "validation_fraction", "early_stop", "device")
+LATER_FIELDS = ("loss", "optimizer", "lr_schedule", "validation_fraction", "early_stop", "device", "permute_inputs")
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -282,9 +287,13 @@ def _is_number(value) -> bool:
 def _config_value(where, label, key, value):
     """Check one TrainConfig field's value and return it normalised (floats as float)."""
     bad = None
+    if key == "permute_inputs" and value is False:
+        value = None    # "no permutation", so that raster order can be one value of a grid axis
     if key in INT_FIELDS:
-        if not (_is_int(value) or (key == "limit_train" and value is None)):
+        if not (_is_int(value) or (key in NONE_FIELDS and value is None)):
             bad = "an integer"
+        elif key == "permute_inputs" and value is not None and value < 0:
+            bad = "a permutation seed >= 0 (or false: the features in their own order)"
     elif key in FLOAT_FIELDS:
         if _is_number(value):
             value = float(value)
@@ -302,6 +311,8 @@ def _config_value(where, label, key, value):
     elif key == "degrees":
         value = tuple(_degree(where, label, key, k) for k in _list(where, label, key, value))
     if bad:
+        if key == "permute_inputs" and bad == "an integer":
+            bad = "an integer seed >= 0, or false for the features in their own order"
         raise SparsetopoError(f"{where}: {label} {key}={value!r} must be {bad}")
     return value
 

@@ -88,6 +88,7 @@ RUN_COLUMNS: dict[str, str] = {
     "validation_fraction": "REAL",  # training examples held out for validation
     "early_stop": "INTEGER",        # patience in epochs (0: none)
     "recipe": "TEXT",               # the spec's recipe name ([recipes.NAME]); NULL without one
+    "permute_inputs": "INTEGER",    # seed of the input features' permutation; NULL: their own order
     # outcome
     "status": "TEXT",               # ok | diverged
     "reason": "TEXT",               # why a run diverged (train.divergence); empty when ok

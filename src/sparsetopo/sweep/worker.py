@@ -225,6 +225,7 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
         "lr_schedule": config.lr_schedule,
         "validation_fraction": config.validation_fraction,
         "early_stop": config.early_stop,
+        "permute_inputs": config.permute_inputs,
         "status": result.status,
         "reason": result.reason,
         "test_accuracy": result.test_accuracy,

@@ -64,6 +64,10 @@ class TrainConfig:
     lr_schedule: str = "constant"                # "constant" or "cosine" (per epoch, from lr towards 0)
     validation_fraction: float = 0.0             # training examples held out for validation (never the test set)
     early_stop: int = 0                          # patience in epochs on validation accuracy; 0: none
+    # A null for the data's alignment (beyond the paper): None keeps the features in their order
+    # (raster order for images); an int seeds one fixed permutation of the input features, the
+    # same for train and test data and for every run with that seed (data.input_permutation).
+    permute_inputs: int | None = None
 
     def __post_init__(self):
         def as_tuple(value):
@@ -110,6 +114,8 @@ class TrainConfig:
             raise SparsetopoError(f"validation_fraction={self.validation_fraction!r} must be a fraction in [0, 1): "
                                   "the share of training examples held out (0: none)")
         check_int("early_stop", self.early_stop, 0)
+        if self.permute_inputs is not None:
+            check_int("permute_inputs", self.permute_inputs, 0)
         if self.early_stop > 0 and self.validation_fraction <= 0:
             raise SparsetopoError(f"early_stop={self.early_stop} needs a validation split: set "
                                   "validation_fraction > 0 (e.g. 0.1), or early_stop = 0")

@@ -181,7 +181,8 @@ def split_tensors(config: TrainConfig, dataset=None, data_dir=None):
 
     The first ``limit_train`` training examples, of which :func:`~sparsetopo.train.recipe.validation_split`
     holds ``validation_fraction`` out for validation (empty ``x_val`` when 0); the test set is
-    never touched.
+    never touched. With ``permute_inputs`` set, every set's features are permuted by
+    :func:`sparsetopo.data.input_permutation` (the same columns for train, validation and test).
     """
     if dataset is None:
         from sparsetopo.data import load_dataset
@@ -198,6 +199,10 @@ def split_tensors(config: TrainConfig, dataset=None, data_dir=None):
         x_train, y_train = x_train[keep], y_train[keep]
     x_test = torch.as_tensor(dataset.x_test, dtype=torch.float32)
     y_test = torch.as_tensor(dataset.y_test, dtype=torch.int64)
+    if config.permute_inputs is not None:  # one place for every engine: the same columns for all three sets
+        from sparsetopo.data import permute_features
+
+        x_train, x_val, x_test = (permute_features(x, config.permute_inputs) for x in (x_train, x_val, x_test))
     return x_train, y_train, x_val, y_val, x_test, y_test, int(dataset.n_classes)
 
 
