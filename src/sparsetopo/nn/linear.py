@@ -81,22 +81,29 @@ class SparseLinear(nn.Module):
         return torch.matmul(x, self.weight * self.mask) + bias  # any leading shape, as nn.Linear
 
     def _check_input(self, x) -> None:
-        """Refuse an input this layer cannot read, naming it (both backends, so that they
-        fail alike; the sparse kernels would otherwise read past a narrower input)."""
+        """Refuse an input this layer cannot read, naming it, so that both backends fail alike
+        (the sparse kernels would otherwise read past a narrower input). The sparse backend's
+        widths, dtypes and devices are checked where its autograd Function starts
+        (:func:`~sparsetopo.nn.sparse_ops.check_sparse_inputs`); the common case is one
+        expression and the messages are worked out only when it fails."""
+        if self.backend == "sparse":
+            if isinstance(x, torch.Tensor) and x.dim() and not is_functorch_wrapped(x):
+                return
+        elif (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
+              and x.dtype is self.weight.dtype and x.device == self.weight.device):
+            return
+        label = f"SparseLinear({self.topology.n_in}->{self.topology.n_out})"
         if not isinstance(x, torch.Tensor):
-            raise SparsetopoError(f"SparseLinear expects a torch.Tensor, got {type(x).__name__}")
-        n_in = self.topology.n_in
-        if self.backend == "sparse" and torch._C._functorch.is_functorch_wrapped_tensor(x):
-            raise SparsetopoError(f"SparseLinear({n_in}->{self.topology.n_out}) with backend='sparse' does not support "
-                                  "torch.func transforms (vmap, grad, jacrev, ...): use backend='masked' for them")
-        if x.dim() == 0 or x.shape[-1] != n_in:
-            raise SparsetopoError(f"input of shape {tuple(x.shape)} does not fit SparseLinear({n_in}->"
-                                  f"{self.topology.n_out}): its last dimension must be {n_in}")
-        param = self.values if self.backend == "sparse" else self.weight
-        mixed = x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type)  # autocast casts itself
-        if mixed or x.device != param.device:
-            raise SparsetopoError(f"input is {x.dtype} on {x.device} but SparseLinear({n_in}->{self.topology.n_out}) "
-                                  f"is {param.dtype} on {param.device}: convert one with .to()")
+            raise SparsetopoError(f"{label} expects a torch.Tensor, got {type(x).__name__}")
+        if self.backend == "sparse" and is_functorch_wrapped(x):
+            raise SparsetopoError(f"{label} with backend='sparse' does not support torch.func transforms (vmap, "
+                                  "grad, jacrev, ...): use backend='masked' for them")
+        if x.dim() == 0 or x.shape[-1] != self.topology.n_in:
+            raise SparsetopoError(f"input of shape {tuple(x.shape)} does not fit {label}: its last dimension "
+                                  f"must be {self.topology.n_in}")
+        if x.device != self.weight.device or not torch.is_autocast_enabled(x.device.type):  # autocast casts itself
+            raise SparsetopoError(f"input is {x.dtype} on {x.device} but {label} is {self.weight.dtype} on "
+                                  f"{self.weight.device}: convert one with .to()")
 
     def edge_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rows, cols)``: the input and output neuron of every connection (int64, CSR order),
@@ -158,6 +165,9 @@ class SparseLinear(nn.Module):
     def extra_repr(self) -> str:
         t = self.topology
         return f"{t.construction}, {t.n_in}->{t.n_out}, k={t.k}, density={t.density:.4f}, backend={self.backend}"
+
+
+is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap, grad, ...
 
 
 def _edge_index(topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
