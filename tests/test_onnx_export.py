@@ -105,6 +105,28 @@ def test_every_conv_form_matches(tmp_path, form, padding, padding_mode, stride):
     assert_matches(model, result.path, (6, 9, 10))
 
 
+class _CalledTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = SparseLinear(build("random_edge", 12, 12, 3, seed=2), gen=np.random.default_rng(3))
+
+    def forward(self, x):
+        return self.lin(torch.relu(self.lin(x)))
+
+
+@pytest.mark.parametrize("form", LINEAR_FORMS)
+@pytest.mark.parametrize("held", ["called twice", "held twice"])
+def test_a_layer_used_twice_computes_twice_and_is_listed_once(tmp_path, form, held):
+    if held == "called twice":
+        model, name = moved(_CalledTwice()), "lin"
+    else:
+        lin = SparseLinear(build("random_edge", 12, 12, 3, seed=2), gen=np.random.default_rng(3))
+        model, name = moved(nn.Sequential(lin, nn.ReLU(), lin)), "0"
+    result = export_sparse(model, tmp_path / "t.onnx", torch.zeros(1, 12), forms={name: form})
+    assert forms_of(result) == {name: form}
+    assert_matches(model, result.path, (12,))
+
+
 def test_a_depthwise_topology_is_gathered_and_a_lone_layer_exports(tmp_path):
     conv = moved(SparseConv2d(build("random_regular", 8, 16, 2, seed=0), 3, padding=1, bias=False))
     assert conv.topology.in_degrees.max() == 1

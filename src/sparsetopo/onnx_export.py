@@ -142,7 +142,15 @@ class _Marker(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, holder):
-        return holder.compute(x)
+        # Computed with the tracer paused: the symbolic below replaces whatever this does, and
+        # torch's tracer fails ("unordered_map::at") on the second call of a Function whose
+        # forward reads a constant tensor (a layer called twice).
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return holder.compute(x)
+        finally:
+            torch._C._set_tracing_state(state)
 
     @staticmethod
     def symbolic(g, x, holder):
@@ -155,8 +163,8 @@ class _Spec:
     """A sparse layer as :class:`_Marker` sees it: a plain object, not a module, so that torch's
     tracer records neither it nor the layer's parameters."""
 
-    def __init__(self, layer, key: int):
-        self.layer, self.key, self.out_shape, self.rank = layer, key, None, None
+    def __init__(self, layer):
+        self.layer = layer
         with torch.no_grad():  # plain tensors: the tracer takes a parameter here for a constant
             self.weight = layer.dense_weight().detach().clone()
             self.bias = layer.bias.detach().clone() if layer.bias is not None else None
@@ -170,41 +178,70 @@ class _Spec:
         return F.conv2d(x, self.weight, self.bias, layer.stride, padding, layer.dilation)
 
 
+@dataclass(eq=False)  # hashed by identity, as torch's tracer keeps it
+class _Call:
+    """One call of a sparse layer during the trace: the node's number, where the layer sits
+    (``name``, its first place in the model) and where this call came from (``place``, unique
+    per call), and the input's rank and output's shape the graph builder needs."""
+
+    spec: _Spec
+    key: int
+    name: str
+    place: str
+    rank: int = 0
+    out_shape: tuple = ()
+
+    @property
+    def layer(self):
+        return self.spec.layer
+
+    def compute(self, x):
+        return self.spec.compute(x)
+
+
 class _Placeholder(nn.Module):
     """Stands in for a sparse layer during torch's export; pads the input itself for a
-    convolution with a padding mode other than zeros (torch exports the padding)."""
+    convolution with a padding mode other than zeros (torch exports the padding). Every call
+    becomes its own node: a layer held in two places, or called twice, computes twice."""
 
-    def __init__(self, layer, key: int):
+    def __init__(self, layer, name: str, place: str, calls: list):
         super().__init__()
-        self.spec = _Spec(layer, key)
+        self.spec, self.name, self.place, self.calls = _Spec(layer), name, place, calls
 
     def forward(self, x):
-        spec = self.spec
-        spec.rank = x.dim()
-        layer = spec.layer
+        layer = self.spec.layer
+        seen = sum(call.place.split("#")[0] == self.place for call in self.calls)
+        call = _Call(self.spec, len(self.calls), self.name, self.place + (f"#{seen}" if seen else ""), x.dim())
+        self.calls.append(call)
         if isinstance(layer, SparseConv2d) and layer.padding_mode != "zeros":
             x = F.pad(x, layer._pad_amounts(x), mode=layer.padding_mode)
-        out = _Marker.apply(x, spec)
-        spec.out_shape = tuple(out.shape)
+        out = _Marker.apply(x, call)
+        call.out_shape = tuple(out.shape)
         return out
 
 
-def _with_placeholders(model: nn.Module) -> tuple[nn.Module, list[tuple[str, _Spec]]]:
-    """A CPU eval-mode copy of ``model`` with every sparse layer (each once, by its canonical
-    name) replaced by a :class:`_Placeholder`."""
+def _with_placeholders(model: nn.Module) -> tuple[nn.Module, list[_Call], list[str]]:
+    """A CPU eval-mode copy of ``model`` with every place that holds a sparse layer replaced by
+    a :class:`_Placeholder`; the list the placeholders record their calls in (filled by the
+    trace); and the sparse layers' names in module order.
+
+    A layer held in two places (``nn.Sequential(lin, act, lin)``) gets one placeholder per
+    place, and every call its own node: torch's tracer fails on one autograd Function node
+    traced twice from the same module.
+    """
     copied = copy.deepcopy(model).cpu().eval()
     names = {id(module): name for name, module in copied.named_modules() if isinstance(module, SPARSE_LAYERS)}
-    made: dict[int, _Placeholder] = {}
+    calls: list[_Call] = []
     for path, module in list(copied.named_modules(remove_duplicate=False)):
         if not isinstance(module, SPARSE_LAYERS):
             continue
-        holder = made.setdefault(id(module), _Placeholder(module, len(made)))
+        holder = _Placeholder(module, names[id(module)], path, calls)
         if path == "":
             copied = holder
             break
         parent, _, attr = path.rpartition(".")
         setattr(copied.get_submodule(parent) if parent else copied, attr, holder)
-    return copied, [(names[id(h.spec.layer)], h.spec) for h in made.values()]
+    return copied, calls, list(names.values())
 
 
 def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int, **extra):
@@ -479,16 +516,15 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
         raise SparsetopoError(f"opset={opset}: the sparse ONNX forms need opset {MIN_OPSET} or later "
                               f"(or export dense, which takes any opset torch supports)")
     forms = dict(forms or {})
-    traced_model, holders = _with_placeholders(model)
-    unknown = set(forms) - {name for name, _ in holders}
+    traced_model, calls, names = _with_placeholders(model)
+    unknown = set(forms) - set(names)
     if unknown:
         raise SparsetopoError(f"forms names {sorted(unknown)}, not sparse layers of the model "
-                              f"({', '.join(name for name, _ in holders) or 'none'})")
+                              f"({', '.join(names) or 'none'})")
     with torch.no_grad():
         # the domain only when used: torch's C++ side warns (on stderr) about an unused one
-        extra = {"custom_opsets": {DOMAIN: 1}} if holders else {}
+        extra = {"custom_opsets": {DOMAIN: 1}} if names else {}
         proto = trace_to_onnx(traced_model, example_input, opset, **extra)
-    by_key = dict(enumerate(holders))
     cached = dense_model_bytes(model) <= DENSE_IN_CACHE_BYTES
     graph = proto.graph
     nodes, summary = [], []
@@ -497,14 +533,16 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
             nodes.append(node)
             continue
         key = next(a.i for a in node.attribute if a.name == "key")
-        name, holder = by_key[key]
-        builder = _Builder(f"sparse/{name or 'model'}")
-        if isinstance(holder.layer, SparseLinear):
-            row = _linear(builder, holder.layer, node.input[0], node.output[0], holder.rank, forms.get(name), cached)
+        call = calls[key]
+        name = call.name
+        builder = _Builder(f"sparse/{call.place or 'model'}")
+        if isinstance(call.layer, SparseLinear):
+            row = _linear(builder, call.layer, node.input[0], node.output[0], call.rank, forms.get(name), cached)
         else:
-            row = _conv(builder, holder.layer, node.input[0], node.output[0], forms.get(name),
-                        _conv_pads(holder.layer))
-        summary.append(replace(row, name=name))
+            row = _conv(builder, call.layer, node.input[0], node.output[0], forms.get(name),
+                        _conv_pads(call.layer))
+        if all(r.name != name for r in summary):  # a layer called twice is listed once
+            summary.append(replace(row, name=name))
         nodes.extend(builder.nodes)
         graph.initializer.extend(builder.initializers)
     del graph.node[:]
@@ -515,7 +553,7 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp))
-    order = {name: i for i, (name, _) in enumerate(holders)}
+    order = {name: i for i, name in enumerate(names)}
     return OnnxExport(Path(path), tuple(sorted(summary, key=lambda r: order[r.name])), dense=False)
 
 
