@@ -70,8 +70,7 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
         spec = dataclasses.replace(spec, protocol={**spec.protocol, "dataset": dataset},
                                    departures=(*spec.departures, f"Data set {dataset!r} chosen with --dataset."))
     out = Path(out) if out is not None else Path(f"{preset}-report")
-    out.mkdir(parents=True, exist_ok=True)
-    db = out / "sweep.sqlite"
+    db = out / "sweep.sqlite"  # the store creates OUT: a refused grid leaves no empty folder behind
     started = time.perf_counter()
     try:
         sweep = run_sweep(spec, db, executor=executor, workers=workers, data_dir=data_dir, on_result=on_result)
