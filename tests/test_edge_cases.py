@@ -366,6 +366,7 @@ def test_11a_reproduce_of_a_huge_grid_names_the_commands_that_run_it(tmp_path):
     line = refused(cli("reproduce", "--preset", "paper", "--out", tmp_path / "p", "--workers", "1",
                               cwd=tmp_path), "sparsetopo sweep run paper", "sparsetopo report")
     assert "add --yes" not in line and "allow_huge" not in line
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")

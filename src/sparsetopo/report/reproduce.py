@@ -71,26 +71,19 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
         spec = dataclasses.replace(spec, protocol={**spec.protocol, "dataset": dataset},
                                    departures=(*spec.departures, f"Data set {dataset!r} chosen with --dataset."))
     out = Path(out) if out is not None else Path(f"{preset}-report")
-    made = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    db = out / "sweep.sqlite"
+    db = out / "sweep.sqlite"  # the store creates OUT: a refused grid leaves no empty folder behind
     started = time.perf_counter()
     try:
-        try:
-            sweep = run_sweep(spec, db, executor=executor, workers=workers, address=address, data_dir=data_dir,
-                              on_result=on_result)
-        except OtherSweepError:  # the runner's advice names sweep run's --add, which reproduce has not
-            raise SparsetopoError(f"{db} holds the runs of another sweep, not of preset {preset!r}"
-                                  f"{' on ' + dataset if dataset else ''}: choose another --out for this "
-                                  "reproduction") from None
-        except HugeGridError as exc:  # ... and --yes: start so big a grid as a sweep, then report on it
-            raise SparsetopoError(f"{str(exc).split(':')[0]}: run it as a sweep, 'sparsetopo sweep run {preset} "
-                                  f"--db {db} --yes' (more --workers or --executor ray shorten it), then "
-                                  f"'sparsetopo report --db {db} --out {out}'") from None
-    except BaseException:
-        if made and not any(out.iterdir()):   # refused before the store (a cluster out of reach): leave nothing
-            out.rmdir()
-        raise
+        sweep = run_sweep(spec, db, executor=executor, workers=workers, address=address, data_dir=data_dir,
+                          on_result=on_result)
+    except OtherSweepError:  # the runner's advice names sweep run's --add, which reproduce has not
+        raise SparsetopoError(f"{db} holds the runs of another sweep, not of preset {preset!r}"
+                              f"{' on ' + dataset if dataset else ''}: choose another --out for this "
+                              "reproduction") from None
+    except HugeGridError as exc:  # ... and --yes: start so big a grid as a sweep, then report on it
+        raise SparsetopoError(f"{str(exc).split(':')[0]}: run it as a sweep, 'sparsetopo sweep run {preset} --db "
+                              f"{db} --yes' (more --workers or --executor ray shorten it), then "
+                              f"'sparsetopo report --db {db} --out {out}'") from None
     trained = time.perf_counter() - started
     step("timing one epoch per backend and density, one network at a time")
     timings = measure_epoch_times(db, data_dir=data_dir)

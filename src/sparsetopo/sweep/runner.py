@@ -193,8 +193,6 @@ def run_sweep(
     owned = isinstance(executor, str)
     ids = [run_id(c) for c in configs]
     by_id = dict(zip(ids, configs))
-    for name in sorted({c.dataset for c in configs}):
-        prepare_dataset(name, data_dir)   # find (or download) its files once, here, or stop now
     if executor in ("process", "inline"):  # local runs compute here: a device this machine lacks fails them all
         for config in {c.device: c for c in configs}.values():
             training_device(config)
@@ -211,6 +209,8 @@ def run_sweep(
                     f"{spec['name'] if spec else 'the grid'} has {len(configs):,} runs, projected at "
                     f"{projected / 3600:,.0f} h on {workers} workers: check the spec (sweep run --dry-run), "
                     f"or add --yes (allow_huge=True) to start it")
+        for name in sorted({c.dataset for c in configs}):
+            prepare_dataset(name, data_dir)   # find (or download) its files once, here, or stop now
         if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:  # refuse before changing anything
             with SweepStore(db_path, readonly=True) as existing:
                 specs = _specs_after(existing.meta(), spec, add, existing.path)
