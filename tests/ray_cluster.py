@@ -58,14 +58,19 @@ def _free(port: int) -> bool:
     return True
 
 
-def marked_pids(marker: str) -> list[int]:
-    """Process ids whose environment holds ``MARKER=marker``."""
+def marked_pids(marker: str, folder: Path | None = None) -> list[int]:
+    """Process ids whose environment holds ``MARKER=marker``, or (given ``folder``, the node's
+    temp dir) a Ray process (``ray::...``) with a file open below it: Ray's agents rename
+    themselves with setproctitle, which can overwrite their environment, but they keep their
+    log files open. A driver also holds files there, and is not the node's."""
     needle = f"{MARKER}={marker}".encode()
     pids = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if needle in environ.read_bytes().split(b"\0"):
-                pids.append(int(environ.parent.name))
+            if needle in (proc / "environ").read_bytes().split(b"\0") or (
+                    folder is not None and (proc / "cmdline").read_bytes().startswith(b"ray::")
+                    and any(str(os.readlink(fd)).startswith(str(folder) + "/") for fd in (proc / "fd").iterdir())):
+                pids.append(int(proc.name))
         except (OSError, ValueError):
             continue
     return [pid for pid in pids if pid != os.getpid()]
@@ -81,7 +86,10 @@ class LocalCluster:
         self.id = uuid.uuid4().hex[:12]
         self.env = {**os.environ, "HOME": str(self.home), "RAY_AUTH_MODE": "disabled",
                     "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1",
-                    "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", **(env or {})}
+                    "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+                    # the head's Ray Client server waits this long for a session's own server
+                    # process (30 s by default: too short on two loaded cores)
+                    "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "120", **(env or {})}
         self.env.pop("RAY_ADDRESS", None)
         self.nodes: list[str] = []
         self.address: str | None = None
@@ -91,18 +99,27 @@ class LocalCluster:
         """Start a node (the first is the head); return its marker."""
         name = f"{self.id}-{len(self.nodes)}"
         low, high = free_range()
-        ports = ["--node-manager-port", free_port(), "--object-manager-port", free_port(),
+        taken: set = set()
+
+        def port() -> int:   # free, outside the workers' range, and not given twice
+            while True:
+                chosen = free_port()
+                if not low <= chosen <= high and chosen not in taken:
+                    taken.add(chosen)
+                    return chosen
+
+        ports = ["--node-manager-port", port(), "--object-manager-port", port(),
                  "--min-worker-port", low, "--max-worker-port", high,
-                 "--dashboard-agent-listen-port", free_port(), "--dashboard-agent-grpc-port", free_port(),
-                 "--runtime-env-agent-port", free_port(), "--metrics-export-port", free_port()]
+                 "--dashboard-agent-listen-port", port(), "--dashboard-agent-grpc-port", port(),
+                 "--runtime-env-agent-port", port(), "--metrics-export-port", port()]
         command = ["ray", "start", "--num-cpus", str(num_cpus), "--node-ip-address", "127.0.0.1",
                    "--object-store-memory", str(100 << 20), "--disable-usage-stats",
                    "--temp-dir", str(self.root / f"n{len(self.nodes)}"), *map(str, ports)]
         if not self.nodes:
-            port, self.client_port = free_port(), free_port()
-            command += ["--head", "--port", str(port), "--ray-client-server-port", str(self.client_port),
+            gcs, self.client_port = port(), port()
+            command += ["--head", "--port", str(gcs), "--ray-client-server-port", str(self.client_port),
                         "--include-dashboard", "false"]
-            self.address = f"127.0.0.1:{port}"
+            self.address = f"127.0.0.1:{gcs}"
         else:
             command += ["--address", self.address]
         self.nodes.append(name)
@@ -112,9 +129,13 @@ class LocalCluster:
             raise RuntimeError(f"ray start failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
         return name
 
+    def node_pids(self, name: str) -> list[int]:
+        """The processes of node ``name``."""
+        return marked_pids(name, self.root / f"n{self.nodes.index(name)}")
+
     def kill_node(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Kill every process of node ``name``; return how many there were."""
-        pids = marked_pids(name)
+        pids = self.node_pids(name)
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -139,7 +160,7 @@ class LocalCluster:
         for name in self.nodes:
             self.kill_node(name, signal.SIGTERM)
         deadline = time.time() + 10
-        while time.time() < deadline and any(marked_pids(n) for n in self.nodes):
+        while time.time() < deadline and any(self.node_pids(n) for n in self.nodes):
             time.sleep(0.3)
         for name in self.nodes:
             self.kill_node(name, signal.SIGKILL)

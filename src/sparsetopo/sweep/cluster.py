@@ -243,9 +243,9 @@ class HeadWatch:
     """Whether the cluster's head still answers: a TCP connection to its port, at most every
     ``every`` seconds; :meth:`check` raises ClusterLost once it has failed for ``limit`` seconds."""
 
-    def __init__(self, address: str, every: float = 2.0, limit: float = HEAD_LOST_SECONDS):
-        self.address = address
-        self.host, self.port = _host_port(address)
+    def __init__(self, address: str, probe: str | None = None, every: float = 2.0, limit: float = HEAD_LOST_SECONDS):
+        self.address = address   # as the user gave it; ``probe`` (default the same) is what is tried
+        self.host, self.port = _host_port(probe or address)
         self.every, self.limit = every, limit
         self.last = 0.0
         self.down_since: float | None = None

@@ -219,10 +219,8 @@ class RayExecutor(Executor):
             self.owned = True
         self.watch = None
         if self.address is not None and self.owned:
-            watched = self.address
-            if not watched.startswith("ray://"):
-                watched = ray.get_runtime_context().gcs_address or watched
-            self.watch = HeadWatch(watched)
+            gcs = None if self.address.startswith("ray://") else ray.get_runtime_context().gcs_address
+            self.watch = HeadWatch(self.address if self.address != "auto" else gcs, probe=gcs)
         self.in_flight: dict = {}   # Future -> ObjectRef, to cancel on an interrupt
         self.cpus, self.read_at = 0, -self.REFRESH_SECONDS
         self.workers = self.slots()

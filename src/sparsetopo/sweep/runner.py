@@ -311,8 +311,9 @@ class _State:
             self._loop(pools, owned, replace, workers, pending, in_flight, options)
         except ClusterLost as exc:
             done = self.store.status()["done"]
-            raise ClusterLost(f"{exc}; the {done} runs stored so far in {self.store.path} are safe: run the same "
-                              f"command again once the cluster is back, and it resumes") from None
+            runs = "the 1 run" if done == 1 else f"the {done} runs"
+            raise ClusterLost(f"{exc}; {runs} stored so far in {self.store.path} {'is' if done == 1 else 'are'} "
+                              f"safe: run the same command again once the cluster is back, and it resumes") from None
 
     def _slots(self, pool, workers: int) -> int:
         """Tasks in flight at most: the pool's own count where it follows a cluster's CPUs,
