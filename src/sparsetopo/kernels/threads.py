@@ -94,6 +94,11 @@ class AdaptiveThreads:
             faster_parallel = not faster_parallel
         return threads if faster_parallel else 0
 
+    @staticmethod
+    def timed(work: int) -> bool:
+        """Whether a call of this much work has a choice to make (and so is worth timing)."""
+        return work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+
     def record(self, site, chunks: int, seconds: float) -> None:
         """The time one call took on the path :meth:`chunks` chose."""
         state = self._sites.get(site)

@@ -289,3 +289,49 @@ def tile_sums(tiles):
                 s += row[t]
             out[j] += s
     return out
+
+
+# -- one numba call per direction (batch-major tensors): the per-call overhead of small layers --
+@njit(cache=True)
+def _width(batch):
+    if batch >= TILE:
+        return TILE
+    return HALF_TILE if batch >= HALF_TILE else max(batch, 1)
+
+
+@njit(cache=True)
+def forward_call(x, values, col_perm, col_ptr, col_rows, bias, n_chunks, keep_tiles):
+    """``(y, tiles of x)`` for a batch-major ``x``: the tiles, the CSC weights and the kernel in
+    one call (the tiles come back empty unless ``keep_tiles``: only the weight gradient reads them)."""
+    tiles = tiles_from_rows(x, _width(x.shape[0]))
+    w = csc_values(values, col_perm)
+    y = np.empty((x.shape[0], col_ptr.size - 1), np.float32)
+    if n_chunks:
+        gather(tiles, w, col_ptr, col_rows, bias, True, y, n_chunks)
+    else:
+        gather_serial(tiles, w, col_ptr, col_rows, bias, True, y)
+    if not keep_tiles:
+        tiles = np.empty((0, 0, 0), np.float32)
+    return y, tiles
+
+
+@njit(cache=True)
+def backward_call(xtiles, gy, values, indptr, indices, want_x, want_values, want_bias, n_chunks):
+    """``(grad_x, grad_values, grad_bias)`` for a batch-major ``gy`` in one call; unwanted ones
+    are empty arrays."""
+    batch = gy.shape[0]
+    gtiles = tiles_from_rows(gy, _width(batch))
+    gx = np.empty((batch if want_x else 0, indptr.size - 1 if want_x else 0), np.float32)
+    if want_x:
+        if n_chunks:
+            gather(gtiles, values, indptr, indices, values, False, gx, n_chunks)
+        else:
+            gather_serial(gtiles, values, indptr, indices, values, False, gx)
+    gv = np.empty(values.size if want_values else 0, np.float32)
+    if want_values:
+        if n_chunks:
+            sddmm(xtiles, gtiles, indptr, indices, gv, n_chunks)
+        else:
+            sddmm_serial(xtiles, gtiles, indptr, indices, gv)
+    gb = tile_sums(gtiles) if want_bias else np.empty(0, np.float32)
+    return gx, gv, gb

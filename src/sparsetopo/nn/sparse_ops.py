@@ -109,9 +109,8 @@ class SparseLinearFunction(torch.autograd.Function):
                 "use backend='masked' (or 'auto', which picks it on CUDA) for other devices or dtypes"
             )
         x_fm = _feature_major(x)
-        y, xtiles = sparse_calls.forward(x, values, bias, index, x_fm)
         # the tiles of x are kept only when the weight gradient will read them
-        ctx.xtiles = xtiles if ctx.needs_input_grad[1] else None
+        y, ctx.xtiles = sparse_calls.forward(x, values, bias, index, x_fm, ctx.needs_input_grad[1])
         ctx.index, ctx.x_feature_major = index, x_fm
         ctx.save_for_backward(values, x) if x_fm else ctx.save_for_backward(values)
         return y
