@@ -164,7 +164,7 @@ def _layers_grid(r: dict) -> list[str]:
     checks = r.get("auto_check")
     if checks:
         worst = max(checks, key=lambda c: c["slowdown"])
-        lines += ["", f"`backend=\"auto\"` with the constants fitted below picks, over the {len(checks)} training "
+        lines += ["", f"`backend=\"auto\"` with the shipped `CPU_COST_MODEL` picks, over the {len(checks)} training "
                   f"points, at worst a backend {num(worst['slowdown'])} x as slow as the faster one "
                   f"({worst['shape']}, density {short(worst['density'])}, batch {worst['batch']})."]
     return lines
