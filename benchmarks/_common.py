@@ -11,6 +11,11 @@ import time
 import numba
 import torch
 
+from sparsetopo.kernels.cache import drop_stale_cache
+
+# A kernel source edited since numba cached its callers would otherwise be timed as it was.
+drop_stale_cache()
+
 
 def set_threads(n: int | None) -> None:
     """Give torch and numba the same number of threads (None: leave their defaults)."""

@@ -1,6 +1,23 @@
-"""One layer 784 -> 300 at batch 32: forward + backward, sparse backend vs masked-dense PyTorch.
+"""One sparse layer against nn.Linear over a grid of shapes, densities and batch sizes, and the
+paper's layer (784 -> 300, batch 32) against masked-dense PyTorch in detail.
 
-Usage: ``python benchmarks/bench_layers.py [--json] [--repeats N]``
+Usage: ``python benchmarks/bench_layers.py [--json] [--threads N] [--batch 1,32,128,512,2048]
+[--shape 784x300,784x1024,1024x1024,4096x4096] [--density 0.01,0.02,0.1,0.3] [--no-paper]``
+
+**The grid** (``grid`` in the JSON): for every shape, density (``random_regular``) and batch,
+what a user compares: a training step (zero_grad, forward, backward) of ``nn.Linear``, of the
+masked backend and of ``SparseLinear(backend="sparse")``, interleaved in one process with the
+same threads; at batch 1 instead the inference forward (``eval()`` under ``torch.no_grad()``),
+the latency case. Each point reports sparse seconds / ``nn.Linear`` seconds
+(``ratio_linear``), / masked seconds (``ratio_masked``), and the GFLOP/s of the sparse and the
+``nn.Linear`` side (2 flops per multiply-add on the connections that exist, three products per
+training step, one per inference). Repeats per point are set so that each side runs about
+``--seconds`` in all (at least 5 turns). The cost model of ``backend="auto"`` is fitted from
+these points (``cost_model``), and ``auto_check`` says, for every training point, how much
+slower the backend the shipped ``CPU_COST_MODEL`` picks is than the faster of masked and
+sparse (``auto_check_refit``: the same with the constants fitted here).
+
+**The paper's layer** (top-level ``ratios*``; skipped by ``--no-paper``):
 
 The baseline is the masked backend through autograd (``addmm(b, x, W * mask)``, then
 ``backward``: the input gradient and the dense weight gradient), timed in the same process
@@ -29,14 +46,13 @@ The sparse side is reported two ways:
   ``ratios_autograd`` on this machine. ``ratios_autograd`` minus it is the library's part
   (its kernels, layout copies and glue).
 
-It also fits the constants of :class:`sparsetopo.nn.backend.CostModel` (printed as
-``cost_model``) from these timings plus a small 64 -> 10 layer; ``CPU_COST_MODEL`` holds them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from numba import njit
 
@@ -46,7 +62,8 @@ import torch
 from _common import interleaved_medians, machine, set_threads, training_step
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
-from sparsetopo.nn import SparseLinear
+from sparsetopo.nn import CostModel, SparseLinear
+from sparsetopo.nn.backend import CPU_COST_MODEL
 from sparsetopo.kernels import layer as kernels
 from sparsetopo.kernels.threads import n_chunks, use_threads
 
@@ -114,18 +131,94 @@ def measure(n_in, n_out, k, repeats, seed=0):
     return t, interleaved_medians(sides, repeats, block=BLOCK)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--repeats", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=None, help="threads for torch and numba (default: theirs)")
-    args = parser.parse_args()
-    set_threads(args.threads)
-    ratios, ratios_calls, ratios_autograd, seconds, points = {}, {}, {}, {}, []
+DEFAULT_BATCHES = "1,32,128,512,2048"
+DEFAULT_SHAPES = "784x300,784x1024,1024x1024,4096x4096"
+DEFAULT_GRID_DENSITIES = "0.01,0.02,0.1,0.3"
+# the issue's acceptance: sparse / nn.Linear at one thread, batch 32..2048 on shapes from
+# 784x1024 up, and at batch 1 (inference) for widths 1024 and 4096
+TARGETS_LINEAR = {"0.1": 0.30, "0.02": 0.10}
+
+
+def grid_point(n_in, n_out, density, batch, seconds, seed=0):
+    """One point of the grid: nn.Linear, masked and sparse side by side (see the module doc)."""
+    k = max(1, round(density * n_out))
+    t = build("random_regular", n_in, n_out, k, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(n_in, n_out)
+    masked = SparseLinear(t, backend="masked")
+    sparse = SparseLinear(t, backend="sparse")
+    g = torch.randn(batch, n_out, generator=gen)
+    if batch == 1:  # inference: the latency of one example
+        x = torch.rand(batch, n_in, generator=gen)
+        for m in (linear, masked, sparse):
+            m.eval()
+
+        def infer(m):
+            def step():
+                with torch.no_grad():
+                    m(x)
+            return step
+        sides = {"linear": infer(linear), "masked": infer(masked), "sparse": infer(sparse)}
+        products = 1
+    else:
+        x = torch.rand(batch, n_in, generator=gen).requires_grad_()
+        sides = {"linear": training_step(linear, x, g), "masked": training_step(masked, x, g),
+                 "sparse": training_step(sparse, x, g)}
+        products = 3
+    tick = time.perf_counter()
+    for f in sides.values():
+        f()
+    once = (time.perf_counter() - tick) / len(sides)
+    block = max(1, min(10, int(0.005 / max(once, 1e-9))))
+    repeats = max(5 * block, int(seconds / max(once, 1e-9)))
+    med = interleaved_medians(sides, repeats, warmup=2, block=block)
+    flops_sparse = 2.0 * products * t.nnz * batch
+    flops_dense = 2.0 * products * n_in * n_out * batch
+    return {"shape": f"{n_in}x{n_out}", "n_in": n_in, "n_out": n_out, "density": density, "nnz": t.nnz,
+            "batch": batch, "mode": "inference" if batch == 1 else "train", "seconds": med,
+            "ratio_linear": med["sparse"] / med["linear"], "ratio_masked": med["sparse"] / med["masked"],
+            "gflops": {"sparse": flops_sparse / med["sparse"] / 1e9, "linear": flops_dense / med["linear"] / 1e9},
+            "turns": repeats // block, "steps_per_turn": block}
+
+
+def fit_cost_model(points) -> dict:
+    """Straight lines (:class:`CostModel`) through the training points, weighted by 1/time so
+    that small layers count as much as large ones."""
+    train = [p for p in points if p["mode"] == "train"]
+
+    def line(work, secs):
+        work, secs = np.asarray(work, float), np.asarray(secs, float)
+        a = np.stack([np.ones_like(work), work], axis=1) / secs[:, None]
+        (overhead, per), *_ = np.linalg.lstsq(a, np.ones_like(secs), rcond=None)
+        return max(float(overhead), 0.0), float(per)
+
+    d0, d1 = line([p["n_in"] * p["n_out"] * p["batch"] for p in train], [p["seconds"]["masked"] for p in train])
+    s0, s1 = line([p["nnz"] * p["batch"] for p in train], [p["seconds"]["sparse"] for p in train])
+    return {"dense_overhead_s": d0, "dense_per_mac_s": d1, "sparse_overhead_s": s0, "sparse_per_mac_s": s1}
+
+
+def auto_check(points, model: CostModel) -> list[dict]:
+    """For each training point: the backend the cost model picks, and its time over the faster one's."""
+    rows = []
+    for p in points:
+        if p["mode"] != "train":
+            continue
+        pick = ("sparse" if model.sparse_seconds(p["nnz"], p["batch"]) < model.dense_seconds(p["n_in"], p["n_out"], p["batch"])
+                else "masked")
+        best = min(p["seconds"]["sparse"], p["seconds"]["masked"])
+        rows.append({"shape": p["shape"], "density": p["density"], "batch": p["batch"], "auto": pick,
+                     "slowdown": p["seconds"][pick] / best})
+    return rows
+
+
+def paper_layer(repeats) -> dict:
+    """The paper's layer in detail (the ``ratios*`` keys; see the module doc)."""
+    ratios, ratios_calls, ratios_autograd, seconds = {}, {}, {}, {}
     ratios_before, ratios_custom, ratios_floor = {}, {}, {}
     for d in DENSITIES:
         k = max(1, round(float(d) * N_OUT))
-        t, med = measure(N_IN, N_OUT, k, args.repeats)
+        t, med = measure(N_IN, N_OUT, k, repeats)
         ratios[d] = med["kernels"] / med["masked"]
         ratios_calls[d] = med["python_calls"] / med["masked"]
         ratios_autograd[d] = med["autograd"] / med["masked"]
@@ -137,46 +230,77 @@ def main():
                       "sparse_autograd": med["autograd"], "sparse_autograd_numpy_layout": med["autograd_numpy_layout"],
                       "sparse_custom_op": med.get("custom_op"), "autograd_floor": med["autograd_floor"],
                       "density": t.density}
-        points.append((t.nnz * BATCH, med["kernels"], N_IN * N_OUT * BATCH, med["masked"]))
-    _, small = measure(64, 10, 3, args.repeats)
-    # least squares line through the sparse kernel times against connections x batch
-    work = np.array([p[0] for p in points], dtype=float)
-    slope, intercept = np.polyfit(work, [p[1] for p in points], 1)
-    dense_big = float(np.median([p[3] for p in points]))
-    dense_slope = (dense_big - small["masked"]) / (N_IN * N_OUT * BATCH - 64 * 10 * BATCH)
-    cost_model = {"dense_overhead_s": small["masked"] - dense_slope * 64 * 10 * BATCH, "dense_per_mac_s": dense_slope,
-                  "sparse_overhead_s": max(float(intercept), 0.0), "sparse_per_mac_s": float(slope)}
-    result = {"benchmark": "layer 784->300, batch 32, forward+backward (random_regular)",
-              "ratios": ratios, "ratios_python_calls": ratios_calls, "ratios_autograd": ratios_autograd,
-              "ratios_autograd_numpy_layout": ratios_before, "ratios_custom_op": ratios_custom,
-              "ratios_autograd_floor": ratios_floor,
-              "targets": {d: 0.04 if d == "0.01" else 2 * float(d) for d in DENSITIES},
-              "targets_autograd": {"0.01": 0.10, "0.1": 0.25},
-              "baseline": "masked-dense PyTorch autograd, median seconds",
-              "sparse_sides": {"ratios": "forward, then input gradient + SDDMM in one pass, in one numba call (as the fused epoch)",
-                               "ratios_python_calls": "the same two kernels, one Python call each",
-                               "ratios_autograd": "SparseLinear forward + backward through torch autograd",
-                               "ratios_autograd_numpy_layout": "the same Function with the layout work in numpy "
-                                                               "(before the batch-major entry points)",
-                               "ratios_custom_op": "the two numba calls as torch.library custom ops",
-                               "ratios_autograd_floor": "an autograd Function that computes nothing: torch's "
-                                                        "charge for any Python autograd layer"},
-              "threads": args.threads, "repeats": args.repeats,
-              "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
-              "masked_seconds": {d: seconds[d]["masked"] for d in DENSITIES}, "seconds": seconds,
-              "cost_model": cost_model, "machine": machine()}
+    return {"ratios": ratios, "ratios_python_calls": ratios_calls, "ratios_autograd": ratios_autograd,
+            "ratios_autograd_numpy_layout": ratios_before, "ratios_custom_op": ratios_custom,
+            "ratios_autograd_floor": ratios_floor,
+            "targets": {d: 0.04 if d == "0.01" else 2 * float(d) for d in DENSITIES},
+            "targets_autograd": {"0.01": 0.10, "0.1": 0.25},
+            "baseline": "masked-dense PyTorch autograd, median seconds",
+            "sparse_sides": {"ratios": "forward, then input gradient + SDDMM in one pass, in one numba call (as the fused epoch)",
+                             "ratios_python_calls": "the same two kernels, one Python call each",
+                             "ratios_autograd": "SparseLinear forward + backward through torch autograd",
+                             "ratios_autograd_numpy_layout": "the Function of an earlier version, with the layout work "
+                                                             "in numpy and the untiled kernels",
+                             "ratios_custom_op": "the two numba calls as torch.library custom ops",
+                             "ratios_autograd_floor": "an autograd Function that computes nothing: torch's "
+                                                      "charge for any Python autograd layer"},
+            "repeats": repeats,
+            "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
+            "masked_seconds": {d: seconds[d]["masked"] for d in DENSITIES}, "seconds": seconds}
+
+
+def _shapes(text):
+    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--repeats", type=int, default=300, help="steps per side for the paper's layer")
+    parser.add_argument("--threads", type=int, default=None, help="threads for torch and numba (default: theirs)")
+    parser.add_argument("--batch", default=DEFAULT_BATCHES, help="batch sizes of the grid (1: inference)")
+    parser.add_argument("--shape", default=DEFAULT_SHAPES, help="layer shapes of the grid, n_in x n_out")
+    parser.add_argument("--density", default=DEFAULT_GRID_DENSITIES, help="densities of the grid")
+    parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per side and grid point")
+    parser.add_argument("--no-paper", action="store_true", help="skip the detailed paper's-layer section")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    result = {"benchmark": "one sparse layer against nn.Linear (grid) and the paper's layer 784->300, batch 32, "
+                           "forward+backward (random_regular)"}
+    if not args.no_paper:
+        result.update(paper_layer(args.repeats))
+    points = []
+    for n_in, n_out in _shapes(args.shape):
+        for d in (float(v) for v in args.density.split(",")):
+            for b in (int(v) for v in args.batch.split(",")):
+                points.append(grid_point(n_in, n_out, d, b, args.seconds))
+                if not args.json:
+                    p = points[-1]
+                    print(f"  {p['shape']:>9} density {d:<5} batch {b:>4} {p['mode']:>9}: sparse/linear "
+                          f"{p['ratio_linear']:.3f}  sparse/masked {p['ratio_masked']:.3f}  GFLOP/s sparse "
+                          f"{p['gflops']['sparse']:.1f} linear {p['gflops']['linear']:.1f}", flush=True)
+    result["grid"] = points
+    result["grid_targets_linear"] = TARGETS_LINEAR
+    if any(p["mode"] == "train" for p in points):
+        fitted = fit_cost_model(points)
+        result["cost_model"] = fitted
+        result["auto_check"] = auto_check(points, CPU_COST_MODEL)  # what users get
+        result["auto_check_refit"] = auto_check(points, CostModel(**fitted))
+    result.update({"threads": args.threads, "grid_seconds_per_side": args.seconds, "machine": machine()})
     if args.json:
         print(json.dumps(result))
         return
-    print(f"layer {N_IN}->{N_OUT}, batch {BATCH}, forward+backward; machine: {result['machine']}")
-    for d in DENSITIES:
-        s = seconds[d]
-        print(f"  density {d:>5}: masked {s['masked'] * 1e6:8.1f} us  sparse kernels {s['sparse_kernels'] * 1e6:8.1f} us"
-              f" (ratio {ratios[d]:.3f}, target {'<= 0.04' if d == '0.01' else f'<= {2 * float(d):.2f}'})"
-              f"  2 calls {s['sparse_python_calls'] * 1e6:8.1f} us  via autograd {s['sparse_autograd'] * 1e6:8.1f} us (ratio {ratios_autograd[d]:.3f}, "
-              f"numpy layout {ratios_before[d]:.3f}, custom op {ratios_custom.get(d, float('nan')):.3f}, "
-              f"floor {ratios_floor[d]:.3f})")
-    print(f"  cost model: {cost_model}")
+    if "ratios" in result:
+        print(f"layer {N_IN}->{N_OUT}, batch {BATCH}, forward+backward; machine: {result['machine']}")
+        for d in DENSITIES:
+            s = result["seconds"][d]
+            print(f"  density {d:>5}: masked {s['masked'] * 1e6:8.1f} us  sparse kernels {s['sparse_kernels'] * 1e6:8.1f} us"
+                  f" (ratio {result['ratios'][d]:.3f})  via autograd {s['sparse_autograd'] * 1e6:8.1f} us "
+                  f"(ratio {result['ratios_autograd'][d]:.3f}, earlier Function {result['ratios_autograd_numpy_layout'][d]:.3f}, "
+                  f"floor {result['ratios_autograd_floor'][d]:.3f})")
+    if "cost_model" in result:
+        print(f"  cost model: {result['cost_model']}")
+        print(f"  auto's worst choice: {max(r['slowdown'] for r in result['auto_check']):.3f} x the faster backend")
 
 
 if __name__ == "__main__":

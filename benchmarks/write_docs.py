@@ -107,7 +107,10 @@ def bench_layers(r: dict) -> list[str]:
              "an autograd Function that computes nothing, what torch charges any layer written as one, so "
              "`ratios_autograd` cannot go below the floor plus `ratios`. Each is sparse seconds / "
              "masked-dense seconds, measured in the same process.", ""]
-    lines += _layers_rows(r, targets)
+    if "ratios" in r:
+        lines += _layers_rows(r, targets)
+    if r.get("grid"):
+        lines += [""] + _layers_grid(r)
     model = r.get("cost_model")
     if model:
         lines += ["", "Cost-model constants fitted from this run (`CostModel` in `nn/backend.py`; the shipped "
@@ -138,6 +141,51 @@ def _layers_rows(r: dict, targets: dict) -> list[str]:
         else:
             rows.append([label] + [fmt(r[key].get(d)) if r[key].get(d) is not None else "" for d in densities])
     return table(["density"] + densities, rows)
+
+
+def _layers_grid(r: dict) -> list[str]:
+    """The grid: sparse against nn.Linear (and masked) per shape, density and batch."""
+    targets = r.get("grid_targets_linear", {})
+    lines = ["The grid: a training step (batch > 1) or an inference forward (batch 1, `eval()` under "
+             "`torch.no_grad()`) of `SparseLinear(backend=\"sparse\")` against `nn.Linear` and the masked "
+             "backend, interleaved in one process; GFLOP/s count the connections that exist "
+             "(2 flops per multiply-add).", ""]
+    rows = []
+    for p in r["grid"]:
+        d = p["density"]
+        target = targets.get(str(d)) if (p["batch"] == 1 and d == 0.1 and p["n_in"] >= 1024) or \
+            (p["batch"] >= 32 and p["n_out"] >= 1024) else None
+        rows.append([p["shape"], short(d), str(p["batch"]), p["mode"], ms(p["seconds"]["linear"]),
+                     ms(p["seconds"]["sparse"]), num(p["ratio_linear"]), target_text("ratio", target) if target else "",
+                     met("ratio", p["ratio_linear"], target) if target else "", num(p["ratio_masked"]),
+                     num(p["gflops"]["sparse"], 2), num(p["gflops"]["linear"], 2)])
+    lines += table(["shape", "density", "batch", "step", "nn.Linear", "sparse", "sparse / nn.Linear", "target",
+                    "met", "sparse / masked", "sparse GFLOP/s", "nn.Linear GFLOP/s"], rows)
+    checks = r.get("auto_check")
+    if checks:
+        worst = max(checks, key=lambda c: c["slowdown"])
+        lines += ["", f"`backend=\"auto\"` with the shipped `CPU_COST_MODEL` picks, over the {len(checks)} training "
+                  f"points, at worst a backend {num(worst['slowdown'])} x as slow as the faster one "
+                  f"({worst['shape']}, density {short(worst['density'])}, batch {worst['batch']})."]
+    return lines
+
+
+def bench_model(r: dict) -> list[str]:
+    lines = [f"{capital(r.get('benchmark', 'whole models'))}. Data: {r.get('data')}. Each ratio is the "
+             "sparsified model's step time / the dense model's, measured interleaved in one process.", ""]
+    densities = sorted({d for run in r["runs"] for d in run["ratios"]}, key=float, reverse=True)
+    rows = []
+    for run in r["runs"]:
+        t = r.get("targets", {}).get(run["model"], {}).get(str(run["batch"]), {}) if run["threads"] == 1 else {}
+        rows.append([run["model"], str(run["threads"]), str(run["batch"]), ms(run["seconds"]["dense"])]
+                    + [num(run["ratios"].get(d)) + (f" ({target_text('ratio', t[d])}, {met('ratio', run['ratios'][d], t[d])})"
+                                                     if d in t else "") for d in densities])
+    lines += table(["model", "threads", "batch", "dense step"] + [f"ratio at density {d}" for d in densities], rows)
+    if r.get("accuracy"):
+        lines += ["", f"Accuracy ({r.get('accuracy_setup')}):", ""]
+        lines += table(["density", "sparse backend", "masked backend"],
+                       [[d, num(a["sparse"], 4), num(a["masked"], 4)] for d, a in r["accuracy"].items()])
+    return lines
 
 
 def bench_conv(r: dict) -> list[str]:
@@ -331,7 +379,8 @@ def _form(layer: dict) -> str:
     return layer["form"]
 
 
-RENDERERS = {"bench_layers": bench_layers, "bench_epoch": bench_epoch, "bench_spectral": bench_spectral,
+RENDERERS = {"bench_layers": bench_layers, "bench_model": bench_model, "bench_epoch": bench_epoch,
+             "bench_spectral": bench_spectral,
              "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels,
              "bench_onnx": bench_onnx}
 

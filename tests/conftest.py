@@ -1,8 +1,15 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and a fresh numba cache for the session."""
 
 import pytest
 
 from sparsetopo.data import load_dataset
+from sparsetopo.kernels.cache import drop_stale_cache
+
+
+def pytest_sessionstart(session):
+    """Compiled kernels older than any kernel source may hold a stale callee inlined: drop
+    them before any test runs a kernel (see sparsetopo.kernels.cache)."""
+    drop_stale_cache()
 
 
 @pytest.fixture(scope="session")

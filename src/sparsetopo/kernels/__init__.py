@@ -6,12 +6,16 @@ Nothing here imports torch; every function takes and fills numpy arrays. One job
 * :mod:`.expf`: the sigmoid with a float32 ``exp`` that vectorises (glibc's bits);
 * :mod:`.layer`: a sparse layer's forward, input gradient and weight gradient (SDDMM), serial
   and parallel, optionally with the SGD update fused into the weight-gradient pass;
+* :mod:`.tiled`: the same layer maths over batch tiles, for a layer inside someone else's
+  network at any batch size (and batch 1 in inference);
 * :mod:`.sgd`: the SGD rule with (Nesterov) momentum, as torch.optim.SGD applies it;
 * :mod:`.step`: MSE on sigmoid outputs, dropout, and the batch loop of one network
   (:func:`~.step.train_batches`, :func:`~.step.train_epoch`);
 * :mod:`.population`: many networks' batch loops at once, one member per thread;
-* :mod:`.threads`: how many chunks a parallel kernel makes, and when a layer stays serial.
+* :mod:`.threads`: how many chunks a parallel kernel makes, and when a layer stays serial
+  (a fixed rule for the engines, a measured one per call site for :mod:`.tiled`);
+* :mod:`.cache`: numba's on-disk cache files older than a kernel source, found and dropped.
 
-Torch modules call these through :mod:`sparsetopo.nn.sparse_ops`; the training engines in
+Torch modules call these through :mod:`sparsetopo.nn.sparse_ops` and :mod:`sparsetopo.nn.sparse_calls`; the training engines in
 :mod:`sparsetopo.train` call :mod:`.step` and :mod:`.population`.
 """

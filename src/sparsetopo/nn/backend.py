@@ -91,17 +91,21 @@ def choose_backend(topology: Topology, device: torch.device | str | None = None,
 
 
 def layer_backends(topologies: Sequence[Topology], backend: str = "auto", device=None,
-                   cost_model: CostModel | None = None) -> list[str]:
+                   cost_model: CostModel | None = None, batch_size: int | None = None) -> list[str]:
     """The concrete backend ("masked" or "sparse") of each layer of one network.
 
     ``backend``: "masked" or "sparse" for every layer, or "auto" (see the module docstring:
     sparse for all layers when :func:`choose_backend` prefers sparse for each, else masked for
     all). ``device``: where the network computes (CPU when None); the sparse backend is CPU only.
+    ``batch_size``: the examples per step the network will train on (None: the paper's 32).
     """
     if backend not in BACKENDS:
         raise SparsetopoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        choices = [choose_backend(t, device, cost_model=cost_model) for t in topologies]
+        batch = CALIBRATION_BATCH if batch_size is None else int(batch_size)
+        if batch < 1:
+            raise SparsetopoError(f"batch_size={batch_size} must be a positive number of examples")
+        choices = [choose_backend(t, device, batch=batch, cost_model=cost_model) for t in topologies]
         backend = "sparse" if all(c == "sparse" for c in choices) else "masked"
     elif backend == "sparse" and device is not None and torch.device(device).type != "cpu":
         raise SparsetopoError(

@@ -26,7 +26,7 @@ from torch import nn
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.backend import layer_backends
 from sparsetopo.nn.init import initial_weights
-from sparsetopo.nn.sparse_ops import SparseIndex, SparseLinearFunction, sparse_linear
+from sparsetopo.nn.sparse_ops import SparseIndex, sparse_linear
 from sparsetopo.topology import Topology
 
 
@@ -46,13 +46,17 @@ class SparseLinear(nn.Module):
         decides for all its layers at once and passes each a concrete backend.
     device : where the layer will compute; only informs "auto" (CUDA means masked).
     bias : whether the layer has a learnable bias (``nn.Linear(bias=False)`` has none).
+    batch_size : the examples per training step the layer will see; only informs "auto" (None:
+        the paper's 32). It is an argument, not learnt from the first forward, because the
+        backend decides which parameters the layer has (``weight`` or ``values``), and an
+        optimizer is built from them before any forward runs.
     """
 
     def __init__(self, topology: Topology, init: str = "glorot", gen: np.random.Generator | None = None,
-                 backend: str = "masked", device=None, bias: bool = True):
+                 backend: str = "masked", device=None, bias: bool = True, batch_size: int | None = None):
         super().__init__()
         self.topology = topology
-        self.backend = layer_backends([topology], backend, device)[0]
+        self.backend = layer_backends([topology], backend, device, batch_size=batch_size)[0]
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
         self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
         if not bias:  # the kernels always add a bias: a constant zero one, not trained, not saved
@@ -73,8 +77,6 @@ class SparseLinear(nn.Module):
         self._check_input(x)
         bias = self.bias if self.bias is not None else self._zero_bias
         if self.backend == "sparse":
-            if x.dim() == 2:  # the common case, straight to the autograd Function
-                return SparseLinearFunction.apply(x, self.values, bias, self.index)
             return sparse_linear(x, self.values, bias, self.index)
         if x.dim() == 2:
             return torch.addmm(bias, x, self.weight * self.mask)

@@ -33,7 +33,7 @@ class SparseMLP(nn.Module):
 
     def __init__(self, topologies: Sequence[Topology], activation: str = "sigmoid",
                  dropout: Sequence[float] = (0.0, 0.0), init: str = "glorot", seed: int = 0,
-                 backend: str = "masked", output: str = "activation", device=None):
+                 backend: str = "masked", output: str = "activation", device=None, batch_size: int | None = None):
         super().__init__()
         for a, b in zip(topologies, topologies[1:]):
             if a.n_out != b.n_in:
@@ -44,7 +44,8 @@ class SparseMLP(nn.Module):
             raise SparsetopoError(f"dropout={list(dropout)} must be two rates in [0, 1): input layer, hidden layers")
         if output not in OUTPUTS:
             raise SparsetopoError(f"unknown output {output!r}: choose one of {', '.join(OUTPUTS)}")
-        backends = layer_backends(topologies, backend, device)  # device: where it will compute (CUDA: masked)
+        # device: where it will compute (CUDA: masked); batch_size: the batch "auto" predicts for
+        backends = layer_backends(topologies, backend, device, batch_size=batch_size)
         self.layers = nn.ModuleList(
             SparseLinear(t, init=init, gen=rng(seed, "init", l), backend=b)
             for l, (t, b) in enumerate(zip(topologies, backends))

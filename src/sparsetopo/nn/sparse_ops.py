@@ -16,6 +16,7 @@ import torch
 
 from sparsetopo.errors import SparsetopoError, interrupt_in
 from sparsetopo.kernels import batch_major
+from sparsetopo.nn import sparse_calls
 from sparsetopo.kernels.threads import PARALLEL_MIN_WORK, n_chunks
 from sparsetopo.topology import Topology
 
@@ -144,32 +145,24 @@ def refuse_double_backward() -> None:
 class SparseLinearFunction(torch.autograd.Function):
     """``y = x @ W + b`` with ``W`` given by its connected weights ``values`` (CSR order).
 
-    Each direction is one numba call (:mod:`sparsetopo.kernels.batch_major`): the layout copies,
-    the kernels (on the thread pool when the layer does enough work, the rule of
-    :mod:`sparsetopo.kernels.threads`) and the bias gradient together, so that the layer's cost
-    inside someone else's network stays close to its kernels' (``benchmarks/bench_layers.py``,
-    ``ratios_autograd``). An input that is already feature-major (its transpose contiguous) is
-    read in place, and its gradient is returned in the same layout.
+    Each direction is a few numba calls over batch tiles (:mod:`sparsetopo.nn.sparse_calls`,
+    :mod:`sparsetopo.kernels.tiled`), on the thread pool when the layer does enough work and
+    the pool has lately paid (:class:`~sparsetopo.kernels.threads.AdaptiveThreads`). An input
+    that is already feature-major (its transpose contiguous) is read in place, and its gradient
+    is returned in the same layout. The inputs are checked first (:func:`check_sparse_inputs`):
+    the kernels index them without bounds checks.
     """
 
     @staticmethod
     @interrupts_stay_interrupts
     def forward(ctx, x, values, bias, index: SparseIndex):
         check_sparse_inputs(x, values, bias, index)
-        v, b = values.detach().numpy(), bias.detach().numpy()
-        chunks = _chunks(index, x.shape[0])
-        if _feature_major(x):
-            xt = x.detach().t().numpy()  # a view: x is saved below, so autograd notices an in-place change
-            y = batch_major.forward_fm(xt, v, b, index.col_ptr, index.col_rows, index.col_perm, chunks)
-            ctx.x_feature_major = True
-            ctx.save_for_backward(values, x)
-        else:  # the feature-major copy is kept only when the weight gradient will need it
-            y, xt = batch_major.forward(_numpy(x), v, b, index.col_ptr, index.col_rows, index.col_perm,
-                                        chunks, ctx.needs_input_grad[1])
-            ctx.x_feature_major = False
-            ctx.save_for_backward(values)
-        ctx.index, ctx.xt, ctx.chunks = index, xt, chunks
-        return torch.from_numpy(y)
+        x_fm = _feature_major(x)
+        # the tiles of x are kept only when the weight gradient will read them
+        y, ctx.xtiles = sparse_calls.forward(x, values, bias, index, x_fm, ctx.needs_input_grad[1])
+        ctx.index, ctx.x_feature_major = index, x_fm
+        ctx.save_for_backward(values, x) if x_fm else ctx.save_for_backward(values)
+        return y
 
     @staticmethod
     @interrupts_stay_interrupts
@@ -177,23 +170,24 @@ class SparseLinearFunction(torch.autograd.Function):
         refuse_double_backward()
         index: SparseIndex = ctx.index
         want_x, want_values, want_bias = ctx.needs_input_grad[:3]
-        v = ctx.saved_tensors[0].detach().numpy()
-        if _feature_major(grad_y):
-            gx, gv, gb = batch_major.backward_fm(ctx.xt, grad_y.t().numpy(), v, index.indptr, index.indices, want_x,
-                                                 want_values, want_bias, ctx.chunks, ctx.x_feature_major)
-        else:
-            gx, gv, gb = batch_major.backward(ctx.xt, _numpy(grad_y), v, index.indptr, index.indices, want_x,
-                                              want_values, want_bias, ctx.chunks, ctx.x_feature_major)
-        grad_x = None
-        if want_x:
-            grad_x = torch.from_numpy(gx).t() if ctx.x_feature_major else torch.from_numpy(gx)
-        return (grad_x, torch.from_numpy(gv) if want_values else None,
-                torch.from_numpy(gb) if want_bias else None, None)
+        return sparse_calls.backward(ctx.xtiles, grad_y, ctx.saved_tensors[0], index, want_x, want_values, want_bias,
+                                     ctx.x_feature_major, _feature_major(grad_y)) + (None,)
+
+
+_inference = interrupts_stay_interrupts(sparse_calls.inference)
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index: SparseIndex) -> torch.Tensor:
-    """Differentiable sparse ``x @ W + b`` (any leading batch shape flattened to 2-D)."""
+    """Differentiable sparse ``x @ W + b`` (any leading batch shape flattened to 2-D).
+
+    When no gradient can be wanted (under ``torch.no_grad()`` or ``torch.inference_mode()``, or
+    nothing involved requires one), the forward-only kernel runs without the autograd
+    Function: nothing is saved for a backward, and a single example takes one dot product per
+    output (:func:`sparsetopo.nn.sparse_calls.inference`)."""
     if x.dim() != 2:
         lead = x.shape[:-1]
         return sparse_linear(x.reshape(-1, x.shape[-1]), values, bias, index).reshape(*lead, index.n_out)
+    if not (torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or bias.requires_grad)):
+        check_sparse_inputs(x, values, bias, index)
+        return _inference(x, values, bias, index)
     return SparseLinearFunction.apply(x, values, bias, index)

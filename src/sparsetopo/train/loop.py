@@ -52,7 +52,7 @@ def build_model(config: TrainConfig, n_features: int, n_classes: int) -> SparseM
     topologies = build_stack(sizes, config.construction, degrees, seed=derive_seed(config.seed, "topology"))
     return SparseMLP(topologies, activation=config.activation, dropout=config.dropout,
                      init=config.init, seed=config.seed, backend=config.backend, output=output_layer(config),
-                     device=config.device)
+                     device=config.device, batch_size=config.batch_size)
 
 
 def training_device(config: TrainConfig) -> torch.device:

@@ -1,0 +1,57 @@
+"""numba's on-disk cache against the kernel sources: find and drop entries older than any of them.
+
+numba checks a cached function against its own source file only: a caller in one module
+(``tiled.gather`` calling ``layer._bounds``, the fused epoch calling ``layer``) keeps the machine
+code it compiled with the old callee inlined after the callee's file changes, and runs it. A
+cache index (``*.nbi``) older than the newest file in ``kernels/`` may therefore hold stale
+code; dropping the index makes numba compile afresh (the ``*.nbc`` data it pointed to is then
+unused and is dropped too). The test session (``tests/conftest.py``) and the benchmark
+scripts (``benchmarks/_common.py``) call :func:`drop_stale_cache` before any kernel runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+KERNELS = Path(__file__).resolve().parent
+PACKAGE = KERNELS.parent
+
+
+def newest_kernel_source() -> float:
+    """Modification time of the newest ``*.py`` file in ``kernels/``."""
+    return max(p.stat().st_mtime for p in KERNELS.glob("*.py"))
+
+
+def _cache_dirs() -> list[Path]:
+    dirs = [p for p in PACKAGE.rglob("__pycache__") if p.is_dir()]
+    custom = os.environ.get("NUMBA_CACHE_DIR")
+    if custom and Path(custom).is_dir():
+        dirs.append(Path(custom))
+    return dirs
+
+
+def stale_cache_files() -> list[Path]:
+    """numba cache files (``*.nbi``, ``*.nbc``) written before the newest kernel source."""
+    newest = newest_kernel_source()
+    stale = []
+    for d in _cache_dirs():
+        for p in d.rglob("*.nb[ic]"):
+            try:
+                if p.stat().st_mtime < newest:
+                    stale.append(p)
+            except FileNotFoundError:  # another process dropped it meanwhile
+                pass
+    return stale
+
+
+def drop_stale_cache() -> list[Path]:
+    """Delete the stale cache files (see :func:`stale_cache_files`); returns those deleted."""
+    dropped = []
+    for p in stale_cache_files():
+        try:
+            p.unlink()
+            dropped.append(p)
+        except FileNotFoundError:
+            pass
+    return dropped
