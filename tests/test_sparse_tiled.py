@@ -27,6 +27,18 @@ def pair(n_in=96, n_out=80, k=9, seed=3):
     return t, sparse, masked
 
 
+def assert_step_matches(t, sparse, masked, xs, xm, g):
+    """One forward and backward on each backend: outputs and every gradient within 1e-5."""
+    ys, ym = sparse(xs), masked(xm)
+    assert ys.shape == ym.shape and rel_err(ys, ym) < 1e-5
+    ys.backward(g)
+    ym.backward(g)
+    edges = (t.rows.astype(np.int64), t.indices.astype(np.int64))
+    assert rel_err(xs.grad, xm.grad) < 1e-5
+    assert rel_err(sparse.values.grad, masked.weight.grad[edges]) < 1e-5
+    assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5
+
+
 @pytest.mark.parametrize("batch", [1, 7, 33, 128, 1000])
 def test_forward_and_every_gradient_match_the_masked_backend(batch):
     t, sparse, masked = pair()
@@ -34,14 +46,27 @@ def test_forward_and_every_gradient_match_the_masked_backend(batch):
     x = torch.randn(batch, t.n_in, generator=gen)
     g = torch.randn(batch, t.n_out, generator=gen)
     xs, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ys, ym = sparse(xs), masked(xm)
-    assert ys.shape == (batch, t.n_out) and rel_err(ys, ym) < 1e-5
-    ys.backward(g)
-    ym.backward(g)
-    edges = (t.rows.astype(np.int64), t.indices.astype(np.int64))
-    assert rel_err(xs.grad, xm.grad) < 1e-5
-    assert rel_err(sparse.values.grad, masked.weight.grad[edges]) < 1e-5
-    assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5
+    assert_step_matches(t, sparse, masked, xs, xm, g)
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+@pytest.mark.parametrize("untiled", [True, False])
+def test_both_sides_of_the_small_batch_rule_match_the_masked_backend(monkeypatch, untiled, feature_major):
+    """Batch 32 on a 300-output layer: the untiled kernels under the rule, the tiled ones with
+    the rule switched off; an input laid out feature-major (a transposed tensor) as well."""
+    from sparsetopo.nn import sparse_ops
+
+    if not untiled:
+        monkeypatch.setattr(sparse_ops, "SMALL_BATCH", 0)
+    assert (32 <= sparse_ops.SMALL_BATCH and 300 < sparse_ops.SMALL_OUTPUTS) == untiled
+    t, sparse, masked = pair(n_in=120, n_out=300, k=30)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(t.n_in, 32, generator=gen).t() if feature_major else torch.randn(32, t.n_in, generator=gen)
+    g = torch.randn(32, t.n_out, generator=gen)
+    xs, xm = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    if feature_major:
+        xs = x.detach().t().clone().t().requires_grad_()
+    assert_step_matches(t, sparse, masked, xs, xm, g)
 
 
 @pytest.mark.parametrize("batch", [1, 5, 64, 200])

@@ -149,8 +149,9 @@ class SparseLinearFunction(torch.autograd.Function):
     :mod:`sparsetopo.kernels.tiled`), on the thread pool when the layer does enough work and
     the pool has lately paid (:class:`~sparsetopo.kernels.threads.AdaptiveThreads`). An input
     that is already feature-major (its transpose contiguous) is read in place, and its gradient
-    is returned in the same layout. The inputs are checked first (:func:`check_sparse_inputs`):
-    the kernels index them without bounds checks.
+    is returned in the same layout. A small layer at a small batch takes the untiled kernels of
+    :mod:`sparsetopo.kernels.batch_major` instead (``SMALL_BATCH``, ``SMALL_OUTPUTS``). The inputs
+    are checked first (:func:`check_sparse_inputs`): the kernels index them without bounds checks.
     """
 
     @staticmethod
@@ -158,9 +159,12 @@ class SparseLinearFunction(torch.autograd.Function):
     def forward(ctx, x, values, bias, index: SparseIndex):
         check_sparse_inputs(x, values, bias, index)
         x_fm = _feature_major(x)
+        ctx.index, ctx.x_feature_major = index, x_fm
+        ctx.small = x.shape[0] <= SMALL_BATCH and index.n_out < SMALL_OUTPUTS
+        if ctx.small:
+            return _small_forward(ctx, x, values, bias, index)
         # the tiles of x are kept only when the weight gradient will read them
         y, ctx.xtiles = sparse_calls.forward(x, values, bias, index, x_fm, ctx.needs_input_grad[1])
-        ctx.index, ctx.x_feature_major = index, x_fm
         ctx.save_for_backward(values, x) if x_fm else ctx.save_for_backward(values)
         return y
 
@@ -170,8 +174,49 @@ class SparseLinearFunction(torch.autograd.Function):
         refuse_double_backward()
         index: SparseIndex = ctx.index
         want_x, want_values, want_bias = ctx.needs_input_grad[:3]
+        if ctx.small:
+            return _small_backward(ctx, grad_y, index, want_x, want_values, want_bias) + (None,)
         return sparse_calls.backward(ctx.xtiles, grad_y, ctx.saved_tensors[0], index, want_x, want_values, want_bias,
                                      ctx.x_feature_major, _feature_major(grad_y)) + (None,)
+
+
+# A small layer at a small batch (at most SMALL_BATCH rows, fewer than SMALL_OUTPUTS outputs: the
+# paper's 784-300-10 at batch 32) trains on the untiled kernels of
+# :mod:`sparsetopo.kernels.batch_major`, one numba call per direction with the layout copies
+# inside: cutting 32 rows into tiles costs more there than it saves, while from 512 outputs the
+# two are even or the tiles win (benchmarks/bench_small_batch.py times both, interleaved).
+SMALL_BATCH = 32
+SMALL_OUTPUTS = 512
+
+
+def _small_forward(ctx, x, values, bias, index: SparseIndex) -> torch.Tensor:
+    v, b = values.detach().numpy(), bias.detach().numpy()
+    chunks = _chunks(index, x.shape[0])
+    if ctx.x_feature_major:
+        xt = x.detach().t().numpy()  # a view: x is saved below, so autograd notices an in-place change
+        y = batch_major.forward_fm(xt, v, b, index.col_ptr, index.col_rows, index.col_perm, chunks)
+        ctx.save_for_backward(values, x)
+    else:  # the feature-major copy is kept only when the weight gradient will need it
+        y, xt = batch_major.forward(_numpy(x), v, b, index.col_ptr, index.col_rows, index.col_perm,
+                                    chunks, ctx.needs_input_grad[1])
+        ctx.save_for_backward(values)
+    ctx.xt, ctx.chunks = xt, chunks
+    return torch.from_numpy(y)
+
+
+def _small_backward(ctx, grad_y, index: SparseIndex, want_x, want_values, want_bias):
+    v = ctx.saved_tensors[0].detach().numpy()
+    if _feature_major(grad_y):
+        gx, gv, gb = batch_major.backward_fm(ctx.xt, grad_y.t().numpy(), v, index.indptr, index.indices, want_x,
+                                             want_values, want_bias, ctx.chunks, ctx.x_feature_major)
+    else:
+        gx, gv, gb = batch_major.backward(ctx.xt, _numpy(grad_y), v, index.indptr, index.indices, want_x,
+                                          want_values, want_bias, ctx.chunks, ctx.x_feature_major)
+    grad_x = None
+    if want_x:
+        grad_x = torch.from_numpy(gx).t() if ctx.x_feature_major else torch.from_numpy(gx)
+    return (grad_x, torch.from_numpy(gv) if want_values else None,
+            torch.from_numpy(gb) if want_bias else None)
 
 
 _inference = interrupts_stay_interrupts(sparse_calls.inference)
