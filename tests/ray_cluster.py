@@ -40,10 +40,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The head's Ray Client server gives each client session a server on a port from this range;
+# a node's workers listening there would make that session fail to start.
+CLIENT_SESSION_PORTS = range(23000, 24001)
+
+
 def free_range(width: int = 40) -> tuple[int, int]:
-    """``width`` consecutive ports nobody listens on (worker ports of one node)."""
+    """``width`` consecutive ports nobody listens on (worker ports of one node), clear of
+    ``CLIENT_SESSION_PORTS``."""
     for _ in range(200):
-        low = random.randrange(20000, 60000 - width)
+        low = random.randrange(24001, 60000 - width)
         if all(_free(p) for p in range(low, low + width)):
             return low, low + width - 1
     raise RuntimeError("no free port range")
@@ -128,6 +134,15 @@ class LocalCluster:
         if done.returncode != 0:
             raise RuntimeError(f"ray start failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
         return name
+
+    def client_server_logs(self, lines: int = 30) -> str:
+        """The last lines of the head's Ray Client server logs (the proxy and each session's
+        own server), to say why a ``ray://`` connection failed."""
+        parts = []
+        for log in sorted({p.resolve() for p in (self.root / "n0").glob("session_*/logs/ray_client_server*.err")}):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(parts) or "(no Ray Client server log)"
 
     def node_pids(self, name: str) -> list[int]:
         """The processes of node ``name``."""

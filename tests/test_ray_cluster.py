@@ -113,6 +113,21 @@ def test_a_worker_running_other_code_refuses_and_nothing_is_stored(tmp_path, mon
         assert store.status()["done"] == 0 and store.failed_attempts() == {}
 
 
+def test_a_ray_client_refusal_names_the_heads_own_reason():
+    """Ray Client puts the head's traceback under 'Initialization failure from server:'; the
+    one line keeps that traceback's last line, the reason, not the empty headline alone."""
+    from sparsetopo.sweep.cluster import _translate
+
+    traceback = ("Initialization failure from server:\nTraceback (most recent call last):\n  File \"x.py\", "
+                 "line 1, in f\n    raise RuntimeError\nRuntimeError: Proxy failed to Connect to backend!\n")
+    message = str(_translate("ray://127.0.0.1:10001", ConnectionAbortedError(traceback)))
+    assert message.startswith("no Ray Client session at ray://127.0.0.1:10001: Initialization failure from server: "
+                              "RuntimeError: Proxy failed to Connect to backend!;"), message
+    assert "Traceback" not in message and "\n" not in message
+    plain = str(_translate("127.0.0.1:6379", ConnectionError("refused\nmore detail")))
+    assert "refused;" in plain and "more detail" not in plain
+
+
 class FakeRay:
     """Stands in for the ray module where only the cluster's CPUs matter."""
 
@@ -228,7 +243,7 @@ def test_a_ray_client_address_runs_the_sweep_too_and_workers_caps_the_tasks(fold
     result = subprocess.run([sys.executable, "-m", "sparsetopo", "sweep", "run", "cluster.toml", "--db", "c.sqlite",
                              "--executor", "ray", "--address", f"ray://127.0.0.1:{cluster.client_port}",
                              "--workers", "3"], cwd=folder, env=cluster.env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, f"{result.stderr[-3000:]}\nthe head's Ray Client logs:\n{cluster.client_server_logs()}"
     assert len(rows(folder / "c.sqlite")) == RUNS
     assert "3 CPUs in use" in result.stderr and "8 CPUs" not in result.stderr
 
@@ -275,6 +290,17 @@ def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:
     return predicate()
 
 
+def mid_sweep(driver: subprocess.Popen, db: Path, busy, timeout: float = 300) -> bool:
+    """Wait until ``driver`` has stored a run and ``busy()`` holds while it still runs; a
+    driver that ends first fails the test with its own output, not after the timeout."""
+    seen = wait_for(lambda: driver.poll() is not None or (stored(db) >= 1 and busy()), timeout)
+    if driver.poll() is not None:
+        out, err = driver.communicate()
+        pytest.fail(f"the sweep ended (exit {driver.returncode}, {stored(db)} runs stored) before the fault "
+                    f"could be injected:\n{err[-3000:]}")
+    return seen
+
+
 @needs_ray_start
 @pytest.mark.slow
 def test_sigterm_to_the_driver_is_an_interrupt_and_frees_the_cluster(folder, cluster):
@@ -299,7 +325,7 @@ def test_a_node_killed_mid_sweep_loses_no_run_and_stores_none_twice(folder, clus
     started = time.perf_counter()
     driver = sweep(folder, cluster, "kill.sqlite", popen=True)
     try:
-        assert wait_for(lambda: stored(folder / "kill.sqlite") >= 1 and training(cluster, cluster.nodes[1]), 300)
+        assert mid_sweep(driver, folder / "kill.sqlite", lambda: training(cluster, cluster.nodes[1]))
         killed = cluster.kill_node(cluster.nodes[1])
         out, err = driver.communicate(timeout=600)
     finally:
@@ -336,10 +362,12 @@ def test_token_authentication_and_a_lost_head(folder):
             assert_refused(result, head.address, "token authentication", needle, "RAY_AUTH_TOKEN")
             no_store(folder, before)
 
-        (folder / "cluster.toml").write_text(SPEC.replace("seeds = 4", "seeds = 8"))   # 24 runs on 2 CPUs
-        driver = sweep(folder, head, "lost.sqlite", popen=True)
+        # 24 runs on 2 CPUs, one task each (a population would store them in two or three
+        # batches, and the sweep could end between two polls): the head dies mid-sweep
+        (folder / "cluster.toml").write_text(SPEC.replace("seeds = 4", "seeds = 8"))
+        driver = sweep(folder, head, "lost.sqlite", "--no-population", popen=True)
         try:
-            assert wait_for(lambda: stored(folder / "lost.sqlite") >= 1 and training(head, head.nodes[0]), 300)
+            assert mid_sweep(driver, folder / "lost.sqlite", lambda: training(head, head.nodes[0]))
             head.kill_node(head.nodes[0])
             lost = time.perf_counter()
             out, err = driver.communicate(timeout=120)

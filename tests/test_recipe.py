@@ -256,6 +256,23 @@ def test_validation_split_is_carved_from_training_data_only(digits):
     assert validation_split(160, 0.0)[1].size == 0
 
 
+def test_read_only_arrays_are_shared_without_a_warning(digits):
+    """A sweep task's data come read-only from Ray's object store: the tensors share that
+    memory (no copy per task) and torch's non-writable warning is not printed per task."""
+    import dataclasses
+    import warnings
+
+    frozen = {k: np.array(getattr(digits, k)) for k in ("x_train", "y_train", "x_test", "y_test")}
+    for array in frozen.values():
+        array.flags.writeable = False
+    shared = dataclasses.replace(digits, **frozen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x_train, _, _, _, x_test, y_test, _ = split_tensors(small(), shared)
+    assert x_train.data_ptr() == frozen["x_train"].ctypes.data and x_test.data_ptr() == frozen["x_test"].ctypes.data
+    assert torch.equal(y_test, torch.from_numpy(digits.y_test.astype(np.int64)))
+
+
 def test_stop_early_rule():
     assert not stop_early([0.5, 0.6, 0.6], 2)
     assert stop_early([0.5, 0.6, 0.6, 0.59], 2)          # best at epoch 2, two epochs without a better one

@@ -153,7 +153,10 @@ def _check_gcs(address: str) -> None:
 def _translate(address: str, exc: BaseException) -> ClusterError:
     """A ClusterError for an exception of ``ray.init``."""
     text = str(exc)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if len(lines) > 1 and first.endswith(":"):  # Ray Client: the head's traceback follows; its last line says why
+        first = f"{first} {lines[-1]}"
     if type(exc).__name__ == "AuthenticationError" or "InvalidAuthToken" in text or "Unauthenticated" in text:
         return _token_refused(address)
     if "Version mismatch" in text or "version mismatch" in text:

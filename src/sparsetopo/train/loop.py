@@ -25,6 +25,7 @@ import io
 import math
 import pickle
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -188,8 +189,8 @@ def split_tensors(config: TrainConfig, dataset=None, data_dir=None):
         from sparsetopo.data import load_dataset
 
         dataset = load_dataset(config.dataset, data_dir=data_dir)
-    x_train = torch.as_tensor(dataset.x_train, dtype=torch.float32)
-    y_train = torch.as_tensor(dataset.y_train, dtype=torch.int64)
+    x_train = _shared_tensor(dataset.x_train, torch.float32)
+    y_train = _shared_tensor(dataset.y_train, torch.int64)
     if config.limit_train is not None:
         x_train, y_train = x_train[: config.limit_train], y_train[: config.limit_train]
     x_val, y_val = x_train[:0], y_train[:0]
@@ -197,13 +198,23 @@ def split_tensors(config: TrainConfig, dataset=None, data_dir=None):
         keep, held = (torch.from_numpy(i) for i in validation_split(x_train.shape[0], config.validation_fraction))
         x_val, y_val = x_train[held], y_train[held]
         x_train, y_train = x_train[keep], y_train[keep]
-    x_test = torch.as_tensor(dataset.x_test, dtype=torch.float32)
-    y_test = torch.as_tensor(dataset.y_test, dtype=torch.int64)
+    x_test = _shared_tensor(dataset.x_test, torch.float32)
+    y_test = _shared_tensor(dataset.y_test, torch.int64)
     if config.permute_inputs is not None:  # one place for every engine: the same columns for all three sets
         from sparsetopo.data import permute_features
 
         x_train, x_val, x_test = (permute_features(x, config.permute_inputs) for x in (x_train, x_val, x_test))
     return x_train, y_train, x_val, y_val, x_test, y_test, int(dataset.n_classes)
+
+
+def _shared_tensor(array, dtype: torch.dtype) -> torch.Tensor:
+    """``array`` as a tensor, sharing its memory where the dtype allows. A sweep task's arrays
+    come read-only from Ray's object store, shared by every task of the node; training never
+    writes to them (batches and permutations are copies), so torch's warning about a
+    non-writable array is silenced rather than the data copied once per task."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array, dtype=dtype)
 
 
 def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord], status: str,
