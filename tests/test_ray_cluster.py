@@ -128,6 +128,52 @@ def test_a_ray_client_refusal_names_the_heads_own_reason():
     assert "refused;" in plain and "more detail" not in plain
 
 
+@pytest.mark.parametrize("failures, tries, refused", [(1, 2, False), (2, 2, True)])
+def test_a_ray_client_session_that_failed_to_start_is_tried_once_more(monkeypatch, failures, tries, refused):
+    """A session whose server the head failed to start is tried again (a new server, on the
+    next port); a second failure is the one-line refusal with the head's reason."""
+    import ray
+
+    from sparsetopo.errors import SparsetopoError
+    from sparsetopo.sweep import cluster
+
+    calls = []
+
+    def init(address, **options):
+        calls.append(address)
+        if len(calls) <= failures:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):"
+                                         "\nRuntimeError: Starting Ray client server failed.")
+
+    monkeypatch.setattr(cluster, "check_address", lambda address: None)
+    monkeypatch.setattr(ray, "init", init)
+    if refused:
+        with pytest.raises(SparsetopoError, match="Starting Ray client server failed"):
+            cluster.connect("ray://127.0.0.1:10001")
+    else:
+        cluster.connect("ray://127.0.0.1:10001")
+    assert calls == ["ray://127.0.0.1:10001"] * tries
+
+
+def test_other_connection_failures_are_not_tried_again(monkeypatch):
+    import ray
+
+    from sparsetopo.errors import SparsetopoError
+    from sparsetopo.sweep import cluster
+
+    calls = []
+
+    def init(address, **options):
+        calls.append(address)
+        raise ConnectionError("Initialization failure from server:\nRuntimeError: no")
+
+    monkeypatch.setattr(cluster, "check_address", lambda address: None)
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(SparsetopoError, match="cannot reach the Ray cluster at 127.0.0.1:6379"):
+        cluster.connect("127.0.0.1:6379")   # not a Ray Client address: no session server to retry
+    assert len(calls) == 1
+
+
 class FakeRay:
     """Stands in for the ray module where only the cluster's CPUs matter."""
 

@@ -32,6 +32,10 @@ __all__ = ["ClusterError", "ClusterLost", "HeadWatch", "connect", "resolve_addre
 
 PROBE_SECONDS = 5.0      # a TCP connection to the head gets this long
 HEAD_LOST_SECONDS = 15.0  # the head unreachable this long ends a sweep
+# Ray Client: the head starts a server process for each session; when that start fails (a
+# loaded head, a port its session servers share with something else), a second try gets a
+# new process on the next port. Refusals of the address or token are not retried.
+CLIENT_SESSION_TRIES = 2
 
 
 class ClusterError(SparsetopoError):
@@ -203,6 +207,24 @@ def check_address(address: str) -> None:
         _check_gcs(address)
 
 
+def _session_start_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the head's Ray Client server failing to start this session's server."""
+    return isinstance(exc, ConnectionError) and str(exc).startswith("Initialization failure from server")
+
+
+def _init_retrying_session_start(ray, address: str, options: dict) -> None:
+    """``ray.init`` on ``address``, tried again (up to ``CLIENT_SESSION_TRIES`` in all) when a
+    ``ray://`` session's server failed to start; Ray Client disconnects after such a failure,
+    so the next try starts clean."""
+    for attempt in range(1, CLIENT_SESSION_TRIES + 1):
+        try:
+            ray.init(address=address, **options)
+            return
+        except Exception as exc:  # noqa: BLE001 - only a failed session start is tried again
+            if not (address.startswith("ray://") and _session_start_failed(exc)) or attempt == CLIENT_SESSION_TRIES:
+                raise
+
+
 def connect(address: str | None, num_cpus: int | None = None) -> None:
     """Start Ray's driver: on the cluster at ``address`` (checked first), or on a local Ray of
     ``num_cpus`` CPUs when ``address`` is None. Raises ClusterError with the fix.
@@ -230,7 +252,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
             ray.init(**options)
         else:
             with _quiet_stderr():
-                ray.init(address=address, **options)
+                _init_retrying_session_start(ray, address, options)
     except ClusterError:
         raise
     except Exception as exc:  # noqa: BLE001 - every way ray.init fails becomes one line
