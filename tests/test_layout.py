@@ -91,3 +91,19 @@ def test_importing_the_package_does_not_import_torch_until_asked():
     assert "torch" not in loaded and "sparsetopo.io" not in loaded
     code = "import sparsetopo, sys; sparsetopo.save; sparsetopo.sparsify; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("given, expected", [(None, "3000"), ("250000", "250000")])
+def test_the_command_line_sets_openmp_spinning_before_torch_loads_it(given, expected):
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads it: the CLI sets it (keeping a value
+    the user gave) before any import of torch, so that its threads sleep soon after a parallel
+    region instead of taking a loaded machine's free core (docs/design.md)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    code = ("import os, sys, sparsetopo; before = 'torch' in sys.modules; import sparsetopo.cli; "
+            "print(before, os.environ['GOMP_SPINCOUNT'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["False", expected]
