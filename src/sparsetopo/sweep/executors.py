@@ -137,26 +137,30 @@ def _forkserver_children() -> list[int]:
 
 
 @contextmanager
-def _sigint_ignored():
-    """Hold Ctrl-C off for a moment (main thread only; elsewhere signals are not ours to set)."""
+def _sigint_held():
+    """Hold Ctrl-C back for a moment: blocked on the main thread, not ignored. A Ctrl-C in the
+    meantime stays pending and interrupts the coordinator as soon as the block ends (ignoring
+    it would lose it, and the sweep would go on after the user pressed Ctrl-C). A process
+    started meanwhile inherits the block, so the interrupt never reaches it. Main thread only:
+    elsewhere signals are not ours to set."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _start_forkserver() -> None:
-    """Start the forkserver with SIGINT ignored. A Ctrl-C to the process group would otherwise
+    """Start the forkserver with SIGINT blocked. A Ctrl-C to the process group would otherwise
     hit it (and workers forking from it) while it imports torch, each printing a traceback; the
-    ignored disposition survives its exec and its forks. The coordinator alone handles Ctrl-C,
-    and the server exits with it."""
+    block survives its exec and its forks, and the server then ignores SIGINT itself. The
+    coordinator alone handles Ctrl-C, and the server exits with it."""
     from multiprocessing import forkserver
 
-    with _sigint_ignored():
+    with _sigint_held():
         forkserver.ensure_running()
 
 
