@@ -49,7 +49,7 @@ def free_range(width: int = 40) -> tuple[int, int]:
     """``width`` consecutive ports nobody listens on (worker ports of one node), clear of
     ``CLIENT_SESSION_PORTS``."""
     for _ in range(200):
-        low = random.randrange(24001, 60000 - width)
+        low = random.randrange(CLIENT_SESSION_PORTS.stop, 60000 - width)
         if all(_free(p) for p in range(low, low + width)):
             return low, low + width - 1
     raise RuntimeError("no free port range")

@@ -206,12 +206,11 @@ def _small_forward(ctx, x, values, bias, index: SparseIndex) -> torch.Tensor:
 
 def _small_backward(ctx, grad_y, index: SparseIndex, want_x, want_values, want_bias):
     v = ctx.saved_tensors[0].detach().numpy()
-    if _feature_major(grad_y):
-        gx, gv, gb = batch_major.backward_fm(ctx.xt, grad_y.t().numpy(), v, index.indptr, index.indices, want_x,
-                                             want_values, want_bias, ctx.chunks, ctx.x_feature_major)
-    else:
-        gx, gv, gb = batch_major.backward(ctx.xt, _numpy(grad_y), v, index.indptr, index.indices, want_x,
-                                          want_values, want_bias, ctx.chunks, ctx.x_feature_major)
+    # grad_y in place when it is already feature-major, else its batch-major array
+    kernel, g = ((batch_major.backward_fm, grad_y.t().numpy()) if _feature_major(grad_y)
+                 else (batch_major.backward, _numpy(grad_y)))
+    gx, gv, gb = kernel(ctx.xt, g, v, index.indptr, index.indices, want_x, want_values, want_bias, ctx.chunks,
+                        ctx.x_feature_major)
     grad_x = None
     if want_x:
         grad_x = torch.from_numpy(gx).t() if ctx.x_feature_major else torch.from_numpy(gx)

@@ -216,12 +216,13 @@ def _init_retrying_session_start(ray, address: str, options: dict) -> None:
     """``ray.init`` on ``address``, tried again (up to ``CLIENT_SESSION_TRIES`` in all) when a
     ``ray://`` session's server failed to start; Ray Client disconnects after such a failure,
     so the next try starts clean."""
-    for attempt in range(1, CLIENT_SESSION_TRIES + 1):
+    tries = CLIENT_SESSION_TRIES if address.startswith("ray://") else 1
+    for attempt in range(1, tries + 1):
         try:
             ray.init(address=address, **options)
             return
         except Exception as exc:  # noqa: BLE001 - only a failed session start is tried again
-            if not (address.startswith("ray://") and _session_start_failed(exc)) or attempt == CLIENT_SESSION_TRIES:
+            if attempt == tries or not _session_start_failed(exc):
                 raise
 
 
