@@ -158,8 +158,11 @@ def _start_forkserver() -> None:
     hit it (and workers forking from it) while it imports torch, each printing a traceback; the
     block survives its exec and its forks, and the server then ignores SIGINT itself. The
     coordinator alone handles Ctrl-C, and the server exits with it."""
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
+    # the forkserver starts the resource tracker first, which blocks SIGINT for its own start
+    # and then unblocks it: started inside our block, it would end the block before the server
+    resource_tracker.ensure_running()
     with _sigint_held():
         forkserver.ensure_running()
 
