@@ -34,6 +34,7 @@ def analyze_command(db, out, seed):
     if not db.is_file():
         raise SparsetopoError(f"--db {db}: no such store; run 'sparsetopo sweep run' or 'sparsetopo reproduce' first")
     from sparsetopo.report.correlations import correlations, plot_correlations
+    from sparsetopo.report.formats import interval, number
     from sparsetopo.sweep import load_results
 
     runs = load_results(db)
@@ -47,6 +48,7 @@ def analyze_command(db, out, seed):
     everything = table[table["scope"] == "all"]
     click.echo(f"{len(runs)} runs in {db}; correlation with test accuracy over all runs (95% CI):")
     for row in everything.itertuples():
-        click.echo(f"  {row.measure:36s} n={row.n:4d}  pearson {row.pearson:+.3f} [{row.pearson_low:+.3f}, {row.pearson_high:+.3f}]"
-                   f"  spearman {row.spearman:+.3f} [{row.spearman_low:+.3f}, {row.spearman_high:+.3f}]")
+        click.echo(f"  {row.measure:36s} n={row.n:4d}  pearson {number(row.pearson):>6s} "
+                   f"{interval(row.pearson_low, row.pearson_high):17s}  spearman {number(row.spearman):>6s} "
+                   f"{interval(row.spearman_low, row.spearman_high)}")
     click.echo(f"-> {out / 'correlations.csv'}, {out / 'correlations.png'}")

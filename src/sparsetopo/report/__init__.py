@@ -8,7 +8,8 @@ claims C1..C8 and their verdicts), :mod:`.recipes` (the claims per training reci
 construction against random edges, for stores holding several recipes), :mod:`.figures` (one
 function per figure), :mod:`.protocol`
 (departures from the paper's protocol, software and machine), :mod:`.document` (HTML, Markdown,
-JSON), :mod:`.pictures` (a topology's edge matrix), :mod:`.build` (all of it in one call),
+JSON), :mod:`.formats` (numbers, intervals and code names as the documents write them),
+:mod:`.pictures` (a topology's edge matrix), :mod:`.build` (all of it in one call),
 :mod:`.reproduce` (a preset sweep, its timings and its report: the whole reproduction).
 """
 

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats as sstats
 
 from sparsetopo.report import stats
+from sparsetopo.report.formats import plain_markup
 from sparsetopo.report.results import (
     figure2_hidden,
     largest_hidden,
@@ -97,10 +98,14 @@ def _result(id, fn, verdict, estimate: Estimate | None = None, **kw) -> ClaimRes
 
 
 def _doc_parts(fn) -> tuple[str, str]:
-    """The first paragraph of a check's docstring is the claim; the rest how we test it."""
+    """The first paragraph of a check's docstring is the claim; the rest how we test it.
+
+    The docstring's reST markup becomes plain text (code between single backticks): the
+    documents show it to readers, not to Sphinx.
+    """
     doc = (fn.__doc__ or "").strip()
     first, _, rest = doc.partition("\n\n")
-    clean = lambda s: " ".join(line.strip() for line in s.splitlines()).strip()  # noqa: E731
+    clean = lambda s: plain_markup(" ".join(line.strip() for line in s.splitlines()).strip())  # noqa: E731
     return clean(first), " ".join(clean(p) for p in rest.split("\n\n") if p.strip())
 
 

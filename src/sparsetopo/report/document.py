@@ -13,6 +13,7 @@ from sparsetopo.atomic import atomic_path
 from sparsetopo.jsonable import plain
 from sparsetopo.report.claims import ClaimResult
 from sparsetopo.report.figures import FigureResult
+from sparsetopo.report.formats import code_html, in_points, interval, number
 from sparsetopo.report.locality import LocalityComparison, connectivity_agreement, locality_table
 from sparsetopo.report.recipes import RecipeComparison
 from sparsetopo.report.recipes import claims_table as recipes_claims_table
@@ -40,17 +41,12 @@ class ReportContent:
 
 
 def _pct(x, unit: str) -> str:
-    if x is None:
-        return "n/a"
-    if "accuracy" in unit:
-        return f"{100 * x:+.2f} pt"
-    return f"{x:.3g}"
+    text = number(x, unit)
+    return f"{text} pt" if in_points(unit) and text != "n/a" else text
 
 
 def _interval(c: ClaimResult) -> str:
-    if c.ci_low is None or c.ci_high is None:
-        return "n/a"
-    return f"[{_pct(c.ci_low, c.unit)}, {_pct(c.ci_high, c.unit)}]"
+    return interval(c.ci_low, c.ci_high, c.unit)
 
 
 def _threshold(c: ClaimResult) -> str:
@@ -117,12 +113,12 @@ def render_html(content: ReportContent) -> str:
                  "<th>threshold</th><th>runs</th><th>verdict</th></tr>")
     for c in content.claims:
         color = VERDICT_COLORS.get(c.verdict, "#fff")
-        parts.append(f"<tr><td>{_h(c.id)}</td><td>{_h(c.statement)}</td><td>{_h(_pct(c.value, c.unit))}"
+        parts.append(f"<tr><td>{_h(c.id)}</td><td>{code_html(c.statement)}</td><td>{_h(_pct(c.value, c.unit))}"
                      f"<br><small>{_h(c.unit)}</small></td><td>{_h(_interval(c))}</td><td>{_h(_threshold(c))}</td>"
                      f"<td>{c.n_runs}</td><td style='background:{color}'><b>{_h(c.verdict)}</b></td></tr>")
     parts.append("</table><h3>How each claim is tested</h3>")
     for c in content.claims:
-        parts.append(f"<h4>{_h(c.id)}: {_h(c.verdict)}</h4><p>{_h(c.operationalisation)}</p>")
+        parts.append(f"<h4>{_h(c.id)}: {_h(c.verdict)}</h4><p>{code_html(c.operationalisation)}</p>")
         for n in c.notes:
             parts.append(f"<p class='note'>{_h(n)}</p>")
         parts.append(f"<details><summary>numbers</summary><pre>{_h(_numbers_text(c.numbers))}</pre></details>")
@@ -165,6 +161,11 @@ def render_html(content: ReportContent) -> str:
 
 # -- Markdown --------------------------------------------------------------------------------------
 
+# Markdown's other code fence: a document free of backtick runs can be checked for stray reST
+# literals (``x``) with a plain search
+FENCE = "~~~"
+
+
 def _md_cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -190,7 +191,7 @@ def render_markdown(content: ReportContent) -> str:
     for c in content.claims:
         lines += [f"**{c.id}** ({c.verdict}). {c.operationalisation}", ""]
         lines += [f"> {n}" for n in c.notes] + ([""] if c.notes else [])
-        lines += ["```json", _numbers_text(c.numbers), "```", ""]
+        lines += [f"{FENCE}json", _numbers_text(c.numbers), FENCE, ""]
     if content.recipes is not None:
         for title, text, table in _recipe_sections(content.recipes):
             lines += [f"## {title}", "", text, ""] + (_table_md(*table) if table[0] else [])
@@ -217,7 +218,7 @@ def render_markdown(content: ReportContent) -> str:
                         for r in content.protocol])
     lines += ["### Grid", ""] + _table_md(["axis", "values"], content.grid)
     if text:
-        lines += ["<details><summary>sweep spec (TOML)</summary>", "", "```toml", text.rstrip(), "```", "",
+        lines += ["<details><summary>sweep spec (TOML)</summary>", "", f"{FENCE}toml", text.rstrip(), FENCE, "",
                   "</details>", ""]
     lines += ["## Software and machine", "", "Where this report was made (runs may have been trained elsewhere).", ""]
     lines += _table_md(["item", "value"], content.environment)

@@ -46,6 +46,7 @@ import pandas as pd
 from sparsetopo.report import stats
 from sparsetopo.report.claims import ClaimResult
 from sparsetopo.report.figures import FigureResult, _save, plt
+from sparsetopo.report.formats import POINTS, interval, number
 from sparsetopo.report.recipes import NULL, plot_differences, random_null
 from sparsetopo.report.results import constructions_in, label, single_layer
 
@@ -237,23 +238,20 @@ def locality_claim(orders: dict[str, pd.DataFrame], table: pd.DataFrame, seed: i
         claim.notes.append("no interval for the permuted advantage")
         return claim
     claim.verdict = "not supported" if permuted.low > 0 else "supported"
-    claim.notes.append(f"{len(winning)} cell(s) beat random_edge in raster order, by {100 * raster.value:+.2f} points "
-                       f"on average [{100 * raster.low:+.2f}, {100 * raster.high:+.2f}]; permuted, the same cells "
-                       f"differ by {100 * permuted.value:+.2f} [{100 * permuted.low:+.2f}, {100 * permuted.high:+.2f}]")
+    claim.notes.append(f"{len(winning)} cell(s) beat random_edge in raster order, by {number(raster.value, POINTS)} "
+                       f"points on average {interval(raster.low, raster.high, POINTS)}; permuted, the same cells "
+                       f"differ by {number(permuted.value, POINTS)} {interval(permuted.low, permuted.high, POINTS)}")
     return claim
 
 
 # -- the table for the documents -----------------------------------------------------------------
 
-def _pt(x) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:+.2f}"
-
-
 def _interval(row, suffix) -> str:
     low, high = float(row[f"ci_low_{suffix}"]), float(row[f"ci_high_{suffix}"])
+    difference = number(row[f"difference_{suffix}"], POINTS)
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{_pt(row[f'difference_{suffix}'])} (n/a)"
-    return f"{_pt(row[f'difference_{suffix}'])} [{_pt(low)}, {_pt(high)}]"
+        return f"{difference} (n/a)"
+    return f"{difference} {interval(low, high, POINTS)}"
 
 
 def _conn(x) -> str:

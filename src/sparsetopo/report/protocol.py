@@ -5,6 +5,11 @@ The paper's protocol is :class:`sparsetopo.train.TrainConfig`'s defaults (Sectio
 Every run's protocol fields are compared with those defaults; each field where some runs
 differ is a departure and is listed with its values and run counts. The paper's own variants
 (dropout 0.2/0.5, hidden sizes 100/300/500 and 500,300) are not departures.
+
+A departure is what a run *asked for*: ``backend`` compares the config's requested backend
+(``auto`` by default), not the engine that ``auto`` picked. What actually computed each run is
+information, listed apart in the grid summary ("backends that ran"). Values are listed one per
+``; ``-separated item, since some values themselves hold commas ("500,300").
 """
 
 from __future__ import annotations
@@ -33,9 +38,13 @@ FIELDS = {
     "lr_schedule": "learning-rate schedule",
     "validation_fraction": "training examples held out for validation",
     "early_stop": "early-stopping patience in epochs (0: none)",
-    "backend": "compute backend (changes speed, not the numbers beyond float error)",
+    "backend": "compute backend the run requested (changes speed, not the numbers beyond float error)",
     "device": "where the networks computed (changes speed, not the numbers beyond float error)",
 }
+# Fields whose requested value the store keeps in another column than the field's name: the
+# store's "backend" is what computed the run, "requested_backend" what its config asked for.
+REQUESTED_COLUMN = {"backend": "requested_backend"}
+SEPARATOR = "; "   # between listed values: never inside one (hidden sizes and backends hold commas)
 PAPER_HIDDEN = {"100", "300", "500", "500,300"}
 PAPER_DROPOUT = {(0.0, 0.0), (0.2, 0.5)}
 
@@ -57,7 +66,7 @@ def _same(a, b) -> bool:
 
 def _counts(values: pd.Series) -> str:
     counts = values.astype(str).value_counts()
-    return ", ".join(f"{v} ({n} runs)" for v, n in counts.items())
+    return SEPARATOR.join(f"{v} ({n} runs)" for v, n in counts.items())
 
 
 def departures(runs: pd.DataFrame) -> list[dict]:
@@ -65,15 +74,16 @@ def departures(runs: pd.DataFrame) -> list[dict]:
     paper = _paper_defaults()
     rows = []
     for name, meaning in FIELDS.items():
-        if name not in runs or runs[name].isna().all() and paper.get(name) is not None:
+        column = REQUESTED_COLUMN.get(name, name)
+        if column not in runs or runs[column].isna().all() and paper.get(name) is not None:
             continue
         expected = paper.get(name)
-        differ = ~runs[name].apply(lambda v, e=expected: _same(v, e))
+        differ = ~runs[column].apply(lambda v, e=expected: _same(v, e))
         rows.append({"field": name, "meaning": meaning, "paper": str(expected),
-                     "store": _counts(runs[name].where(runs[name].notna(), "None")),
+                     "store": _counts(runs[column].where(runs[column].notna(), "None")),
                      "departing_runs": int(differ.sum())})
     hidden = runs["hidden"].astype(str) if "hidden" in runs else pd.Series(dtype=str)
-    rows.append({"field": "hidden", "meaning": "hidden layer sizes", "paper": "100, 300, 500 or 500,300",
+    rows.append({"field": "hidden", "meaning": "hidden layer sizes", "paper": "100; 300; 500 or 500,300",
                  "store": _counts(hidden), "departing_runs": int((~hidden.isin(PAPER_HIDDEN)).sum())})
     pairs = list(zip(runs["dropout_in"].astype(float), runs["dropout_hidden"].astype(float)))
     rows.append({"field": "dropout", "meaning": "dropout on input / hidden layers",
@@ -110,13 +120,18 @@ def grid_summary(df: pd.DataFrame) -> list[tuple[str, str]]:
             return "-"
         v = df[col].dropna()
         uniq = sorted(v.unique(), key=lambda x: (str(type(x)), x))
-        text = ", ".join(f"{u:g}" if isinstance(u, float) else str(u) for u in uniq[:30])
-        return text + (f", ... ({len(uniq)} values)" if len(uniq) > 30 else "")
+        text = SEPARATOR.join(f"{u:g}" if isinstance(u, float) else str(u) for u in uniq[:30])
+        return text + (f"{SEPARATOR}... ({len(uniq)} values)" if len(uniq) > 30 else "")
+
+    def counted(col):
+        return _counts(df[col].dropna()) if col in df and df[col].notna().any() else "-"
     out = [("runs", f"{len(df)} ({_counts(df['status'])})")]
     for col, name in (("dataset", "data sets"), ("hidden", "hidden sizes"), ("construction", "constructions"),
-                      ("k_in", "input-layer degrees"), ("k_out", "output-layer degrees"), ("seed", "seeds"),
-                      ("backend", "backends")):
+                      ("k_in", "input-layer degrees"), ("k_out", "output-layer degrees"), ("seed", "seeds")):
         out.append((name, values(col)))
+    # requested: the protocol; ran: what auto picked per run (engine/kernel), information only
+    out.append(("backends requested", counted("requested_backend")))
+    out.append(("backends that ran (information: what computed each run)", counted("backend")))
     return out
 
 

@@ -30,6 +30,7 @@ from sparsetopo.report import claims as _claims
 from sparsetopo.report import graph, stats
 from sparsetopo.report.claims import ClaimResult
 from sparsetopo.report.figures import COLORS, FigureResult, _log_if_wide, _save, plt
+from sparsetopo.report.formats import POINTS, in_points, interval, number
 from sparsetopo.report.results import analysis_slice, constructions_in, label, single_layer
 
 NULL = "random_edge"
@@ -123,21 +124,13 @@ def random_null(runs_by_recipe: dict[str, pd.DataFrame], seed: int = 0) -> pd.Da
 
 # -- tables for the documents ------------------------------------------------------------------------
 
-def _pt(x) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:+.2f}"
-
-
 def _claim_cell(c: ClaimResult) -> str:
     if c.value is None:
         return c.verdict
-    value = f"{100 * c.value:+.2f} pt" if "accuracy" in c.unit else f"{c.value:.3g}"
+    value = number(c.value, c.unit) + (" pt" if in_points(c.unit) else "")
     if c.ci_low is None or c.ci_high is None:
         return f"{c.verdict}: {value}"
-    if "accuracy" in c.unit:
-        interval = f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]"
-    else:
-        interval = f"[{c.ci_low:.3g}, {c.ci_high:.3g}]"
-    return f"{c.verdict}: {value} {interval}"
+    return f"{c.verdict}: {value} {interval(c.ci_low, c.ci_high, c.unit)}"
 
 
 def claims_table(comparison: RecipeComparison) -> tuple[list[str], list[list[str]]]:
@@ -175,9 +168,9 @@ def null_table(null: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             r = row.iloc[0]
             low, high = float(r["ci_low"]), float(r["ci_high"])
             if not (np.isfinite(low) and np.isfinite(high)):
-                cells.append(f"{_pt(r['difference'])} (n/a)")
+                cells.append(f"{number(r['difference'], POINTS)} (n/a)")
                 continue
-            cells.append(f"{_pt(r['difference'])} [{_pt(low)}, {_pt(high)}]")
+            cells.append(f"{number(r['difference'], POINTS)} {interval(low, high, POINTS)}")
             counts[0 if low > 0 else 1 if high < 0 else 2] += 1
         rows.append([key["recipe"], int(key["hidden"]), int(key["k_out"]), key["construction"], *cells,
                      " / ".join(map(str, counts))])
