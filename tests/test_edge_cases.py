@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sparsetopo import SparsetopoError
-from sparsetopo.nn import sparsify
+from sparsetopo.nn import CoverageWarning, sparsify, summary
 
 st = pytest.importorskip("safetensors.torch")
 from sparsetopo.io import load, onnx_difference, save  # noqa: E402
@@ -146,11 +146,11 @@ def test_4_module_used_twice_survives_save_load_and_export(tmp_path):
     assert onnx_difference(model, tmp_path / "twice.onnx", x) < 1e-5  # the ONNX file computes all three layers
 
 
-# -- 5. tied weights: refused, naming both modules ---------------------------------------------
-def test_5_tied_linear_weights_are_refused_naming_both():
+# -- 5. tied weights: both ends stay dense, reported; strict=True refuses -----------------------
+def test_5_tied_linear_weights_stay_dense_naming_both():
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
     model[2].weight = model[0].weight
-    with pytest.raises(SparsetopoError, match=r"'0' and '2'.*tied"):
+    with pytest.raises(SparsetopoError, match=r"nothing to sparsify.*'0' and '2'.*tied"):
         sparsify(model, "random_regular", density=0.5)
     assert type(model[0]) is nn.Linear and model[2].weight is model[0].weight  # refused before any change
 
@@ -167,12 +167,17 @@ class TiedLM(nn.Module):
         return self.head(torch.relu(self.hidden(self.embed(tokens))))
 
 
-def test_5_embedding_tied_to_the_output_layer_is_refused_and_can_be_left_dense():
+def test_5_embedding_tied_to_the_output_layer_stays_dense_and_the_rest_is_sparsified():
     with pytest.raises(SparsetopoError, match=r"'head' and 'embed'"):
-        sparsify(TiedLM(), "random_regular", density=0.5)
-    model = sparsify(TiedLM(), "random_regular", density=0.5, exclude=["head"])
+        sparsify(TiedLM(), "random_regular", density=0.5, strict=True)
+    with pytest.warns(CoverageWarning, match="'embed', 'head'"):
+        model = sparsify(TiedLM(), "random_regular", density=0.5)
     assert model.head.weight is model.embed.weight  # the tie is untouched
-    assert type(model.hidden).__name__ == "SparseLinear"
+    assert type(model.hidden).__name__ == "SparseLinear" and type(model.head) is nn.Linear
+    reasons = {layer.name: layer.reason for layer in summary(model).dense}
+    assert reasons["head"].startswith("weight tied to 'embed.weight'")
+    model = sparsify(TiedLM(), "random_regular", density=0.5, exclude=["head"])
+    assert summary(model).dense[-1].chosen
 
 
 # -- 6. float64 survives save and load ---------------------------------------------------------
@@ -414,9 +419,12 @@ def test_11g_a_weight_normed_linear_is_named_not_left_dense_silently():
 
     model = nn.Sequential(weight_norm(nn.Linear(20, 10)), nn.ReLU(), nn.Linear(10, 4))
     with pytest.raises(SparsetopoError, match=r"'0' is a parametrized Linear.*exclude=\['0'\]"):
-        sparsify(model, "random_regular", density=0.5)
-    model = sparsify(model, "random_regular", density=0.5, exclude=["0"])
+        sparsify(model, "random_regular", density=0.5, strict=True)
+    with pytest.warns(CoverageWarning, match="'0'"):
+        model = sparsify(model, "random_regular", density=0.5)
     assert type(model[2]).__name__ == "SparseLinear"
+    assert [(layer.name, layer.weights, layer.reason) for layer in summary(model).dense] == [
+        ("0", 200, "parametrized Linear (weight is computed, e.g. by weight_norm)")]
 
 
 def test_11h_sweep_export_does_not_create_a_missing_folder(tiny_store):

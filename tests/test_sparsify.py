@@ -156,8 +156,8 @@ def test_after_training_pruned_weights_are_zero_or_absent(backend):
     (dict(density=0.5, k=3), "exactly one of density"),
     (dict(), "exactly one of density"),
     (dict(density=1.5), "density=1.5 must be a fraction in (0, 1]"),
-    (dict(density=0.08), "density=0.08 gives k = round(0.08 * 5) = 0 for layer 'head' (5 outputs)"),
-    (dict(k=9, exclude=["conv"]), "k=9 is too large for layer 'head', which has 5 outputs"),
+    (dict(density=0.08, strict=True), "density=0.08 gives k = round(0.08 * 5) = 0 for layer 'head' (5 outputs)"),
+    (dict(k=9, exclude=["conv"], strict=True), "k=9 is too large for layer 'head', which has 5 outputs"),
     (dict(k=2, include=["bodyy"]), "include entry 'bodyy' matches no nn.Linear or nn.Conv2d"),
     (dict(k=2, exclude=["nothing"]), "exclude entry 'nothing' matches no"),
     (dict(k=2, include=[nn.LSTM]), "include entry LSTM matches no"),
@@ -174,7 +174,8 @@ def test_unknown_construction_and_grouped_convolution_are_refused():
     with pytest.raises(SparsetopoError, match="unknown construction 'ring'"):
         sparsify(seeded(0, Net), "ring", k=2)
     grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Flatten())
-    with pytest.raises(SparsetopoError, match=r"layer '0' is an nn.Conv2d with groups=2.*exclude=\['0'\]"):
+    with pytest.raises(SparsetopoError, match=r"nothing to sparsify.*layer '0' is an nn.Conv2d with groups=2"
+                                              r".*exclude=\['0'\]"):
         sparsify(grouped, "regular_rotating", k=2)
 
 

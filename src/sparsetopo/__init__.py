@@ -7,7 +7,7 @@ from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology import CONSTRUCTIONS, Topology, build, build_stack
 
 __all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", "export_onnx", "load", "reproduce",
-           "save", "sparsify"]
+           "save", "sparsify", "summary"]
 __version__ = "0.1.0"
 
 
@@ -17,10 +17,11 @@ def __getattr__(name):
         from sparsetopo.report.reproduce import reproduce
 
         return reproduce
-    if name == "sparsify":
-        from sparsetopo.nn.sparsify import sparsify
+    if name in ("sparsify", "summary"):
+        from importlib import import_module
 
-        return sparsify
+        # by path: the package sparsetopo.nn exports the function sparsify under the module's name
+        return getattr(import_module("sparsetopo.nn.sparsify"), name)
     if name in ("save", "load", "export_onnx"):
         from sparsetopo import io
 

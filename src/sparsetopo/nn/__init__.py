@@ -13,7 +13,9 @@ from sparsetopo.nn.init import INITIALISERS, initial_weights
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.nn.mlp import ACTIVATIONS, SparseMLP
 from sparsetopo.nn.sparse_ops import SparseIndex
-from sparsetopo.nn.sparsify import sparsify, summarize
+from sparsetopo.nn.coverage import Coverage, CoverageWarning
+from sparsetopo.nn.sparsify import sparsify, summarize, summary
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "CostModel", "SparseConv2d", "SparseIndex", "SparseLinear",
-           "SparseMLP", "choose_backend", "initial_weights", "layer_backends", "sparsify", "summarize"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "CostModel", "Coverage", "CoverageWarning", "SparseConv2d",
+           "SparseIndex", "SparseLinear", "SparseMLP", "choose_backend", "initial_weights", "layer_backends", "sparsify",
+           "summarize", "summary"]

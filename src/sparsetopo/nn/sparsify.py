@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable, Sequence
+import warnings
+from typing import Iterable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from torch.nn.utils import parametrize
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.backend import BACKENDS, layer_backends
 from sparsetopo.nn.conv import SparseConv2d
+from sparsetopo.nn.coverage import WARN_DENSE_SHARE, Coverage, CoverageWarning, coverage
 from sparsetopo.nn.init import INITIALISERS
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.seeding import derive_seed, rng
@@ -39,7 +41,8 @@ SPARSE_LAYERS = (SparseLinear, SparseConv2d)
 
 def sparsify(model: nn.Module, construction: str, *, density: float | None = None, k: int | None = None,
              seed: int = 0, backend: str = "auto", include: Iterable | None = None,
-             exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot") -> nn.Module:
+             exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot",
+             strict: bool = False) -> nn.Module:
     """Replace the selected ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by sparse ones.
 
     Parameters
@@ -62,19 +65,30 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         can be sparsified), biases are kept; otherwise weights are drawn as ``init`` says and
         biases start at 0.
     init : "glorot" or "glorot_sparse" (:mod:`sparsetopo.nn.init`), used without ``keep_weights``.
+    strict : a selected layer that cannot be made sparse stays dense and is reported (see
+        below); with ``strict=True`` it raises instead, naming the layer and the fix.
 
     Returns
     -------
-    The model, with the attribute ``sparsetopo_summary``: one dict per replaced layer
-    (:func:`summarize`).
+    The model. Its attribute ``sparsetopo_summary`` holds one dict per replaced layer
+    (:func:`summarize`); :func:`summary` (also ``sparsetopo.summary``) lists every weight layer,
+    sparse or dense, each dense one with its reason, and the share of all weights made sparse.
+
+    Nothing stays dense silently. A selected layer stays dense, with its reason in the summary,
+    when its weight is tied to another module's (both ends stay dense: one mask cannot serve
+    an embedding's rows and a layer's connections), when it is too small for the density
+    (``k`` rounds to 0) or for ``k``, when it is a grouped convolution, or when its weight is
+    parametrized (weight_norm and the like). Layers of types sparsify does not replace are
+    listed too. When layers left dense for such reasons - not by ``include``/``exclude`` -
+    hold at least a quarter of the model's weights, a
+    :class:`~sparsetopo.nn.coverage.CoverageWarning` is issued once.
 
     Raises
     ------
-    SparsetopoError naming the layer and the value: both or neither of density and k, a
-    density that rounds to k = 0, a k larger than a layer's outputs, an include or exclude
-    entry that matches no layer, a convolution with groups > 1, a sparse backend for a layer
-    off CPU or not float32, a layer whose weight is tied to another module's (both named), a
-    parametrized layer (weight_norm and the like).
+    SparsetopoError naming the value: both or neither of density and k, an include or exclude
+    entry that matches no layer, a sparse backend for a layer off CPU or not float32, no
+    selected layer that can be made sparse (each reason listed), and under ``strict=True``
+    the first selected layer that would stay dense.
 
     A frozen layer (``requires_grad=False``) stays frozen. Inside ``nn.TransformerEncoderLayer``
     and ``nn.TransformerEncoder`` torch's fused inference kernels, which read ``linear1.weight``
@@ -99,13 +113,26 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         raise SparsetopoError(f"unknown init {init!r}: choose one of {', '.join(INITIALISERS)}")
 
     places = layer_places(model)
-    selected = _select(places, include, exclude)
-    _refuse_tied_weights(model, places, selected)
+    dense: dict[str, tuple[str, bool]] = {}  # layer -> (why it stays dense, whether the user chose it)
+    refusals: list[str] = []
+    selected = _select(places, include, exclude, dense)
     plans = []
     for name in selected:
         module = places[name][0]
-        n_in, n_out = _sizes(name, module)
-        plans.append((name, module, _topology(name, construction, n_in, n_out, density, k, seed)))
+        refusal = _tie(model, places, name) or _unsupported(name, module)
+        topology = None
+        if refusal is None:
+            n_in, n_out = _sizes(module)
+            topology, refusal = _topology(name, construction, n_in, n_out, density, k, seed)
+        if refusal is not None:
+            if strict:
+                raise SparsetopoError(refusal.message)
+            dense[name] = (refusal.reason, False)
+            refusals.append(refusal.message)
+            continue
+        plans.append((name, module, topology))
+    if not plans:
+        raise SparsetopoError("nothing to sparsify: every selected layer stays dense: " + "; ".join(refusals))
 
     linear = [(name, module, t) for name, module, t in plans if isinstance(module, nn.Linear)]
     linear_backends = _linear_backends(linear, backend)
@@ -129,7 +156,35 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         model = put_module(model, places[name][1], new)
     decline_fused_paths(model)
     model.sparsetopo_summary = summarize(model)
+    model.sparsetopo_dense_reasons = dense
+    report = summary(model)
+    if report.unchosen_dense_share >= WARN_DENSE_SHARE:
+        names = ", ".join(repr(layer.name) for layer in report.unchosen_dense[:5])
+        more = "" if len(report.unchosen_dense) <= 5 else f" and {len(report.unchosen_dense) - 5} more"
+        warnings.warn(f"sparsify left {report.unchosen_dense_share:.0%} of the model's weights dense for reasons "
+                      f"you did not choose ({names}{more}); see sparsetopo.summary(model) for each reason",
+                      CoverageWarning, stacklevel=2)
     return model
+
+
+def summary(model: nn.Module) -> Coverage:
+    """Every weight layer of ``model``, sparse or dense, with the reason each dense one stayed
+    dense and the share of all weights that ended sparse (:mod:`sparsetopo.nn.coverage`).
+
+    ``str()`` of the result is a table; a REPL shows it as one.
+    """
+    return coverage(model, SPARSE_LAYERS, getattr(model, "sparsetopo_dense_reasons", {}), _default_reason)
+
+
+def _default_reason(module: nn.Module) -> tuple[str, bool]:
+    """Why a weight layer sparsify recorded nothing for is dense, and whether the user chose it."""
+    if type(module) in REPLACEABLE:
+        return "not sparsified", True
+    if isinstance(module, REPLACEABLE):
+        return (f"{type(module).__name__} subclasses {type(module).__mro__[1].__name__}; its owner reads its "
+                "weight directly (as nn.MultiheadAttention reads out_proj), so it is not replaced", False)
+    return (f"{type(module).__name__} is not a type sparsify replaces "
+            f"({', '.join(t.__name__ for t in REPLACEABLE)})", False)
 
 
 def keep_frozen(new: nn.Module, old: nn.Module) -> None:
@@ -140,31 +195,37 @@ def keep_frozen(new: nn.Module, old: nn.Module) -> None:
         new.bias.requires_grad_(old.bias.requires_grad)
 
 
-def _refuse_tied_weights(model: nn.Module, places, selected) -> None:
-    """A selected layer whose weight is also another module's parameter (tied weights, e.g. an
-    embedding tied to the output layer) would get a mask of its own and silently lose the tie."""
-    owners: dict[int, list[str]] = {}
-    for path, module in model.named_modules(remove_duplicate=False):
-        for pname, param in module.named_parameters(recurse=False, remove_duplicate=False):
-            owners.setdefault(id(param), [])
-            if path not in owners[id(param)]:
-                owners[id(param)].append(f"{path}.{pname}" if path else pname)
-    for name in selected:
-        module, paths = places[name]
-        for pname in ("weight", "bias"):
-            param = getattr(module, pname, None)
-            if param is None:
-                continue
-            mine = {f"{p}.{pname}" if p else pname for p in paths}
-            others = [o for o in owners.get(id(param), []) if o not in mine]
-            if others:
-                label = name or "<the model itself>"
-                other = others[0].rpartition(".")[0]
-                dense = [name] + [n for n, (_, p) in places.items() if other in p and n != name]
-                raise SparsetopoError(
-                    f"layers {label!r} and {other or '<the model itself>'!r} share one {pname} (tied weights, "
-                    f"{others[0]!r}): sparsify would give them separate masks and break the tie; untie them "
-                    f"first, or leave them dense with exclude={dense!r}")
+class _Refusal(NamedTuple):
+    """Why one selected layer stays dense: a short ``reason`` for the summary, and the full
+    ``message`` (value and fix) raised under ``strict=True``."""
+
+    reason: str
+    message: str
+
+
+def _tie(model: nn.Module, places, name: str) -> _Refusal | None:
+    """A selected layer whose weight or bias is also another module's parameter (tied weights,
+    e.g. an embedding tied to the output layer). One mask cannot serve both ends (an embedding
+    reads the matrix by rows, a layer by connections), so the rule is: both ends stay dense."""
+    module, paths = places[name]
+    for pname in ("weight", "bias"):
+        param = getattr(module, pname, None)
+        if param is None:
+            continue
+        mine = {f"{p}.{pname}" if p else pname for p in paths}
+        others = [f"{path}.{q}" if path else q
+                  for path, owner in model.named_modules(remove_duplicate=False)
+                  for q, other in owner.named_parameters(recurse=False, remove_duplicate=False)
+                  if other is param]
+        others = [o for o in dict.fromkeys(others) if o not in mine]
+        if others:
+            label = name or "<the model itself>"
+            other = others[0].rpartition(".")[0] or "<the model itself>"
+            return _Refusal(f"{pname} tied to {others[0]!r}: both ends stay dense",
+                            f"layers {label!r} and {other!r} share one {pname} (tied weights, {others[0]!r}): "
+                            "separate masks would break the tie, so both stay dense; untie them first to "
+                            "sparsify them")
+    return None
 
 
 def _decline_fused_kernel(module, args):
@@ -228,7 +289,7 @@ def _matches(entry, name: str, paths: Sequence[str], module: nn.Module) -> bool:
     return any(p == entry or p.startswith(entry + ".") for p in paths)
 
 
-def _select(places, include, exclude) -> list[str]:
+def _select(places, include, exclude, dense: dict[str, tuple[str, bool]]) -> list[str]:
     def entries(value, what):
         if value is None:
             return []
@@ -255,44 +316,58 @@ def _select(places, include, exclude) -> list[str]:
                 selected += [h for h in hits if h not in selected]
             else:
                 selected = [s for s in selected if s not in hits]
+                dense.update((h, (f"excluded ({label})", True)) for h in hits)
+    dense.update((name, ("not in include", True)) for name in places if include is not None and name not in dense
+                 and name not in selected)
     if not selected:
         raise SparsetopoError(f"nothing to sparsify: no nn.Linear or nn.Conv2d is selected "
                               f"(the model's replaceable layers: {known})")
     return selected
 
 
-def _sizes(name: str, module: nn.Module) -> tuple[int, int]:
+def _unsupported(name: str, module: nn.Module) -> _Refusal | None:
+    """A selected layer sparsify cannot mask: a parametrized weight, a grouped convolution."""
     label = name or "<the model itself>"
     if parametrize.is_parametrized(module):
         kinds = ", ".join(sorted(module.parametrizations.keys()))
-        raise SparsetopoError(f"layer {label!r} is a parametrized {type(module).__bases__[0].__name__} (its {kinds} "
-                              "is computed, e.g. by weight_norm): a mask cannot keep that parametrization. Remove it "
-                              "first (torch.nn.utils.parametrize.remove_parametrizations), or leave the layer dense "
-                              f"with exclude=[{name!r}]")
+        base = type(module).__bases__[0].__name__
+        return _Refusal(f"parametrized {base} ({kinds} is computed, e.g. by weight_norm)",
+                        f"layer {label!r} is a parametrized {base} (its {kinds} is computed, e.g. by weight_norm): a "
+                        "mask cannot keep that parametrization. Remove it first "
+                        "(torch.nn.utils.parametrize.remove_parametrizations), or leave the layer dense with "
+                        f"exclude=[{name!r}]")
+    if isinstance(module, nn.Conv2d) and module.groups != 1:
+        return _Refusal(f"grouped convolution (groups={module.groups})",
+                        f"layer {label!r} is an nn.Conv2d with groups={module.groups}: sparsify replaces only "
+                        f"groups=1 convolutions (the topology is the channel grouping); leave it dense with "
+                        f"exclude=[{name!r}]")
+    return None
+
+
+def _sizes(module: nn.Module) -> tuple[int, int]:
     if isinstance(module, nn.Conv2d):
-        if module.groups != 1:
-            raise SparsetopoError(f"layer {label!r} is an nn.Conv2d with groups={module.groups}: sparsify replaces "
-                                  "only groups=1 convolutions (the topology is the channel grouping); "
-                                  f"leave it dense with exclude=[{name!r}]")
         return module.in_channels, module.out_channels
     return module.in_features, module.out_features
 
 
-def _topology(name, construction, n_in, n_out, density, k, seed) -> Topology:
+def _topology(name, construction, n_in, n_out, density, k, seed) -> tuple[Topology | None, _Refusal | None]:
+    """The layer's topology, or why it stays dense: too small for the density (k = 0) or for k."""
     label = name or "<the model itself>"
     if k is None:
         k = math.floor(density * n_out + 0.5)  # halves round up (Python's round() would round 2.5 to 2)
         if k == 0:
-            raise SparsetopoError(f"density={density} gives k = round({density} * {n_out}) = 0 for layer {label!r} "
+            return None, _Refusal(f"too small: density={density} gives k = 0 for {n_out} outputs",
+                                  f"density={density} gives k = round({density} * {n_out}) = 0 for layer {label!r} "
                                   f"({n_out} outputs): choose density >= {1.0 / n_out:.4g}, or give k")
     elif k > n_out:
-        raise SparsetopoError(f"k={k} is too large for layer {label!r}, which has {n_out} outputs: "
+        return None, _Refusal(f"too small: k={k} > its {n_out} outputs",
+                              f"k={k} is too large for layer {label!r}, which has {n_out} outputs: "
                               f"choose 1 <= k <= {n_out}, or exclude the layer")
     if construction == "fully_connected" and k != n_out:
         raise SparsetopoError(f"fully_connected keeps all {n_out} outputs of layer {label!r}, not k={k}: "
                               "use density=1 or another construction")
     try:
-        return build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name))
+        return build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name)), None
     except SparsetopoError as exc:
         raise SparsetopoError(f"layer {label!r}: {exc}") from None
 
