@@ -2,7 +2,17 @@
 paper's layer (784 -> 300, batch 32) against masked-dense PyTorch in detail.
 
 Usage: ``python benchmarks/bench_layers.py [--json] [--threads N] [--batch 1,32,128,512,2048]
-[--shape 784x300,784x1024,1024x1024,4096x4096] [--density 0.01,0.02,0.1,0.3] [--no-paper]``
+[--shape 784x300,784x1024,1024x1024,4096x4096] [--density 0.01,0.02,0.1,0.3] [--no-paper]
+[--block 1,4,8,16,32,64]``
+
+**Block layers** (``--block``, ``block_grid`` in the JSON; replaces the grid and the paper's
+layer): for every shape (default 1024x1024, 4096x4096), density (default 0.1, 0.05) and block
+size, a ``random_regular`` graph of blocks with ``k = round(density * output blocks)`` (at
+least 1), as :class:`~sparsetopo.nn.BlockSparseLinear` against ``nn.Linear``, interleaved in
+one process: a training step (forward and backward) at batch 32 and above, the inference
+forward at batch 1. Each point reports block seconds / ``nn.Linear`` seconds
+(``ratio_linear``) and the exact density of the lifted layer; a point whose gathered inputs
+would exceed ``BLOCK_GATHER_LIMIT`` bytes (blocks of 1 at large batches) is listed as skipped.
 
 **The grid** (``grid`` in the JSON): for every shape, density (``random_regular``) and batch,
 what a user compares: a training step (zero_grad, forward, backward) of ``nn.Linear``, of the
@@ -62,7 +72,7 @@ import torch
 from _common import interleaved_medians, machine, set_threads, training_step
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
-from sparsetopo.nn import CostModel, SparseLinear
+from sparsetopo.nn import BlockSparseLinear, CostModel, SparseLinear
 from sparsetopo.nn.backend import CPU_COST_MODEL
 from sparsetopo.kernels import layer as kernels
 from sparsetopo.kernels.threads import n_chunks, use_threads
@@ -166,20 +176,84 @@ def grid_point(n_in, n_out, density, batch, seconds, seed=0):
         sides = {"linear": training_step(linear, x, g), "masked": training_step(masked, x, g),
                  "sparse": training_step(sparse, x, g)}
         products = 3
-    tick = time.perf_counter()
-    for f in sides.values():
-        f()
-    once = (time.perf_counter() - tick) / len(sides)
-    block = max(1, min(10, int(0.005 / max(once, 1e-9))))
-    repeats = max(5 * block, int(seconds / max(once, 1e-9)))
-    med = interleaved_medians(sides, repeats, warmup=2, block=block)
+    med, turns, block = _timed(sides, seconds)
     flops_sparse = 2.0 * products * t.nnz * batch
     flops_dense = 2.0 * products * n_in * n_out * batch
     return {"shape": f"{n_in}x{n_out}", "n_in": n_in, "n_out": n_out, "density": density, "nnz": t.nnz,
             "batch": batch, "mode": "inference" if batch == 1 else "train", "seconds": med,
             "ratio_linear": med["sparse"] / med["linear"], "ratio_masked": med["sparse"] / med["masked"],
             "gflops": {"sparse": flops_sparse / med["sparse"] / 1e9, "linear": flops_dense / med["linear"] / 1e9},
-            "turns": repeats // block, "steps_per_turn": block}
+            "turns": turns, "steps_per_turn": block}
+
+
+BLOCK_SHAPES, BLOCK_DENSITIES = "1024x1024,4096x4096", "0.1,0.05"
+BLOCK_GATHER_LIMIT = 2 << 30  # bytes of gathered input blocks a point may need (D times the input)
+# the issue's targets for blocks of 32 (block / nn.Linear, one thread): training at batch 32..2048
+# per density, and batch-1 inference at 10% per width
+BLOCK_TARGETS = {"train": {"0.1": 0.20, "0.05": 0.12}, "inference_0.1": {"1024": 0.35, "4096": 0.15}}
+
+
+def _timed(sides, seconds):
+    """Interleaved medians of ``sides``, with repeats set so each side runs about ``seconds``."""
+    tick = time.perf_counter()
+    for f in sides.values():
+        f()
+    once = (time.perf_counter() - tick) / len(sides)
+    block = max(1, min(10, int(0.005 / max(once, 1e-9))))
+    repeats = max(5 * block, int(seconds / max(once, 1e-9)))
+    return interleaved_medians(sides, repeats, warmup=2, block=block), repeats // block, block
+
+
+def block_point(n_in, n_out, density, block, batch, seconds, seed=0):
+    """One point of the block grid: nn.Linear and BlockSparseLinear side by side."""
+    cols = -(-n_out // block)
+    t = build("random_regular", n_in, n_out, max(1, round(density * cols)), seed=seed, block=block)
+    point = {"shape": f"{n_in}x{n_out}", "n_in": n_in, "n_out": n_out, "density": density, "block": block,
+             "k_blocks": t.k, "lifted_density": t.density, "batch": batch,
+             "mode": "inference" if batch == 1 else "train"}
+    gathered = 4 * batch * -(-t.nnz // block)
+    if gathered > BLOCK_GATHER_LIMIT:
+        return {**point, "skipped": f"gathered inputs need {gathered / 2**30:.1f} GiB"}
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    linear, layer = torch.nn.Linear(n_in, n_out), BlockSparseLinear(t)
+    if batch == 1:
+        x = torch.rand(1, n_in, generator=gen)
+
+        def infer(m):
+            def step():
+                with torch.no_grad():
+                    m(x)
+            return step
+        sides = {"linear": infer(linear), "block": infer(layer)}
+    else:
+        x = torch.rand(batch, n_in, generator=gen).requires_grad_()
+        g = torch.randn(batch, n_out, generator=gen)
+        sides = {"linear": training_step(linear, x, g), "block": training_step(layer, x, g)}
+    med, turns, per_turn = _timed(sides, seconds)
+    return {**point, "seconds": med, "ratio_linear": med["block"] / med["linear"], "turns": turns,
+            "steps_per_turn": per_turn}
+
+
+def block_grid(shapes, densities, blocks, batches, seconds, report=None) -> list[dict]:
+    points = []
+    for n_in, n_out in shapes:
+        for d in densities:
+            for blk in blocks:
+                for b in batches:
+                    points.append(block_point(n_in, n_out, d, blk, b, seconds))
+                    if report:
+                        report(points[-1])
+    return points
+
+
+def _print_block_point(p):
+    head = (f"  {p['shape']:>9} density {p['density']:<5} block {p['block']:>3} (lifted {p['lifted_density']:.3f}) "
+            f"batch {p['batch']:>4} {p['mode']:>9}: ")
+    if "skipped" in p:
+        print(head + "skipped, " + p["skipped"], flush=True)
+    else:
+        print(head + f"block/linear {p['ratio_linear']:.3f}  (linear {p['seconds']['linear'] * 1e3:.2f} ms)", flush=True)
 
 
 def fit_cost_model(points) -> dict:
@@ -249,6 +323,23 @@ def paper_layer(repeats) -> dict:
             "masked_seconds": {d: seconds[d]["masked"] for d in DENSITIES}, "seconds": seconds}
 
 
+def run_blocks(args):
+    """The ``--block`` mode: the block grid, printed as it runs, or one JSON object."""
+    shape = args.shape if args.shape != DEFAULT_SHAPES else BLOCK_SHAPES
+    density = args.density if args.density != DEFAULT_GRID_DENSITIES else BLOCK_DENSITIES
+    points = block_grid(_shapes(shape), [float(v) for v in density.split(",")], [int(v) for v in args.block.split(",")],
+                        [int(v) for v in args.batch.split(",")], args.seconds,
+                        report=None if args.json else _print_block_point)
+    result = {"benchmark": "BlockSparseLinear against nn.Linear, forward+backward (batch 1: inference), "
+                           "random_regular graph of blocks",
+              "block_grid": points, "block_targets": BLOCK_TARGETS, "threads": args.threads,
+              "grid_seconds_per_side": args.seconds, "machine": machine()}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"  machine: {result['machine']}")
+
+
 def _shapes(text):
     return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s]
 
@@ -263,8 +354,14 @@ def main():
     parser.add_argument("--density", default=DEFAULT_GRID_DENSITIES, help="densities of the grid")
     parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per side and grid point")
     parser.add_argument("--no-paper", action="store_true", help="skip the detailed paper's-layer section")
+    parser.add_argument("--block", default=None,
+                        help="block sizes: time BlockSparseLinear against nn.Linear instead (e.g. 1,4,8,16,32,64; "
+                             f"shapes default to {BLOCK_SHAPES}, densities to {BLOCK_DENSITIES})")
     args = parser.parse_args()
     set_threads(args.threads)
+    if args.block is not None:
+        run_blocks(args)
+        return
     result = {"benchmark": "one sparse layer against nn.Linear (grid) and the paper's layer 784->300, batch 32, "
                            "forward+backward (random_regular)"}
     if not args.no_paper:

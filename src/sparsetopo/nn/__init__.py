@@ -1,5 +1,6 @@
-"""Torch modules: SparseLinear (masked-dense and truly sparse backends), SparseConv2d, SparseMLP,
-and :func:`sparsify`, which puts them into any PyTorch model.
+"""Torch modules: SparseLinear (masked-dense and truly sparse backends), BlockSparseLinear (dense
+tiles between blocks of neurons), SparseConv2d, SparseMLP, and :func:`sparsify`, which puts them
+into any PyTorch model.
 
 Torch modules only: no optimizer, no epoch. The numba kernels under the sparse backend live
 in :mod:`sparsetopo.kernels`, their autograd Function in :mod:`sparsetopo.nn.sparse_ops`, and
@@ -8,6 +9,7 @@ the one rule deciding each layer's backend in :mod:`sparsetopo.nn.backend`
 """
 
 from sparsetopo.nn.backend import BACKENDS, CostModel, choose_backend, layer_backends
+from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.conv import SparseConv2d
 from sparsetopo.nn.init import INITIALISERS, initial_weights
 from sparsetopo.nn.linear import SparseLinear
@@ -16,6 +18,6 @@ from sparsetopo.nn.sparse_ops import SparseIndex
 from sparsetopo.nn.coverage import Coverage, CoverageWarning
 from sparsetopo.nn.sparsify import sparsify, summarize, summary
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "CostModel", "Coverage", "CoverageWarning", "SparseConv2d",
-           "SparseIndex", "SparseLinear", "SparseMLP", "choose_backend", "initial_weights", "layer_backends", "sparsify",
-           "summarize", "summary"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "BlockSparseLinear", "CostModel", "Coverage", "CoverageWarning",
+           "SparseConv2d", "SparseIndex", "SparseLinear", "SparseMLP", "choose_backend", "initial_weights",
+           "layer_backends", "sparsify", "summarize", "summary"]

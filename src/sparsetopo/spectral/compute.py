@@ -49,7 +49,10 @@ class _Solver:
         _check_method(method)
         if method == "auto":
             method = "dense" if g.n_nodes <= DENSE_MAX_NODES else "sparse"
-        self.g, self.method = g, method
+        # a block layer's spectra come exactly from its graph of blocks (LAPACK on the blocks),
+        # whatever the method asked for
+        self.quotient = g.quotient
+        self.g, self.method = g, "dense" if g.quotient is not None else method
 
     @cached_property
     def components(self) -> int:
@@ -67,8 +70,9 @@ class _Solver:
         g = self.g
         if g.n_edges == 0:
             return 0.0, 0.0
-        if self.method == "dense" or min(g.n_left, g.n_right) <= _TINY_DIMENSION:
-            s = np.linalg.svd(g.C.toarray(), compute_uv=False)
+        if self.quotient is not None or self.method == "dense" or min(g.n_left, g.n_right) <= _TINY_DIMENSION:
+            s = self.quotient.singular_values() if self.quotient is not None else \
+                np.linalg.svd(g.C.toarray(), compute_uv=False)
             s = np.concatenate([s, [0.0, 0.0]])
             return float(s[0]), float(s[1])
         return self._sparse_singular_pair()
@@ -94,7 +98,14 @@ class _Solver:
 
     @cached_property
     def dense_laplacian_spectrum(self) -> np.ndarray:
+        if self.quotient is not None:
+            return self.quotient.laplacian_spectrum
         return np.linalg.eigvalsh(self.g.dense_laplacian())
+
+    @property
+    def _exact_spectrum(self) -> bool:
+        """Whether the Laplacian's extremes are read off its whole spectrum (LAPACK)."""
+        return self.quotient is not None or self.method == "dense" or self.g.n_nodes <= _TINY_DIMENSION
 
     @cached_property
     def _biregular_formulas(self) -> bool:
@@ -116,7 +127,7 @@ class _Solver:
         g = self.g
         if self.components > 1 or g.n_nodes < 2:
             return 0.0
-        if self.method == "dense" or g.n_nodes <= _TINY_DIMENSION:
+        if self._exact_spectrum:
             return float(self.dense_laplacian_spectrum[1])
         if self._biregular_formulas:
             c, d = g.biregular
@@ -149,7 +160,7 @@ class _Solver:
         g = self.g
         if g.n_edges == 0:
             return 0.0, 0.0
-        if self.method == "dense" or g.n_nodes <= _TINY_DIMENSION:
+        if self._exact_spectrum:
             spectrum = self.dense_laplacian_spectrum
             return float(spectrum[-1]), float(spectrum[-2])
         if self._biregular_formulas:

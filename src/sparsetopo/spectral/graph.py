@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparsetopo.errors import SparsetopoError
+from sparsetopo.spectral.blocks import BlockQuotient
 from sparsetopo.topology.value import Topology
 
 Graph = Union[Topology, Sequence[Topology]]
@@ -28,6 +29,7 @@ class _Bipartite:
     CT: sp.csr_matrix
     isolated_inputs: int
     isolated_outputs: int
+    quotient: BlockQuotient | None = None  # a block layer's graph of blocks, which gives its spectra
 
     @property
     def n_left(self) -> int:
@@ -102,6 +104,7 @@ def _layer_graph(topology: Topology) -> _Bipartite:
         CT=C.T.tocsr(),
         isolated_inputs=int(np.count_nonzero(topology.out_degrees == 0)),
         isolated_outputs=int(np.count_nonzero(topology.in_degrees == 0)),
+        quotient=BlockQuotient.of(topology),
     )
 
 

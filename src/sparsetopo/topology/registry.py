@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.seeding import derive_seed
+from sparsetopo.topology import blocks
 from sparsetopo.topology import constructions as c
 from sparsetopo.topology.value import Topology
 
@@ -51,15 +52,22 @@ def get_construction(name: str) -> Construction:
         ) from None
 
 
-def build(construction: str, n_in: int, n_out: int, k: int | None = None, seed: int = 0) -> Topology:
+def build(construction: str, n_in: int, n_out: int, k: int | None = None, seed: int = 0,
+          block: int | tuple[int, int] = 1) -> Topology:
     """Build one layer's topology.
 
     Parameters
     ----------
     construction : a name in :data:`CONSTRUCTIONS`.
     n_in, n_out : layer sizes, each >= 1.
-    k : degree, 1 <= k <= n_out. Optional for ``fully_connected`` (where it must equal n_out).
+    k : degree, 1 <= k <= n_out (with blocks: output blocks per input block, 1 <= k <=
+        ceil(n_out / b_out)). Optional for ``fully_connected`` (where it must be the maximum).
     seed : seed of the random constructions (deterministic ones record it and ignore it).
+    block : neurons per block, one int for both sides or ``(b_in, b_out)``; 1 (the default)
+        is the ordinary layer. Above 1 the construction runs on the graph of
+        ``ceil(n_in/b_in) x ceil(n_out/b_out)`` blocks, and the result is its lift to neurons,
+        every block edge a dense tile, the last block of a side truncated when the block size
+        does not divide the width (see :mod:`sparsetopo.topology.blocks`).
 
     Raises
     ------
@@ -68,19 +76,28 @@ def build(construction: str, n_in: int, n_out: int, k: int | None = None, seed: 
     spec = get_construction(construction)
     n_in = check_int("n_in", n_in, 1)
     n_out = check_int("n_out", n_out, 1)
+    b_in, b_out = blocks.block_sizes(block, n_in, n_out)
+    rows, cols = blocks.n_blocks(n_in, b_in), blocks.n_blocks(n_out, b_out)
+    where = "" if (b_in, b_out) == (1, 1) else f" output blocks of {b_out} (ceil({n_out}/{b_out}) = {cols})"
+    label = "k" if not where else f"k (with{where})"
     if spec.name == "fully_connected":
-        if k is not None and check_int("k", k, 1, n_out) != n_out:
+        if k is not None and check_int(label, k, 1, cols) != cols:
             raise SparsetopoError(
-                f"k={k} does not fit fully_connected with n_out={n_out}: use k={n_out} or omit k"
+                f"k={k} does not fit fully_connected with n_out={n_out}{where}: use k={cols} or omit k"
             )
-        k = n_out
+        k = cols
     elif k is None:
-        raise SparsetopoError(f"{spec.name} needs a degree k with 1 <= k <= n_out={n_out}")
+        bound = f"n_out={n_out}" if not where else f"the number of{where}"
+        raise SparsetopoError(f"{spec.name} needs a degree k with 1 <= k <= {bound}")
     else:
-        k = check_int("k", k, 1, n_out)
+        k = check_int(label, k, 1, cols)
     seed = check_int("seed", seed, 0)
-    _check_fits_in_memory(n_in, n_out, k)
-    topo = spec.function(n_in, n_out, k, seed)
+    _check_fits_in_memory(n_in, n_out, k * b_out)
+    topo = spec.function(rows, cols, k, seed)
+    if (b_in, b_out) != (1, 1):
+        indptr, indices = blocks.lift(topo.indptr, topo.indices, n_in, n_out, b_in, b_out)
+        topo = Topology(n_in, n_out, topo.construction, k, topo.seed, indptr=indptr, indices=indices,
+                        block_in=b_in, block_out=b_out)
     object.__setattr__(topo, "version", spec.version)  # the registry owns the version
     return topo
 
@@ -110,11 +127,13 @@ def build_stack(
     constructions: str | Sequence[str],
     degrees: Sequence[int | None],
     seed: int = 0,
+    block: int | tuple[int, int] = 1,
 ) -> list[Topology]:
     """Topologies for a multi-layer network, e.g. ``sizes=[784, 300, 10]``, ``degrees=[30, 10]``.
 
     ``constructions`` is one name for every layer or one per layer. Layer ``l`` is built with the
     seed ``derive_seed(seed, "layer", l)`` so that random layers differ from each other.
+    ``block`` is every layer's block size (see :func:`build`).
     """
     n_layers = len(sizes) - 1
     if n_layers < 1:
@@ -126,6 +145,6 @@ def build_stack(
                 f"{what}={values} has {len(values)} entries; layer sizes {list(sizes)} need {n_layers} (one per layer)"
             )
     return [
-        build(names[l], sizes[l], sizes[l + 1], degrees[l], derive_seed(seed, "layer", l))
+        build(names[l], sizes[l], sizes[l + 1], degrees[l], derive_seed(seed, "layer", l), block=block)
         for l in range(n_layers)
     ]

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
+from sparsetopo.topology import blocks
 
 FILE_FORMAT = 1  # version of the .npz layout written by Topology.save
 _HASH_BLOCK_BYTES = 1 << 22  # packed-mask bytes per sha256 update in mask_sha256
@@ -43,6 +44,12 @@ class Topology:
     indptr, indices : CSR arrays, read-only; ``indices[indptr[i]:indptr[i+1]]`` are the sorted
         outputs of input ``i``.
     version : the construction's version number; bumped whenever its output changes.
+    block_in, block_out : neurons per input and per output block (1: an ordinary layer). Above
+        1 the construction ran on the graph of blocks (:attr:`block_graph`, where ``k`` counts
+        output blocks per input block) and ``indptr``/``indices`` hold its lift to neurons,
+        every block edge a dense ``block_in x block_out`` tile, the last block of a side
+        truncated when the block size does not divide the width (:mod:`sparsetopo.topology.blocks`).
+        Everything else (masks, degrees, ``to_scipy``, hashes, density) reads the neuron level.
     """
 
     n_in: int
@@ -53,6 +60,8 @@ class Topology:
     indptr: np.ndarray
     indices: np.ndarray
     version: int = 1
+    block_in: int = 1
+    block_out: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "indptr", _frozen(self.indptr, np.int64))
@@ -62,6 +71,9 @@ class Topology:
                 f"CSR indptr of shape {self.indptr.shape} does not describe {self.n_in} inputs "
                 f"with {self.indices.size} edges"
             )
+        if self.is_blocked:
+            blocks.block_sizes((self.block_in, self.block_out), self.n_in, self.n_out)
+            blocks.check_lift(self)
 
     @classmethod
     def from_rows(cls, n_in, n_out, rows, **provenance) -> "Topology":
@@ -80,6 +92,27 @@ class Topology:
         return cls(n_in, n_out, indptr=csr.indptr, indices=csr.indices, **provenance)
 
     # -- views -------------------------------------------------------------------------------
+    @property
+    def is_blocked(self) -> bool:
+        """Whether the connections come in tiles of more than one neuron."""
+        return self.block_in != 1 or self.block_out != 1
+
+    @property
+    def block(self) -> tuple[int, int]:
+        """``(block_in, block_out)``: neurons per input block and per output block."""
+        return (self.block_in, self.block_out)
+
+    @cached_property
+    def block_graph(self) -> "Topology":
+        """The graph of blocks the construction ran on: ``ceil(n_in/block_in)`` inputs,
+        ``ceil(n_out/block_out)`` outputs, one edge per tile, same construction, ``k``, seed and
+        version, block sizes 1. For block sizes 1 it is this topology itself."""
+        if not self.is_blocked:
+            return self
+        indptr, indices = blocks.coarsen(self.indptr, self.indices, self.n_in, self.block_in, self.block_out)
+        return Topology(blocks.n_blocks(self.n_in, self.block_in), blocks.n_blocks(self.n_out, self.block_out),
+                        self.construction, self.k, self.seed, indptr=indptr, indices=indices, version=self.version)
+
     @property
     def nnz(self) -> int:
         """Number of connections (edges)."""
@@ -170,8 +203,9 @@ class Topology:
         return h.hexdigest()
 
     def provenance(self) -> dict:
-        """How to rebuild this topology with :func:`sparsetopo.topology.build`."""
-        return {
+        """How to rebuild this topology with :func:`sparsetopo.topology.build`. ``block`` is
+        present only for block sizes other than 1, so an ordinary layer's record is unchanged."""
+        record = {
             "construction": self.construction,
             "n_in": self.n_in,
             "n_out": self.n_out,
@@ -179,19 +213,26 @@ class Topology:
             "seed": self.seed,
             "version": self.version,
         }
+        if self.is_blocked:
+            record["block"] = [self.block_in, self.block_out]
+        return record
 
     def __repr__(self) -> str:
+        block = f", block={self.block_in}x{self.block_out}" if self.is_blocked else ""
         return (
-            f"Topology({self.construction}, {self.n_in}x{self.n_out}, k={self.k}, "
+            f"Topology({self.construction}, {self.n_in}x{self.n_out}, k={self.k}{block}, "
             f"seed={self.seed}, nnz={self.nnz}, density={self.density:.4f}, v{self.version})"
         )
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write to ``path`` (.npz) atomically: a killed write never leaves a partial file."""
+        """Write to ``path`` (.npz) atomically: a killed write never leaves a partial file.
+        Block sizes are written only when they are not 1 (a file without them reads as 1)."""
+        extra = {"block_in": self.block_in, "block_out": self.block_out} if self.is_blocked else {}
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(
-                    fh,
+                fh,
+                **extra,
                 file_format=FILE_FORMAT,
                 n_in=self.n_in,
                 n_out=self.n_out,
@@ -215,6 +256,7 @@ class Topology:
                         f"(this version reads format {FILE_FORMAT})"
                     )
                 seed = int(z["seed"])
+                block = {name: int(z[name]) for name in ("block_in", "block_out") if name in z.files}
                 return cls(
                     n_in=int(z["n_in"]),
                     n_out=int(z["n_out"]),
@@ -224,6 +266,7 @@ class Topology:
                     version=int(z["version"]),
                     indptr=z["indptr"],
                     indices=z["indices"],
+                    **block,
                 )
         except (OSError, KeyError, ValueError) as exc:
             if isinstance(exc, SparsetopoError):

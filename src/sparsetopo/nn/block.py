@@ -1,0 +1,123 @@
+"""BlockSparseLinear: a layer whose connections are dense tiles between blocks of neurons.
+
+Its topology is a block topology (``build(..., block=b)``, :mod:`sparsetopo.topology.blocks`):
+every edge of the graph of blocks is a dense ``b_in x b_out`` tile, and the layer stores and
+computes only those tiles (:mod:`sparsetopo.nn.block_ops`: gathers and batched matmuls in plain
+torch, so it runs wherever torch does, CUDA included). A topology with block sizes 1 is an
+ordinary layer, one 1 x 1 tile per connection.
+
+Orientation follows :class:`~sparsetopo.nn.SparseLinear`: ``y = x W + b`` with ``W``
+``n_in x n_out``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.nn.block_ops import BlockPlan, block_linear
+from sparsetopo.nn.init import initial_weights
+from sparsetopo.topology import Topology
+
+
+class BlockSparseLinear(nn.Module):
+    """``y = x @ lift(tiles) + b``, computing only the tiles of a block topology.
+
+    Parameters
+    ----------
+    topology : the layer's connectivity, a block topology (any block sizes, 1 included).
+    init : "glorot" or "glorot_sparse", as :class:`~sparsetopo.nn.SparseLinear`; the weights
+        are drawn per connection in the topology's CSR order, so a layer and a
+        ``SparseLinear`` on the same topology start from the same weights.
+    gen : numpy Generator for the initial weights.
+    bias : whether the layer has a learnable bias.
+
+    Attributes
+    ----------
+    tiles : parameter of shape ``(tiles, block_in, block_out)``, one dense tile per edge of the
+        block graph, ordered by output block then input block (``plan.tile_in``,
+        ``plan.tile_out`` name each tile's blocks). Entries outside a ragged last block are 0
+        and stay 0: they never meet an input or reach an output, so their gradient is 0.
+    plan : the layer's index tensors (:class:`~sparsetopo.nn.block_ops.BlockPlan`); they
+        follow the layer to its device.
+    """
+
+    def __init__(self, topology: Topology, init: str = "glorot", gen: np.random.Generator | None = None,
+                 bias: bool = True):
+        super().__init__()
+        self.topology = topology
+        self._plan = BlockPlan.from_topology(topology)
+        self._tile_index = _tile_index(topology, self._plan)
+        values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
+        tiles = torch.zeros(self._plan.n_tiles * topology.block_in * topology.block_out)
+        tiles[self._tile_index] = torch.from_numpy(values)
+        self.tiles = nn.Parameter(tiles.view(self._plan.n_tiles, topology.block_in, topology.block_out))
+        self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
+
+    @property
+    def plan(self) -> BlockPlan:
+        if self._plan.tile_in.device != self.tiles.device:
+            self._plan = self._plan.to(self.tiles.device)
+        return self._plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
+                and x.dtype is self.tiles.dtype and x.device == self.tiles.device):
+            self._refuse(x)
+        return block_linear(x, self.tiles, self.bias, self.plan)
+
+    def _refuse(self, x) -> None:
+        t = self.topology
+        label = f"BlockSparseLinear({t.n_in}->{t.n_out})"
+        if not isinstance(x, torch.Tensor):
+            raise SparsetopoError(f"{label} expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != t.n_in:
+            raise SparsetopoError(f"input of shape {tuple(x.shape)} does not fit {label}: its last dimension "
+                                  f"must be {t.n_in}")
+        raise SparsetopoError(f"input is {x.dtype} on {x.device} but {label} is {self.tiles.dtype} on "
+                              f"{self.tiles.device}: convert one with .to()")
+
+    def connected_weights(self) -> torch.Tensor:
+        """The weight of every connection of the (lifted) topology, in its CSR order (a copy):
+        the numbers a :class:`~sparsetopo.nn.SparseLinear` on this topology holds."""
+        return self.tiles.detach().reshape(-1)[self._tile_index.to(self.tiles.device)].clone()
+
+    def dense_weight(self) -> torch.Tensor:
+        """The effective ``n_in x n_out`` weight, zeros where there is no connection (a copy)."""
+        t = self.topology
+        dense = torch.zeros(t.n_in, t.n_out, dtype=self.tiles.dtype, device=self.tiles.device)
+        rows = torch.from_numpy(t.rows.astype(np.int64)).to(self.tiles.device)
+        cols = torch.from_numpy(t.indices.astype(np.int64)).to(self.tiles.device)
+        dense[rows, cols] = self.connected_weights()
+        return dense
+
+    masked_weight = dense_weight
+
+    def to_dense(self) -> nn.Linear:
+        """An ``nn.Linear`` computing the same function (pruned weights as zeros)."""
+        t = self.topology
+        dense = nn.Linear(t.n_in, t.n_out, bias=self.bias is not None, device="meta")
+        dense.weight = nn.Parameter(self.dense_weight().t().contiguous())
+        if self.bias is not None:
+            dense.bias = nn.Parameter(self.bias.detach().clone())
+        return dense
+
+    def extra_repr(self) -> str:
+        t = self.topology
+        return (f"{t.construction}, {t.n_in}->{t.n_out}, block={t.block_in}x{t.block_out}, k={t.k}, "
+                f"tiles={self._plan.n_tiles}, density={t.density:.4f}")
+
+
+def _tile_index(topology: Topology, plan: BlockPlan) -> torch.Tensor:
+    """For every connection in the topology's CSR order, its position in the flattened tiles."""
+    b_in, b_out = topology.block_in, topology.block_out
+    rows, cols = topology.rows.astype(np.int64), topology.indices.astype(np.int64)
+    q = plan.out_blocks
+    # tile number of each block edge, looked up by (input block, output block)
+    key = plan.tile_in.numpy() * q + plan.tile_out.numpy()
+    order = np.argsort(key)
+    edge = (rows // b_in) * q + cols // b_out
+    tile = order[np.searchsorted(key[order], edge)]
+    return torch.from_numpy(((tile * b_in + rows % b_in) * b_out) + cols % b_out)

@@ -1,0 +1,235 @@
+"""The computation of a block layer: only its tiles, as batched matmuls, in pure torch.
+
+A block layer (:mod:`sparsetopo.topology.blocks`) has ``p`` input blocks of ``b_in`` neurons,
+``q`` output blocks of ``b_out`` and one dense ``b_in x b_out`` tile per block edge. Its tiles
+are stored *by output block* (:class:`BlockPlan`, ``tile_in``/``tile_out``), so that output
+block ``J`` reads the tiles of its ``D`` input blocks as one ``(D*b_in) x b_out`` matrix:
+
+* forward: ``y_J = [x_I1 .. x_ID] @ [W_1; ..; W_D]``: the input blocks of every output block
+  are gathered side by side (one ``index_select`` of whole blocks) and one ``torch.bmm`` over
+  the ``q`` output blocks multiplies them by the stacked tiles (a view of the parameter);
+* input gradient: ``gx_I = [g_J1 .. g_Jk] @ [W_1^T; ..; W_k^T]``, the same by input block:
+  one gather of gradient blocks, one gather of the tiles transposed (``nnz`` numbers), one bmm;
+* tile gradient: ``gW_J = [x_I1 .. x_ID]^T @ g_J``, one bmm whose result already has the
+  tiles' layout. The gathered inputs are gathered again rather than saved (they are ``D``
+  times the input: 13 copies of it for a 4096-wide layer of blocks of 32 at 10%).
+
+Every reduction is inside a matmul: no scatter-add, whose cost grew with the batch
+(docs/design.md, "Block layers"; ``benchmarks/bench_layers.py --block`` times the layer). A block
+with fewer edges than the most connected one is padded with a zero block and a zero tile;
+a ragged last block is padded with zero neurons, whose tile entries stay 0 (their gradient
+is exactly 0) and whose outputs are cut off. Everything is plain torch, so the same code runs
+on CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sparsetopo.topology import Topology
+from sparsetopo.topology.blocks import n_blocks
+
+
+def _slots(heads: np.ndarray, tails: np.ndarray, n_heads: int, pad_tail: int, pad_edge: int):
+    """Per head (output block, or input block), the tails and edge numbers of its edges in
+    increasing order of tail, padded to the largest degree with ``pad_tail``/``pad_edge``."""
+    order = np.lexsort((tails, heads))
+    degree = np.bincount(heads, minlength=n_heads)
+    width = int(degree.max()) if degree.size else 0
+    tail_slots = np.full((n_heads, width), pad_tail, dtype=np.int64)
+    edge_slots = np.full((n_heads, width), pad_edge, dtype=np.int64)
+    position = np.arange(order.size) - np.repeat(np.cumsum(degree) - degree, degree)
+    tail_slots[heads[order], position] = tails[order]
+    edge_slots[heads[order], position] = order
+    return tail_slots, edge_slots, bool((degree == width).all())
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Index tensors of one block layer, built once from its topology.
+
+    ``tile_in[e]``, ``tile_out[e]``: the input and output block of tile ``e``; tiles are
+    ordered by output block, then input block. ``fwd_blocks`` (q x D): the input blocks of each
+    output block (``p`` = the zero block where padded), and ``fwd_slot[e]`` the slot of tile
+    ``e`` among those ``q * D``; ``bwd_blocks`` (p x K) and
+    ``bwd_tiles`` (p x K): the output blocks of each input block and their tiles (``q`` and
+    ``E`` where padded).
+    """
+
+    n_in: int
+    n_out: int
+    block_in: int
+    block_out: int
+    tile_in: torch.Tensor
+    tile_out: torch.Tensor
+    fwd_blocks: torch.Tensor
+    bwd_blocks: torch.Tensor
+    bwd_tiles: torch.Tensor
+    fwd_slot: torch.Tensor
+    fwd_padded: bool      # some output block has fewer input blocks than D
+    bwd_padded: bool      # some input block has fewer output blocks than K
+    scratch: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def buffer(self, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+        """A reused 1-D scratch tensor of at least ``numel`` elements for a temporary.
+
+        The gathered blocks are ``D`` times the input; allocating them afresh each call costs
+        several times more than filling them (each new large block of memory is mapped and
+        faulted in page by page), so each layer keeps its largest temporaries. Nothing kept here
+        outlives the call that fills it; a layer is therefore not to be called from two threads
+        at once.
+        """
+        key = (name, like.dtype, like.device)
+        held = self.scratch.get(key)
+        if held is None or held.numel() < numel:
+            held = self.scratch[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return held[:numel]
+
+    @classmethod
+    def from_topology(cls, topology: Topology) -> "BlockPlan":
+        graph = topology.block_graph
+        p, q = graph.n_in, graph.n_out
+        rows, cols = graph.rows.astype(np.int64), graph.indices.astype(np.int64)
+        order = np.lexsort((rows, cols))                     # tiles by output block
+        tile_in, tile_out = rows[order], cols[order]
+        fwd_blocks, fwd_tiles, fwd_full = _slots(tile_out, tile_in, q, p, tile_in.size)
+        bwd_blocks, bwd_tiles, bwd_full = _slots(tile_in, tile_out, p, q, tile_in.size)
+        fwd_slot = np.empty(tile_in.size, dtype=np.int64)
+        used = fwd_tiles.ravel() < tile_in.size
+        fwd_slot[fwd_tiles.ravel()[used]] = np.flatnonzero(used)
+        as_tensor = torch.from_numpy
+        return cls(topology.n_in, topology.n_out, topology.block_in, topology.block_out, as_tensor(tile_in),
+                   as_tensor(tile_out), as_tensor(fwd_blocks), as_tensor(bwd_blocks), as_tensor(bwd_tiles),
+                   as_tensor(fwd_slot), not fwd_full, not bwd_full)
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.tile_in.numel())
+
+    @property
+    def in_blocks(self) -> int:
+        return n_blocks(self.n_in, self.block_in)
+
+    @property
+    def out_blocks(self) -> int:
+        return n_blocks(self.n_out, self.block_out)
+
+    def to(self, device) -> "BlockPlan":
+        """This plan with its index tensors on ``device``."""
+        moved = {name: getattr(self, name).to(device) for name in
+                 ("tile_in", "tile_out", "fwd_blocks", "bwd_blocks", "bwd_tiles", "fwd_slot")}
+        return BlockPlan(self.n_in, self.n_out, self.block_in, self.block_out, fwd_padded=self.fwd_padded,
+                         bwd_padded=self.bwd_padded, **moved)
+
+
+def _feature_blocks(x: torch.Tensor, n: int, b: int, count: int, zero_block: bool) -> torch.Tensor:
+    """``x`` (batch, n) feature-major, as (count [+1], b, batch): input block ``I``'s rows are one
+    contiguous run of ``b * batch`` numbers, so gathering blocks copies whole runs. The ragged
+    last block is filled with zero neurons, and one all-zero block is added when ``zero_block``."""
+    pad = count * b - n + (b if zero_block else 0)
+    xt = x.t()
+    if pad:
+        xt = F.pad(xt, (0, 0, 0, pad))
+    return xt.contiguous().view(-1, b, x.shape[0])
+
+
+def _gather(blocks: torch.Tensor, slots: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(heads, width * b, batch): for each head its ``width`` blocks stacked, one contiguous
+    gather of whole blocks (``width`` times the input) into the scratch tensor ``out``."""
+    heads, width = slots.shape
+    out = out.view(heads * width, blocks.shape[1], blocks.shape[2])
+    torch.index_select(blocks, 0, slots.reshape(-1), out=out)
+    return out.view(heads, width * blocks.shape[1], blocks.shape[2])
+
+
+def _gather_inputs(x: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
+    """(q, D*b_in, batch): the input blocks of every output block, stacked."""
+    blocks = _feature_blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
+    out = plan.buffer("inputs", plan.fwd_blocks.numel() * plan.block_in * x.shape[0], x)
+    return _gather(blocks, plan.fwd_blocks, out)
+
+
+def _stacked_tiles(tiles: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
+    """(q, D*b_in, b_out): each output block's tiles stacked; a view unless padded."""
+    q, width = plan.fwd_blocks.shape
+    if plan.fwd_padded:  # place every tile at its slot, zeros elsewhere
+        slot = torch.full((q * width,), plan.n_tiles, dtype=torch.long, device=tiles.device)
+        slot[plan.fwd_slot] = torch.arange(plan.n_tiles, device=tiles.device)
+        tiles = torch.cat([tiles, tiles.new_zeros(1, *tiles.shape[1:])]).index_select(0, slot)
+    return tiles.reshape(q, width * plan.block_in, plan.block_out)
+
+
+def _batch_major(blocks: torch.Tensor, n: int) -> torch.Tensor:
+    """(count, batch, b) blocks of results as a contiguous (batch, n), ragged padding cut off."""
+    out = blocks.transpose(0, 1).reshape(blocks.shape[1], -1)
+    return out if out.shape[1] == n else out[:, :n].contiguous()
+
+
+def block_forward(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
+    """``y = x @ lift(tiles) + bias`` for a 2-D ``x`` (batch, n_in), no autograd bookkeeping."""
+    # output block J: (its input blocks side by side) @ (its tiles stacked). The gathered
+    # inputs are read transposed, which BLAS does in place; the other orientation (tiles
+    # transposed) was far slower at batch 1
+    y = torch.bmm(_gather_inputs(x, plan).transpose(1, 2), _stacked_tiles(tiles, plan))   # (q, batch, b_out)
+    y = _batch_major(y, plan.n_out)
+    return y if bias is None else y + bias
+
+
+class BlockLinearFunction(torch.autograd.Function):
+    """Forward, input gradient and tile gradient of a block layer (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, tiles, bias, plan):
+        ctx.save_for_backward(x, tiles)
+        ctx.plan, ctx.has_bias = plan, bias is not None
+        return block_forward(x, tiles, bias, plan)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, tiles = ctx.saved_tensors
+        plan = ctx.plan
+        grad_blocks = _feature_blocks(grad_y, plan.n_out, plan.block_out, plan.out_blocks, plan.bwd_padded)
+        grad_x = grad_tiles = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _input_grad(grad_blocks, tiles, plan)
+        if ctx.needs_input_grad[1]:
+            grad_tiles = _tile_grad(x, grad_blocks, plan)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_y.sum(0)
+        return grad_x, grad_tiles, grad_bias, None
+
+
+def _input_grad(grad_blocks, tiles, plan):
+    """grad_x for input block I: its output blocks' gradients side by side @ its tiles,
+    transposed, stacked (one gather of the tiles)."""
+    p, width = plan.bwd_tiles.shape
+    transposed = tiles.transpose(1, 2)
+    if plan.bwd_padded:
+        transposed = torch.cat([transposed, transposed.new_zeros(1, *transposed.shape[1:])])
+    stacked = transposed.index_select(0, plan.bwd_tiles.reshape(-1)).view(p, width * plan.block_out, plan.block_in)
+    out = plan.buffer("gradients", plan.bwd_blocks.numel() * plan.block_out * grad_blocks.shape[2], grad_blocks)
+    grad = torch.bmm(_gather(grad_blocks, plan.bwd_blocks, out).transpose(1, 2), stacked)   # (p, batch, b_in)
+    return _batch_major(grad, plan.n_in)
+
+
+def _tile_grad(x, grad_blocks, plan):
+    """grad of output block J's stacked tiles: its input blocks stacked @ its gradient^T."""
+    q, width = plan.fwd_blocks.shape
+    grad = torch.bmm(_gather_inputs(x, plan), grad_blocks[:q].transpose(1, 2))       # (q, D*b_in, b_out)
+    grad = grad.view(q * width, plan.block_in, plan.block_out)
+    return grad.index_select(0, plan.fwd_slot) if plan.fwd_padded else grad
+
+
+def block_linear(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
+    """The block layer on ``x`` of any leading shape (..., n_in): without a gradient to compute
+    (inference) the forward alone, else through :class:`BlockLinearFunction`."""
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1])
+    wanted = torch.is_grad_enabled() and (flat.requires_grad or tiles.requires_grad
+                                          or (bias is not None and bias.requires_grad))
+    y = BlockLinearFunction.apply(flat, tiles, bias, plan) if wanted else block_forward(flat, tiles, bias, plan)
+    return y.reshape(*lead, plan.n_out)

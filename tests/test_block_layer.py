@@ -1,0 +1,120 @@
+"""BlockSparseLinear against an independent masked-dense reference, on CPU and (when present) CUDA."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparsetopo import SparsetopoError
+from sparsetopo.nn import SparseLinear
+from sparsetopo.nn.block import BlockSparseLinear
+from sparsetopo.topology import build
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+
+LAYERS = [  # even widths, ragged last blocks on either side, unequal degrees (padded slots)
+    ("regular_rotating", 64, 96, 3, 16),
+    ("random_regular", 100, 70, 3, 8),
+    ("random_edge", 50, 37, 3, (4, 6)),
+    ("long_short_rotating", 45, 70, 2, (4, 9)),
+]
+
+
+def reference(layer, x, g):
+    """Masked dense: the layer's dense weight times the lifted mask, through F.linear."""
+    t = layer.topology
+    weight = layer.dense_weight().clone().requires_grad_()
+    bias = layer.bias.detach().clone().requires_grad_()
+    mask = torch.from_numpy(t.mask()).to(weight)
+    x = x.detach().clone().requires_grad_()
+    y = F.linear(x, (weight * mask).t(), bias)
+    y.backward(g)
+    return y, x.grad, weight.grad * mask, bias.grad
+
+
+def lifted_grad(layer):
+    """The tiles' gradient as an n_in x n_out matrix, from the layer's own index."""
+    t = layer.topology
+    dense = torch.zeros(t.n_in, t.n_out, dtype=layer.tiles.dtype, device=layer.tiles.device)
+    dense[torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))] = \
+        layer.tiles.grad.reshape(-1)[layer._tile_index.to(layer.tiles.device)]
+    return dense
+
+
+def check_against_reference(layer, batches, device="cpu"):
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        layer.bias.copy_(torch.randn(layer.topology.n_out, generator=gen))
+    for batch in batches:
+        x = torch.randn(batch, layer.topology.n_in, generator=gen).to(device).requires_grad_()
+        g = torch.randn(batch, layer.topology.n_out, generator=gen).to(device)
+        layer.zero_grad()
+        y = layer(x)
+        y.backward(g)
+        y_ref, gx_ref, gw_ref, gb_ref = reference(layer, x, g)
+        for ours, ref in ((y, y_ref), (x.grad, gx_ref), (lifted_grad(layer), gw_ref), (layer.bias.grad, gb_ref)):
+            torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(ref.detach().abs().max())))
+        # entries outside a ragged block meet no input and reach no output: gradient exactly 0
+        assert float(layer.tiles.grad.abs().sum()) == pytest.approx(float(gw_ref.abs().sum()), rel=1e-5)
+
+
+@pytest.mark.parametrize("name, n_in, n_out, k, block", LAYERS)
+def test_block_layer_equals_masked_dense_forward_and_gradients(name, n_in, n_out, k, block):
+    layer = BlockSparseLinear(build(name, n_in, n_out, k, seed=1, block=block), gen=np.random.default_rng(2))
+    check_against_reference(layer, (1, 7, 33, 128, 1000))
+
+
+def test_inference_without_gradients_equals_training_forward():
+    layer = BlockSparseLinear(build("random_regular", 100, 70, 3, seed=1, block=8))
+    x = torch.randn(5, 3, 100)
+    with torch.no_grad():
+        inference = layer(x)
+    assert inference.shape == (5, 3, 70)
+    torch.testing.assert_close(inference, layer(x.requires_grad_()).detach(), rtol=0, atol=0)
+
+
+def test_block_1_equals_the_sparse_layer():
+    t = build("random_regular", 60, 40, 5, seed=3)
+    block = BlockSparseLinear(t, init="glorot_sparse", gen=np.random.default_rng(7))
+    sparse = SparseLinear(t, init="glorot_sparse", gen=np.random.default_rng(7), backend="sparse")
+    assert torch.equal(block.connected_weights(), sparse.connected_weights())
+    assert torch.equal(block.dense_weight(), sparse.dense_weight())
+    x = torch.randn(33, 60)
+    g = torch.randn(33, 40)
+    xs = x.clone().requires_grad_()
+    xb = x.clone().requires_grad_()
+    ys, yb = sparse(xs), block(xb)
+    ys.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(yb, ys, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xb.grad, xs.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(block.tiles.grad.reshape(-1)[block._tile_index], sparse.values.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_of_a_ragged_block_starts_and_stays_zero():
+    layer = BlockSparseLinear(build("regular_rotating", 10, 6, 1, block=4))   # widths 4,4,2 -> 4,2
+    assert int(torch.count_nonzero(layer.tiles)) == layer.topology.nnz
+    layer(torch.randn(9, 10)).sum().backward()
+    inside = torch.zeros_like(layer.tiles).reshape(-1)
+    inside[layer._tile_index] = 1
+    assert torch.all(layer.tiles.grad.reshape(-1)[inside == 0] == 0)
+
+
+def test_bad_inputs_are_named():
+    layer = BlockSparseLinear(build("regular_rotating", 16, 8, 1, block=4))
+    with pytest.raises(SparsetopoError, match="last dimension must be 16"):
+        layer(torch.randn(3, 15))
+    with pytest.raises(SparsetopoError, match="is torch.float64 on cpu but BlockSparseLinear"):
+        layer(torch.randn(3, 16, dtype=torch.float64))
+
+
+@CUDA
+@pytest.mark.parametrize("name, n_in, n_out, k, block", LAYERS)
+def test_block_layer_on_cuda_equals_masked_dense(name, n_in, n_out, k, block):
+    layer = BlockSparseLinear(build(name, n_in, n_out, k, seed=1, block=block), gen=np.random.default_rng(2)).cuda()
+    check_against_reference(layer, (1, 7, 33, 128, 1000), device="cuda")
+    cpu = BlockSparseLinear(layer.topology, gen=np.random.default_rng(2))
+    with torch.no_grad():
+        cpu.bias.copy_(layer.bias.cpu())
+    x = torch.randn(17, n_in)
+    torch.testing.assert_close(layer(x.cuda()).cpu(), cpu(x), rtol=1e-4, atol=1e-4)
