@@ -216,8 +216,9 @@ def test_bad_input_names_the_value(args, fragment):
         build(*args)
 
 
-def test_registry_lists_seven_constructions():
-    assert len(CONSTRUCTIONS) == 7 and all(spec.version >= 1 for spec in CONSTRUCTIONS.values())
+def test_registry_lists_the_papers_seven_constructions_and_the_butterfly():
+    assert len(CONSTRUCTIONS) == 8 and all(spec.version >= 1 for spec in CONSTRUCTIONS.values())
+    assert "butterfly" in CONSTRUCTIONS and not CONSTRUCTIONS["butterfly"].random
 
 
 def test_saved_files_get_the_usual_permissions(tmp_path):

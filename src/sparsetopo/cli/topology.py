@@ -15,7 +15,7 @@ from sparsetopo.cli.app import app
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.jsonable import plain
 from sparsetopo.spectral import layer_measures
-from sparsetopo.topology import Topology, build
+from sparsetopo.topology import CONSTRUCTIONS, Topology, build
 
 
 def describe(topology: Topology, metrics: bool = True) -> dict:
@@ -150,8 +150,7 @@ Examples:
 def topology_command(construction, n_in, n_out, k, seed, as_json, metrics, png, save):
     """Build one layer's connectivity graph and describe it.
 
-    CONSTRUCTION is one of: fully_connected, random_edge, random_rotating, random_regular,
-    regular_rotating, long_short_rotating, fibonacci_rotating.
+    CONSTRUCTION is one of: {constructions}.
 
     The layer has n_in inputs and n_out outputs; every input feeds k outputs (random_edge: k on
     average). The rotating constructions shift one base vector by one output per input.
@@ -182,3 +181,6 @@ def topology_command(construction, n_in, n_out, k, seed, as_json, metrics, png, 
         _write_outputs(topology, png, save)
     click.echo(json.dumps(info, allow_nan=False) if as_json else _summary(info))
 
+
+# the names come from the registry, so a new construction is listed without editing this text
+topology_command.help = topology_command.help.replace("{constructions}", ", ".join(CONSTRUCTIONS))

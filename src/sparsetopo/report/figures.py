@@ -35,7 +35,7 @@ from sparsetopo.report.results import (  # noqa: E402
 )
 
 COLORS = dict(zip(CONSTRUCTION_ORDER, ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange",
-                                       "tab:brown", "black"]))
+                                       "tab:brown", "black", "tab:olive"]))
 DPI = 110
 EXAMPLE_SHAPE = (48, 24, 5)  # the edge-matrix pictures: n_in, n_out, k
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from sparsetopo.errors import SparsetopoError
 
-# Constructions named by the paper's figures, in the order their legends use.
+# Constructions named by the paper's figures, in the order their legends use; then those beyond the paper.
 CONSTRUCTION_ORDER = (
     "regular_rotating",
     "fibonacci_rotating",
@@ -30,6 +30,7 @@ CONSTRUCTION_ORDER = (
     "random_regular",
     "random_edge",
     "fully_connected",
+    "butterfly",
 )
 LABELS = {
     "regular_rotating": "Regular",
@@ -39,6 +40,7 @@ LABELS = {
     "random_regular": "Random regular (expander)",
     "random_edge": "Random edge",
     "fully_connected": "Fully connected",
+    "butterfly": "Flat butterfly",
 }
 # Protocol fields that must agree for two runs to be compared (the grid varies the others).
 PROTOCOL_FIELDS = ("dataset", "epochs", "batch_size", "lr", "momentum", "init", "activation", "limit_train",

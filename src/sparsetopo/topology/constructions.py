@@ -1,4 +1,5 @@
-"""The paper's seven layer constructions (Section 3), each a pure function of (n_in, n_out, k, seed).
+"""The paper's seven layer constructions (Section 3), each a pure function of (n_in, n_out, k, seed),
+and one from outside the paper, the flat butterfly of Pixelated Butterfly (:func:`butterfly`).
 
 Notation follows the paper: a layer has ``n`` inputs and ``m`` outputs; ``k`` is the out-degree
 of every input neuron (expected out-degree for ``random_edge``), so density is ``k / m``.
@@ -30,6 +31,8 @@ __all__ = [
     "regular_rotating",
     "long_short_rotating",
     "fibonacci_rotating",
+    "butterfly",
+    "butterfly_masks",
     "regular_positions",
     "long_short_positions",
     "fibonacci_positions",
@@ -208,3 +211,64 @@ def long_short_rotating(n: int, m: int, k: int, seed=None) -> Topology:
 def fibonacci_rotating(n: int, m: int, k: int, seed=None) -> Topology:
     """Section 3.2.3: outputs at Fibonacci offsets; see :func:`fibonacci_positions`."""
     return rotate(n, m, fibonacci_positions(m, k), "fibonacci_rotating", k, seed)
+
+
+# -- beyond the paper: the flat butterfly --------------------------------------------------------
+def butterfly_masks(m: int) -> np.ndarray:
+    """Every XOR mask ``d`` below the smallest power of two ``P >= m``, in the order
+    :func:`butterfly` takes them: by the number of set bits, then by value
+    (0; 1, 2, 4, ...; 3, 5, 6, 9, ...)."""
+    size = 1 << max(m - 1, 0).bit_length()
+    masks = np.arange(size, dtype=np.int64)
+    bits = np.zeros(size, dtype=np.int64)
+    for b in range(max(size.bit_length() - 1, 0)):
+        bits += (masks >> b) & 1
+    return masks[np.lexsort((masks, bits))]
+
+
+_BUTTERFLY_BLOCK_CELLS = 1 << 22  # candidate cells per block of base rows
+
+
+def butterfly(n: int, m: int, k: int, seed=None) -> Topology:
+    """The flat butterfly: input i feeds output i, and i XOR 2^s for the strides s the degree allows.
+
+    Reference: T. Dao, B. Chen, K. Liang, J. Yang, Z. Song, A. Rudra, C. Re, "Pixelated
+    Butterfly: Simple and Efficient Sparse Training for Neural Network Models", ICLR 2022
+    (arXiv:2112.00029). Its *flat butterfly matrix* replaces the product of the butterfly
+    factor matrices B_1 ... B_P (factor B_s pairs index i with i XOR s, s = 1, 2, 4, ...) by
+    their sum I + B_1 + B_2 + B_4 + ...: the first-order term of the product. Its support is
+    exactly this construction at ``k = 1 + log2(m)``; the paper trains it on blocks (its
+    "flat block butterfly"), which sparsetopo gives with ``build(..., block=b)``.
+
+    Reading, where the paper leaves a choice:
+
+    - **Degree.** The paper keeps every stride up to a chosen maximum. Here input ``i`` takes
+      the first ``k`` masks of :func:`butterfly_masks`: itself (mask 0), then strides 1, 2, 4,
+      ... So ``k <= 1 + ceil(log2 m)`` is the paper's flat butterfly with strides up to
+      ``2^(k-2)``; a larger ``k`` continues with the masks of two set bits (3, 5, 6, 9, ...),
+      which are the supports of the second-order terms B_s B_t of the product, and so on. Every
+      ``1 <= k <= m`` is valid.
+    - **Widths that are not powers of two.** Masks run below the next power of two ``P >= m``;
+      a mask taking the output past ``m - 1`` is skipped, so every input keeps exactly ``k``
+      distinct outputs (the next mask in the order takes its place).
+    - **Rectangular layers** are stretched as the rotating constructions are: input ``i``
+      uses base ``i mod m``, so rows repeat with period ``m`` when ``n > m``, and when ``n < m``
+      the outputs above ``n - 1`` are reached only through masks.
+
+    For ``n = m`` a power of two every mask is a permutation, so every output also has
+    in-degree exactly ``k``. Deterministic: the seed is recorded and ignored.
+    """
+    masks = butterfly_masks(m)
+    table = np.empty((min(n, m), k), dtype=np.int64)
+    step = max(1, _BUTTERFLY_BLOCK_CELLS // masks.size)
+    for b0 in range(0, table.shape[0], step):
+        bases = np.arange(b0, min(b0 + step, table.shape[0]), dtype=np.int64)
+        candidates = bases[:, None] ^ masks[None, :]
+        valid = candidates < m
+        # the first k valid candidates of each row, in mask order
+        take = valid & (np.cumsum(valid, axis=1) <= k)
+        table[bases] = candidates[take].reshape(bases.size, k)
+    table.sort(axis=1)
+    cols = table[np.arange(n, dtype=np.int64) % m]
+    indptr = np.arange(n + 1, dtype=np.int64) * k
+    return Topology(n, m, "butterfly", k, seed, indptr=indptr, indices=cols.ravel())

@@ -38,6 +38,7 @@ CONSTRUCTIONS: dict[str, Construction] = {
         Construction("regular_rotating", c.regular_rotating, False, 1, "input i feeds i..i+k-1 (mod n_out)"),
         Construction("long_short_rotating", c.long_short_rotating, False, 1, "ceil(k/2) near outputs, floor(k/2) evenly spread"),
         Construction("fibonacci_rotating", c.fibonacci_rotating, False, 1, "outputs at Fibonacci offsets 0,1,2,3,5,8,..."),
+        Construction("butterfly", c.butterfly, False, 1, "flat butterfly: input i feeds i and i XOR 1, 2, 4, ..."),
     ]
 }
 
