@@ -11,11 +11,11 @@ the one rule deciding each layer's backend in :mod:`sparsetopo.nn.backend`
 from sparsetopo.nn.backend import BACKENDS, CostModel, choose_backend, layer_backends
 from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.conv import SparseConv2d
+from sparsetopo.nn.coverage import Coverage, CoverageWarning
 from sparsetopo.nn.init import INITIALISERS, initial_weights
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.nn.mlp import ACTIVATIONS, SparseMLP
 from sparsetopo.nn.sparse_ops import SparseIndex
-from sparsetopo.nn.coverage import Coverage, CoverageWarning
 from sparsetopo.nn.sparsify import sparsify, summarize, summary
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "BlockSparseLinear", "CostModel", "Coverage", "CoverageWarning",
