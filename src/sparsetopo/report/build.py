@@ -19,7 +19,7 @@ from typing import Callable
 
 from sparsetopo.report import claims as _claims
 from sparsetopo.report import figures as _figures
-from sparsetopo.report import graph, locality, protocol
+from sparsetopo.report import frontier, graph, locality, protocol
 from sparsetopo.report.document import ReportContent, write_documents
 from sparsetopo.report.recipes import compare_recipes, recipes_in
 from sparsetopo.report.results import analysis_slice, load_table, normalise
@@ -58,13 +58,18 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     recipes = recipes_in(table)
     # several recipes: the claims and figures are the first recipe's, the comparison follows
     main = table[table["recipe"].eq(recipes[0])] if len(recipes) > 1 else table
+    # runs on blocks of neurons make the accuracy-per-second comparison (B1-B4), every order kept;
+    # the paper's claims and the permutation null are about connections between neurons
+    with_blocks = analysis_slice(main, dataset=dataset) if frontier.has_blocks(main) else None
+    table, block_notes = frontier.neuron_level_only(table)
+    main, _ = frontier.neuron_level_only(main)
     both_orders = analysis_slice(main, dataset=dataset) if locality.has_permutation_null(main) else None
     # permuted runs make the permutation null (L1); the paper's claims are about raster order
     table, order_notes = locality.raster_only(table)
     main, _ = locality.raster_only(main)
     chosen = analysis_slice(main, dataset=dataset)
     everything = analysis_slice(main, dataset=dataset, keep_backends=True)
-    notes = [*_completeness(db_path), *order_notes, *chosen.notes]
+    notes = [*_completeness(db_path), *block_notes, *order_notes, *chosen.notes]
     if len(recipes) > 1:
         notes.append(f"the store holds {len(recipes)} training recipes ({', '.join(recipes)}): the claims and "
                      f"figures are recipe {recipes[0]!r}'s; 'Claims per recipe' compares them all")
@@ -97,6 +102,13 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
         claim_results.append(null_by_order.claim)
         notes += null_by_order.notes
         figure_results.append(null_by_order.figure)   # beside the random-null figure when there is one
+    blocks = None
+    if with_blocks is not None:
+        step("blocks and training time")
+        blocks = frontier.compare_blocks(with_blocks.runs, seed=seed, out_dir=out_dir)
+        claim_results += blocks.claims
+        notes += blocks.notes
+        figure_results.append(blocks.figure)
     for f in figure_results:
         if f.skipped:
             notes.append(f"{f.title} skipped: {f.skipped}")
@@ -114,6 +126,7 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
         environment=protocol.environment(),
         recipes=comparison,
         locality=null_by_order,
+        frontier=blocks,
     )
     paths = write_documents(content, out_dir)
     return ReportSummary(out_dir, paths, claim_results, figure_results, notes, comparison, null_by_order)

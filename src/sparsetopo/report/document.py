@@ -14,6 +14,7 @@ from sparsetopo.jsonable import plain
 from sparsetopo.report.claims import ClaimResult
 from sparsetopo.report.figures import FigureResult
 from sparsetopo.report.formats import code_html, in_points, interval, number
+from sparsetopo.report.frontier import FrontierComparison
 from sparsetopo.report.locality import LocalityComparison, connectivity_agreement, locality_table
 from sparsetopo.report.recipes import RecipeComparison
 from sparsetopo.report.recipes import claims_table as recipes_claims_table
@@ -38,6 +39,7 @@ class ReportContent:
     environment: list[tuple[str, str]] = field(default_factory=list)
     recipes: RecipeComparison | None = None   # several training recipes: claims per recipe, random null
     locality: LocalityComparison | None = None  # raster-order and permuted runs: the permutation null
+    frontier: FrontierComparison | None = None  # runs on blocks of neurons: accuracy per second, B1-B4
 
 
 def _pct(x, unit: str) -> str:
@@ -128,6 +130,9 @@ def render_html(content: ReportContent) -> str:
     if content.locality is not None:
         title, text, table = _locality_section(content.locality)
         parts.append(f"<h2 id='locality'>{_h(title)}</h2><p>{_h(text)}</p>" + (_table_html(*table) if table[0] else ""))
+    if content.frontier is not None:
+        title, text, table = content.frontier.section()
+        parts.append(f"<h2 id='frontier'>{_h(title)}</h2><p>{_h(text)}</p>" + (_table_html(*table) if table[0] else ""))
     parts.append("<h2 id='figures'>Figures</h2>")
     for f in content.figures:
         if f.skipped:
@@ -197,6 +202,9 @@ def render_markdown(content: ReportContent) -> str:
             lines += [f"## {title}", "", text, ""] + (_table_md(*table) if table[0] else [])
     if content.locality is not None:
         title, text, table = _locality_section(content.locality)
+        lines += [f"## {title}", "", text, ""] + (_table_md(*table) if table[0] else [])
+    if content.frontier is not None:
+        title, text, table = content.frontier.section()
         lines += [f"## {title}", "", text, ""] + (_table_md(*table) if table[0] else [])
     lines += ["## Figures", ""]
     for f in content.figures:
@@ -268,6 +276,8 @@ def write_documents(content: ReportContent, out_dir) -> dict[str, Path]:
     if content.locality is not None:
         documents.append(("locality_null.json",
                           json.dumps(plain(content.locality.to_dict()), indent=2, allow_nan=False)))
+    if content.frontier is not None:
+        documents.append(("frontier.json", json.dumps(plain(content.frontier.to_dict()), indent=2, allow_nan=False)))
     for name, text in documents:
         path = out_dir / name
         with atomic_path(path) as tmp:
