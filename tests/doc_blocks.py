@@ -147,7 +147,7 @@ def environment(bin_dir: Path) -> dict[str, str]:
 
 
 def run_file(kind: str, source: str, folder: Path, env: dict[str, str], name: str = "block",
-             timeout: float = 600) -> subprocess.CompletedProcess:
+             timeout: float = 300) -> subprocess.CompletedProcess:
     """Save ``source`` as ``folder/NAME.py`` or ``.sh`` and run it there in a new process."""
     suffix, program = (".py", [sys.executable]) if kind == "python" else (".sh", ["bash"])
     path = folder / f"{name}{suffix}"

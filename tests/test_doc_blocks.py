@@ -163,10 +163,19 @@ def check_export(block: Block, out: str, folder) -> None:
     assert float(re.search(r"max \|difference\| ([\d.e+-]+)", printed[-1]).group(1)) <= bound
 
 
+def check_preset_counts(block: Block, out: str, folder) -> None:
+    """`sweep presets` prints the presets and run counts the block's comment names."""
+    comment = next(l for l in block.text.splitlines() if "sweep presets" in l).split("#", 1)[1]
+    quoted = {name: int(n) for name, n in re.findall(r"(\w+) \((\d+)", comment)}
+    printed = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+) runs", out, re.M)}
+    assert printed == quoted
+
+
 CHECKS = {
     "README.md#training:1": check_train_json,
     "README.md#training:2": check_train_python,
     "README.md#sweeps-and-population-training:2": check_sweep_summary,
+    "docs/sweeps.md#sweeps:1": check_preset_counts,
     "docs/sweeps.md#sweeps:2": check_sweep_summary,
     "docs/tutorial.md#1-sparsify-a-model:1": check_quoted_output,
     "docs/tutorial.md#3-save-and-load:1": check_file_size,
@@ -230,6 +239,22 @@ def test_every_listed_block_exists_and_every_fence_is_classified():
     from doc_blocks import NOT_RUN
     unknown = [f"{b.file}:{b.line} ```{b.language}" for b in all_blocks() if not b.kind and b.language not in NOT_RUN]
     assert unknown == [], "fences that are neither run nor known as data: label them python, bash or toml"
+
+
+def test_docs_name_every_preset():
+    """Where the docs list the presets, they list exactly the shipped ones."""
+    from sparsetopo.sweep import preset_names
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sweeps = (ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8")
+    listed = {
+        "README.md reproduce": re.search(r"one of the \w+ presets: ([^)]*)\)", readme, re.S).group(1),
+        "README.md sweeps": re.search(r"or a shipped preset: (.*?)\), trained", readme, re.S).group(1),
+        "docs/sweeps.md presets section": sweeps.split("## Presets", 1)[1].split("\n## ", 1)[0],
+    }
+    for where, text in listed.items():
+        names = set(re.findall(r"`(\w+)`", text)) if "section" not in where else \
+            set(re.findall(r"^- `(\w+)`:", text, re.M))
+        assert names == set(preset_names()), where
 
 
 def test_extraction_names_blocks_by_section_and_place(tmp_path):
