@@ -95,8 +95,8 @@ VARIANTS = {
 
 SKIPS = {   # id: (digest of the judged text, reason)
     "README.md#quickstart:1": (
-        "efb854d0", "runs the whole test suite (about 18 min; CI's .ci/run is this line) and the quick "
-                    "preset's 200 networks (minutes); both commands' parts run in other blocks"),
+        "efb854d0", "runs the whole test suite (about 18 min; CI's .ci/run is this line) and reproduces "
+                    "the quick preset (200 networks, minutes), which no block runs in full"),
     "docs/sweeps.md#ray-clusters:1": ("1b981592", "starts Ray nodes and " + NO_CLUSTER),
 }
 
