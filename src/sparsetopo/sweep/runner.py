@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from sparsetopo.data import dataset_shape, prepare_dataset
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.cluster import ClusterLost
-from sparsetopo.sweep.executors import ProcessExecutor, check_executor, make_executor
+from sparsetopo.sweep.executors import ProcessExecutor, check_executor, leave_if_bootstrapping, make_executor
 from sparsetopo.sweep.spec import SweepSpec, expand_recipes, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
 from sparsetopo.sweep.worker import code_version, run_chunk
@@ -171,6 +171,7 @@ def run_sweep(
     cancelled); stored runs stay stored and the next call resumes. A cluster whose head stops
     answering ends the call with :class:`sparsetopo.sweep.cluster.ClusterLost`.
     """
+    leave_if_bootstrapping()   # a worker importing a script that lacks the main guard: no sweep of its own
     started = time.perf_counter()
     if max_attempts < 1:
         raise SparsetopoError(f"max_attempts={max_attempts} must be >= 1")
@@ -347,6 +348,9 @@ class _State:
                 try:
                     rows = future.result()
                 except BrokenExecutor as exc:
+                    check_started = getattr(pool, "check_started", None)
+                    if check_started is not None:   # no worker started: no run is to blame, none retried
+                        check_started()
                     broken = True
                     pending[:0] = self._retry(chunk, f"worker process died: {exc!r}")
                     continue
