@@ -1,13 +1,19 @@
-"""The one exception type for bad user input.
+"""The one exception type for bad user input, and the base of the library's warnings.
 
 Library code raises :class:`SparsetopoError` (a ``ValueError``) when a value supplied by the
 user is wrong; its message names the value and says what would be valid. The CLI turns it into
 a one-line message and exit code 2. Anything else that escapes is a bug and keeps its traceback.
+Library warnings derive from :class:`SparsetopoWarning` (filter them with ``warnings``); the CLI
+prints each as one line.
 """
 
 
 class SparsetopoError(ValueError):
     """A user-supplied value is invalid; the message names it and the fix."""
+
+
+class SparsetopoWarning(UserWarning):
+    """Input that works but is probably not what the user meant; the message says what to change."""
 
 
 def check_int(name: str, value, low: int, high: int | None = None) -> int:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 
 import click
 
-from sparsetopo.errors import SparsetopoError, interrupt_in
+from sparsetopo.errors import SparsetopoError, SparsetopoWarning, interrupt_in
 
 
 @click.group(
@@ -36,8 +37,25 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _show_warning(default):
+    """``warnings.showwarning`` for the CLI: the library's warnings as one line each
+    (``sparsetopo: warning: ...``, no file and line), anything else as Python shows it."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SparsetopoWarning):
+            click.echo(f"sparsetopo: warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: one-line errors with exit code 2 for bad input, no traceback."""
+    with warnings.catch_warnings():   # restores showwarning when the command ends
+        warnings.showwarning = _show_warning(warnings.showwarning)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     import signal
 
     if threading.current_thread() is threading.main_thread():

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 from sparsetopo.data import dataset_shape, prepare_dataset
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.cluster import ClusterLost
+from sparsetopo.sweep.dense import check_dense
 from sparsetopo.sweep.executors import ProcessExecutor, check_executor, leave_if_bootstrapping, make_executor
 from sparsetopo.sweep.spec import SweepSpec, expand_recipes, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
@@ -141,6 +142,7 @@ def run_sweep(
     on_result: Callable[[RunEvent], None] | None = None,
     add: bool = False,
     allow_huge: bool = False,
+    strict: bool = False,
 ) -> SweepSummary:
     """Run every run of a sweep that is not stored yet in ``db_path``; return a summary.
 
@@ -163,6 +165,9 @@ def run_sweep(
     allow_huge : start a grid above :data:`HUGE_RUNS` runs or projected beyond
         :data:`HUGE_SECONDS` (:func:`projected_seconds`); without it such a call is refused, as
         it is more often a slip in the spec than a plan.
+    strict : refuse (:class:`sparsetopo.sweep.dense.DenseGridError`) a spec that trains a
+        sparse construction with every layer fully connected; without it such a spec gets one
+        :class:`sparsetopo.sweep.dense.DenseGridWarning` (:func:`sparsetopo.sweep.dense.check_dense`).
 
     Nothing is created before the executor's package, the spec and the data sets are known
     to be usable. A run failing with a SparsetopoError (missing or corrupt data, bad input) is
@@ -181,6 +186,7 @@ def run_sweep(
     if isinstance(spec_or_configs, (str, Path)):
         spec_or_configs = load_spec(spec_or_configs, data_dir=data_dir)
     if isinstance(spec_or_configs, SweepSpec):
+        check_dense(spec_or_configs, strict, data_dir, stacklevel=2)   # before anything is created
         meta = {"spec": spec_or_configs.summary(), "spec_text": spec_or_configs.text}
         labelled = expand_recipes(spec_or_configs, data_dir=data_dir)
         configs = [config for config, _ in labelled]
