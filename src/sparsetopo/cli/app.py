@@ -37,6 +37,14 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def error_text(exc: SparsetopoError) -> str:
+    """What the CLI prints for a library error: its message, or, for a long one made of parts
+    (:attr:`SparsetopoError.details`), a short first line and one indented line per part."""
+    if not exc.details:
+        return str(exc)
+    return f"{exc.headline}:" + "".join(f"\n  {part}" for part in exc.details)
+
+
 def _show_warning(default):
     """``warnings.showwarning`` for the CLI: the library's warnings as one line each
     (``sparsetopo: warning: ...``, no file and line), anything else as Python shows it."""
@@ -72,7 +80,7 @@ def _main(argv: list[str] | None) -> int:
         click.echo(f"sparsetopo: error: {exc.format_message()}{where}", err=True)
         return 2
     except (SparsetopoError, click.ClickException) as exc:
-        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        message = exc.format_message() if isinstance(exc, click.ClickException) else error_text(exc)
         click.echo(f"sparsetopo: error: {message}", err=True)
         return 2
     except click.exceptions.Exit as exc:
