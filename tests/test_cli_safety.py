@@ -189,7 +189,9 @@ def test_train_out_refuses_to_overwrite_another_run(folder):
     first = cli(*TRAIN, "--out", "run", cwd=folder)
     assert first.returncode == 0, first.stderr
     before = snapshot(folder)
-    assert_refused(cli(*TRAIN, "--seed", "1", "--out", "run", cwd=folder), "run", "--resume", "--overwrite")
+    assert_refused(cli(*TRAIN, "--seed", "1", "--out", "run", cwd=folder), "holds another run", "--overwrite")
+    same = cli(*TRAIN, "--out", "run", cwd=folder)   # the very run again: resuming is what it may mean
+    assert_refused(same, "already holds this run", "finished", "--resume to load it", "--overwrite")
     assert_refused(cli(*TRAIN, "--seed", "1", "--out", "run", "--resume", cwd=folder), "different configuration")
     assert snapshot(folder) == before
     again = cli(*TRAIN, "--seed", "1", "--out", "run", "--overwrite", "--json", cwd=folder)

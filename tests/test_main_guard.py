@@ -64,7 +64,8 @@ def test_the_readme_snippet_without_the_guard_stops_naming_it(tmp_path):
 @pytest.mark.slow   # two interpreters importing torch and the CLI
 def test_sweep_run_called_from_an_unguarded_script_is_one_line_exit_2(tmp_path):
     out = run_script(tmp_path, "import sys\nfrom sparsetopo.cli import main\n"
-                               "sys.exit(main(['sweep', 'run', 'spec.toml', '--db', 'tiny.sqlite', '--workers', '2']))\n")
+                               "sys.exit(main(['sweep', 'run', 'spec.toml', '--db', 'tiny.sqlite', "
+                               "'--workers', '2']))\n")
     assert out.returncode == 2, out.stderr[-3000:]
     lines = [line for line in out.stderr.splitlines() if line.startswith("sparsetopo: error:")]
     assert len(lines) == 1 and GUARD in lines[0] and "Traceback" not in out.stderr, out.stderr[-3000:]

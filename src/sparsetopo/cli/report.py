@@ -11,6 +11,7 @@ from sparsetopo.cli.app import app
 from sparsetopo.cli.cluster import ADDRESS, check_address_flag, cluster_faults
 from sparsetopo.cli.progress import Progress, stage, step
 from sparsetopo.cli.sweep import STRICT
+from sparsetopo.sweep.spec import preset_names
 
 EXECUTOR_NAMES = {"inline": "inline", "local": "process", "process": "process", "ray": "ray"}
 
@@ -64,7 +65,8 @@ Examples:
   # interrupted? the same command resumes: stored runs are never trained again
 """,
 )
-@click.option("--preset", default="quick", show_default=True, help="Sweep preset: quick or paper.")
+@click.option("--preset", default="quick", show_default=True,
+              help=f"Sweep preset: {', '.join(preset_names())} (see 'sparsetopo sweep presets').")
 @click.option("--dataset", default=None, help="Train on this data set instead of the preset's.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding the IDX files of mnist / fashion-mnist.")

@@ -116,7 +116,8 @@ Examples:
 )
 @DB
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: done, failed, remaining, planned, eta_seconds.")
+              help="Print one JSON object: planned, done, failed, remaining, eta_seconds and workers (the CPUs "
+                   "the last 'sweep run' used, which the ETA divides by).")
 def status_command(db, as_json):
     """Show how many runs are done, failed and remaining, with an estimated time left."""
     from sparsetopo.sweep import SweepStore
@@ -183,6 +184,8 @@ def presets_command():
     """List the sweep specs shipped with sparsetopo and their sizes."""
     from sparsetopo.sweep import expand, load_spec, preset_names
 
-    for name in preset_names():
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
         spec = load_spec(name)
-        click.echo(f"{name:8s} {len(expand(spec)):5d} runs  {spec.description}")
+        click.echo(f"{name:{width}s} {len(expand(spec)):5d} runs  {spec.description}")

@@ -24,7 +24,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.errors import SparsetopoError, pip_install
 from sparsetopo.sweep.worker import init_worker
 
 __all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor", "RayExecutor", "Shared", "WorkersDidNotStart",
@@ -65,6 +65,10 @@ class InlineExecutor(Executor):
     """Runs each submitted call immediately in this process; its Future is already done."""
 
     workers = 1
+
+    def slots(self) -> int:
+        """One task at a time, on this process's one CPU (what the progress reports as in use)."""
+        return 1
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()
@@ -250,7 +254,7 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise SparsetopoError("--executor ray needs Ray: pip install 'sparsetopo[ray]'") from None
+            raise SparsetopoError(f"--executor ray needs Ray: {pip_install('ray')}") from None
         self.ray = ray
         self.owned = False
         self.cap = workers
@@ -323,8 +327,8 @@ def check_executor(kind: str) -> None:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise SparsetopoError("--executor ray needs Ray: pip install 'sparsetopo[ray]' "
-                                  "(or use --executor process)") from None
+            raise SparsetopoError(f"--executor ray needs Ray: {pip_install('ray')}; "
+                                  f"or use --executor process") from None
 
 
 def _check_main_importable() -> None:

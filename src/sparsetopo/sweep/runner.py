@@ -323,9 +323,10 @@ class _State:
                               f"safe: run the same command again once the cluster is back, and it resumes") from None
 
     def _slots(self, pool, workers: int) -> int:
-        """Tasks in flight at most: the pool's own count where it follows a cluster's CPUs,
-        else one per worker of a process pool and two for any other executor (a dead worker
-        then fails only tasks that ran). A change is recorded for 'sweep status'."""
+        """Tasks in flight at most: the pool's own count where it has one (a cluster's CPUs,
+        the inline executor's one), else one per worker of a process pool and two for any other
+        executor (a dead worker then fails only tasks that ran). A change is recorded for
+        'sweep status'."""
         slots = getattr(pool, "slots", None)
         if slots is not None:
             limit = slots()
