@@ -32,14 +32,15 @@ DEFAULT_TIMEOUT = 30.0
 class DownloadFailed(SparsetopoError):
     """Every mirror failed for one file. ``attempts`` lists ``(url, reason)`` pairs; ``network``
     is true when no mirror could be reached at all (no connection, a timeout), which points at
-    this machine's network rather than at the mirrors; ``hint`` says how to supply the file by
-    hand. The message is a short first line; the attempts and the hint are its details."""
+    this machine's network rather than at the mirrors; ``hints`` say how to supply the file by
+    hand. The message is a short first line; the attempts and the hints are its details."""
 
-    def __init__(self, name: str, attempts: list[tuple[str, str]], network: bool = False, hint: str | None = None):
-        self.name, self.attempts, self.network, self.hint = name, attempts, network, hint
+    def __init__(self, name: str, attempts: list[tuple[str, str]], network: bool = False,
+                 hints: Sequence[str] = ()):
+        self.name, self.attempts, self.network, self.hints = name, attempts, network, tuple(hints)
         what = "network: no mirror could be reached" if network else f"every mirror failed ({len(attempts)})"
         details = [f"{url}: {why}" for url, why in attempts] or ["no mirrors given"]
-        super().__init__(f"could not download {name} ({what})", [*details, *([hint] if hint else [])])
+        super().__init__(f"could not download {name} ({what})", [*details, *self.hints])
 
 
 class _Failed(Exception):

@@ -187,17 +187,17 @@ def locate(name: str, data_dir=None, *, cache_dir=None, download: bool = True,
         if len(found) == len(FILES):
             return [found[s] for s in FILES], f"{system} (system package)"
 
-    def hint(listed: bool = False) -> str:
-        text = _manual_hint(name, mirrors, cache, listed)
+    def hints(listed: bool = False) -> list[str]:
+        parts = [_manual_hint(name, mirrors, cache, listed)]
         if rejected:  # files of the right name that are not the expected ones: say so, or the hint runs in a circle
-            text = (f"{', '.join(rejected)} in {cached_dir} fail their md5 check (not the published files, or "
-                    f"truncated) and were ignored: replace them, or put your own files in a --data-dir; {text}")
-        return text
+            parts.insert(0, f"{', '.join(rejected)} in {cached_dir} fail their md5 check (not the published "
+                            f"files, or truncated) and were ignored: replace them, or put your own files in a --data-dir")
+        return parts
 
     if not download:
         missing = ", ".join(s for s in FILES if s not in cached)
         raise SparsetopoError(f"{name} not found ({missing} missing, or failing their md5 in "
-                              f"the cache) and download=False; {hint()}")
+                              f"the cache) and download=False; {'; '.join(hints())}")
     for stem in FILES:
         if stem in cached:
             continue
@@ -206,7 +206,7 @@ def locate(name: str, data_dir=None, *, cache_dir=None, download: bool = True,
             cached[stem] = fetch(gz, cached_dir, mirrors, md5.get(gz),
                                  timeout=timeout, progress=progress)
         except DownloadFailed as exc:   # its details list each mirror tried: the hint refers to them
-            raise DownloadFailed(exc.name, exc.attempts, exc.network, hint(listed=True)) from None
+            raise DownloadFailed(exc.name, exc.attempts, exc.network, hints(listed=True)) from None
     return [cached[s] for s in FILES], f"{cached_dir} (cache, downloaded)"
 
 
