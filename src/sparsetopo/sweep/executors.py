@@ -86,7 +86,8 @@ class ProcessExecutor(Executor):
 
     When a worker dies (killed, out of memory) the pool is broken: every unfinished Future
     fails with ``concurrent.futures.process.BrokenProcessPool``; the runner then makes a new
-    executor and retries those runs.
+    executor and retries those runs, unless no worker had started at all
+    (:meth:`check_started`).
     """
 
     def __init__(self, workers: int | None = None):

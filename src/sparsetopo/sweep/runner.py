@@ -6,7 +6,10 @@ flight, and the same call again resumes: stored runs are skipped (their ``run_id
 store), the rest are trained. A worker that dies fails the Futures of the chunks in flight;
 those runs are counted as an attempt in the ``failed`` table and sent again, one run per
 task, on a fresh executor. A run that raises is retried up to ``max_attempts`` times in all,
-then left in ``failed`` (``retry_failed=True`` tries it again on a later call).
+then left in ``failed`` (``retry_failed=True`` tries it again on a later call). A process pool
+whose workers die before any of them started (a script without ``if __name__ ==
+"__main__":``, which every worker imports again) ends the call at once with
+:class:`sparsetopo.sweep.executors.WorkersDidNotStart`: no run is to blame, none is counted.
 
 Library code never prints: progress goes to the ``on_result`` callback, one
 :class:`RunEvent` per stored or failed run.
