@@ -51,6 +51,18 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def assert_refused_in_parts(result: subprocess.CompletedProcess, headline: str, *needles: str) -> list[str]:
+    """Exit code 2, no traceback, a long error in parts: a short first line starting with
+    ``headline``, then one indented line per part, the parts holding every needle."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert lines[0].startswith(f"sparsetopo: error: {headline}") and len(lines) > 1, result.stderr
+    assert all(line.startswith("  ") for line in lines[1:]), result.stderr
+    for needle in needles:
+        assert any(needle in line for line in lines[1:]), (needle, result.stderr)
+    return lines
+
+
 def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> None:
     """Exit code 2, exactly one line on stderr naming what is wrong, no traceback."""
     lines = result.stderr.strip().splitlines()
@@ -189,7 +201,9 @@ def test_train_out_refuses_to_overwrite_another_run(folder):
     first = cli(*TRAIN, "--out", "run", cwd=folder)
     assert first.returncode == 0, first.stderr
     before = snapshot(folder)
-    assert_refused(cli(*TRAIN, "--seed", "1", "--out", "run", cwd=folder), "run", "--resume", "--overwrite")
+    assert_refused(cli(*TRAIN, "--seed", "1", "--out", "run", cwd=folder), "holds another run", "--overwrite")
+    same = cli(*TRAIN, "--out", "run", cwd=folder)   # the very run again: resuming is what it may mean
+    assert_refused(same, "already holds this run", "finished", "--resume to load it", "--overwrite")
     assert_refused(cli(*TRAIN, "--seed", "1", "--out", "run", "--resume", cwd=folder), "different configuration")
     assert snapshot(folder) == before
     again = cli(*TRAIN, "--seed", "1", "--out", "run", "--overwrite", "--json", cwd=folder)
@@ -225,7 +239,8 @@ def test_a_sweep_without_its_data_stops_at_once(folder):
     started = time.monotonic()
     result = cli("sweep", "run", "mnist.toml", "--db", "m.sqlite", cwd=folder, env=env, timeout=120)
     assert time.monotonic() - started < 60
-    assert_refused(result, "train-images-idx3-ubyte", "--data-dir")
+    lines = assert_refused_in_parts(result, "could not download train-images-idx3-ubyte", "--data-dir")
+    assert "network" in lines[0]
     assert {k: v for k, v in snapshot(folder).items() if not k.startswith("cache")} == before
     assert not (folder / "m.sqlite").exists()
 
@@ -239,7 +254,7 @@ def test_files_that_fail_their_checksum_are_named(folder):
     env = {"XDG_CACHE_HOME": str(folder / "cache"), "http_proxy": "http://127.0.0.1:9",
            "https_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     result = cli("train", "--dataset", "mnist", "--epochs", "1", cwd=folder, env=env, timeout=120)
-    assert_refused(result, "fail their md5 check", str(cache))
+    assert_refused_in_parts(result, "could not download", "fail their md5 check", str(cache))
 
 
 # -- interrupts: Ctrl-C to the whole process group, at random moments

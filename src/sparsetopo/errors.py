@@ -1,13 +1,37 @@
-"""The one exception type for bad user input.
+"""The one exception type for bad user input, and the base of the library's warnings.
 
 Library code raises :class:`SparsetopoError` (a ``ValueError``) when a value supplied by the
 user is wrong; its message names the value and says what would be valid. The CLI turns it into
 a one-line message and exit code 2. Anything else that escapes is a bug and keeps its traceback.
+Library warnings derive from :class:`SparsetopoWarning` (filter them with ``warnings``); the CLI
+prints each as one line.
 """
+
+from collections.abc import Sequence
 
 
 class SparsetopoError(ValueError):
-    """A user-supplied value is invalid; the message names it and the fix."""
+    """A user-supplied value is invalid; the message names it and the fix.
+
+    ``details``: the parts of a message too long for one line (each mirror tried and why it
+    failed, ...). ``str(exc)`` joins them to ``message`` on one line; the CLI prints
+    ``message`` and then each part on an indented line of its own.
+    """
+
+    def __init__(self, message: str = "", details: Sequence[str] = ()):
+        self.headline = message
+        self.details = tuple(details)
+        super().__init__(f"{message}: {'; '.join(self.details)}" if self.details else message)
+
+
+class SparsetopoWarning(UserWarning):
+    """Input that works but is probably not what the user meant; the message says what to change."""
+
+
+def pip_install(extra: str) -> str:
+    """How to install the optional dependencies ``extra``: the PyPI form, and the form for a
+    source checkout (where ``sparsetopo[...]`` would fetch the released package instead)."""
+    return f"pip install 'sparsetopo[{extra}]' (or pip install -e '.[{extra}]' from a checkout)"
 
 
 def check_int(name: str, value, low: int, high: int | None = None) -> int:

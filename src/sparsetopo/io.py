@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from sparsetopo.atomic import atomic_path
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.errors import SparsetopoError, pip_install
 from sparsetopo.nn import SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
 from sparsetopo.nn.sparsify import SPARSE_LAYERS, decline_fused_paths, keep_frozen, layer_places, put_module, summarize
@@ -60,8 +60,7 @@ def _require(module: str, purpose: str):
     try:
         return __import__(module, fromlist=["_"])
     except ImportError:
-        raise SparsetopoError(f"{purpose} needs the '{module.split('.')[0]}' package: "
-                              "pip install 'sparsetopo[io]'") from None
+        raise SparsetopoError(f"{purpose} needs the '{module.split('.')[0]}' package: {pip_install('io')}") from None
 
 
 # -- save ------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 
 import click
 
-from sparsetopo.errors import SparsetopoError, interrupt_in
+from sparsetopo.errors import SparsetopoError, SparsetopoWarning, interrupt_in
 
 
 @click.group(
@@ -36,8 +37,33 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def error_text(exc: SparsetopoError) -> str:
+    """What the CLI prints for a library error: its message, or, for a long one made of parts
+    (:attr:`SparsetopoError.details`), a short first line and one indented line per part."""
+    if not exc.details:
+        return str(exc)
+    return f"{exc.headline}:" + "".join(f"\n  {part}" for part in exc.details)
+
+
+def _show_warning(default):
+    """``warnings.showwarning`` for the CLI: the library's warnings as one line each
+    (``sparsetopo: warning: ...``, no file and line), anything else as Python shows it."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SparsetopoWarning):
+            click.echo(f"sparsetopo: warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: one-line errors with exit code 2 for bad input, no traceback."""
+    with warnings.catch_warnings():   # restores showwarning when the command ends
+        warnings.showwarning = _show_warning(warnings.showwarning)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     import signal
 
     if threading.current_thread() is threading.main_thread():
@@ -54,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"sparsetopo: error: {exc.format_message()}{where}", err=True)
         return 2
     except (SparsetopoError, click.ClickException) as exc:
-        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        message = exc.format_message() if isinstance(exc, click.ClickException) else error_text(exc)
         click.echo(f"sparsetopo: error: {message}", err=True)
         return 2
     except click.exceptions.Exit as exc:

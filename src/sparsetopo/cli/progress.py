@@ -85,8 +85,9 @@ class Progress:
             self.runs += 1
         eta = None
         if event.cpus:   # the CPUs in use now: runs left x core-seconds a run / CPUs
-            postfix += f", {event.cpus} CPUs"
-            line += f", {event.cpus} CPUs in use"
+            cpus = f"{event.cpus} CPU{'' if event.cpus == 1 else 's'}"
+            postfix += f", {cpus}"
+            line += f", {cpus} in use"
             if self.runs:
                 eta = (event.total - event.done) * self.run_seconds / self.runs / event.cpus
         self.update(event.done, event.total, postfix, line, eta=eta)

@@ -10,6 +10,8 @@ import click
 from sparsetopo.cli.app import app
 from sparsetopo.cli.cluster import ADDRESS, check_address_flag, cluster_faults
 from sparsetopo.cli.progress import Progress, stage, step
+from sparsetopo.cli.sweep import STRICT
+from sparsetopo.sweep.spec import preset_names
 
 EXECUTOR_NAMES = {"inline": "inline", "local": "process", "process": "process", "ray": "ray"}
 
@@ -63,7 +65,8 @@ Examples:
   # interrupted? the same command resumes: stored runs are never trained again
 """,
 )
-@click.option("--preset", default="quick", show_default=True, help="Sweep preset: quick or paper.")
+@click.option("--preset", default="quick", show_default=True,
+              help=f"Sweep preset: {', '.join(preset_names())} (see 'sparsetopo sweep presets').")
 @click.option("--dataset", default=None, help="Train on this data set instead of the preset's.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding the IDX files of mnist / fashion-mnist.")
@@ -75,7 +78,8 @@ Examples:
               help="Parallel workers (default: all cores; on a Ray cluster, every CPU of it).")
 @ADDRESS
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap intervals.")
-def reproduce_command(preset, dataset, data_dir, out, executor, workers, address, seed):
+@STRICT
+def reproduce_command(preset, dataset, data_dir, out, executor, workers, address, seed, strict):
     """Run (or resume) a preset sweep into OUT/sweep.sqlite, then write the report into OUT.
 
     The report checks the paper's claims C1..C8 against the runs, remakes Figures 2-6, and
@@ -86,7 +90,8 @@ def reproduce_command(preset, dataset, data_dir, out, executor, workers, address
     check_address_flag(EXECUTOR_NAMES[executor], address)
     with Progress("run", desc="training") as progress, cluster_faults():
         done = reproduce(preset, out, dataset=dataset, data_dir=data_dir, executor=EXECUTOR_NAMES[executor],
-                         workers=workers, address=address, seed=seed, on_result=progress.on_run, on_step=stage)
+                         workers=workers, address=address, seed=seed, on_result=progress.on_run, on_step=stage,
+                         strict=strict)
     sweep = done.sweep
     click.echo(f"{done.name}: {sweep.stored} runs trained, {sweep.skipped} already stored, "
                f"{sweep.failed} failed ({done.train_seconds:.0f} s) -> {done.db}")

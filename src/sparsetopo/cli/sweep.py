@@ -13,6 +13,10 @@ from sparsetopo.cli.progress import Progress, duration
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.runner import HUGE_RUNS
 
+STRICT = click.option(
+    "--strict", is_flag=True,
+    help="Refuse a spec that trains a sparse construction with every layer fully connected (no degrees "
+         "given); without it, a warning.")
 DB = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), required=True,
                   help="The sweep's SQLite store (one file per sweep).")
 
@@ -71,17 +75,20 @@ Examples:
 @click.option("--add", is_flag=True,
               help="Put this spec's runs into a store made from another spec (the store keeps both specs).")
 @click.option("--yes", is_flag=True, help=f"Start a grid above {HUGE_RUNS:,} runs or a projected week without asking.")
+@STRICT
 def run_command(spec, db, executor, workers, address, chunk_size, no_population, no_measures, max_attempts,
-                retry_failed, data_dir, dry_run, add, yes):
+                retry_failed, data_dir, dry_run, add, yes, strict):
     """Train every run of SPEC that is not in --db yet.
 
     SPEC is a TOML file or a preset name (see 'sparsetopo sweep presets'). The whole spec is
     checked before anything runs. Progress: a bar with ETA on a terminal, else one line per run.
     """
     from sparsetopo.sweep import expand, load_spec, run_sweep
+    from sparsetopo.sweep.dense import check_dense
 
     parsed = load_spec(spec, data_dir=data_dir)
     if dry_run:
+        check_dense(parsed, strict, data_dir)   # a real run warns from run_sweep
         configs = expand(parsed, data_dir=data_dir)
         click.echo(f"{parsed.name}: {len(configs)} runs in {len(parsed.blocks)} blocks "
                    f"({', '.join(name for name, _ in parsed.blocks)}); nothing trained")
@@ -91,7 +98,7 @@ def run_command(spec, db, executor, workers, address, chunk_size, no_population,
         summary = run_sweep(parsed, db, executor=executor, workers=workers, address=address,
                             chunk_size=chunk_size, population=not no_population, measures=not no_measures,
                             max_attempts=max_attempts, retry_failed=retry_failed, data_dir=data_dir,
-                            on_result=progress.on_run, add=add, allow_huge=yes)
+                            on_result=progress.on_run, add=add, allow_huge=yes, strict=strict)
     click.echo(f"{parsed.name}: {summary.stored} runs stored, {summary.skipped} already done, "
                f"{summary.failed} failed ({summary.seconds:.0f} s) -> {db}")
     if summary.failed:
@@ -109,7 +116,8 @@ Examples:
 )
 @DB
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: done, failed, remaining, planned, eta_seconds.")
+              help="Print one JSON object: planned, done, failed, remaining, eta_seconds and workers (the CPUs "
+                   "the last 'sweep run' used, which the ETA divides by).")
 def status_command(db, as_json):
     """Show how many runs are done, failed and remaining, with an estimated time left."""
     from sparsetopo.sweep import SweepStore
@@ -176,6 +184,8 @@ def presets_command():
     """List the sweep specs shipped with sparsetopo and their sizes."""
     from sparsetopo.sweep import expand, load_spec, preset_names
 
-    for name in preset_names():
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
         spec = load_spec(name)
-        click.echo(f"{name:8s} {len(expand(spec)):5d} runs  {spec.description}")
+        click.echo(f"{name:{width}s} {len(expand(spec)):5d} runs  {spec.description}")

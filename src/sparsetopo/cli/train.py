@@ -30,7 +30,7 @@ Examples:
   # the paper's deeper variant 784-500-300-10, last layer fully connected, with dropout
   sparsetopo train --dataset mnist --hidden 500,300 -k 150,90,full --dropout 0.2,0.5
   # a modern recipe on the same network: softmax + cross-entropy, Adam, cosine schedule, early stop
-  sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 30 --loss cross_entropy --optimizer adam \
+  sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 30 --loss cross_entropy --optimizer adam \\
       --lr 0.003 --init glorot_sparse --lr-schedule cosine --validation-fraction 0.1 --early-stop 5
   # the same network on one fixed shuffle of the pixels (a locality null; same seed, same shuffle)
   sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 100 --lr 0.5 --permute-inputs 1
@@ -103,7 +103,7 @@ def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batc
                          optimizer=optimizer, lr_schedule=lr_schedule, validation_fraction=validation_fraction,
                          early_stop=early_stop, permute_inputs=permute_inputs)
     if out is not None:
-        _prepare_out(out, resume, overwrite)
+        _prepare_out(out, config, resume, overwrite)
     from sparsetopo.data import load_dataset
 
     data = load_dataset(dataset, data_dir=data_dir)
@@ -122,21 +122,45 @@ def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batc
 RUN_FILES = ("checkpoint.pt", "result.json")
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to overwrite another run in ``out`` (unless ``--resume`` continues it or
-    ``--overwrite`` replaces it) and make sure ``out`` can be written, before any training."""
+def _prepare_out(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to overwrite a run in ``out`` (unless ``--resume`` continues it or ``--overwrite``
+    replaces it) and make sure ``out`` can be written, before any training. The refusal says
+    whether ``out`` holds this very run (then --resume is the likely intent) or another one."""
     if resume and overwrite:
         raise SparsetopoError("--resume continues the run in --out and --overwrite replaces it: choose one")
     if out.exists() and not out.is_dir():
         raise SparsetopoError(f"--out {out} is a file, not a folder: choose a folder")
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not (resume or overwrite):
-        raise SparsetopoError(f"--out {out} holds another run ({', '.join(held)}): add --resume to continue "
-                              f"it, --overwrite to replace it, or choose another --out")
+        files = ", ".join(held)
+        if _stored_config(out) == config.to_dict():
+            finished = "result.json" in held
+            raise SparsetopoError(
+                f"--out {out} already holds this run ({files}{', finished' if finished else ''}): add --resume to "
+                f"{'load it (nothing is trained again)' if finished else 'continue it'}, --overwrite to train it "
+                f"again from the start, or choose another --out")
+        raise SparsetopoError(f"--out {out} holds another run ({files}; --resume continues only the same "
+                              f"configuration): add --overwrite to replace it, or choose another --out")
     check_writable(out / "result.json")  # before the first epoch; an OSError names the path (cli.app)
     if overwrite:
         for name in held:
             (out / name).unlink()
+
+
+def _stored_config(out: Path) -> dict | None:
+    """The config of the run in ``out`` (from result.json, else the checkpoint), its fields
+    added since it was written at their defaults; None when neither can be read."""
+    stored = None
+    try:
+        stored = json.loads((out / "result.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            import torch
+
+            stored = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")["config"]
+        except Exception:  # noqa: BLE001 - unreadable or foreign: it is then "another run"
+            return None
+    return {**DEFAULTS.to_dict(), **stored} if isinstance(stored, dict) else None
 
 
 def _summary(result) -> str:

@@ -30,15 +30,26 @@ DEFAULT_TIMEOUT = 30.0
 
 
 class DownloadFailed(SparsetopoError):
-    """Every mirror failed for one file; ``attempts`` lists ``(url, reason)`` pairs."""
+    """Every mirror failed for one file. ``attempts`` lists ``(url, reason)`` pairs; ``network``
+    is true when no mirror could be reached at all (no connection, a timeout), which points at
+    this machine's network rather than at the mirrors; ``hints`` say how to supply the file by
+    hand. The message is a short first line; the attempts and the hints are its details."""
 
-    def __init__(self, message: str, attempts: list[tuple[str, str]]):
-        super().__init__(message)
-        self.attempts = attempts
+    def __init__(self, name: str, attempts: list[tuple[str, str]], network: bool = False,
+                 hints: Sequence[str] = ()):
+        self.name, self.attempts, self.network, self.hints = name, attempts, network, tuple(hints)
+        what = "network: no mirror could be reached" if network else f"every mirror failed ({len(attempts)})"
+        details = [f"{url}: {why}" for url, why in attempts] or ["no mirrors given"]
+        super().__init__(f"could not download {name} ({what})", [*details, *self.hints])
 
 
-class _Mismatch(Exception):
-    pass
+class _Failed(Exception):
+    """One mirror failed; not an OSError, so that atomic_path does not name the destination
+    file as if writing it had failed."""
+
+    def __init__(self, reason: str, network: bool = False):
+        super().__init__(reason)
+        self.reason, self.network = reason, network
 
 
 def md5_of(path, chunk: int = 1 << 20) -> str:
@@ -64,9 +75,24 @@ def _stream(url: str, tmp: Path, md5: str | None, name: str, timeout: float,
             if progress is not None:
                 progress(name, done, total)
     if total is not None and done != total:
-        raise _Mismatch(f"got {done} of {total} bytes")
+        raise _Failed(f"got {done} of {total} bytes")
     if md5 is not None and digest.hexdigest() != md5:
-        raise _Mismatch(f"md5 {digest.hexdigest()} differs from the expected {md5}")
+        raise _Failed(f"md5 {digest.hexdigest()} differs from the expected {md5}")
+
+
+def _attempt(url: str, tmp: Path, md5: str | None, name: str, timeout: float, progress: Progress | None) -> None:
+    """:func:`_stream`, every way a mirror can fail raised as :class:`_Failed`."""
+    try:
+        _stream(url, tmp, md5, name, timeout, progress)
+    except urllib.error.HTTPError as exc:
+        raise _Failed(f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
+        raise _Failed(f"cannot connect ({reason})", network=True) from None
+    except TimeoutError as exc:
+        raise _Failed(f"timed out after {timeout:g} s ({exc})", network=True) from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # resets, cut streams
+        raise _Failed(f"{type(exc).__name__}: {exc}") from None
 
 
 def fetch(name: str, dest_dir, mirrors: Sequence[str], md5: str | None, *,
@@ -91,19 +117,14 @@ def fetch(name: str, dest_dir, mirrors: Sequence[str], md5: str | None, *,
     """
     dest = Path(dest_dir) / name
     attempts: list[tuple[str, str]] = []
+    network = True
     for base in mirrors:
         url = base.rstrip("/") + "/" + name
         try:
             with atomic_path(dest) as tmp:
-                _stream(url, tmp, md5, name, timeout, progress)
+                _attempt(url, tmp, md5, name, timeout, progress)
             return dest
-        except _Mismatch as exc:
-            attempts.append((url, str(exc)))
-        except urllib.error.HTTPError as exc:
-            attempts.append((url, f"HTTP {exc.code} {exc.reason}"))
-        except urllib.error.URLError as exc:
-            attempts.append((url, f"cannot connect ({exc.reason})"))
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, cut streams
-            attempts.append((url, f"{type(exc).__name__}: {exc}"))
-    tried = "; ".join(f"{url}: {why}" for url, why in attempts) or "no mirrors given"
-    raise DownloadFailed(f"could not download {name}: {tried}", attempts)
+        except _Failed as exc:
+            attempts.append((url, exc.reason))
+            network = network and exc.network
+    raise DownloadFailed(name, attempts, network=network and bool(attempts))

@@ -107,10 +107,12 @@ def _present(directory: Path) -> dict[str, Path]:
     return found
 
 
-def _manual_hint(name: str, mirrors: Sequence[str], cache: Path) -> str:
+def _manual_hint(name: str, mirrors: Sequence[str], cache: Path, listed: bool = False) -> str:
+    """How to supply the files by hand; ``listed``: the mirrors were named already (the
+    attempts of a failed download), so the hint refers to them."""
     names = ", ".join(f"{stem}.gz" for stem in FILES)
-    return (f"to supply the files by hand, download {names} (gzipped or not) from "
-            f"{' or '.join(mirrors) or 'any mirror of ' + name} and put them in "
+    where = "one of the mirrors above" if listed and mirrors else (' or '.join(mirrors) or 'any mirror of ' + name)
+    return (f"to supply the files by hand, download {names} (gzipped or not) from {where} and put them in "
             f"{cache / name}/, or in a directory DIR (or DIR/{name}/) passed "
             f"as --data-dir DIR or set as ${ENV_VAR}=DIR")
 
@@ -185,14 +187,17 @@ def locate(name: str, data_dir=None, *, cache_dir=None, download: bool = True,
         if len(found) == len(FILES):
             return [found[s] for s in FILES], f"{system} (system package)"
 
-    hint = _manual_hint(name, mirrors, cache)
-    if rejected:  # files of the right name that are not the expected ones: say so, or the hint runs in a circle
-        hint = (f"{', '.join(rejected)} in {cached_dir} fail their md5 check (not the published files, or "
-                f"truncated) and were ignored: replace them, or put your own files in a --data-dir; {hint}")
+    def hints(listed: bool = False) -> list[str]:
+        parts = [_manual_hint(name, mirrors, cache, listed)]
+        if rejected:  # files of the right name that are not the expected ones: say so, or the hint runs in a circle
+            parts.insert(0, f"{', '.join(rejected)} in {cached_dir} fail their md5 check (not the published "
+                            f"files, or truncated) and were ignored: replace them, or put your own files in a --data-dir")
+        return parts
+
     if not download:
         missing = ", ".join(s for s in FILES if s not in cached)
         raise SparsetopoError(f"{name} not found ({missing} missing, or failing their md5 in "
-                              f"the cache) and download=False; {hint}")
+                              f"the cache) and download=False; {'; '.join(hints())}")
     for stem in FILES:
         if stem in cached:
             continue
@@ -200,8 +205,8 @@ def locate(name: str, data_dir=None, *, cache_dir=None, download: bool = True,
         try:
             cached[stem] = fetch(gz, cached_dir, mirrors, md5.get(gz),
                                  timeout=timeout, progress=progress)
-        except DownloadFailed as exc:
-            raise DownloadFailed(f"{exc}; {hint}", exc.attempts) from None
+        except DownloadFailed as exc:   # its details list each mirror tried: the hint refers to them
+            raise DownloadFailed(exc.name, exc.attempts, exc.network, hints(listed=True)) from None
     return [cached[s] for s in FILES], f"{cached_dir} (cache, downloaded)"
 
 

@@ -38,7 +38,8 @@ class ReproduceSummary:
 
 def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, data_dir=None,
               executor: str = "process", workers: int | None = None, address: str | None = None, seed: int = 0,
-              on_result: Callable | None = None, on_step: Callable[[str], None] | None = None) -> ReproduceSummary:
+              on_result: Callable | None = None, on_step: Callable[[str], None] | None = None,
+              strict: bool = False) -> ReproduceSummary:
     """Run (or resume) preset ``preset`` into ``out/sweep.sqlite`` and write its report into ``out``.
 
     Parameters
@@ -52,6 +53,8 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
     seed : seeds the report's bootstrap intervals.
     on_result : per finished run, :class:`sparsetopo.sweep.RunEvent` (progress display).
     on_step : called with a short label before each later stage.
+    strict : refuse a grid that trains a sparse construction fully connected (as
+        :func:`sparsetopo.sweep.run_sweep`'s ``strict``); without it, a warning.
 
     Runs already stored are never trained again, so calling it again after an interruption
     resumes. Raises SparsetopoError for an unknown preset or data set, before anything is written.
@@ -75,7 +78,7 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
     started = time.perf_counter()
     try:
         sweep = run_sweep(spec, db, executor=executor, workers=workers, address=address, data_dir=data_dir,
-                          on_result=on_result)
+                          on_result=on_result, strict=strict)
     except OtherSweepError:  # the runner's advice names sweep run's --add, which reproduce has not
         raise SparsetopoError(f"{db} holds the runs of another sweep, not of preset {preset!r}"
                               f"{' on ' + dataset if dataset else ''}: choose another --out for this "

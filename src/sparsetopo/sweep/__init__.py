@@ -5,11 +5,13 @@ trains every run not yet stored; ``load_results(db)`` reads them back as a DataF
 
 Modules, one job each: :mod:`.spec` (TOML spec -> TrainConfigs and run ids), :mod:`.store`
 (the SQLite file), :mod:`.worker` (what a worker does with a chunk), :mod:`.executors`
-(in-process, local processes, Ray), :mod:`.runner` (the coordinator), :mod:`.measures`
-(graph measures for runs stored before :mod:`sparsetopo.spectral` was available),
-:mod:`.timing` (one-network-at-a-time epoch timings for the report's timing figure and C8).
+(in-process, local processes, Ray), :mod:`.runner` (the coordinator), :mod:`.dense` (blocks
+that would train a sparse construction fully connected: a warning or, strict, a refusal),
+:mod:`.measures` (graph measures for runs stored before :mod:`sparsetopo.spectral` was
+available), :mod:`.timing` (one-network-at-a-time epoch timings for the report's timing figure and C8).
 """
 
+from sparsetopo.sweep.dense import DenseGridError, DenseGridWarning, dense_cells
 from sparsetopo.sweep.executors import EXECUTORS, InlineExecutor, ProcessExecutor, RayExecutor, make_executor
 from sparsetopo.sweep.measures import backfill_measures
 from sparsetopo.sweep.runner import RunEvent, SweepSummary, make_chunks, run_sweep
@@ -17,6 +19,8 @@ from sparsetopo.sweep.spec import SweepSpec, expand, load_spec, parse_spec, pres
 from sparsetopo.sweep.store import MEASURE_COLUMNS, RUN_COLUMNS, SweepStore, export_results, load_results
 
 __all__ = [
+    "DenseGridError",
+    "DenseGridWarning",
     "EXECUTORS",
     "InlineExecutor",
     "MEASURE_COLUMNS",
@@ -28,6 +32,7 @@ __all__ = [
     "SweepSpec",
     "SweepStore",
     "SweepSummary",
+    "dense_cells",
     "expand",
     "export_results",
     "load_results",

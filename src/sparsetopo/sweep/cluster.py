@@ -26,7 +26,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.errors import SparsetopoError, pip_install
 
 __all__ = ["ClusterError", "ClusterLost", "HeadWatch", "connect", "resolve_address"]
 
@@ -181,7 +181,7 @@ def _translate(address: str, exc: BaseException) -> ClusterError:
 
 def _client_missing(address: str) -> ClusterError:
     return ClusterError(f"{address} is a Ray Client address, which needs ray[client] (grpcio) on this machine: "
-                        f"pip install 'sparsetopo[ray]' (or pip install 'ray[client]'), or give the head's "
+                        f"{pip_install('ray')} or pip install 'ray[client]'; or give the head's "
                         f"host:port and run the driver on a node of the cluster")
 
 

@@ -24,11 +24,33 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.errors import SparsetopoError, pip_install
 from sparsetopo.sweep.worker import init_worker
 
-__all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor", "RayExecutor", "Shared", "check_executor",
-           "default_workers", "make_executor"]
+__all__ = ["EXECUTORS", "InlineExecutor", "ProcessExecutor", "RayExecutor", "Shared", "WorkersDidNotStart",
+           "check_executor", "default_workers", "leave_if_bootstrapping", "make_executor"]
+
+GUARD = 'if __name__ == "__main__":'   # the idiom a script that starts worker processes needs
+
+
+class WorkersDidNotStart(SparsetopoError):
+    """Every worker of a process pool died while starting, before its first task: most often a
+    script without the ``if __name__ == "__main__":`` guard, which each worker imports again."""
+
+
+def leave_if_bootstrapping() -> None:
+    """End this process, silently, if it is a worker still importing its parent's main module.
+
+    forkserver and spawn workers import the coordinator's script before they take any task; a
+    script that calls :func:`sparsetopo.sweep.run_sweep` outside ``if __name__ == "__main__":``
+    would start a sweep of its own in every worker (a store opened, a pool that
+    multiprocessing refuses with a long traceback). The worker exits instead, before doing
+    anything; the coordinator sees its pool broken before any worker started and says why in
+    one line (:class:`WorkersDidNotStart`). ``_inheriting`` is the flag multiprocessing itself
+    reads to refuse a new process while the main module is being imported.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(1)   # a forkserver child exits without a traceback; spawn's likewise
 
 
 def default_workers() -> int:
@@ -43,6 +65,10 @@ class InlineExecutor(Executor):
     """Runs each submitted call immediately in this process; its Future is already done."""
 
     workers = 1
+
+    def slots(self) -> int:
+        """One task at a time, on this process's one CPU (what the progress reports as in use)."""
+        return 1
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()
@@ -60,19 +86,32 @@ class ProcessExecutor(Executor):
 
     When a worker dies (killed, out of memory) the pool is broken: every unfinished Future
     fails with ``concurrent.futures.process.BrokenProcessPool``; the runner then makes a new
-    executor and retries those runs.
+    executor and retries those runs, unless no worker had started at all
+    (:meth:`check_started`).
     """
 
     def __init__(self, workers: int | None = None):
+        leave_if_bootstrapping()
         self.workers = workers or default_workers()
-        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(),
-                                        initializer=init_worker, initargs=(os.getpid(),))
+        context = _context()
+        self.started = context.Event()   # set by the first worker that finished starting
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                        initializer=init_worker, initargs=(os.getpid(), self.started))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self.pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def check_started(self) -> None:
+        """Once the pool broke: raise :class:`WorkersDidNotStart` if no worker ever finished
+        starting (a worker that died later, killed or out of memory, is the runner's to retry)."""
+        if not self.started.is_set():
+            raise WorkersDidNotStart(
+                f"the sweep's worker processes died while starting, before their first task: a script that "
+                f"calls run_sweep must call it under {GUARD} (each worker imports the script again), "
+                f"or use the inline executor") from None   # the broken pool adds nothing
 
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
@@ -216,7 +255,7 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise SparsetopoError("--executor ray needs Ray: pip install 'sparsetopo[ray]'") from None
+            raise SparsetopoError(f"--executor ray needs Ray: {pip_install('ray')}") from None
         self.ray = ray
         self.owned = False
         self.cap = workers
@@ -289,8 +328,8 @@ def check_executor(kind: str) -> None:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise SparsetopoError("--executor ray needs Ray: pip install 'sparsetopo[ray]' "
-                                  "(or use --executor process)") from None
+            raise SparsetopoError(f"--executor ray needs Ray: {pip_install('ray')}; "
+                                  f"or use --executor process") from None
 
 
 def _check_main_importable() -> None:

@@ -6,7 +6,10 @@ flight, and the same call again resumes: stored runs are skipped (their ``run_id
 store), the rest are trained. A worker that dies fails the Futures of the chunks in flight;
 those runs are counted as an attempt in the ``failed`` table and sent again, one run per
 task, on a fresh executor. A run that raises is retried up to ``max_attempts`` times in all,
-then left in ``failed`` (``retry_failed=True`` tries it again on a later call).
+then left in ``failed`` (``retry_failed=True`` tries it again on a later call). A process pool
+whose workers die before any of them started (a script without ``if __name__ ==
+"__main__":``, which every worker imports again) ends the call at once with
+:class:`sparsetopo.sweep.executors.WorkersDidNotStart`: no run is to blame, none is counted.
 
 Library code never prints: progress goes to the ``on_result`` callback, one
 :class:`RunEvent` per stored or failed run.
@@ -25,7 +28,8 @@ from typing import Callable, Sequence
 from sparsetopo.data import dataset_shape, prepare_dataset
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.sweep.cluster import ClusterLost
-from sparsetopo.sweep.executors import ProcessExecutor, check_executor, make_executor
+from sparsetopo.sweep.dense import check_dense
+from sparsetopo.sweep.executors import ProcessExecutor, check_executor, leave_if_bootstrapping, make_executor
 from sparsetopo.sweep.spec import SweepSpec, expand_recipes, load_spec, run_id
 from sparsetopo.sweep.store import SweepStore
 from sparsetopo.sweep.worker import code_version, run_chunk
@@ -141,6 +145,7 @@ def run_sweep(
     on_result: Callable[[RunEvent], None] | None = None,
     add: bool = False,
     allow_huge: bool = False,
+    strict: bool = False,
 ) -> SweepSummary:
     """Run every run of a sweep that is not stored yet in ``db_path``; return a summary.
 
@@ -163,6 +168,9 @@ def run_sweep(
     allow_huge : start a grid above :data:`HUGE_RUNS` runs or projected beyond
         :data:`HUGE_SECONDS` (:func:`projected_seconds`); without it such a call is refused, as
         it is more often a slip in the spec than a plan.
+    strict : refuse (:class:`sparsetopo.sweep.dense.DenseGridError`) a spec that trains a
+        sparse construction with every layer fully connected; without it such a spec gets one
+        :class:`sparsetopo.sweep.dense.DenseGridWarning` (:func:`sparsetopo.sweep.dense.check_dense`).
 
     Nothing is created before the executor's package, the spec and the data sets are known
     to be usable. A run failing with a SparsetopoError (missing or corrupt data, bad input) is
@@ -171,6 +179,7 @@ def run_sweep(
     cancelled); stored runs stay stored and the next call resumes. A cluster whose head stops
     answering ends the call with :class:`sparsetopo.sweep.cluster.ClusterLost`.
     """
+    leave_if_bootstrapping()   # a worker importing a script that lacks the main guard: no sweep of its own
     started = time.perf_counter()
     if max_attempts < 1:
         raise SparsetopoError(f"max_attempts={max_attempts} must be >= 1")
@@ -180,6 +189,7 @@ def run_sweep(
     if isinstance(spec_or_configs, (str, Path)):
         spec_or_configs = load_spec(spec_or_configs, data_dir=data_dir)
     if isinstance(spec_or_configs, SweepSpec):
+        check_dense(spec_or_configs, strict, data_dir, stacklevel=2)   # before anything is created
         meta = {"spec": spec_or_configs.summary(), "spec_text": spec_or_configs.text}
         labelled = expand_recipes(spec_or_configs, data_dir=data_dir)
         configs = [config for config, _ in labelled]
@@ -316,9 +326,10 @@ class _State:
                               f"safe: run the same command again once the cluster is back, and it resumes") from None
 
     def _slots(self, pool, workers: int) -> int:
-        """Tasks in flight at most: the pool's own count where it follows a cluster's CPUs,
-        else one per worker of a process pool and two for any other executor (a dead worker
-        then fails only tasks that ran). A change is recorded for 'sweep status'."""
+        """Tasks in flight at most: the pool's own count where it has one (a cluster's CPUs,
+        the inline executor's one), else one per worker of a process pool and two for any other
+        executor (a dead worker then fails only tasks that ran). A change is recorded for
+        'sweep status'."""
         slots = getattr(pool, "slots", None)
         if slots is not None:
             limit = slots()
@@ -347,6 +358,9 @@ class _State:
                 try:
                     rows = future.result()
                 except BrokenExecutor as exc:
+                    check_started = getattr(pool, "check_started", None)
+                    if check_started is not None:   # no worker started: no run is to blame, none retried
+                        check_started()
                     broken = True
                     pending[:0] = self._retry(chunk, f"worker process died: {exc!r}")
                     continue

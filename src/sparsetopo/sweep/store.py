@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from sparsetopo.atomic import make_parent
-from sparsetopo.errors import SparsetopoError
+from sparsetopo.errors import SparsetopoError, pip_install
 
 __all__ = ["RUN_COLUMNS", "MEASURE_COLUMNS", "SweepStore", "check_store", "connect_readonly", "export_results",
            "load_results"]
@@ -358,8 +358,7 @@ def export_results(db, csv=None, parquet=None) -> int:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise SparsetopoError("--parquet needs pyarrow: pip install 'sparsetopo[parquet]' "
-                                  "(or use --csv)") from None
+            raise SparsetopoError(f"--parquet needs pyarrow: {pip_install('parquet')}; or use --csv") from None
     frame = load_results(db)
     from sparsetopo.atomic import atomic_path, check_writable
 

@@ -41,10 +41,12 @@ __all__ = ["code_version", "run_chunk", "init_worker", "result_row"]
 _DATASETS: dict = {}   # (name, data_dir) -> Dataset, per worker process
 
 
-def init_worker(coordinator_pid: int | None = None) -> None:
+def init_worker(coordinator_pid: int | None = None, started=None) -> None:
     """Per-process setup: one torch, numba and BLAS thread (workers are the parallelism), SIGINT
     ignored (the coordinator stops its workers) and, given the
     coordinator's pid, a watchdog that ends this worker once the coordinator is gone.
+    ``started`` (a multiprocessing Event) is set first: this worker got past importing the
+    coordinator's main module, so a pool that breaks later broke for another reason.
 
     Without it a ``kill -9`` of the coordinator would orphan its pool: a worker waits for work
     forever, and it also keeps the forkserver alive (every forked child holds the server's
@@ -53,6 +55,8 @@ def init_worker(coordinator_pid: int | None = None) -> None:
     """
     import signal
 
+    if started is not None:
+        started.set()
     import numba
     import scipy.linalg  # noqa: F401 - loads SciPy's BLAS, so that the limit below reaches it
     import torch
