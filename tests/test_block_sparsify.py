@@ -128,3 +128,21 @@ def test_a_trained_block_model_keeps_its_pruned_weights_at_zero():
         assert torch.count_nonzero(sparse[i].dense_weight()[off]) == 0
         assert isinstance(sparse[i], BlockSparseLinear) and not isinstance(sparse[i], SparseLinear)
     assert np.isfinite(sparse[2].connected_weights().numpy()).all()
+
+
+def test_onnx_export_refuses_block_layers_and_writes_nothing(tmp_path):
+    pytest.importorskip("onnx")
+    sparse = sparsify(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), "regular_rotating",
+                      density=0.25, block=8)
+    with pytest.raises(SparsetopoError, match="ONNX export does not write block layers"):
+        sparsetopo.export_onnx(sparse, tmp_path / "m.onnx", input_shape=(1, 64))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_draw_topology_renders_a_block_layer(tmp_path):
+    pytest.importorskip("matplotlib")
+    from sparsetopo.report.pictures import draw_topology
+
+    path = tmp_path / "blocks.png"
+    draw_topology(build("regular_rotating", 64, 40, 2, block=8), path)
+    assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

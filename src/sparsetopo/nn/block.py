@@ -67,6 +67,9 @@ class BlockSparseLinear(nn.Module):
         return self._plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():  # tracing the gathers would write a file that fails or misleads
+            raise SparsetopoError("ONNX export does not write block layers (BlockSparseLinear) yet: export "
+                                  "a copy whose block layers are replaced by layer.to_dense()")
         if not (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
                 and x.dtype is self.tiles.dtype and x.device == self.tiles.device):
             self._refuse(x)

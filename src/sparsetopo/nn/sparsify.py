@@ -41,7 +41,10 @@ from sparsetopo.topology.blocks import n_blocks
 #: The module types sparsify replaces (exactly these types: a subclass such as the output
 #: projection inside nn.MultiheadAttention is read by its owner's functional code, not called).
 REPLACEABLE = (nn.Linear, nn.Conv2d)
-SPARSE_LAYERS = (SparseLinear, BlockSparseLinear, SparseConv2d)
+SPARSE_LAYERS = (SparseLinear, SparseConv2d)
+#: Every layer sparsify makes, block layers included: what its summaries count as sparse.
+#: (SPARSE_LAYERS, without block layers, is what the file format of sparsetopo.io writes.)
+MADE_LAYERS = (*SPARSE_LAYERS, BlockSparseLinear)
 LINEAR_LAYERS = (SparseLinear, BlockSparseLinear)
 
 
@@ -190,7 +193,7 @@ def summary(model: nn.Module) -> Coverage:
 
     ``str()`` of the result is a table; a REPL shows it as one.
     """
-    return coverage(model, SPARSE_LAYERS, getattr(model, "sparsetopo_dense_reasons", {}), _default_reason)
+    return coverage(model, MADE_LAYERS, getattr(model, "sparsetopo_dense_reasons", {}), _default_reason)
 
 
 def _default_reason(module: nn.Module) -> tuple[str, bool]:
@@ -259,7 +262,7 @@ def decline_fused_paths(model: nn.Module) -> None:
     forward hook; ``nn.TransformerEncoder`` converts to nested tensors unless told not to."""
     for module in model.modules():
         if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
-            inner = [m for m in module.modules() if isinstance(m, SPARSE_LAYERS)]
+            inner = [m for m in module.modules() if isinstance(m, MADE_LAYERS)]
             if not inner:
                 continue
             if isinstance(module, nn.TransformerEncoder):
@@ -445,7 +448,7 @@ def summarize(model: nn.Module) -> list[dict]:
     also has ``block``, its ``[b_in, b_out]`` (its ``k`` counts output blocks)."""
     rows = []
     for name, module in model.named_modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             t = module.topology
             linear = isinstance(module, LINEAR_LAYERS)
             per_edge = 1 if linear else module.kernel_size[0] * module.kernel_size[1]
