@@ -1,6 +1,6 @@
 """One training epoch of 784-300-10 under the paper's protocol: backend "auto" vs masked-dense.
 
-Usage: ``python benchmarks/bench_epoch.py [--json] [--examples N] [--repeats R] [--threads T]``
+Usage: ``python benchmarks/bench_epoch.py [--json] [--examples N] [--repeats R] [--threads T] [--block B]``
 
 The network is the paper's: input layer of density d (regular_rotating, k = d * 300), output
 layer fully connected, sigmoid everywhere, MSE on one-hot targets, SGD lr 0.01 with Nesterov
@@ -10,6 +10,13 @@ sides run :func:`sparsetopo.train.train` in this process with the same threads, 
 and report the median training seconds of an epoch (evaluation excluded, first epoch of each
 run dropped as warm-up). ``ratios[d]`` = auto's seconds / masked's seconds; auto uses the
 fused numba epoch when it makes every layer sparse.
+
+``--block B`` times block networks instead: the input layer on blocks of B neurons at density
+0.1 (``k = round(0.1 * ceil(300/B))`` output blocks per input block; the output layer one block
+of B x 10, so fully connected), against the fully connected network, both through ``train()``
+(the block network on its autograd path, the fully connected one on the backend "auto"
+picks). ``block_ratio`` = block seconds / fully connected seconds; target <= 0.35 at B = 16,
+batch 32, 8000 examples, one thread.
 """
 
 from __future__ import annotations
@@ -26,6 +33,31 @@ from sparsetopo.train import TrainConfig, train
 
 DENSITIES = ("0.01", "0.03", "0.1", "0.3", "1")
 TARGETS = {"0.01": 0.15, "0.1": 0.30, "1": 1.05}  # auto / masked, from the issue
+BLOCK_TARGET = 0.35  # block network at 10% / fully connected, blocks of 16
+
+
+def block_epoch(args, data) -> dict:
+    """Median epoch seconds of the block network at 10% and of the fully connected one, alternating."""
+    k = max(1, round(0.1 * -(-300 // args.block)))
+    configs = {"block": TrainConfig(dataset="synthetic", hidden=(300,), degrees=(k, None), epochs=3,
+                                    block=args.block),
+               "fully_connected": TrainConfig(dataset="synthetic", hidden=(300,), construction="fully_connected",
+                                              epochs=3)}
+    times = {name: [] for name in configs}
+    backends, density = {}, None
+    for _ in range(args.repeats):
+        for name, config in configs.items():
+            result = train(config, dataset=data)
+            times[name] += [h.seconds for h in result.history[1:]]
+            backends[name] = result.backend
+            if name == "block":
+                density = result.model.layers[0].topology.density
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return {"benchmark": f"one epoch of {args.examples} examples, 784-300-10, batch 32: blocks of {args.block} at "
+                         f"10% (k = {k} blocks, density {density:.4f}) vs fully connected",
+            "block_ratio": med["block"] / med["fully_connected"], "target": BLOCK_TARGET, "seconds": med,
+            "backends": backends, "threads": args.threads, "examples": args.examples, "repeats": args.repeats,
+            "machine": machine()}
 
 
 def synthetic(n: int, seed: int = 0):
@@ -41,9 +73,18 @@ def main():
     parser.add_argument("--examples", type=int, default=8000)
     parser.add_argument("--repeats", type=int, default=3, help="runs per backend (each 3 epochs, first dropped)")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and numba (default: theirs)")
+    parser.add_argument("--block", type=int, default=None,
+                        help="time blocks of B neurons at 10%% against the fully connected network instead")
     args = parser.parse_args()
     set_threads(args.threads)
     data = synthetic(args.examples)
+    if args.block is not None:
+        result = block_epoch(args, data)
+        print(json.dumps(result) if args.json else
+              f"{result['benchmark']}; machine: {result['machine']}\n  block {result['seconds']['block']:.3f} s "
+              f"({result['backends']['block']})  fully connected {result['seconds']['fully_connected']:.3f} s "
+              f"({result['backends']['fully_connected']})  ratio {result['block_ratio']:.3f} target <= {BLOCK_TARGET}")
+        return
     ratios, seconds, backends = {}, {}, {}
     for d in DENSITIES:
         k = max(1, round(float(d) * 300))

@@ -12,6 +12,7 @@ import click
 
 from sparsetopo.atomic import atomic_path
 from sparsetopo.cli.app import app
+from sparsetopo.cli.parsing import INTS
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.jsonable import plain
 from sparsetopo.spectral import layer_measures
@@ -34,6 +35,8 @@ def describe(topology: Topology, metrics: bool = True) -> dict:
         "in_degree": {"min": int(in_deg.min()), "max": int(in_deg.max()), "mean": float(in_deg.mean())},
         "mask_sha256": topology.mask_sha256(),
     }
+    if topology.is_blocked:  # k counts output blocks; the other numbers are the neurons'
+        info["block"] = [topology.block_in, topology.block_out]
     if metrics:
         info["metrics"] = plain(layer_measures(topology))  # JSON has no NaN: undefined measures become null
     return info
@@ -43,11 +46,18 @@ def _number(value, digits: int = 4) -> str:
     return "undefined" if value is None else f"{value:.{digits}f}"
 
 
+def _blocks(info: dict) -> str:
+    if "block" not in info:
+        return ""
+    b_in, b_out = info["block"]
+    return f" output blocks per input block (blocks of {b_in}x{b_out} neurons)"
+
+
 def _summary(info: dict) -> str:
     od, idg = info["out_degree"], info["in_degree"]
     lines = [
         f"{info['construction']} (v{info['version']}): {info['n_in']} inputs -> {info['n_out']} outputs, "
-        f"k={info['k']}, seed={info['seed']}",
+        f"k={info['k']}{_blocks(info)}, seed={info['seed']}",
         f"  connections  {info['nnz']} of {info['n_in'] * info['n_out']} (density {info['density']:.4f})",
         f"  out-degree   min {od['min']}, max {od['max']}, mean {od['mean']:.2f}  (per input neuron)",
         f"  in-degree    min {idg['min']}, max {idg['max']}, mean {idg['mean']:.2f}  (per output neuron)",
@@ -137,6 +147,11 @@ Examples:
 @click.option("--n-out", "n_out", type=int, required=True, help="Output neurons of the layer (m >= 1).")
 @click.option("-k", "--degree", "k", type=int, default=None,
               help="Out-degree of every input, 1 <= k <= n_out (density k/n_out). Omit for fully_connected.")
+@click.option("--block", type=INTS, default="1", show_default=True, metavar="B[,B_OUT]",
+              help="Neurons per block: the construction runs on the graph of blocks and every block edge "
+                   "becomes a dense tile; -k then counts output blocks per input block. B for BxB tiles, "
+                   "B,B_OUT for B x B_OUT; a width that B does not divide ends in a narrower block. 1: "
+                   "one neuron per block (the ordinary layer).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random constructions (>= 0).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 @click.option("--metrics/--no-metrics", default=True, show_default=True,
@@ -147,7 +162,7 @@ Examples:
               help="Draw the edge matrix (and, for small layers, the graph) to this file.")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the topology with its provenance to this .npz file.")
-def topology_command(construction, n_in, n_out, k, seed, as_json, metrics, png, save):
+def topology_command(construction, n_in, n_out, k, block, seed, as_json, metrics, png, save):
     """Build one layer's connectivity graph and describe it.
 
     CONSTRUCTION is one of: {constructions}.
@@ -175,7 +190,7 @@ def topology_command(construction, n_in, n_out, k, seed, as_json, metrics, png, 
             _check_output(path, option)
     if png is not None:
         _check_picture_format(png)
-    topology = build(construction, n_in, n_out, k, seed)
+    topology = build(construction, n_in, n_out, k, seed, block=block if len(block) > 1 else block[0])
     info = describe(topology, metrics=metrics)
     if png is not None or save is not None:
         _write_outputs(topology, png, save)

@@ -47,6 +47,11 @@ Examples:
               help="Construction of every layer (see 'sparsetopo topology --help').")
 @click.option("-k", "--degrees", type=DEGREES, default=None,
               help="Out-degree per layer, comma-separated, 'full' for all outputs; e.g. 30,10. Default: all full.")
+@click.option("--block", type=int, default=DEFAULTS.block, show_default=True, metavar="B",
+              help="Neurons per block: above 1 every layer connects blocks of B neurons by dense BxB tiles "
+                   "(block layers, computed as batched matmuls), -k counts output blocks per input block "
+                   "(784-300-10 with --block 16 -k 2,full: 2 of the 19 hidden blocks, about 10%). 1: the "
+                   "paper's layers.")
 @click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
 @click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True, help="SGD learning rate.")
@@ -86,7 +91,7 @@ Examples:
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoint and result).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
-def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batch_size, lr, momentum, dropout,
+def train_command(dataset, data_dir, hidden, construction, degrees, block, epochs, batch_size, lr, momentum, dropout,
                   init, backend, loss, optimizer, lr_schedule, validation_fraction, early_stop, seed, limit_train,
                   permute_inputs, device, out, resume, overwrite, as_json):
     """Train one sparse MLP and report its test accuracy.
@@ -101,7 +106,7 @@ def train_command(dataset, data_dir, hidden, construction, degrees, epochs, batc
                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, dropout=dropout,
                          init=init, backend=backend, seed=seed, limit_train=limit_train, device=device, loss=loss,
                          optimizer=optimizer, lr_schedule=lr_schedule, validation_fraction=validation_fraction,
-                         early_stop=early_stop, permute_inputs=permute_inputs)
+                         early_stop=early_stop, permute_inputs=permute_inputs, block=block)
     if out is not None:
         _prepare_out(out, config, resume, overwrite)
     from sparsetopo.data import load_dataset

@@ -42,7 +42,11 @@ class BlockSparseLinear(nn.Module):
         and stay 0: they never meet an input or reach an output, so their gradient is 0.
     plan : the layer's index tensors (:class:`~sparsetopo.nn.block_ops.BlockPlan`); they
         follow the layer to its device.
+    backend : ``"block"``, what computes the layer, where a :class:`~sparsetopo.nn.SparseLinear`
+        names its backend (run results, summaries).
     """
+
+    backend = "block"
 
     def __init__(self, topology: Topology, init: str = "glorot", gen: np.random.Generator | None = None,
                  bias: bool = True):
@@ -63,6 +67,9 @@ class BlockSparseLinear(nn.Module):
         return self._plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():  # tracing the gathers would write a file that fails or misleads
+            raise SparsetopoError("ONNX export does not write block layers (BlockSparseLinear) yet: export "
+                                  "a copy whose block layers are replaced by layer.to_dense()")
         if not (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
                 and x.dtype is self.tiles.dtype and x.device == self.tiles.device):
             self._refuse(x)
@@ -83,6 +90,16 @@ class BlockSparseLinear(nn.Module):
         """The weight of every connection of the (lifted) topology, in its CSR order (a copy):
         the numbers a :class:`~sparsetopo.nn.SparseLinear` on this topology holds."""
         return self.tiles.detach().reshape(-1)[self._tile_index.to(self.tiles.device)].clone()
+
+    @torch.no_grad()
+    def set_connected_weights(self, values: torch.Tensor) -> None:
+        """Replace the weight of every connection of the (lifted) topology, given in its CSR
+        order (length nnz); the entries of a ragged block's padding stay 0."""
+        if tuple(values.shape) != (self.topology.nnz,):
+            raise SparsetopoError(f"connected weights of shape {tuple(values.shape)} do not fit this layer: "
+                                  f"expected ({self.topology.nnz},)")
+        flat = self.tiles.view(-1)
+        flat[self._tile_index.to(flat.device)] = values.to(dtype=flat.dtype, device=flat.device)
 
     def dense_weight(self) -> torch.Tensor:
         """The effective ``n_in x n_out`` weight, zeros where there is no connection (a copy)."""

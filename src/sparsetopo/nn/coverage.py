@@ -6,7 +6,8 @@ whose attention and MLP weights all stayed dense looks sparsified. :func:`covera
 census of the model's *weight layers* - every module that holds a parameter of two or more
 dimensions (linear and convolution weights, embedding tables, recurrent gate matrices,
 attention's packed projections) - and reads each as sparse (its topology's connections) or
-dense, with the reason sparsify recorded for it.
+dense, with the reason sparsify recorded for it (a sparse one by its construction, its block
+size when it is built on blocks, and its exact density).
 
 Shares are of *dense-equivalent weights*: a sparse 784x300 layer counts 235,200 weights, all of
 them sparse, however few connections it keeps, so ``sparse_share`` answers "what fraction of
@@ -139,8 +140,9 @@ def coverage(model: nn.Module, sparse_types: tuple[type, ...], reasons: dict[str
         kind = type(module).__name__
         if isinstance(module, sparse_types):
             t = module.topology
+            blocks = f", blocks of {t.block_in}x{t.block_out}" if t.is_blocked else ""
             rows.append(LayerCoverage(name, kind, weights, True,
-                                      f"{t.construction}, density {t.density:.3g}, backend {module.backend}"))
+                                      f"{t.construction}{blocks}, density {t.density:.3g}, backend {module.backend}"))
             continue
         reason, chosen = reasons.get(name) or default_reason(module)
         rows.append(LayerCoverage(name, kind, weights, False, reason, chosen))

@@ -1,7 +1,8 @@
 """SparseMLP: a stack of SparseLinear layers with the paper's sigmoid on every neuron.
 
 The backend of its layers is decided once for the whole network
-(:func:`sparsetopo.nn.backend.layer_backends`). How it trains (optimizer, epochs, the fused
+(:func:`sparsetopo.nn.backend.layer_backends`); a layer whose topology is built on blocks of
+neurons is a :class:`~sparsetopo.nn.BlockSparseLinear`, which computes only its tiles. How it trains (optimizer, epochs, the fused
 epoch) is :mod:`sparsetopo.train`'s business, not the module's.
 
 Dropout follows the paper's variant (Section 4.4): rate ``dropout[0]`` on the input layer
@@ -18,6 +19,7 @@ from torch import nn
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.backend import layer_backends
+from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.seeding import rng
 from sparsetopo.topology import Topology
@@ -47,7 +49,8 @@ class SparseMLP(nn.Module):
         # device: where it will compute (CUDA: masked); batch_size: the batch "auto" predicts for
         backends = layer_backends(topologies, backend, device, batch_size=batch_size)
         self.layers = nn.ModuleList(
-            SparseLinear(t, init=init, gen=rng(seed, "init", l), backend=b)
+            BlockSparseLinear(t, init=init, gen=rng(seed, "init", l)) if t.is_blocked
+            else SparseLinear(t, init=init, gen=rng(seed, "init", l), backend=b)
             for l, (t, b) in enumerate(zip(topologies, backends))
         )
         self.activation_name = activation

@@ -5,7 +5,10 @@ someone else wrote: every selected ``nn.Linear`` becomes a :class:`~sparsetopo.n
 and every selected ``nn.Conv2d`` a :class:`~sparsetopo.nn.SparseConv2d`, each with the same
 call signature and output shape, its connectivity built by one construction. A layer is read
 as the paper's bipartite graph from its inputs to its outputs (channels, for a convolution),
-so ``k`` is the out-degree of every input and ``density = k / n_out``.
+so ``k`` is the out-degree of every input and ``density = k / n_out``. With ``block=b`` each
+layer is built on blocks of ``b`` neurons (channels): ``k`` counts output blocks per input
+block, and a linear layer becomes a :class:`~sparsetopo.nn.BlockSparseLinear`, which computes
+only its ``b x b`` tiles.
 
 Where each number comes from (docs/design.md, "Seed recipe"): layer ``name`` is built with
 ``build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name))`` and, without
@@ -26,23 +29,29 @@ from torch.nn.utils import parametrize
 
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.backend import BACKENDS, layer_backends
+from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.conv import SparseConv2d
 from sparsetopo.nn.coverage import WARN_DENSE_SHARE, Coverage, CoverageWarning, coverage
 from sparsetopo.nn.init import INITIALISERS
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.seeding import derive_seed, rng
 from sparsetopo.topology import Topology, build, get_construction
+from sparsetopo.topology.blocks import n_blocks
 
 #: The module types sparsify replaces (exactly these types: a subclass such as the output
 #: projection inside nn.MultiheadAttention is read by its owner's functional code, not called).
 REPLACEABLE = (nn.Linear, nn.Conv2d)
 SPARSE_LAYERS = (SparseLinear, SparseConv2d)
+#: Every layer sparsify makes, block layers included: what its summaries count as sparse.
+#: (SPARSE_LAYERS, without block layers, is what the file format of sparsetopo.io writes.)
+MADE_LAYERS = (*SPARSE_LAYERS, BlockSparseLinear)
+LINEAR_LAYERS = (SparseLinear, BlockSparseLinear)
 
 
 def sparsify(model: nn.Module, construction: str, *, density: float | None = None, k: int | None = None,
              seed: int = 0, backend: str = "auto", include: Iterable | None = None,
              exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot",
-             strict: bool = False) -> nn.Module:
+             strict: bool = False, block: int | tuple[int, int] = 1) -> nn.Module:
     """Replace the selected ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by sparse ones.
 
     Parameters
@@ -52,6 +61,8 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     construction : a name in :data:`sparsetopo.CONSTRUCTIONS`, used for every selected layer.
     density, k : exactly one: the fraction of each layer's connections to keep
         (``k = round(density * n_out)``, halves rounded up), or the out-degree ``k`` of every input.
+        With ``block`` > 1 both count blocks: ``k`` output blocks per input block, and
+        ``k = round(density * ceil(n_out / b_out))``; the summary gives each layer's exact density.
     seed : every layer's topology and (without ``keep_weights``) initial weights derive from
         it and the layer's name.
     backend : "auto", "masked" or "sparse" for the linear layers, decided once for all of
@@ -67,6 +78,11 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     init : "glorot" or "glorot_sparse" (:mod:`sparsetopo.nn.init`), used without ``keep_weights``.
     strict : a selected layer that cannot be made sparse stays dense and is reported (see
         below); with ``strict=True`` it raises instead, naming the layer and the fix.
+    block : neurons (channels) per block, one int or ``(b_in, b_out)``; 1 (the default) is the
+        ordinary layer. Above 1 every layer's construction runs on blocks (a side narrower than
+        its block is one block) and each linear layer becomes a
+        :class:`~sparsetopo.nn.BlockSparseLinear` (``backend`` must stay "auto"); a
+        convolution's blocks are groups of channels, computed masked.
 
     Returns
     -------
@@ -111,6 +127,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         raise SparsetopoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if init not in INITIALISERS:
         raise SparsetopoError(f"unknown init {init!r}: choose one of {', '.join(INITIALISERS)}")
+    block = _check_block(block, backend)
 
     places = layer_places(model)
     dense: dict[str, tuple[str, bool]] = {}  # layer -> (why it stays dense, whether the user chose it)
@@ -123,7 +140,8 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         topology = None
         if refusal is None:
             n_in, n_out = _sizes(module)
-            topology, refusal = _topology(name, construction, n_in, n_out, density, k, seed)
+            sizes = (min(block[0], n_in), min(block[1], n_out))
+            topology, refusal = _topology(name, construction, n_in, n_out, density, k, seed, sizes)
         if refusal is not None:
             if strict:
                 raise SparsetopoError(refusal.message)
@@ -134,12 +152,14 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     if not plans:
         raise SparsetopoError("nothing to sparsify: every selected layer stays dense: " + "; ".join(refusals))
 
-    linear = [(name, module, t) for name, module, t in plans if isinstance(module, nn.Linear)]
+    linear = [(name, module, t) for name, module, t in plans if isinstance(module, nn.Linear) and not t.is_blocked]
     linear_backends = _linear_backends(linear, backend)
     replacements = {}
     for name, module, topology in plans:
         gen = rng(seed, "init", name)
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and topology.is_blocked:
+            new = BlockSparseLinear(topology, init=init, gen=gen, bias=module.bias is not None)
+        elif isinstance(module, nn.Linear):
             new = SparseLinear(topology, init=init, gen=gen, backend=linear_backends[name],
                                bias=module.bias is not None)
         else:
@@ -173,7 +193,7 @@ def summary(model: nn.Module) -> Coverage:
 
     ``str()`` of the result is a table; a REPL shows it as one.
     """
-    return coverage(model, SPARSE_LAYERS, getattr(model, "sparsetopo_dense_reasons", {}), _default_reason)
+    return coverage(model, MADE_LAYERS, getattr(model, "sparsetopo_dense_reasons", {}), _default_reason)
 
 
 def _default_reason(module: nn.Module) -> tuple[str, bool]:
@@ -189,7 +209,8 @@ def _default_reason(module: nn.Module) -> tuple[str, bool]:
 
 def keep_frozen(new: nn.Module, old: nn.Module) -> None:
     """A frozen weight or bias (``requires_grad=False``) stays frozen in its sparse replacement."""
-    weight = new.values if getattr(new, "backend", "masked") == "sparse" else new.weight
+    weight = {"sparse": "values", "block": "tiles"}.get(getattr(new, "backend", "masked"), "weight")
+    weight = getattr(new, weight)
     weight.requires_grad_(old.weight.requires_grad)
     if new.bias is not None and old.bias is not None:
         new.bias.requires_grad_(old.bias.requires_grad)
@@ -241,7 +262,7 @@ def decline_fused_paths(model: nn.Module) -> None:
     forward hook; ``nn.TransformerEncoder`` converts to nested tensors unless told not to."""
     for module in model.modules():
         if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
-            inner = [m for m in module.modules() if isinstance(m, SPARSE_LAYERS)]
+            inner = [m for m in module.modules() if isinstance(m, MADE_LAYERS)]
             if not inner:
                 continue
             if isinstance(module, nn.TransformerEncoder):
@@ -350,24 +371,41 @@ def _sizes(module: nn.Module) -> tuple[int, int]:
     return module.in_features, module.out_features
 
 
-def _topology(name, construction, n_in, n_out, density, k, seed) -> tuple[Topology | None, _Refusal | None]:
-    """The layer's topology, or why it stays dense: too small for the density (k = 0) or for k."""
+def _check_block(block, backend: str) -> tuple[int, int]:
+    """``block`` as ``(b_in, b_out)``, each an integer >= 1 (a layer narrower than its block
+    makes that side one block: :func:`sparsify`)."""
+    pair = tuple(block) if isinstance(block, (tuple, list)) else (block, block)
+    if len(pair) != 2:
+        raise SparsetopoError(f"block={block!r} must be one integer or a pair (b_in, b_out)")
+    pair = (check_int("block", pair[0], 1), check_int("block", pair[1], 1))
+    if pair != (1, 1) and backend != "auto":
+        raise SparsetopoError(f"backend={backend!r} chooses how ordinary sparse layers compute, but with "
+                              f"block={block!r} the linear layers are block layers: leave backend='auto'")
+    return pair
+
+
+def _topology(name, construction, n_in, n_out, density, k, seed,
+              block: tuple[int, int] = (1, 1)) -> tuple[Topology | None, _Refusal | None]:
+    """The layer's topology, or why it stays dense: too small for the density (k = 0) or for k.
+    With blocks, ``k`` and the density count output blocks."""
     label = name or "<the model itself>"
+    outputs = n_blocks(n_out, block[1])
+    what = f"{n_out} outputs" if block == (1, 1) else f"{outputs} output block{'s' * (outputs != 1)} of {block[1]}"
     if k is None:
-        k = math.floor(density * n_out + 0.5)  # halves round up (Python's round() would round 2.5 to 2)
+        k = math.floor(density * outputs + 0.5)  # halves round up (Python's round() would round 2.5 to 2)
         if k == 0:
-            return None, _Refusal(f"too small: density={density} gives k = 0 for {n_out} outputs",
-                                  f"density={density} gives k = round({density} * {n_out}) = 0 for layer {label!r} "
-                                  f"({n_out} outputs): choose density >= {1.0 / n_out:.4g}, or give k")
-    elif k > n_out:
-        return None, _Refusal(f"too small: k={k} > its {n_out} outputs",
-                              f"k={k} is too large for layer {label!r}, which has {n_out} outputs: "
-                              f"choose 1 <= k <= {n_out}, or exclude the layer")
-    if construction == "fully_connected" and k != n_out:
-        raise SparsetopoError(f"fully_connected keeps all {n_out} outputs of layer {label!r}, not k={k}: "
+            return None, _Refusal(f"too small: density={density} gives k = 0 for {what}",
+                                  f"density={density} gives k = round({density} * {outputs}) = 0 for layer {label!r} "
+                                  f"({what}): choose density >= {1.0 / outputs:.4g}, or give k")
+    elif k > outputs:
+        return None, _Refusal(f"too small: k={k} > its {what}",
+                              f"k={k} is too large for layer {label!r}, which has {what}: "
+                              f"choose 1 <= k <= {outputs}, or exclude the layer")
+    if construction == "fully_connected" and k != outputs:
+        raise SparsetopoError(f"fully_connected keeps all {what} of layer {label!r}, not k={k}: "
                               "use density=1 or another construction")
     try:
-        return build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name)), None
+        return build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name), block=block), None
     except SparsetopoError as exc:
         raise SparsetopoError(f"layer {label!r}: {exc}") from None
 
@@ -405,15 +443,19 @@ def copy_dense_weights(sparse: nn.Module, dense: nn.Module) -> None:
 
 def summarize(model: nn.Module) -> list[dict]:
     """One dict per sparse layer of ``model`` (each once, by its canonical name): name, kind,
-    construction, n_in, n_out, k, density, connections, dense_connections (the dense layer's
-    weights), seed and backend."""
+    construction, n_in, n_out, k, density (exact), connections, dense_connections (the dense
+    layer's weights), seed and backend ("block" for a block layer); a layer built on blocks
+    also has ``block``, its ``[b_in, b_out]`` (its ``k`` counts output blocks)."""
     rows = []
     for name, module in model.named_modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             t = module.topology
-            per_edge = 1 if isinstance(module, SparseLinear) else module.kernel_size[0] * module.kernel_size[1]
-            rows.append({"name": name, "kind": "linear" if isinstance(module, SparseLinear) else "conv2d",
+            linear = isinstance(module, LINEAR_LAYERS)
+            per_edge = 1 if linear else module.kernel_size[0] * module.kernel_size[1]
+            rows.append({"name": name, "kind": "linear" if linear else "conv2d",
                          "construction": t.construction, "n_in": t.n_in, "n_out": t.n_out, "k": t.k,
                          "density": t.density, "connections": t.nnz * per_edge,
                          "dense_connections": t.n_in * t.n_out * per_edge, "seed": t.seed, "backend": module.backend})
+            if t.is_blocked:
+                rows[-1]["block"] = [t.block_in, t.block_out]
     return rows

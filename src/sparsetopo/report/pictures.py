@@ -19,6 +19,7 @@ from sparsetopo.topology.value import Topology  # noqa: E402
 
 GRAPH_MAX_NODES = 80  # above this many neurons the bipartite drawing is an unreadable hairball
 MATRIX_MAX_PIXELS = 4096  # larger edge matrices are shown block-averaged (density per block)
+BLOCK_GRID_MAX_LINES = 64  # a block layer's block boundaries are drawn up to this many per side
 
 
 def edge_matrix_image(topology: Topology) -> np.ndarray:
@@ -39,6 +40,21 @@ def draw_edge_matrix(ax, topology: Topology) -> None:
     ax.set_xlabel(f"output neuron j (0..{topology.n_out - 1})")
     ax.set_ylabel(f"input neuron i (0..{topology.n_in - 1})")
     ax.set_title(f"edge matrix Adj[i][j] (black = connection), density {topology.density:.3f}")
+    if topology.is_blocked:
+        _draw_block_grid(ax, topology)
+
+
+def _draw_block_grid(ax, topology: Topology) -> None:
+    """Thin lines between a block layer's blocks (where there are few enough to see), so its
+    tiles read as the graph of blocks the construction ran on."""
+    n, m = topology.shape
+    scale_n, scale_m = -(-n // MATRIX_MAX_PIXELS), -(-m // MATRIX_MAX_PIXELS)  # image pixels per neuron
+    for size, total, scale, line in ((topology.block_in, n, scale_n, ax.axhline),
+                                     (topology.block_out, m, scale_m, ax.axvline)):
+        edges = np.arange(size, total, size)
+        if 0 < edges.size <= BLOCK_GRID_MAX_LINES:
+            for edge in edges:
+                line(edge / scale - 0.5, color="tab:blue", linewidth=0.5, alpha=0.5)
 
 
 def draw_bipartite(ax, topology: Topology) -> None:
@@ -68,7 +84,8 @@ def draw_topology(topology: Topology, path) -> Path:
     draw_edge_matrix(axes[0, 0], topology)
     if with_graph:
         draw_bipartite(axes[0, 1], topology)
-    fig.suptitle(f"{topology.construction}: {topology.n_in} x {topology.n_out}, k = {topology.k}")
+    blocks = f" blocks of {topology.block_in}x{topology.block_out}" if topology.is_blocked else ""
+    fig.suptitle(f"{topology.construction}: {topology.n_in} x {topology.n_out}, k = {topology.k}{blocks}")
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

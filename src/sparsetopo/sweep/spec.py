@@ -84,7 +84,7 @@ __all__ = ["SweepSpec", "expand", "expand_recipes", "load_spec", "parse_spec", "
 
 FULL = "full"
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
-INT_FIELDS = {"epochs", "batch_size", "seed", "limit_train", "early_stop", "permute_inputs"}
+INT_FIELDS = {"epochs", "batch_size", "seed", "limit_train", "early_stop", "permute_inputs", "block"}
 #: Int fields that may be absent (None). TOML has no null: ``false`` writes None for permute_inputs.
 NONE_FIELDS = {"limit_train", "permute_inputs"}
 FLOAT_FIELDS = {"lr", "momentum", "validation_fraction"}
@@ -101,7 +101,8 @@ RECIPE_FIELDS = tuple(name for name in CONFIG_FIELDS
                       if name not in ("dataset", "hidden", "construction", "degrees", "seed", "dropout"))
 #: TrainConfig fields added after run ids were first published. A run id leaves such a field
 #: out while it holds its default, so runs stored before it existed keep their ids.
-LATER_FIELDS = ("loss", "optimizer", "lr_schedule", "validation_fraction", "early_stop", "device", "permute_inputs")
+LATER_FIELDS = ("loss", "optimizer", "lr_schedule", "validation_fraction", "early_stop", "device", "permute_inputs",
+                "block")
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -294,6 +295,8 @@ def _config_value(where, label, key, value):
             bad = "an integer"
         elif key == "permute_inputs" and value is not None and value < 0:
             bad = "a permutation seed >= 0 (or false: the features in their own order)"
+        elif key == "block" and value < 1:
+            bad = "a block size >= 1 (neurons per block; 1: the paper's layers)"
     elif key in FLOAT_FIELDS:
         if _is_number(value):
             value = float(value)
@@ -470,7 +473,7 @@ def _expand_block(where, label, protocol, block, data_dir):
             raise SparsetopoError(f"{where}: {label} dataset: {exc}") from None
         for hidden in hidden_list:
             sizes = [n_features, *hidden, n_classes]
-            cells = _degree_cells(where, label, block, base, sizes)
+            cells = _degree_cells(where, label, block, base, sizes, fixed.get("block", TrainConfig.block))
             for construction in constructions:
                 for degrees in ([None] if construction == "fully_connected" else cells):
                     for dropout in dropouts:
@@ -483,9 +486,11 @@ def _expand_block(where, label, protocol, block, data_dir):
                                 raise SparsetopoError(f"{where}: {label} {exc}") from None
 
 
-def _degree_cells(where, label, block, base, sizes) -> list:
-    """The distinct canonical per-layer degree tuples of a block for one list of layer sizes."""
+def _degree_cells(where, label, block, base, sizes, neurons_per_block: int = 1) -> list:
+    """The distinct canonical per-layer degree tuples of a block for one list of layer sizes.
+    With ``neurons_per_block`` > 1 a degree counts output blocks (:class:`TrainConfig` ``block``)."""
     n_layers = len(sizes) - 1
+    outputs = TrainConfig(block=neurons_per_block).layer_degrees(sizes)   # a full layer's degree
     layer = lambda l: f"{sizes[l]}->{sizes[l + 1]} layer"  # noqa: E731
     if "degrees" in block:
         rows = block["degrees"]
@@ -496,8 +501,8 @@ def _degree_cells(where, label, block, base, sizes) -> list:
                     f"entries but layer sizes {sizes} have {n_layers} layers: give one degree per layer")
         rows = [(row, ["degrees"] * n_layers) for row in rows]
     elif any(k in block for k in ("degrees_in", "degrees_out", "densities_in", "densities_out")):
-        first = _layer_axis(block, "in", sizes[1])
-        last = _layer_axis(block, "out", sizes[-1])
+        first = _layer_axis(block, "in", outputs[0])
+        last = _layer_axis(block, "out", outputs[-1])
         rows = []
         for (k_in, key_in), (k_out, key_out) in itertools.product(first, last):
             row = (k_in, *([None] * (n_layers - 2)), k_out)
@@ -512,11 +517,12 @@ def _degree_cells(where, label, block, base, sizes) -> list:
     cells = []
     for row, keys in rows:
         for l, k in enumerate(row):
-            if k is not None and not 1 <= k <= sizes[l + 1]:
+            if k is not None and not 1 <= k <= outputs[l]:
+                blocks = "" if neurons_per_block == 1 else f" in {outputs[l]} output blocks (block={neurons_per_block})"
                 raise SparsetopoError(
-                    f"{where}: {label} {keys[l]}: k={k} is out of range for a {layer(l)} (layer {l} of "
-                    f"{'-'.join(map(str, sizes))}): choose 1 <= k <= {sizes[l + 1]} or \"{FULL}\"")
-        canonical = tuple(None if k is None or k == sizes[l + 1] else k for l, k in enumerate(row))
+                    f"{where}: {label} {keys[l]}: k={k} is out of range for a {layer(l)}{blocks} (layer {l} of "
+                    f"{'-'.join(map(str, sizes))}): choose 1 <= k <= {outputs[l]} or \"{FULL}\"")
+        canonical = tuple(None if k is None or k == outputs[l] else k for l, k in enumerate(row))
         canonical = None if all(k is None for k in canonical) else canonical
         if canonical not in cells:
             cells.append(canonical)

@@ -64,9 +64,9 @@ RUN_COLUMNS: dict[str, str] = {
     "construction": "TEXT",
     "construction_version": "INTEGER",
     "degrees": "TEXT",              # per-layer degree as built, "30,10"
-    "k_in": "INTEGER",              # first layer's degree
+    "k_in": "INTEGER",              # first layer's degree (output blocks per input block with block > 1)
     "k_out": "INTEGER",             # last layer's degree
-    "density_in": "REAL",           # k_in / first layer's outputs
+    "density_in": "REAL",           # k_in / first layer's outputs (its connections / n_in * n_out with block > 1)
     "density": "REAL",              # connections / connections of the dense network
     "connections": "INTEGER",
     "dropout_in": "REAL",
@@ -89,6 +89,7 @@ RUN_COLUMNS: dict[str, str] = {
     "early_stop": "INTEGER",        # patience in epochs (0: none)
     "recipe": "TEXT",               # the spec's recipe name ([recipes.NAME]); NULL without one
     "permute_inputs": "INTEGER",    # seed of the input features' permutation; NULL: their own order
+    "block": "INTEGER",             # neurons per block (1: the paper's layers; NULL: stored before blocks)
     # outcome
     "status": "TEXT",               # ok | diverged
     "reason": "TEXT",               # why a run diverged (train.divergence); empty when ok

@@ -208,7 +208,9 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
         "degrees": ",".join(str(layer["k"]) for layer in layers),
         "k_in": layers[0]["k"],
         "k_out": layers[-1]["k"],
-        "density_in": layers[0]["k"] / layers[0]["n_out"],
+        # with blocks k counts output blocks: the first layer's density is its connections'
+        "density_in": (layers[0]["k"] / layers[0]["n_out"] if config.block == 1
+                       else stats[0]["nnz"] / (layers[0]["n_in"] * layers[0]["n_out"])),
         "density": connections / dense,
         "connections": connections,
         "dropout_in": config.dropout[0],
@@ -230,6 +232,7 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
         "validation_fraction": config.validation_fraction,
         "early_stop": config.early_stop,
         "permute_inputs": config.permute_inputs,
+        "block": config.block,
         "status": result.status,
         "reason": result.reason,
         "test_accuracy": result.test_accuracy,

@@ -141,23 +141,26 @@ def build_stack(
     degrees: Sequence[int | None],
     seed: int = 0,
     block: int | tuple[int, int] = 1,
+    blocks: Sequence[int | tuple[int, int]] | None = None,
 ) -> list[Topology]:
     """Topologies for a multi-layer network, e.g. ``sizes=[784, 300, 10]``, ``degrees=[30, 10]``.
 
     ``constructions`` is one name for every layer or one per layer. Layer ``l`` is built with the
     seed ``derive_seed(seed, "layer", l)`` so that random layers differ from each other.
-    ``block`` is every layer's block size (see :func:`build`).
+    ``block`` is every layer's block size (see :func:`build`); ``blocks``, when given, one per
+    layer instead.
     """
     n_layers = len(sizes) - 1
     if n_layers < 1:
         raise SparsetopoError(f"sizes={list(sizes)} needs at least two entries (input and output)")
     names = [constructions] * n_layers if isinstance(constructions, str) else list(constructions)
-    for what, values in (("constructions", names), ("degrees", list(degrees))):
+    blocks = [block] * n_layers if blocks is None else list(blocks)
+    for what, values in (("constructions", names), ("degrees", list(degrees)), ("blocks", blocks)):
         if len(values) != n_layers:
             raise SparsetopoError(
                 f"{what}={values} has {len(values)} entries; layer sizes {list(sizes)} need {n_layers} (one per layer)"
             )
     return [
-        build(names[l], sizes[l], sizes[l + 1], degrees[l], derive_seed(seed, "layer", l), block=block)
+        build(names[l], sizes[l], sizes[l + 1], degrees[l], derive_seed(seed, "layer", l), block=blocks[l])
         for l in range(n_layers)
     ]

@@ -19,6 +19,7 @@ from sparsetopo.errors import SparsetopoError, check_int
 FLOAT32_MAX = 3.4028234663852886e38
 from sparsetopo.nn import ACTIVATIONS, BACKENDS, INITIALISERS, SparseMLP
 from sparsetopo.topology import get_construction
+from sparsetopo.topology.blocks import n_blocks
 from sparsetopo.train.recipe import LOSSES, LR_SCHEDULES, OPTIMIZERS
 
 
@@ -68,6 +69,10 @@ class TrainConfig:
     # (raster order for images); an int seeds one fixed permutation of the input features, the
     # same for train and test data and for every run with that seed (data.input_permutation).
     permute_inputs: int | None = None
+    # Neurons per block (beyond the paper): 1 is the paper's layers; above 1 every layer is a
+    # block layer (nn.BlockSparseLinear) whose construction runs on blocks of this many neurons
+    # (b x b tiles; a side narrower than b is one block), and a degree counts output blocks.
+    block: int = 1
 
     def __post_init__(self):
         def as_tuple(value):
@@ -88,6 +93,9 @@ class TrainConfig:
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
         check_device(self.device)
+        if isinstance(self.block, bool) or not hasattr(self.block, "__index__") or self.block < 1:
+            raise SparsetopoError(f"block={self.block!r} must be a whole number of neurons per block, >= 1 "
+                                  "(1: the paper's layers; e.g. 16 for 16x16 tiles)")
         if self.backend == "sparse" and torch.device(self.device).type != "cpu":
             raise SparsetopoError(f"backend='sparse' computes on CPU only, not on device={self.device!r}: "
                                   "use backend='masked' or 'auto'")
@@ -128,10 +136,17 @@ class TrainConfig:
     def sizes(self, n_features: int, n_classes: int) -> list[int]:
         return [n_features, *self.hidden, n_classes]
 
+    def layer_blocks(self, sizes: list[int]) -> list[tuple[int, int]]:
+        """Each layer's ``(b_in, b_out)``: ``block`` on both sides, a side narrower than it one
+        block (so 300 -> 10 with block 16 has blocks of 16 x 10 and one output block)."""
+        return [(min(self.block, n_in), min(self.block, n_out)) for n_in, n_out in zip(sizes, sizes[1:])]
+
     def layer_degrees(self, sizes: list[int]) -> list[int]:
-        """The degree of each layer, None entries replaced by the layer's output count."""
+        """The degree of each layer, None entries replaced by the layer's output count (of
+        output blocks, with ``block`` > 1)."""
         degrees = self.degrees or (None,) * (len(sizes) - 1)
-        return [sizes[l + 1] if k is None else k for l, k in enumerate(degrees)]
+        outputs = [n_blocks(n_out, b_out) for n_out, (_, b_out) in zip(sizes[1:], self.layer_blocks(sizes))]
+        return [outputs[l] if k is None else k for l, k in enumerate(degrees)]
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict (tuples become lists)."""

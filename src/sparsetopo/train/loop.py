@@ -9,7 +9,8 @@ torch's are the same update written two ways (velocity ``v`` there is ``-lr * bu
 An epoch runs one of two ways, with the same batches, loss and update: the fused epoch
 (:mod:`sparsetopo.train.fused`, one numba call) when every layer is sparse, the activation is
 sigmoid, there is no dropout and the recipe is the paper's MSE with Nesterov SGD; otherwise the
-autograd loop below with the config's torch optimizer. Other losses, optimizers, the learning
+autograd loop below with the config's torch optimizer (always for block layers,
+``block`` > 1: :func:`~sparsetopo.train.recipe.autograd_only`). Other losses, optimizers, the learning
 rate schedule, the validation split and early stopping: :mod:`sparsetopo.train.recipe`.
 The result names the one that ran (``RunResult.backend``: ``fused/sparse``,
 ``autograd/masked``, ...).
@@ -50,7 +51,8 @@ def build_model(config: TrainConfig, n_features: int, n_classes: int) -> SparseM
     """The network a config describes, its topologies built from ``config.seed``."""
     sizes = config.sizes(n_features, n_classes)
     degrees = config.layer_degrees(sizes)
-    topologies = build_stack(sizes, config.construction, degrees, seed=derive_seed(config.seed, "topology"))
+    topologies = build_stack(sizes, config.construction, degrees, seed=derive_seed(config.seed, "topology"),
+                             blocks=config.layer_blocks(sizes))
     return SparseMLP(topologies, activation=config.activation, dropout=config.dropout,
                      init=config.init, seed=config.seed, backend=config.backend, output=output_layer(config),
                      device=config.device, batch_size=config.batch_size)

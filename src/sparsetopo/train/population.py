@@ -78,7 +78,7 @@ from sparsetopo.nn import ACTIVATIONS, SparseMLP, SparseIndex
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
 from sparsetopo.train.fused import batch_counts
 from sparsetopo.train.loop import build_model, run_result, split_tensors, train, training_device
-from sparsetopo.train.recipe import ADAM_BETAS, ADAM_EPS, epoch_lr, fused_applies, stop_early
+from sparsetopo.train.recipe import ADAM_BETAS, ADAM_EPS, autograd_only, epoch_lr, fused_applies, stop_early
 from sparsetopo.train.seeds import epoch_generators, epoch_order
 
 __all__ = ["ENGINES", "FUSED_ACTIVATIONS", "MEMBER_FIELDS", "STACK_FLOATS", "check_population", "members_per_stack", "population_key",
@@ -336,7 +336,8 @@ def train_population(
         Nesterov SGD), "torch" (stacked dense tensors and batched matmuls, any activation,
         loss and optimizer) or "auto" (fused when the recipe allows it, else torch). On CUDA
         (``TrainConfig.device``) the torch engine runs there and "auto" picks it; the fused
-        engine is CPU only.
+        engine is CPU only. Block networks (``block`` > 1) have no population engine: with
+        "auto" each is trained by :func:`sparsetopo.train.train`, any other engine refuses them.
     layer_kernel : how the fused engine computes each member layer: "sparse" (CSR over the
         connections), "masked" (the dense matrix times the mask, as BLAS GEMMs:
         :mod:`sparsetopo.kernels.dense`) or "auto" (per member layer, whichever the measured
@@ -356,6 +357,11 @@ def train_population(
     if engine not in ENGINES:
         raise SparsetopoError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     chosen = engine == "auto"
+    if autograd_only(configs[0]):
+        if not chosen:
+            raise SparsetopoError(f"engine={engine!r} does not compute block layers (block={configs[0].block}): "
+                                  "use engine='auto', which trains each such config with train()")
+        return _one_by_one(configs, dataset, data_dir, on_epoch)
     if engine == "auto":
         engine = "fused" if configs[0].activation in FUSED_ACTIVATIONS and fused_applies(configs[0]) else "torch"
     if engine == "fused" and configs[0].activation not in FUSED_ACTIVATIONS:
@@ -383,9 +389,7 @@ def train_population(
         if chosen and engine == "torch" and max_members == 1:
             # A stack of one is train()'s masked loop with more bookkeeping, while train() can
             # run sparse layers on the sparse kernels: hand each member to train().
-            return [train(config, dataset=dataset,
-                          on_epoch=None if on_epoch is None else (lambda record, i=i: on_epoch(i, record)))
-                    for i, config in enumerate(configs)]
+            return _one_by_one(configs, dataset, data_dir, on_epoch)
     elif isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
         raise SparsetopoError(f"max_members={max_members!r} must be a positive integer (or None to choose)")
     results: list[RunResult] = []
@@ -400,6 +404,13 @@ def train_population(
         else:
             results += _train_stack(chunk, dataset, callback)
     return results
+
+
+def _one_by_one(configs, dataset, data_dir, on_epoch) -> list[RunResult]:
+    """Each config trained by :func:`sparsetopo.train.train` (its result names that engine)."""
+    return [train(config, dataset=dataset, data_dir=data_dir,
+                  on_epoch=None if on_epoch is None else (lambda record, i=i: on_epoch(i, record)))
+            for i, config in enumerate(configs)]
 
 
 def _shuffle_orders(configs: Sequence[TrainConfig], members: Sequence[int], n: int, epoch: int) -> torch.Tensor:

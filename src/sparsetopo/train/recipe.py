@@ -46,7 +46,8 @@ import torch.nn.functional as F
 
 from sparsetopo.seeding import rng
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS", "VALIDATION_ROOT", "batch_loss",
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS", "VALIDATION_ROOT", "autograd_only",
+           "batch_loss",
            "epoch_lr", "fused_applies", "make_optimizer", "output_layer", "stop_early", "validation_split"]
 
 LOSSES = ("mse", "cross_entropy")
@@ -64,12 +65,20 @@ def output_layer(config) -> str:
     return "linear" if config.loss == "cross_entropy" else "activation"
 
 
+def autograd_only(config) -> bool:
+    """Whether only the autograd loop of :func:`sparsetopo.train.train` computes ``config``'s
+    network: block layers (``block`` > 1), which neither numba engine (fused epoch, fused
+    population) nor the population stack implements. The one place that routes them."""
+    return config.block != 1
+
+
 def fused_applies(config) -> bool:
     """Whether the fused numba engines (:mod:`sparsetopo.train.fused`, the fused population)
     implement ``config``'s recipe: they compute MSE on sigmoid outputs and the Nesterov SGD
-    update only. The learning-rate schedule, the validation split and early stopping happen
-    between epochs and work with every engine."""
-    return config.loss == "mse" and config.optimizer == "sgd_nesterov" and config.activation == "sigmoid"
+    update only, on ordinary layers (:func:`autograd_only`). The learning-rate schedule, the
+    validation split and early stopping happen between epochs and work with every engine."""
+    return (config.loss == "mse" and config.optimizer == "sgd_nesterov" and config.activation == "sigmoid"
+            and not autograd_only(config))
 
 
 def make_optimizer(config, params):
