@@ -444,3 +444,16 @@ def test_a_coordinator_read_from_stdin_is_refused_before_anything_is_created(tmp
     assert "'<stdin>' is not a file" in out.stdout and "inline executor" in out.stdout
     assert not db.exists()
 
+
+
+def test_a_spec_can_ask_for_every_run_to_train_alone(tmp_path):
+    """[sweep] population = false: the runs that would form a population train one by one
+    (their stored seconds are each their own); a value other than a boolean is refused."""
+    text = TINY.replace('departures = ["tiny networks"]', 'departures = ["tiny networks"]\npopulation = false')
+    spec = parse_spec(text, source="alone.toml")
+    assert spec.population is False and parse_spec(TINY, source="t.toml").population is True
+    run_sweep(spec, tmp_path / "alone.sqlite", executor="inline", measures=False)
+    frame = load_results(tmp_path / "alone.sqlite")
+    assert len(frame) == TINY_RUNS and set(frame.trained_with) == {"train"}
+    with pytest.raises(SparsetopoError, match=r"population='no' must be true or false"):
+        parse_spec(TINY.replace('name = "tiny"', 'name = "tiny"\npopulation = "no"'), source="bad.toml")

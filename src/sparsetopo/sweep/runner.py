@@ -160,7 +160,8 @@ def run_sweep(
         Ray. The cluster is reached and checked before the store is created: an unusable
         address raises :class:`sparsetopo.sweep.cluster.ClusterError` and leaves no file.
     chunk_size : runs per task; default sized by memory and workers (:func:`make_chunks`).
-    population : train runs sharing :func:`sparsetopo.train.population_key` together.
+    population : train runs sharing :func:`sparsetopo.train.population_key` together (unless the
+        spec's ``[sweep] population = false`` asks for one network at a time).
     measures : compute graph measures (when :mod:`sparsetopo.spectral` is available).
     add : allow a spec whose grid differs from the one(s) already in ``db_path`` (the store
         then keeps every spec it was given); without it such a call is refused, so that two
@@ -190,6 +191,7 @@ def run_sweep(
         spec_or_configs = load_spec(spec_or_configs, data_dir=data_dir)
     if isinstance(spec_or_configs, SweepSpec):
         check_dense(spec_or_configs, strict, data_dir, stacklevel=2)   # before anything is created
+        population = population and spec_or_configs.population   # a spec timing runs one at a time says so
         meta = {"spec": spec_or_configs.summary(), "spec_text": spec_or_configs.text}
         labelled = expand_recipes(spec_or_configs, data_dir=data_dir)
         configs = [config for config, _ in labelled]

@@ -93,7 +93,7 @@ GRID_AXES = ("constructions", "hidden", "degrees_in", "degrees_out", "densities_
              "degrees", "dropout", "seeds", "recipes")
 # block keys that replace a TrainConfig field (the singular names are not accepted in a block)
 GRID_REPLACES = {"construction": "constructions", "seed": "seeds"}
-SWEEP_KEYS = ("name", "description", "departures", "fallback_dataset")
+SWEEP_KEYS = ("name", "description", "departures", "fallback_dataset", "population")
 #: TrainConfig fields a [recipes.NAME] table may set: how a network is trained, not which
 #: network it is (data set, sizes, construction, degrees and seed are the grid's, and so is
 #: dropout, the paper's own variant and a grid axis).
@@ -117,6 +117,7 @@ class SweepSpec:
     text: str = ""                # the TOML text, stored with the results
     recipes: tuple[tuple[str, dict], ...] = ()   # [recipes.NAME] tables: named training recipes, in file order
     fallback_dataset: str | None = None          # used when the protocol's data set is not on this machine
+    population: bool = True       # false: every run trains alone, so its stored seconds are its own
 
     def summary(self) -> dict:
         """JSON-ready description (what the store keeps in its meta table)."""
@@ -217,6 +218,9 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "sweep")
         raise SparsetopoError(f"{where}: [sweep] fallback_dataset={fallback!r} is not a data set: choose one of "
                               f"{', '.join(DATASETS)}")
 
+    population = sweep.get("population", True)
+    if not isinstance(population, bool):
+        raise SparsetopoError(f"{where}: [sweep] population={population!r} must be true or false")
     protocol = _table(where, "protocol", data.get("protocol", {}))
     _unknown(where, "[protocol]", protocol, CONFIG_FIELDS)
     protocol = {key: _config_value(where, "[protocol]", key, value) for key, value in protocol.items()}
@@ -232,7 +236,7 @@ def parse_spec(text: str, source: str = "<string>", default_name: str = "sweep")
         blocks.append((block_name, _parse_block(where, label, block, recipes)))
     return SweepSpec(name=name, source=source, description=description, departures=tuple(departures),
                      protocol=protocol, blocks=tuple(blocks), text=text, recipes=tuple(recipes.items()),
-                     fallback_dataset=fallback)
+                     fallback_dataset=fallback, population=population)
 
 
 def _parse_recipes(where, protocol, table) -> dict[str, dict]:
