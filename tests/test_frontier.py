@@ -11,6 +11,7 @@ from sparsetopo.report import frontier, results, stats
 
 SPARSE = ["regular_rotating", "fibonacci_rotating", "random_regular", "random_edge", "butterfly"]
 DENSITIES = (0.03, 0.1, 0.3)
+HIDDEN = 320   # 80 blocks of 4, 20 of 16: block 16 cannot reach 3% (1 of 20 blocks is 5%)
 
 
 def base_accuracy(row) -> float:
@@ -20,8 +21,8 @@ def base_accuracy(row) -> float:
 def make_runs(accuracy=base_accuracy, seconds=lambda row: 10.0 * row["density_in"] / row["block"] ** 0.5 + 1,
               blocks=(1, 4, 16), constructions=SPARSE, seeds=(0, 1, 2, 3), permuted=True, noise=0.002,
               seed=0, raw=False) -> pd.DataFrame:
-    """Runs of 784-300-10 at each construction, block, density, seed and (optionally) a permuted
-    input order; block runs sit at a slightly different density, as block rounding gives."""
+    """Runs of 784-320-10 at each construction, block, density, seed and (optionally) a permuted
+    input order; block runs sit at the density their whole number of output blocks gives."""
     rng = np.random.default_rng(seed)
     rows = []
     for construction in [*constructions, "fully_connected"]:
@@ -29,9 +30,11 @@ def make_runs(accuracy=base_accuracy, seconds=lambda row: 10.0 * row["density_in
             for density in DENSITIES if construction != "fully_connected" else (1.0,):
                 for order in ("raster", "permuted") if permuted else ("raster",):
                     for s in seeds:
+                        blocks_out = -(-HIDDEN // block)
+                        k_in = max(1, int(np.floor(density * blocks_out + 0.5)))   # as sweeps round
                         row = {"run_id": f"r{len(rows)}", "position": len(rows), "status": "ok", "dataset": "fashion-mnist",
-                               "hidden": "300", "construction": construction, "block": block,
-                               "density_in": density * (1.05 if block > 1 else 1.0), "k_in": 1, "k_out": 10,
+                               "hidden": str(HIDDEN), "construction": construction, "block": block,
+                               "density_in": k_in / blocks_out, "k_in": k_in, "k_out": 10,
                                "seed": s, "dropout_in": 0.0, "dropout_hidden": 0.0, "epochs": 10,
                                "batch_size": 32, "lr": 0.5, "momentum": 0.9, "init": "glorot", "backend": "auto",
                                "permute_inputs": 7 if order == "permuted" else None, "order": order}
@@ -107,8 +110,9 @@ def test_table_matches_each_block_to_its_block_1_density(tmp_path):
     header, rows = frontier.accuracy_table(frontier._prepare(frame))
     assert header[-3:] == ["block 1", "block 4", "block 16"]
     row = next(r for r in rows if r[1] == "regular_rotating" and r[2] == "10%")
-    shift = 0.05 * np.log10(1.05)   # block runs sit at 1.05 times the density: base_accuracy's gain
-    assert row[-1].endswith(f"({100 * (shift - 0.01):+.2f})") and row[-2].endswith(f"({100 * shift:+.2f})")
+    assert row[-1].endswith("(-1.00)") and row[-2].endswith("(+0.00)")   # 10% is 8 of 80 and 2 of 20 blocks
+    sparsest = next(r for r in rows if r[1] == "regular_rotating" and r[2] == "3.12%")   # 10 of 320
+    assert sparsest[-1] == ""   # 1 of 20 blocks is 5%: no block-16 partner within the factor
 
 
 def test_the_report_gets_the_claims_the_table_and_the_figure(tmp_path):

@@ -17,10 +17,12 @@ report
   of C1-C8: supported when the interval lies wholly on the claim's side of its threshold, not
   supported when wholly on the other side, inconclusive otherwise.
 
-Equal density. A block layer's density moves in steps of one output block per input block, so
+Equal density. Densities are nominal: the input layer's ``k_in`` over its output blocks (over
+its outputs at block 1), what the run asked for (``random_edge`` realises another density with
+every seed). A block layer's density moves in steps of one output block per input block, so
 a block run is compared with the block-1 run of the same construction and architecture whose
-input-layer density is nearest, within a factor of :data:`DENSITY_MATCH`; cells without such a
-partner are left out and counted in the claim's numbers.
+nominal input density is nearest, within a factor of :data:`DENSITY_MATCH`; cells without such
+a partner are left out and counted in the claim's numbers.
 
 Rules, each on raster-order runs unless it says otherwise (``permute_inputs`` unset), all
 architectures of the store pooled:
@@ -121,10 +123,15 @@ class FrontierComparison:
 
 
 def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
-    """The columns this module reads: ``block`` (1 when absent), ``hidden`` and ``order``."""
+    """The columns this module reads: ``block`` (1 when absent), ``hidden``, ``order``, and
+    ``density_in`` replaced by the input layer's *nominal* density, ``k_in`` over the hidden
+    layer's output blocks: what the run asked for. The realised density of ``random_edge``
+    differs from seed to seed, and would split one cell into one cell per seed."""
     df = runs.copy()
     df["block"] = (df["block"] if "block" in df else pd.Series(1, index=df.index)).fillna(1).astype(int)
     df["hidden"] = df["hidden1"]
+    nominal = df["k_in"] / np.ceil(df["hidden1"] / df["block"])
+    df["density_in"] = nominal.where(nominal.notna() & df["construction"].ne(DENSE), df["density_in"])
     permuted = df["permute_inputs"].notna() if "permute_inputs" in df else pd.Series(False, index=df.index)
     df["order"] = np.where(permuted, "permuted", "raster")
     return df
