@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsetopo import SparsetopoError
 from sparsetopo.nn import SparseConv2d, SparseLinear, sparsify
 from sparsetopo.topology import build
 
@@ -120,3 +121,23 @@ def test_meta_model_sparsified_then_materialised_and_loaded(bias):
     x = example()
     with torch.no_grad():
         assert torch.equal(meta(x), kept(x))
+
+
+def test_meta_convolution_sparsified_then_materialised_and_loaded():
+    gen = torch.Generator().manual_seed(3)
+    dense = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    with torch.no_grad():
+        for p in dense.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    kept = sparsify(copy.deepcopy(dense), "random_regular", density=0.25, seed=4)
+    meta = sparsify(copy.deepcopy(dense).to("meta"), "random_regular", density=0.25, seed=4)
+    meta.to_empty(device="cpu")
+    meta.load_state_dict(dense.state_dict())
+    x = torch.randn(2, 3, 6, 6, generator=gen)
+    with torch.no_grad():
+        assert torch.equal(meta(x), kept(x))
+
+
+def test_the_sparse_backend_on_the_meta_device_is_refused_at_sparsify():
+    with pytest.raises(SparsetopoError, match="backend='sparse' computes on CPU.*meta.*use backend='masked'"):
+        sparsify(dense_net(1).to("meta"), "random_regular", density=0.25, backend="sparse")
