@@ -115,6 +115,21 @@ def test_a_file_of_format_version_1_still_loads(backend):
             torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-6)
 
 
+def test_save_and_load_never_build_a_sparse_layers_dense_weight(tmp_path, monkeypatch):
+    """state_dict() offers nn.Linear's dense view; the file needs only the connected weights."""
+    model = SparseMLP([build("random_regular", 64, 40, 8, seed=1), build("regular_rotating", 40, 10, 4)], seed=4,
+                      backend="sparse")
+    assert set(model.state_dict()) == {"layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"}
+
+    def refuse(self):
+        raise AssertionError("dense weight built")
+
+    monkeypatch.setattr(SparseLinear, "dense_weight", refuse)
+    loaded = sparsetopo.load(sparsetopo.save(model, tmp_path / "mlp.safetensors"))
+    for a, b in zip(loaded.layers, model.layers):
+        assert torch.equal(a.values, b.values)
+
+
 def test_load_into_a_meta_instance(tmp_path):
     x = torch.randn(8, 12, generator=torch.Generator().manual_seed(0))
     model = trained_a_little(sparsify(seeded(1, Custom), "fibonacci_rotating", k=3, seed=2), x).eval()

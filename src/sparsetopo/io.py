@@ -42,6 +42,7 @@ from sparsetopo.errors import SparsetopoError
 from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, read_metadata, require
 from sparsetopo.nn import SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
+from sparsetopo.nn.linear import connected_state
 from sparsetopo.nn.sparsify import SPARSE_LAYERS, decline_fused_paths, keep_frozen, layer_places, put_module, summarize
 from sparsetopo.topology import build
 
@@ -61,11 +62,7 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
     ``sparsetopo export`` (optional). Returns the path.
     """
     st = require("safetensors.torch", "sparsetopo.save")
-    layers, tensors, sparse_keys = {}, {}, set()
-    for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, SPARSE_LAYERS):
-            prefix = f"{name}." if name else ""
-            sparse_keys |= {prefix + key for key in module.state_dict()}
+    layers, tensors = {}, {}
     for name, module in model.named_modules():  # each sparse layer once, by its canonical name
         if not isinstance(module, SPARSE_LAYERS):
             continue
@@ -74,15 +71,27 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
         tensors[prefix + "values"] = module.connected_weights().detach().cpu().contiguous()
         if module.bias is not None:
             tensors[prefix + "bias"] = module.bias.detach().cpu().clone().contiguous()
-    for key, value in model.state_dict().items():
-        if key not in sparse_keys:
-            tensors[key] = value.detach().cpu().clone().contiguous()
+    with connected_state(model):   # no dense (n_out, n_in) copy of a sparse-backend layer
+        sparse_keys = _sparse_state_keys(model)
+        for key, value in model.state_dict().items():
+            if key not in sparse_keys:
+                tensors[key] = value.detach().cpu().clone().contiguous()
     info = {"format": FORMAT, "format_version": FORMAT_VERSION, "sparsetopo_version": _version(),
             "layers": layers, "architecture": describe_architecture(model),
             "input_shape": None if input_shape is None else batch_shape(input_shape)}
     with atomic_path(path) as tmp:
         st.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
     return Path(path)
+
+
+def _sparse_state_keys(model: nn.Module) -> set[str]:
+    """The ``state_dict`` keys of ``model``'s sparse layers, under every name each is reachable by."""
+    keys = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, SPARSE_LAYERS):
+            prefix = f"{name}." if name else ""
+            keys |= {prefix + key for key in module.state_dict()}
+    return keys
 
 
 def batch_shape(input_shape) -> list[int]:
@@ -279,11 +288,9 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
         model = _materialise(_install_sparse_layers(model, layers, backend, str(path)), target, path)
     decline_fused_paths(model)
 
-    sparse_keys = set()
-    for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, SPARSE_LAYERS):
-            prefix = f"{name}." if name else ""
-            sparse_keys |= {prefix + key for key in module.state_dict()}
+    with connected_state(model):
+        sparse_keys = _sparse_state_keys(model)
+        wanted = {k for k in model.state_dict() if k not in sparse_keys}
     for name, module in model.named_modules():
         if isinstance(module, SPARSE_LAYERS):
             prefix = f"{name}." if name else ""
@@ -296,7 +303,6 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
                     module.bias.copy_(_take(tensors, prefix + "bias", path))
     stored = {f"{name}.{key}" if name else key for name in layers for key in ("values", "bias")}
     rest = {k: v for k, v in tensors.items() if k not in sparse_keys and k not in stored}
-    wanted = {k for k in model.state_dict() if k not in sparse_keys}
     missing, unexpected = sorted(wanted - set(rest)), sorted(set(rest) - wanted)
     if missing or unexpected:
         raise SparsetopoError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}; "

@@ -24,6 +24,8 @@ dense twin either way; loading keeps only the connected entries (the others beco
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -81,6 +83,7 @@ class SparseLinear(DerivedMask, nn.Module):
         super().__init__()
         self.topology = topology
         self.backend = layer_backends([topology], backend, device, batch_size=batch_size)[0]
+        self._values_in_state = False   # see connected_state()
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
         self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
         if not bias:  # the kernels always add a bias: a constant zero one, not trained, not saved
@@ -183,7 +186,7 @@ class SparseLinear(DerivedMask, nn.Module):
             self._zero_bias.zero_()
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        if self.backend != "sparse":
+        if self.backend != "sparse" or self._values_in_state:
             return super()._save_to_state_dict(destination, prefix, keep_vars)
         destination[prefix + "weight"] = self.dense_weight()   # nn.Linear's view (class docstring)
         if self.bias is not None:
@@ -224,6 +227,21 @@ class SparseLinear(DerivedMask, nn.Module):
     def extra_repr(self) -> str:
         t = self.topology
         return f"{t.construction}, {t.n_in}->{t.n_out}, k={t.k}, density={t.density:.4f}, backend={self.backend}"
+
+
+@contextmanager
+def connected_state(model: nn.Module):
+    """Within it, ``model.state_dict()`` gives each sparse-backend :class:`SparseLinear`'s
+    ``values`` vector instead of the dense ``(n_out, n_in)`` weight, allocating nothing: for
+    writers that store the connected weights themselves, as :func:`sparsetopo.save` does."""
+    layers = [m for m in model.modules() if isinstance(m, SparseLinear) and m.backend == "sparse"]
+    for layer in layers:
+        layer._values_in_state = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer._values_in_state = False
 
 
 is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap, grad, ...
