@@ -430,7 +430,7 @@ def stacked_members(configs: list[TrainConfig], n_features: int, n_classes: int)
     """The members' weights then biases, stacked per layer ((P, n_in, n_out), (P, n_out)), and masks."""
     models = [build_model(c, n_features, n_classes) for c in configs]
     layers = range(len(models[0].layers))
-    weights = [torch.stack([m.layers[l].dense_weight() for m in models]) for l in layers]
+    weights = [torch.stack([m.layers[l].dense_weight().t() for m in models]) for l in layers]   # (n_in, n_out)
     biases = [torch.stack([m.layers[l].bias.detach().clone() for m in models]) for l in layers]
     masks = [torch.stack([torch.from_numpy(m.layers[l].topology.mask()).float() for m in models]) for l in layers]
     return weights + biases, masks

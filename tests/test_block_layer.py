@@ -25,18 +25,18 @@ def reference(layer, x, g):
     t = layer.topology
     weight = layer.dense_weight().clone().requires_grad_()
     bias = layer.bias.detach().clone().requires_grad_()
-    mask = torch.from_numpy(t.mask()).to(weight)
+    mask = torch.from_numpy(t.mask().T).to(weight)   # (out, in), as the weight
     x = x.detach().clone().requires_grad_()
-    y = F.linear(x, (weight * mask).t(), bias)
+    y = F.linear(x, weight * mask, bias)
     y.backward(g)
     return y, x.grad, weight.grad * mask, bias.grad
 
 
 def lifted_grad(layer):
-    """The tiles' gradient as an n_in x n_out matrix, from the layer's own index."""
+    """The tiles' gradient as an (n_out, n_in) matrix, as the dense weight, from the layer's own index."""
     t = layer.topology
-    dense = torch.zeros(t.n_in, t.n_out, dtype=layer.tiles.dtype, device=layer.tiles.device)
-    dense[torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))] = \
+    dense = torch.zeros(t.n_out, t.n_in, dtype=layer.tiles.dtype, device=layer.tiles.device)
+    dense[torch.from_numpy(t.indices.astype(np.int64)), torch.from_numpy(t.rows.astype(np.int64))] = \
         layer.tiles.grad.reshape(-1)[layer._tile_index.to(layer.tiles.device)]
     return dense
 

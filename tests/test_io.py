@@ -3,6 +3,7 @@
 import io
 import json
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 import sparsetopo
 from sparsetopo import SparsetopoError, build
 from sparsetopo.cli import main
+from sparsetopo.io import read_metadata
 from sparsetopo.nn import SparseLinear, SparseMLP, sparsify
 
 safetensors = pytest.importorskip("safetensors.torch")
@@ -92,6 +94,57 @@ def test_save_load_a_custom_class_into_an_instance(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert loaded.b.bias is None and torch.equal(loaded.norm.running_mean, model.norm.running_mean)
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.mark.parametrize("backend", [None, "masked", "sparse"])
+def test_a_file_of_format_version_1_still_loads(backend):
+    """Written before the linear layers held nn.Linear's (out, in) weight (tests/data/make_old_format_v1.py)."""
+    path = DATA / "old_format_v1.safetensors"
+    assert read_metadata(path)["format_version"] == 1
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((3, 2, 4, 4)).astype(np.float32))
+    want = torch.tensor(json.loads((DATA / "old_format_v1.json").read_text())["output"])
+    twin = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 64), nn.ReLU(),
+                         nn.Linear(64, 10))
+    for model in (sparsetopo.load(path, backend=backend), sparsetopo.load(path, model=twin, backend=backend)):
+        assert [type(m).__name__ for m in model] == ["SparseConv2d", "ReLU", "Flatten", "SparseLinear", "ReLU",
+                                                     "SparseLinear"]
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_save_and_load_never_build_a_sparse_layers_dense_weight(tmp_path, monkeypatch):
+    """state_dict() offers nn.Linear's dense view; the file needs only the connected weights."""
+    model = SparseMLP([build("random_regular", 64, 40, 8, seed=1), build("regular_rotating", 40, 10, 4)], seed=4,
+                      backend="sparse")
+    assert set(model.state_dict()) == {"layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"}
+
+    def refuse(self):
+        raise AssertionError("dense weight built")
+
+    monkeypatch.setattr(SparseLinear, "dense_weight", refuse)
+    loaded = sparsetopo.load(sparsetopo.save(model, tmp_path / "mlp.safetensors"))
+    for a, b in zip(loaded.layers, model.layers):
+        assert torch.equal(a.values, b.values)
+
+
+def test_load_into_a_meta_instance(tmp_path):
+    x = torch.randn(8, 12, generator=torch.Generator().manual_seed(0))
+    model = trained_a_little(sparsify(seeded(1, Custom), "fibonacci_rotating", k=3, seed=2), x).eval()
+    path = sparsetopo.save(model, tmp_path / "custom.safetensors")
+    with torch.device("meta"):
+        instance = Custom()
+    loaded = sparsetopo.load(path, model=instance).eval()
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with torch.device("meta"):
+        unsaved = Custom()
+    unsaved.norm.register_buffer("scale", torch.ones(12), persistent=False)
+    with pytest.raises(SparsetopoError, match="meta device.*'norm.scale' is not saved"):
+        sparsetopo.load(path, model=unsaved)
 
 
 def test_save_load_a_sparse_mlp(tmp_path):

@@ -61,7 +61,7 @@ def test_nn_has_no_optimizer_and_no_epoch_loop():
                 assert "epoch" not in node.name.lower(), (path, node.name)
 
 
-LAYERS = ["errors", "seeding", "jsonable", "atomic", "topology", "spectral", "data", "kernels", "nn", "onnx_export", "io",
+LAYERS = ["errors", "seeding", "jsonable", "atomic", "topology", "spectral", "data", "kernels", "nn", "onnx_export", "file_format", "io",
           "train",
           "sweep", "report", "cli"]
 

@@ -65,7 +65,7 @@ def test_a_permuted_run_equals_a_run_on_data_permuted_by_hand(digits, engine):
     # The same network, up to the order of the first layer's inputs: with its first layer's rows put back
     # in pixel order, it computes on the unpermuted images what the trained one computes on permuted ones.
     x = torch.as_tensor(digits.x_test)
-    weights = [layer.dense_weight() for layer in a.model.layers]
+    weights = [layer.dense_weight().t() for layer in a.model.layers]   # (in, out): h @ w
     weights[0] = weights[0][torch.from_numpy(np.argsort(perm))]
     h = x
     for w, layer in zip(weights, a.model.layers):

@@ -76,7 +76,7 @@ def test_population_members_equal_individually_trained_networks(digits, protocol
 def test_masked_weights_stay_exactly_zero(digits):
     for result in train_population(members(dropout=(0.2, 0.5)), dataset=digits):
         for layer in result.model.layers:
-            mask = torch.from_numpy(layer.topology.mask())
+            mask = torch.from_numpy(layer.topology.mask().T)   # (out, in), as the weight
             weight = layer.dense_weight()
             assert torch.all(weight[~mask] == 0.0)
             assert torch.count_nonzero(weight[mask]) == layer.topology.nnz
@@ -122,7 +122,7 @@ def test_a_diverging_member_is_frozen_without_affecting_the_others(digits, monke
             row, col = layer.topology.rows[0], layer.topology.indices[0]
             with torch.no_grad():
                 if layer.backend == "masked":
-                    layer.weight[row, col] = float("nan")
+                    layer.weight[col, row] = float("nan")   # (out, in)
                 else:                                   # sparse backend: connected weights in CSR order
                     layer.values[0] = float("nan")
         return model
@@ -264,7 +264,7 @@ def test_masked_kernel_keeps_pruned_weights_exactly_zero(mnist_shaped):
                            epochs=2, lr=0.5, limit_train=300, seed=s, dropout=(0.2, 0.5)) for s in (0, 1)]
     for result in train_population(configs, dataset=mnist_shaped, engine="fused", layer_kernel="masked"):
         for layer in result.model.layers:
-            mask = torch.from_numpy(layer.topology.mask())
+            mask = torch.from_numpy(layer.topology.mask().T)   # (out, in), as the weight
             assert torch.all(layer.dense_weight()[~mask] == 0.0)
             assert torch.count_nonzero(layer.dense_weight()[mask]) == layer.topology.nnz
 

@@ -64,9 +64,9 @@ def test_cross_entropy_gradient_matches_the_closed_form(digits):
     loss = batch_loss(config, model(x), F.one_hot(y, 10).float(), y)
     loss.backward()
 
-    (w0, b0), (w1, b1) = dense_params(model)
-    m0 = model.layers[0].mask.double().numpy()
-    m1 = model.layers[1].mask.double().numpy()
+    (w0, b0), (w1, b1) = ((w.T, b) for w, b in dense_params(model))   # (in, out): h = x @ w
+    m0 = model.layers[0].mask.double().numpy().T
+    m1 = model.layers[1].mask.double().numpy().T
     xd, yd = x.double().numpy(), y.numpy()
     h = 1 / (1 + np.exp(-(xd @ w0 + b0)))
     logits = h @ w1 + b1
@@ -79,7 +79,8 @@ def test_cross_entropy_gradient_matches_the_closed_form(digits):
     g_w0, g_b0 = (xd.T @ back) * m0, back.sum(0)
     for got, want in ((model.layers[1].weight.grad, g_w1), (model.layers[1].bias.grad, g_b1),
                       (model.layers[0].weight.grad, g_w0), (model.layers[0].bias.grad, g_b0)):
-        np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-7)
+        got = got.double().numpy()
+        np.testing.assert_allclose(got.T if got.ndim == 2 else got, want, rtol=1e-4, atol=1e-7)
 
 
 def reference_adam(config, dataset, epochs):
@@ -104,7 +105,7 @@ def reference_adam(config, dataset, epochs):
             a = x[batch]
             for l in range(len(model.layers)):
                 w, b = leaves[2 * l], leaves[2 * l + 1]
-                a = a @ (w * masks[2 * l]) + b
+                a = a @ (w * masks[2 * l]).t() + b   # weights are (out, in), as nn.Linear's
                 if l < len(model.layers) - 1:
                     a = torch.sigmoid(a)
             logp = a - torch.logsumexp(a, dim=1, keepdim=True)

@@ -47,7 +47,7 @@ def test_outputs_and_gradients_match_masked_dense(construction, n_in, n_out, bat
     assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5
     rows, cols = torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))
     assert sparse.values.grad.shape == (t.nnz,)  # the gradient exists for connections only
-    assert rel_err(sparse.values.grad, masked.weight.grad[rows, cols]) < 1e-5
+    assert rel_err(sparse.values.grad, masked.weight.grad[cols, rows]) < 1e-5
     assert torch.equal(sparse.connected_weights(), masked.connected_weights())
     assert torch.equal(sparse.dense_weight(), masked.dense_weight())
 

@@ -33,7 +33,7 @@ def assert_step_matches(t, sparse, masked, xs, xm, g):
     assert ys.shape == ym.shape and rel_err(ys, ym) < 1e-5
     ys.backward(g)
     ym.backward(g)
-    edges = (t.rows.astype(np.int64), t.indices.astype(np.int64))
+    edges = (t.indices.astype(np.int64), t.rows.astype(np.int64))   # (out, in)
     assert rel_err(xs.grad, xm.grad) < 1e-5
     assert rel_err(sparse.values.grad, masked.weight.grad[edges]) < 1e-5
     assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5

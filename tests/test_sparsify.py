@@ -107,7 +107,7 @@ def test_keep_weights_copies_the_connected_entries():
     model = sparsify(seeded(3, lambda: nn.Sequential(nn.Linear(16, 9), nn.Conv2d(4, 6, 3))), "random_edge",
                      density=0.4, seed=5, backend="sparse")
     rows, cols = (torch.from_numpy(a.astype(np.int64)) for a in (model[0].topology.rows, model[0].topology.indices))
-    assert torch.equal(model[0].values.detach(), dense[0].weight.detach().t()[rows, cols])
+    assert torch.equal(model[0].values.detach(), dense[0].weight.detach()[cols, rows])
     assert torch.equal(model[0].bias.detach(), dense[0].bias.detach())
     rows, cols = (torch.from_numpy(a.astype(np.int64)) for a in (model[1].topology.rows, model[1].topology.indices))
     assert torch.equal(model[1].connected_weights(), dense[1].weight.detach()[cols, rows])

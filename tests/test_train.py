@@ -23,7 +23,7 @@ def small(**kw):
 def test_masked_weights_stay_exactly_zero_through_momentum_and_dropout(digits):
     result = train(small(dropout=(0.2, 0.5), construction="random_regular", backend="masked"), dataset=digits)
     for layer in result.model.layers:
-        mask = torch.from_numpy(layer.topology.mask())
+        mask = torch.from_numpy(layer.topology.mask().T)   # (out, in), as the weight
         assert torch.all(layer.weight.detach()[~mask] == 0.0)
         assert torch.count_nonzero(layer.weight.detach()[mask]) == layer.topology.nnz
         assert layer.weight.grad is None or torch.all(layer.weight.grad[~mask] == 0.0)
@@ -76,6 +76,33 @@ def test_resume_after_interruption_equals_uninterrupted(digits, tmp_path):
         train(small(epochs=4, lr=0.1), dataset=digits, checkpoint_dir=tmp_path / "cut", resume=True)
 
 
+def test_resume_reads_a_checkpoint_of_in_out_weights(digits, tmp_path):
+    """Checkpoints written while masked layers held their weight (in, out) have no "layout"."""
+    cfg = small(epochs=4, dropout=(0.2, 0.5), construction="random_edge", backend="masked")
+    whole = train(cfg, dataset=digits, checkpoint_dir=tmp_path / "whole")
+
+    def kill_after_two(record):
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, dataset=digits, checkpoint_dir=tmp_path / "cut", on_epoch=kill_after_two)
+    path = tmp_path / "cut" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["layout"]
+    names = [k for k in state["model"] if k.endswith("weight")]
+    for number, key in enumerate(state["model"]):   # the optimizer numbers parameters in this order
+        if key in names:
+            state["model"][key] = state["model"][key].t().contiguous()
+            buffers = state["optimizer"]["state"][number]
+            buffers["momentum_buffer"] = buffers["momentum_buffer"].t().contiguous()
+    torch.save(state, path)
+    resumed = train(cfg, dataset=digits, checkpoint_dir=tmp_path / "cut", resume=True)
+    assert [h.test_accuracy for h in resumed.history] == [h.test_accuracy for h in whole.history]
+    for a, b in zip(whole.model.layers, resumed.model.layers):
+        assert torch.equal(a.connected_weights(), b.connected_weights())
+
+
 def test_divergence_ends_the_run_marked_diverged(digits):
     result = train(small(activation="relu", lr=1e6, epochs=5), dataset=digits)
     assert result.status == "diverged" and len(result.history) < 5
@@ -101,8 +128,9 @@ def test_sparse_linear_matches_dense_reference():
     t = build("fibonacci_rotating", 12, 7, 3)
     layer = SparseLinear(t, gen=np.random.default_rng(3))
     x = torch.randn(5, 12, generator=torch.Generator().manual_seed(0))
-    dense = layer.weight.detach().numpy() * t.mask()
-    assert np.allclose(layer(x).detach().numpy(), x.numpy() @ dense + layer.bias.detach().numpy(), atol=1e-6)
+    dense = layer.weight.detach().numpy() * t.mask().T   # (out, in), as nn.Linear's
+    assert layer.weight.shape == (7, 12)
+    assert np.allclose(layer(x).detach().numpy(), x.numpy() @ dense.T + layer.bias.detach().numpy(), atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -38,15 +38,13 @@ import torch
 from torch import nn
 
 from sparsetopo.atomic import atomic_path
-from sparsetopo.errors import SparsetopoError, pip_install
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, read_metadata, require
 from sparsetopo.nn import SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
+from sparsetopo.nn.linear import connected_state
 from sparsetopo.nn.sparsify import SPARSE_LAYERS, decline_fused_paths, keep_frozen, layer_places, put_module, summarize
-from sparsetopo.topology import CONSTRUCTIONS, build
-
-FORMAT = "sparsetopo"
-FORMAT_VERSION = 1
-METADATA_KEY = "sparsetopo"
+from sparsetopo.topology import build
 
 #: Torch layers whose constructor arguments :func:`save` records, so that :func:`load` can
 #: rebuild an ``nn.Sequential`` made of them (and of sparse layers) without the model's class.
@@ -56,13 +54,6 @@ REBUILDABLE = {cls.__name__: cls for cls in (
     nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)}
 
 
-def _require(module: str, purpose: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError:
-        raise SparsetopoError(f"{purpose} needs the '{module.split('.')[0]}' package: {pip_install('io')}") from None
-
-
 # -- save ------------------------------------------------------------------------------------
 def save(model: nn.Module, path, *, input_shape=None) -> Path:
     """Write ``model`` to ``path`` (safetensors) with only its connected weights; atomic.
@@ -70,12 +61,8 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
     ``input_shape``: the shape of one input batch (e.g. ``(1, 1, 28, 28)``), recorded for
     ``sparsetopo export`` (optional). Returns the path.
     """
-    st = _require("safetensors.torch", "sparsetopo.save")
-    layers, tensors, sparse_keys = {}, {}, set()
-    for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, SPARSE_LAYERS):
-            prefix = f"{name}." if name else ""
-            sparse_keys |= {prefix + key for key in module.state_dict()}
+    st = require("safetensors.torch", "sparsetopo.save")
+    layers, tensors = {}, {}
     for name, module in model.named_modules():  # each sparse layer once, by its canonical name
         if not isinstance(module, SPARSE_LAYERS):
             continue
@@ -84,15 +71,27 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
         tensors[prefix + "values"] = module.connected_weights().detach().cpu().contiguous()
         if module.bias is not None:
             tensors[prefix + "bias"] = module.bias.detach().cpu().clone().contiguous()
-    for key, value in model.state_dict().items():
-        if key not in sparse_keys:
-            tensors[key] = value.detach().cpu().clone().contiguous()
+    with connected_state(model):   # no dense (n_out, n_in) copy of a sparse-backend layer
+        sparse_keys = _sparse_state_keys(model)
+        for key, value in model.state_dict().items():
+            if key not in sparse_keys:
+                tensors[key] = value.detach().cpu().clone().contiguous()
     info = {"format": FORMAT, "format_version": FORMAT_VERSION, "sparsetopo_version": _version(),
             "layers": layers, "architecture": describe_architecture(model),
             "input_shape": None if input_shape is None else batch_shape(input_shape)}
     with atomic_path(path) as tmp:
         st.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
     return Path(path)
+
+
+def _sparse_state_keys(model: nn.Module) -> set[str]:
+    """The ``state_dict`` keys of ``model``'s sparse layers, under every name each is reachable by."""
+    keys = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, SPARSE_LAYERS):
+            prefix = f"{name}." if name else ""
+            keys |= {prefix + key for key in module.state_dict()}
+    return keys
 
 
 def batch_shape(input_shape) -> list[int]:
@@ -244,93 +243,6 @@ def _rebuild(description: dict, layers: dict, backend, path: str = "", dtypes: d
 
 
 # -- load ------------------------------------------------------------------------------------
-def read_metadata(path) -> dict:
-    """The sparsetopo metadata of a file written by :func:`save` (format, layers' recipes,
-    architecture, input shape), checked for format and construction versions."""
-    st = _require("safetensors", "sparsetopo.load")
-    path = Path(path)
-    if not path.is_file():
-        raise SparsetopoError(f"{path}: no such file")
-    try:
-        with st.safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for foreign files
-        raise SparsetopoError(f"{path}: not a safetensors file ({exc})") from None
-    if METADATA_KEY not in meta:
-        raise SparsetopoError(f"{path}: a safetensors file without sparsetopo metadata: write it with sparsetopo.save")
-    try:
-        info = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise SparsetopoError(f"{path}: the sparsetopo metadata is not JSON ({exc}): the file is damaged; "
-                              "write it again with sparsetopo.save") from None
-    if not isinstance(info, dict):
-        raise SparsetopoError(f"{path}: the sparsetopo metadata is a JSON {type(info).__name__}, not an object: "
-                              "the file is damaged; write it again with sparsetopo.save")
-    if info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
-        raise SparsetopoError(f"{path}: file format {info.get('format')} version {info.get('format_version')} "
-                              f"is not supported (this sparsetopo reads {FORMAT} version {FORMAT_VERSION})")
-    if not isinstance(info.get("layers"), dict):
-        raise SparsetopoError(f"{path}: the sparsetopo metadata has no 'layers' object (each sparse layer's recipe): "
-                              "the file is damaged; write it again with sparsetopo.save")
-    for name, recipe in info["layers"].items():
-        _check_recipe(path, name, recipe)
-        _check_version(path, name, recipe)
-    shape = info.get("input_shape")
-    if shape is not None and not (isinstance(shape, list) and shape
-                                  and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
-        raise SparsetopoError(f"{path}: the recorded input_shape={shape!r} is not a list of positive sizes")
-    return info
-
-
-#: Every field of a sparse layer's recipe and the types it may hold.
-RECIPE_FIELDS = {"kind": str, "construction": str, "n_in": int, "n_out": int, "k": int, "seed": (int, type(None)),
-                 "version": int, "fingerprint": str, "backend": str, "bias": bool}
-CONV_FIELDS = {"kernel_size": list, "stride": list, "padding": (list, str), "dilation": list,
-               "padding_mode": str, "bias": bool}
-
-
-def _check_recipe(path, name, recipe) -> None:
-    """A recipe as :func:`save` writes it, or SparsetopoError naming the layer and the field."""
-    label = name or "<the model itself>"
-    if not isinstance(recipe, dict):
-        raise SparsetopoError(f"{path}: the recipe of layer {label!r} is {recipe!r}, not an object")
-
-    def check(fields, where, prefix=""):
-        for field, kind in fields.items():
-            value = where.get(field)
-            if field not in where or not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise SparsetopoError(f"{path}: layer {label!r} has {prefix}{field}={value!r} in its recipe, which "
-                                      "should be " + (f"a {kind.__name__}" if isinstance(kind, type) else
-                                                      " or ".join(k.__name__ for k in kind))
-                                      + ": the file is damaged; write it again with sparsetopo.save")
-
-    check(RECIPE_FIELDS, recipe)
-    if recipe["kind"] not in ("linear", "conv2d"):
-        raise SparsetopoError(f"{path}: layer {label!r} has kind={recipe['kind']!r}: this sparsetopo reads 'linear' "
-                              "and 'conv2d' layers")
-    if recipe["kind"] == "conv2d":
-        if not isinstance(recipe.get("conv"), dict):
-            raise SparsetopoError(f"{path}: the conv2d layer {label!r} has no 'conv' arguments in its recipe")
-        check(CONV_FIELDS, recipe["conv"], "conv.")
-
-
-def _check_version(path, name, recipe) -> None:  # after _check_recipe
-    construction = recipe["construction"]
-    written = recipe.get("version")
-    label = name or "<the model itself>"
-    if construction not in CONSTRUCTIONS:
-        raise SparsetopoError(f"{path}: layer {label!r} uses construction {construction!r}, which this sparsetopo "
-                              f"does not have ({', '.join(CONSTRUCTIONS)}): upgrade sparsetopo")
-    installed = CONSTRUCTIONS[construction].version
-    if written > installed:
-        raise SparsetopoError(f"{path}: layer {label!r} was built by version {written} of {construction}, newer than "
-                              f"this sparsetopo's version {installed}: upgrade sparsetopo to load it")
-    if written < installed:
-        raise SparsetopoError(f"{path}: layer {label!r} was built by version {written} of {construction}, whose masks "
-                              f"this sparsetopo (version {installed}) no longer builds: load it with the sparsetopo "
-                              "that wrote it")
-
-
 def load(path, model: nn.Module | None = None, *, backend: str | None = None, device=None) -> nn.Module:
     """The model saved in ``path`` by :func:`save`, with identical weights and masks.
 
@@ -343,7 +255,7 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
     Raises SparsetopoError naming the file and the problem (not a sparsetopo file, another
     construction version, a model that does not match the file).
     """
-    st = _require("safetensors.torch", "sparsetopo.load")
+    st = require("safetensors.torch", "sparsetopo.load")
     info = read_metadata(path)
     layers = info["layers"]
     try:
@@ -373,14 +285,12 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
         model = _rebuild(info["architecture"], layers, backend, str(path), dtypes)
         _take_file_dtypes(model, tensors)
     else:
-        model = _install_sparse_layers(model, layers, backend, str(path))
+        model = _materialise(_install_sparse_layers(model, layers, backend, str(path)), target, path)
     decline_fused_paths(model)
 
-    sparse_keys = set()
-    for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, SPARSE_LAYERS):
-            prefix = f"{name}." if name else ""
-            sparse_keys |= {prefix + key for key in module.state_dict()}
+    with connected_state(model):
+        sparse_keys = _sparse_state_keys(model)
+        wanted = {k for k in model.state_dict() if k not in sparse_keys}
     for name, module in model.named_modules():
         if isinstance(module, SPARSE_LAYERS):
             prefix = f"{name}." if name else ""
@@ -393,7 +303,6 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
                     module.bias.copy_(_take(tensors, prefix + "bias", path))
     stored = {f"{name}.{key}" if name else key for name in layers for key in ("values", "bias")}
     rest = {k: v for k, v in tensors.items() if k not in sparse_keys and k not in stored}
-    wanted = {k for k in model.state_dict() if k not in sparse_keys}
     missing, unexpected = sorted(wanted - set(rest)), sorted(set(rest) - wanted)
     if missing or unexpected:
         raise SparsetopoError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}; "
@@ -402,6 +311,26 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
     model = model.to(target)
     model.sparsetopo_summary = summarize(model)
     return model
+
+
+def _materialise(model: nn.Module, target: torch.device, path) -> nn.Module:
+    """A model built on the ``meta`` device, given storage on ``target``: every tensor is then
+    read from the file, and the sparse layers derive their masks (:mod:`sparsetopo.nn.masking`).
+    A non-persistent buffer of another module is in no file, so such a model is refused."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if not any(t.is_meta for t in tensors):
+        return model
+    for name, module in model.named_modules():
+        if isinstance(module, SPARSE_LAYERS):
+            continue
+        unsaved = sorted(b for b in module._non_persistent_buffers_set if module._buffers.get(b) is not None)
+        if unsaved:
+            buffer = f"{name}.{unsaved[0]}" if name else unsaved[0]
+            raise SparsetopoError(f"{path}: the model is on the meta device, and its buffer {buffer!r} is not saved "
+                                  "in any file (a non-persistent buffer), so loading cannot fill it: build the "
+                                  "model on a real device (e.g. model.to_empty(device='cpu') and initialise that "
+                                  "buffer), then load")
+    return model.to_empty(device=target)
 
 
 def _take_file_dtypes(model: nn.Module, tensors) -> None:
@@ -538,7 +467,7 @@ def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torc
     """
     from sparsetopo.onnx_export import dense_summary, export_sparse, trace_to_onnx
 
-    onnx = _require("onnx", "sparsetopo.export_onnx")
+    onnx = require("onnx", "sparsetopo.export_onnx")
     if example_input is None:
         if input_shape is None:
             raise SparsetopoError("export_onnx needs input_shape (e.g. (1, 1, 28, 28)) or example_input")
@@ -589,7 +518,7 @@ def check_export_arguments(model: nn.Module, example_input: torch.Tensor, opset,
 def onnx_difference(model: nn.Module, path, example_input: torch.Tensor) -> float:
     """Largest absolute difference between ``model`` (eval mode, no gradient) and the ONNX file
     ``path`` run by onnxruntime's CPU provider on ``example_input``."""
-    ort = _require("onnxruntime", "checking an ONNX export")
+    ort = require("onnxruntime", "checking an ONNX export")
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     was_training = model.training
     model.eval()

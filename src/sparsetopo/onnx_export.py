@@ -172,8 +172,7 @@ class _Spec:
     def compute(self, x):
         layer = self.layer
         if isinstance(layer, SparseLinear):
-            y = torch.matmul(x, self.weight)
-            return y if self.bias is None else y + self.bias
+            return F.linear(x, self.weight, self.bias)
         padding = 0 if layer.padding_mode != "zeros" else layer.padding
         return F.conv2d(x, self.weight, self.bias, layer.stride, padding, layer.dilation)
 
@@ -388,7 +387,7 @@ def _linear(b: _Builder, layer: SparseLinear, x: str, y: str, rank: int, forced:
 
     if form == "dense":
         b.drop_constants()
-        weight = b.const("weight", layer.dense_weight().t().contiguous().cpu().numpy().astype(np.float32))
+        weight = b.const("weight", layer.dense_weight().cpu().numpy().astype(np.float32))
         bias = b.const("bias", layer.bias.detach().cpu().numpy().astype(np.float32)) if layer.bias is not None else None
         dense_product(None, weight, out=y)
         return LayerExport("", "linear", "dense", t.density, b.stored_bytes(), dense_bytes, note=note)

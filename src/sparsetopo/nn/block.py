@@ -6,8 +6,9 @@ computes only those tiles (:mod:`sparsetopo.nn.block_ops`: gathers and batched m
 torch, so it runs wherever torch does, CUDA included). A topology with block sizes 1 is an
 ordinary layer, one 1 x 1 tile per connection.
 
-Orientation follows :class:`~sparsetopo.nn.SparseLinear`: ``y = x W + b`` with ``W``
-``n_in x n_out``.
+Each tile is ``b_in x b_out`` (``y = x W + b`` within a tile), while :meth:`dense_weight`
+gives the whole weight as :class:`~sparsetopo.nn.SparseLinear` and ``nn.Linear`` hold it,
+``(n_out, n_in)``.
 """
 
 from __future__ import annotations
@@ -102,12 +103,13 @@ class BlockSparseLinear(nn.Module):
         flat[self._tile_index.to(flat.device)] = values.to(dtype=flat.dtype, device=flat.device)
 
     def dense_weight(self) -> torch.Tensor:
-        """The effective ``n_in x n_out`` weight, zeros where there is no connection (a copy)."""
+        """The effective weight, ``(n_out, n_in)`` as ``nn.Linear``'s, zeros where there is no
+        connection (a copy)."""
         t = self.topology
-        dense = torch.zeros(t.n_in, t.n_out, dtype=self.tiles.dtype, device=self.tiles.device)
-        rows = torch.from_numpy(t.rows.astype(np.int64)).to(self.tiles.device)
-        cols = torch.from_numpy(t.indices.astype(np.int64)).to(self.tiles.device)
-        dense[rows, cols] = self.connected_weights()
+        dense = torch.zeros(t.n_out, t.n_in, dtype=self.tiles.dtype, device=self.tiles.device)
+        outputs = torch.from_numpy(t.indices.astype(np.int64)).to(self.tiles.device)
+        inputs = torch.from_numpy(t.rows.astype(np.int64)).to(self.tiles.device)
+        dense[outputs, inputs] = self.connected_weights()
         return dense
 
     masked_weight = dense_weight
@@ -116,7 +118,7 @@ class BlockSparseLinear(nn.Module):
         """An ``nn.Linear`` computing the same function (pruned weights as zeros)."""
         t = self.topology
         dense = nn.Linear(t.n_in, t.n_out, bias=self.bias is not None, device="meta")
-        dense.weight = nn.Parameter(self.dense_weight().t().contiguous())
+        dense.weight = nn.Parameter(self.dense_weight())
         if self.bias is not None:
             dense.bias = nn.Parameter(self.bias.detach().clone())
         return dense

@@ -14,7 +14,10 @@ is the out-degree of every input *channel*, so the density is ``k / out_channels
 The computation is the masked one: ``conv2d(x, weight * mask)`` with ``weight`` shaped like
 ``nn.Conv2d``'s ``(out_channels, in_channels, kH, kW)`` and a fixed 0/1 ``mask`` of shape
 ``(out_channels, in_channels, 1, 1)``. As for the masked linear layer, the gradient of a
-pruned kernel is exactly 0, so no optimizer step without weight decay moves it off 0. The
+pruned kernel is exactly 0, so no optimizer step without weight decay moves it off 0, and a
+``weight`` loaded by ``load_state_dict`` (a dense ``nn.Conv2d`` checkpoint, say) keeps only its
+connected kernels; the mask is rebuilt from the topology on every move, ``to_empty`` included
+(:mod:`sparsetopo.nn.masking`). The
 cost is that of the dense convolution (the mask multiply is one pass over the weight):
 ``benchmarks/bench_conv.py`` measures it against ``nn.Conv2d`` and against a gathered,
 grouped form that does only the connected work (slower on CPU at the densities measured; see
@@ -37,6 +40,7 @@ from torch import nn
 
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.init import connection_std, truncated_normal
+from sparsetopo.nn.masking import DerivedMask, fill_mask
 from sparsetopo.topology import Topology
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -49,7 +53,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return tuple(check_int(name, v, 0) for v in pair)
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(DerivedMask, nn.Module):
     """``conv2d(x, weight * mask) + bias``: output channel ``j`` sees input channel ``i`` only
     when the topology connects ``i`` to ``j``.
 
@@ -101,11 +105,10 @@ class SparseConv2d(nn.Module):
         values = initial_kernels(topology, init, gen if gen is not None else np.random.default_rng(0), kh * kw)
         weight = torch.zeros(topology.n_out, topology.n_in, kh, kw)
         weight[self._edge_index] = torch.from_numpy(values).reshape(-1, kh, kw)
-        mask = torch.zeros(topology.n_out, topology.n_in, 1, 1)
-        mask[self._edge_index] = 1.0
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
-        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("mask", torch.zeros(topology.n_out, topology.n_in, 1, 1), persistent=False)
+        self.reset_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -146,6 +149,11 @@ class SparseConv2d(nn.Module):
         """``(out_channels, in_channels)`` of every connection, CSR order (by input channel):
         ``weight[edge_index()]`` is the ``(nnz, kH, kW)`` stack of connected kernels."""
         return self._edge_index
+
+    def reset_mask(self) -> None:
+        """Rebuild ``mask`` from the topology, on its current device and dtype (it is derived
+        state, not saved: :mod:`sparsetopo.nn.masking`)."""
+        fill_mask(self.mask, self._edge_index)
 
     def connected_weights(self) -> torch.Tensor:
         """The kernels of the existing connections, ``(nnz, kH, kW)`` in the topology's CSR order."""

@@ -14,24 +14,34 @@ the rule of :func:`sparsetopo.nn.backend.layer_backends` (decided per network; a
 network of one). Both backends draw the same initial
 weights from the same generator, so they train the same network up to float rounding.
 
-Orientation follows the paper and Keras: the weight is ``n_in x n_out`` and ``y = x W + b``.
+The weight has ``nn.Linear``'s shape and meaning: ``weight[j, i]`` is the connection from
+input ``i`` to output ``j``, ``(n_out, n_in)``, and ``y = x W^T + b``; the topology is the
+paper's ``n_in x n_out`` adjacency, so connection ``(i, j)`` of the topology is ``weight[j, i]``.
+Both backends offer ``nn.Linear``'s ``state_dict`` (``weight`` of shape ``(n_out, n_in)``, zeros at
+pruned connections, and ``bias``), so a checkpoint moves between a sparsified model and its
+dense twin either way; loading keeps only the connected entries (the others become exactly 0).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.backend import layer_backends
 from sparsetopo.nn.init import initial_weights
+from sparsetopo.nn.masking import DerivedMask, fill_mask
 from sparsetopo.nn.sparse_ops import SparseIndex, sparse_linear
 from sparsetopo.topology import Topology
 
 
-class SparseLinear(nn.Module):
-    """``y = x @ (W * Adj) + b`` with ``Adj`` the topology's fixed adjacency.
+class SparseLinear(DerivedMask, nn.Module):
+    """``y = x @ (W * M).T + b``: ``W`` and the fixed 0/1 ``M`` are ``(n_out, n_in)``, ``M`` the
+    topology's adjacency transposed.
 
     Parameters
     ----------
@@ -50,6 +60,22 @@ class SparseLinear(nn.Module):
         the paper's 32). It is an argument, not learnt from the first forward, because the
         backend decides which parameters the layer has (``weight`` or ``values``), and an
         optimizer is built from them before any forward runs.
+
+    Notes
+    -----
+    ``state_dict`` is ``nn.Linear``'s on both backends: ``weight`` ``(n_out, n_in)`` and
+    ``bias``. The sparse backend writes its ``values`` out as that dense matrix (zeros at pruned
+    connections; the one place it allocates ``n_in x n_out``, as a checkpoint of the dense twin
+    would) and reads back the connected entries of a ``weight``, or a ``values`` vector in CSR
+    order. The masked backend zeroes the pruned entries of a loaded ``weight``. So a dense
+    ``nn.Linear`` checkpoint loads into a sparsified model, and a sparsified model's checkpoint
+    into the dense model, on either backend. :func:`sparsetopo.save` writes only the connected
+    weights instead.
+
+    ``mask`` (and the constant zero bias of a layer without bias) is derived state, not
+    saved: it is rebuilt from the topology whenever the layer is moved or converted
+    (``.to``, ``.to_empty``, ``.half``, ...), so a layer built on the ``meta`` device and
+    materialised with ``to_empty`` computes with the right mask.
     """
 
     def __init__(self, topology: Topology, init: str = "glorot", gen: np.random.Generator | None = None,
@@ -57,6 +83,7 @@ class SparseLinear(nn.Module):
         super().__init__()
         self.topology = topology
         self.backend = layer_backends([topology], backend, device, batch_size=batch_size)[0]
+        self._values_in_state = False   # see connected_state()
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
         self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
         if not bias:  # the kernels always add a bias: a constant zero one, not trained, not saved
@@ -66,21 +93,18 @@ class SparseLinear(nn.Module):
             self.index = SparseIndex.from_topology(topology)  # built once; plain arrays, not state
             return
         self._edge_index = _edge_index(topology)
-        weight = torch.zeros(topology.n_in, topology.n_out)
+        weight = torch.zeros(topology.n_out, topology.n_in)
         weight[self._edge_index] = torch.from_numpy(values)
-        mask = torch.zeros(topology.n_in, topology.n_out)
-        mask[self._edge_index] = 1.0
         self.weight = nn.Parameter(weight)
-        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("mask", torch.zeros(topology.n_out, topology.n_in), persistent=False)
+        self.reset_mask()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         bias = self.bias if self.bias is not None else self._zero_bias
         if self.backend == "sparse":
             return sparse_linear(x, self.values, bias, self.index)
-        if x.dim() == 2:
-            return torch.addmm(bias, x, self.weight * self.mask)
-        return torch.matmul(x, self.weight * self.mask) + bias  # any leading shape, as nn.Linear
+        return F.linear(x, self.weight * self.mask, bias)
 
     def _check_input(self, x) -> None:
         """Refuse an input this layer cannot read, naming it, so that both backends fail alike
@@ -108,9 +132,10 @@ class SparseLinear(nn.Module):
                                   f"{self.weight.device}: convert one with .to()")
 
     def edge_index(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rows, cols)``: the input and output neuron of every connection (int64, CSR order),
-        for indexing an ``n_in x n_out`` weight. Kept by the masked backend; the sparse one
-        builds it on demand (its memory is meant to be its index arrays only)."""
+        """``(outputs, inputs)``: the output and input neuron of every connection (int64, in the
+        topology's CSR order, i.e. by input), for indexing the ``(n_out, n_in)`` weight:
+        ``weight[edge_index()]`` are the connected weights. Kept by the masked backend; the
+        sparse one builds it on demand (its memory is meant to be its index arrays only)."""
         return self._edge_index if self.backend == "masked" else _edge_index(self.topology)
 
     def connected_weights(self) -> torch.Tensor:
@@ -135,18 +160,53 @@ class SparseLinear(nn.Module):
     def to_dense(self) -> nn.Linear:
         """An ``nn.Linear`` computing the same function (pruned weights as zeros), e.g. for export."""
         dense = nn.Linear(self.topology.n_in, self.topology.n_out, bias=self.bias is not None, device="meta")
-        dense.weight = nn.Parameter(self.dense_weight().t().contiguous())
+        dense.weight = nn.Parameter(self.dense_weight().clone())
         if self.bias is not None:
             dense.bias = nn.Parameter(self.bias.detach().clone())
         return dense
 
     def dense_weight(self) -> torch.Tensor:
-        """The effective ``n_in x n_out`` weight (zeros where there is no connection)."""
+        """The effective weight, ``(n_out, n_in)`` as ``nn.Linear``'s (zeros where there is no
+        connection)."""
         if self.backend == "sparse":
-            dense = torch.zeros(self.topology.n_in, self.topology.n_out, dtype=self.values.dtype)
+            dense = torch.zeros(self.topology.n_out, self.topology.n_in, dtype=self.values.dtype,
+                                device=self.values.device)
             dense[self.edge_index()] = self.values.detach()
             return dense
         return (self.weight * self.mask).detach()
+
+    # -- derived state and nn.Linear's state_dict ----------------------------------------------
+    @torch.no_grad()
+    def reset_mask(self) -> None:
+        """Rebuild the derived buffers from the topology, on their current device and dtype:
+        the masked backend's ``mask`` and the zero bias of a layer without bias."""
+        if self.backend == "masked":
+            fill_mask(self.mask, self._edge_index)
+        if self.bias is None and self._zero_bias.device.type != "meta":
+            self._zero_bias.zero_()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.backend != "sparse" or self._values_in_state:
+            return super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self.dense_weight()   # nn.Linear's view (class docstring)
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "weight"
+        weight = state_dict.get(key)
+        if self.backend == "sparse" and isinstance(weight, torch.Tensor):   # masked: DerivedMask's
+            shape = (self.topology.n_out, self.topology.n_in)
+            state_dict.pop(key)
+            if tuple(weight.shape) == shape:   # its connected entries, in CSR order
+                state_dict[prefix + "values"] = weight[tuple(i.to(weight.device) for i in self.edge_index())]
+            else:
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape {tuple(weight.shape)} from "
+                                  f"checkpoint, the shape in current model is {shape} (out_features, in_features)")
+                state_dict[prefix + "values"] = self.values.detach()   # already reported: no second error
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def parameter_bytes(self) -> int:
         """Bytes held by this layer's parameters (optimizer state costs as much again per slot)."""
@@ -169,8 +229,24 @@ class SparseLinear(nn.Module):
         return f"{t.construction}, {t.n_in}->{t.n_out}, k={t.k}, density={t.density:.4f}, backend={self.backend}"
 
 
+@contextmanager
+def connected_state(model: nn.Module):
+    """Within it, ``model.state_dict()`` gives each sparse-backend :class:`SparseLinear`'s
+    ``values`` vector instead of the dense ``(n_out, n_in)`` weight, allocating nothing: for
+    writers that store the connected weights themselves, as :func:`sparsetopo.save` does."""
+    layers = [m for m in model.modules() if isinstance(m, SparseLinear) and m.backend == "sparse"]
+    for layer in layers:
+        layer._values_in_state = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer._values_in_state = False
+
+
 is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap, grad, ...
 
 
 def _edge_index(topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(topology.rows.astype(np.int64)), torch.from_numpy(topology.indices.astype(np.int64))
+    """(output, input) of every connection in CSR order: indices into an (n_out, n_in) weight."""
+    return torch.from_numpy(topology.indices.astype(np.int64)), torch.from_numpy(topology.rows.astype(np.int64))

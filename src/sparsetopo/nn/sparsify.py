@@ -433,10 +433,8 @@ def _linear_backends(linear, backend: str) -> dict[str, str]:
 def copy_dense_weights(sparse: nn.Module, dense: nn.Module) -> None:
     """Give ``sparse`` the weights of ``dense`` (an ``nn.Linear`` / ``nn.Conv2d`` of the same
     shape) at its connections, and its bias; every other weight is exactly 0 (or absent)."""
-    rows, cols = sparse.topology.rows.astype("int64"), sparse.topology.indices.astype("int64")
-    rows, cols = torch.from_numpy(rows).to(dense.weight.device), torch.from_numpy(cols).to(dense.weight.device)
-    # nn.Linear and nn.Conv2d store (out, in, ...): connection (i, j) lives at [j, i]
-    sparse.set_connected_weights(dense.weight.detach()[cols, rows])
+    # both hold torch's (out, in, ...) layout, and edge_index() indexes it
+    sparse.set_connected_weights(dense.weight.detach()[tuple(i.to(dense.weight.device) for i in sparse.edge_index())])
     if dense.bias is not None:
         sparse.bias.copy_(dense.bias.detach())
 

@@ -243,9 +243,13 @@ def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord]
     )
 
 
+#: How a checkpoint holds the masked layers' weights: nn.Linear's (out, in).
+CHECKPOINT_LAYOUT = "out_in"
+
+
 def _save_checkpoint(path: Path, config, model, optimizer, history, status) -> None:
     state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "history": [asdict(h) for h in history], "status": status}
+             "history": [asdict(h) for h in history], "status": status, "layout": CHECKPOINT_LAYOUT}
     buffer = io.BytesIO()  # torch's own file writer reports a full disk as "[enforce fail at ...]"
     torch.save(state, buffer)
     with atomic_path(path) as tmp:
@@ -266,6 +270,25 @@ def _load_checkpoint(path: Path, config, model, optimizer) -> tuple[list[EpochRe
         raise SparsetopoError(
             f"{path} was written by a different configuration; remove it or choose another --out directory"
         )
+    if state.get("layout") != CHECKPOINT_LAYOUT:
+        _from_in_out(state, model)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return [EpochRecord(**h) for h in state["history"]], state["status"]
+
+
+def _from_in_out(state: dict, model: SparseMLP) -> None:
+    """Turn a checkpoint of a sparsetopo whose masked layers held their weight ``(in, out)``
+    (one without ``layout``) into today's ``(out, in)``: each such weight and its optimizer
+    state (momentum, Adam's moments) is transposed. Sparse layers stored ``values``, read as
+    they are."""
+    names = [name for name, _ in model.named_parameters()]   # the optimizer's parameter numbers
+    for i, layer in enumerate(model.layers):
+        key = f"layers.{i}.weight"
+        if layer.backend != "masked" or key not in state["model"]:
+            continue
+        state["model"][key] = state["model"][key].t().contiguous()
+        slot = state["optimizer"]["state"].get(names.index(key), {})
+        for name, value in slot.items():
+            if isinstance(value, torch.Tensor) and value.dim() == 2:
+                slot[name] = value.t().contiguous()

@@ -144,7 +144,8 @@ class _Stack:
         self.linear_output = linear_output
         # dense_weight() and the topology's mask exist on every SparseLinear backend, so members
         # built with "sparse" or "auto" layers stack as well (the stack always computes dense).
-        self.weights = [torch.stack([m.layers[l].dense_weight() for m in models]).requires_grad_()
+        # The stack holds the topology's n_in x n_out orientation (x @ w), the layers nn.Linear's.
+        self.weights = [torch.stack([m.layers[l].dense_weight().t() for m in models]).requires_grad_()
                         for l in range(n_layers)]
         self.biases = [torch.stack([m.layers[l].bias.detach() for m in models]).unsqueeze(1).requires_grad_()
                        for l in range(n_layers)]
@@ -227,9 +228,9 @@ class _Stack:
         """Copy stack row ``row``'s parameters into ``model`` (its own SparseMLP)."""
         for layer, w, b in zip(model.layers, self.weights, self.biases):
             if layer.backend == "masked":
-                layer.weight.copy_(w[row])
+                layer.weight.copy_(w[row].t())
             else:                                 # the sparse backend keeps connected weights only
-                layer.values.copy_(w[row][layer.edge_index()])
+                layer.values.copy_(w[row].t()[layer.edge_index()])
             layer.bias.copy_(b[row, 0])
         model.eval()
 
@@ -538,7 +539,7 @@ class _FusedPopulation:
             values.append(np.concatenate([layer.connected_weights().numpy() if keep else np.zeros(0, np.float32)
                                           for layer, keep in zip(layers, csr)]).astype(np.float32))
             dense_values.append(np.concatenate([np.zeros(0, np.float32)] + [
-                layer.dense_weight().detach().numpy().ravel()   # pruned entries are 0
+                layer.dense_weight().detach().numpy().T.ravel()   # n_in x n_out row-major; pruned entries are 0
                 for layer, keep in zip(layers, csr) if not keep]).astype(np.float32))
             dense_masks.append(np.concatenate([np.zeros(0, np.float32)] + [
                 layer.topology.mask().ravel() for layer, keep in zip(layers, csr) if not keep]).astype(np.float32))
@@ -621,8 +622,8 @@ class _FusedPopulation:
         for l, layer in enumerate(model.layers):
             if self.dense[l, p]:   # back to CSR order: the connected entries of the dense matrix
                 full = self.dense_values[l][self.dense_offsets[l, p]: self.dense_offsets[l, p + 1]]
-                index = layer.edge_index()   # (row, column) of every connection, CSR order
-                values = torch.from_numpy(full.reshape(layer.topology.n_in, layer.topology.n_out).copy())[index]
+                t = layer.topology           # full is n_in x n_out: (input, output) of every connection, CSR order
+                values = torch.from_numpy(full.reshape(t.n_in, t.n_out)[t.rows, t.indices].copy())
             else:
                 values = torch.from_numpy(self.values[l][self.offsets[l, p]: self.offsets[l, p + 1]].copy())
             if layer.backend == "masked":   # pruned entries were never touched: they stay 0
