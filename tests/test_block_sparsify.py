@@ -22,8 +22,9 @@ def model(seed=0):
 
 
 def masked_reference(dense: nn.Linear, topology) -> torch.Tensor:
-    """The dense layer's weight, (in, out), times the topology's neuron-level mask."""
-    return dense.weight.detach().t() * torch.from_numpy(topology.mask()).float()
+    """The dense layer's weight, (out, in) as nn.Linear's, times the topology's neuron-level mask
+    (the topology's adjacency is (in, out), so it is transposed)."""
+    return dense.weight.detach() * torch.from_numpy(topology.mask()).float().t()
 
 
 def test_block_one_is_todays_sparsify_exactly():
@@ -53,7 +54,7 @@ def test_linear_layers_become_block_layers_with_the_dense_weights_at_their_tiles
     x = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     reference = copy.deepcopy(dense)
     for i in (2, 4):
-        reference[i].weight.data = masked_reference(dense[i], sparse[i].topology).t().contiguous()
+        reference[i].weight.data = masked_reference(dense[i], sparse[i].topology)
     reference[0] = sparse[0]   # the convolution, checked on its own below
     torch.testing.assert_close(sparse(x), reference(x), rtol=1e-5, atol=1e-5)
 
@@ -124,7 +125,7 @@ def test_a_trained_block_model_keeps_its_pruned_weights_at_zero():
         sparse(x).pow(2).mean().backward()
         opt.step()
     for i in (2, 4):
-        off = torch.from_numpy(~sparse[i].topology.mask())
+        off = torch.from_numpy(~sparse[i].topology.mask()).t()   # (out, in), as dense_weight
         assert torch.count_nonzero(sparse[i].dense_weight()[off]) == 0
         assert isinstance(sparse[i], BlockSparseLinear) and not isinstance(sparse[i], SparseLinear)
     assert np.isfinite(sparse[2].connected_weights().numpy()).all()

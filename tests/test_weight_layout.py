@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetopo import SparsetopoError
-from sparsetopo.nn import SparseConv2d, SparseLinear, sparsify
+from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, sparsify
 from sparsetopo.topology import build
 
 
@@ -42,11 +42,13 @@ def test_masked_weight_and_mask_have_nn_linear_shape_and_meaning():
 @pytest.mark.parametrize("backend", ["masked", "sparse"])
 def test_edge_index_is_out_in_on_every_layer(backend):
     t = build("random_edge", 12, 7, 3, seed=2)
-    layers = [SparseLinear(t, gen=np.random.default_rng(0), backend=backend),
-              SparseConv2d(t, 3, gen=np.random.default_rng(0))]
-    for layer in layers:
+    blocked = build("random_edge", 12, 7, 2, seed=2, block=4)
+    layers = [(t, SparseLinear(t, gen=np.random.default_rng(0), backend=backend)),
+              (t, SparseConv2d(t, 3, gen=np.random.default_rng(0))),
+              (blocked, BlockSparseLinear(blocked, gen=np.random.default_rng(0)))]
+    for topology, layer in layers:
         outputs, inputs = layer.edge_index()
-        assert np.array_equal(outputs.numpy(), t.indices) and np.array_equal(inputs.numpy(), t.rows)
+        assert np.array_equal(outputs.numpy(), topology.indices) and np.array_equal(inputs.numpy(), topology.rows)
         assert torch.equal(layer.dense_weight()[outputs, inputs], layer.connected_weights())
         assert layer.dense_weight().shape[:2] == (7, 12)
 

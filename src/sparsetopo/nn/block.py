@@ -20,6 +20,7 @@ from torch import nn
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.block_ops import BlockPlan, block_linear
 from sparsetopo.nn.init import initial_weights
+from sparsetopo.nn.linear import edge_index_of
 from sparsetopo.topology import Topology
 
 
@@ -102,14 +103,17 @@ class BlockSparseLinear(nn.Module):
         flat = self.tiles.view(-1)
         flat[self._tile_index.to(flat.device)] = values.to(dtype=flat.dtype, device=flat.device)
 
+    def edge_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(outputs, inputs)`` of every connection of the lifted topology, in its CSR order:
+        indices into the ``(n_out, n_in)`` weight, as :meth:`SparseLinear.edge_index`."""
+        return edge_index_of(self.topology)
+
     def dense_weight(self) -> torch.Tensor:
         """The effective weight, ``(n_out, n_in)`` as ``nn.Linear``'s, zeros where there is no
         connection (a copy)."""
         t = self.topology
         dense = torch.zeros(t.n_out, t.n_in, dtype=self.tiles.dtype, device=self.tiles.device)
-        outputs = torch.from_numpy(t.indices.astype(np.int64)).to(self.tiles.device)
-        inputs = torch.from_numpy(t.rows.astype(np.int64)).to(self.tiles.device)
-        dense[outputs, inputs] = self.connected_weights()
+        dense[tuple(i.to(self.tiles.device) for i in self.edge_index())] = self.connected_weights()
         return dense
 
     masked_weight = dense_weight

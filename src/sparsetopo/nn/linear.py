@@ -92,7 +92,7 @@ class SparseLinear(DerivedMask, nn.Module):
             self.values = nn.Parameter(torch.from_numpy(values))
             self.index = SparseIndex.from_topology(topology)  # built once; plain arrays, not state
             return
-        self._edge_index = _edge_index(topology)
+        self._edge_index = edge_index_of(topology)
         weight = torch.zeros(topology.n_out, topology.n_in)
         weight[self._edge_index] = torch.from_numpy(values)
         self.weight = nn.Parameter(weight)
@@ -136,7 +136,7 @@ class SparseLinear(DerivedMask, nn.Module):
         topology's CSR order, i.e. by input), for indexing the ``(n_out, n_in)`` weight:
         ``weight[edge_index()]`` are the connected weights. Kept by the masked backend; the
         sparse one builds it on demand (its memory is meant to be its index arrays only)."""
-        return self._edge_index if self.backend == "masked" else _edge_index(self.topology)
+        return self._edge_index if self.backend == "masked" else edge_index_of(self.topology)
 
     def connected_weights(self) -> torch.Tensor:
         """The weights of the existing connections, in the topology's CSR order (a copy)."""
@@ -247,6 +247,6 @@ def connected_state(model: nn.Module):
 is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap, grad, ...
 
 
-def _edge_index(topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
+def edge_index_of(topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, input) of every connection in CSR order: indices into an (n_out, n_in) weight."""
     return torch.from_numpy(topology.indices.astype(np.int64)), torch.from_numpy(topology.rows.astype(np.int64))
