@@ -147,3 +147,13 @@ def test_draw_topology_renders_a_block_layer(tmp_path):
     path = tmp_path / "blocks.png"
     draw_topology(build("regular_rotating", 64, 40, 2, block=8), path)
     assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_refuses_block_layers_and_writes_nothing(tmp_path):
+    pytest.importorskip("safetensors")
+    from sparsetopo.io import save
+
+    sparse = sparsify(model(), "random_regular", density=0.5, block=16, include=[nn.Linear])
+    with pytest.raises(SparsetopoError, match=r"does not write block layers yet \('2', '4'\).*torch.save"):
+        save(sparse, tmp_path / "b.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -40,7 +40,7 @@ from torch import nn
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, read_metadata, require
-from sparsetopo.nn import SparseConv2d, SparseLinear, SparseMLP
+from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
 from sparsetopo.nn.linear import connected_state
 from sparsetopo.nn.sparsify import SPARSE_LAYERS, decline_fused_paths, keep_frozen, layer_places, put_module, summarize
@@ -62,6 +62,11 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
     ``sparsetopo export`` (optional). Returns the path.
     """
     st = require("safetensors.torch", "sparsetopo.save")
+    blocked = [name or "<the model itself>" for name, m in model.named_modules() if isinstance(m, BlockSparseLinear)]
+    if blocked:   # its recipe has no block sizes yet: load would rebuild neuron-level layers
+        raise SparsetopoError(f"sparsetopo.save does not write block layers yet ({', '.join(map(repr, blocked[:3]))}"
+                              f"{', ...' if len(blocked) > 3 else ''}): keep them with torch.save(model.state_dict(), "
+                              "path) and load_state_dict into a model built the same way")
     layers, tensors = {}, {}
     for name, module in model.named_modules():  # each sparse layer once, by its canonical name
         if not isinstance(module, SPARSE_LAYERS):
