@@ -373,6 +373,26 @@ def bench_onnx(r: dict) -> list[str]:
     return lines
 
 
+def bench_start(r: dict) -> list[str]:
+    """Cold (numba's cache empty) against warm start of the command line and the population engine."""
+    lines = [f"{capital(r['benchmark'])}: `{r['command_timed']}`, and `train_population` of two such networks "
+             f"on one thread, each in a fresh process; medians of {r['repeats']} cold runs, each followed by a "
+             "warm run on the cache it filled. Wall and CPU (user + system) seconds of the whole process; the "
+             f"epochs are the run's own records, checked against the rule {r['first_epoch_rule']}.", ""]
+    target = r.get("targets", {}).get("cold_wall_seconds")
+    rows = []
+    for label, part in (("`sparsetopo train`", r), ("population engine", r.get("population", {}))):
+        for kind in ("cold", "warm"):
+            wall = part.get(f"{kind}_wall_seconds")
+            aim = target if kind == "cold" and part is r else None
+            rows.append([label, kind, f"{num(wall)} s", target_text("seconds", aim, lambda t: f"{short(t)} s"),
+                         met("seconds", wall, aim), f"{num(part.get(f'{kind}_cpu_seconds'))} s",
+                         ms(part.get(f"{kind}_first_epoch_seconds")), ms(part.get(f"{kind}_second_epoch_seconds")),
+                         "yes" if part.get(f"{kind}_first_epochs_clean") else "**no**"])
+    return lines + table(["what", "cache", "wall", "target", "met", "CPU", "first epoch", "second epoch",
+                          "first epoch within the rule"], rows)
+
+
 def _form(layer: dict) -> str:
     if layer["form"] == "ell":
         return f"ell to batch {layer['ell_max_batch']}"
@@ -382,7 +402,7 @@ def _form(layer: dict) -> str:
 RENDERERS = {"bench_layers": bench_layers, "bench_model": bench_model, "bench_epoch": bench_epoch,
              "bench_spectral": bench_spectral,
              "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels,
-             "bench_onnx": bench_onnx}
+             "bench_onnx": bench_onnx, "bench_start": bench_start}
 
 
 # -- the page ------------------------------------------------------------------------------------

@@ -163,6 +163,25 @@ def test_digits_shapes_ranges_and_stratified_split():
     assert "load_digits" in d.source
 
 
+def test_digits_table_is_what_load_digits_returns(monkeypatch):
+    """The CSV read without importing scikit-learn, and the fallback when the file is elsewhere."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    from sparsetopo.data import offline
+
+    x, y = load_digits(return_X_y=True)
+    table = offline._digits_table()
+    np.testing.assert_array_equal(table[0], x)
+    np.testing.assert_array_equal(table[1], y)
+    assert table[0].dtype == x.dtype and table[1].dtype == np.int64
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    fallback = offline._digits_table()
+    np.testing.assert_array_equal(fallback[0], x)
+    np.testing.assert_array_equal(fallback[1], y)
+
+
 def test_digits_split_is_seeded():
     a, b, c = load_dataset("digits", seed=3), load_dataset("digits", seed=3), load_dataset("digits", seed=4)
     np.testing.assert_array_equal(a.x_train, b.x_train)

@@ -7,6 +7,8 @@ All randomness comes from :func:`sparsetopo.seeding.rng`, so a seed fixes the re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sparsetopo.errors import SparsetopoError, check_int
@@ -39,13 +41,28 @@ def digits_arrays(seed: int = 0, test_fraction: float = 0.25):
     classes; about 42 steps of batch 32 an epoch, which makes it the quick default for demos
     and tests.
     """
-    from sklearn.datasets import load_digits  # imported late: sklearn is slow to import
-
-    x, y = load_digits(return_X_y=True)
+    x, y = _digits_table()
     x = (x / 16.0).astype(np.float32)
     y = y.astype(np.int64)
     train, test = stratified_split(y, test_fraction, seed)
     return x[train], y[train], x[test], y[test]
+
+
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """What ``sklearn.datasets.load_digits(return_X_y=True)`` returns: pixels (0..16, float64)
+    and labels, read from the CSV file scikit-learn ships them in without importing scikit-learn
+    (which takes about a second, as long as the rest of a small run's start); through
+    ``load_digits`` when the file is not where scikit-learn keeps it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    table = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if table is None or not table.is_file():
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+    data = np.loadtxt(table, delimiter=",")
+    return data[:, :-1], data[:, -1].astype(np.int64)
 
 
 def synthetic_arrays(seed: int = 0, n_train: int = 8000, n_test: int = 2000,

@@ -10,7 +10,9 @@ Nothing here imports torch; every function takes and fills numpy arrays. One job
   network at any batch size (and batch 1 in inference);
 * :mod:`.sgd`: the SGD rule with (Nesterov) momentum, as torch.optim.SGD applies it;
 * :mod:`.step`: MSE on sigmoid outputs, dropout, and the batch loop of one network
-  (:func:`~.step.train_batches`, :func:`~.step.train_epoch`);
+  (:func:`~.step.train_batches`);
+* :mod:`.predict`: a trained network's outputs (accuracy, hidden activations) for the fused
+  engines, on the training step's own kernels;
 * :mod:`.population`: many networks' batch loops at once, one member per thread;
 * :mod:`.threads`: how many chunks a parallel kernel makes, and when a layer stays serial
   (a fixed rule for the engines, a measured one per call site for :mod:`.tiled`);

@@ -57,6 +57,14 @@ def _stack_f32(typingctx, n_ty):
     return types.CPointer(types.float32)(n_ty), codegen
 
 
+# The last argument ``wide`` of the kernels the training engines call: True (the default) when a
+# call may be wider than BLOCK columns (such a batch runs block by block on strided views, its
+# weight gradient's dot products over the whole batch); None when no call is, and numba then
+# compiles no code for wider batches at all (it drops the code after a ``wide is None`` branch,
+# which raises, for a ``wide`` typed None). The engines pass None whenever their batch fits
+# (options.wide_argument), which saves about a third of the layer kernels' compile time.
+
+
 @njit(cache=True, inline="always")
 def _bounds(chunk, n_chunks, n):
     return chunk * n // n_chunks, (chunk + 1) * n // n_chunks
@@ -110,7 +118,7 @@ def _forward_block(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, si
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid):
+def _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, wide):
     nb = yt.shape[1]
     if nb == BLOCK:   # the paper's batch: a constant trip count LLVM unrolls into registers
         _forward_block(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, BLOCK)
@@ -118,6 +126,8 @@ def _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sig
     if nb < BLOCK:
         _forward_block(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, nb)
         return
+    if wide is None:  # the caller said no call is wider (see the note above _bounds)
+        raise ValueError("a batch wider than BLOCK columns with wide=None")
     for b0 in range(0, nb, BLOCK):
         _forward_block(lo, hi, xt[:, b0:b0 + BLOCK], values, bias, col_ptr, col_rows, col_perm,
                        yt[:, b0:b0 + BLOCK], sigmoid, min(BLOCK, nb - b0))
@@ -277,11 +287,13 @@ def _backward_both_block(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sig
 
 @njit(fastmath=FASTMATH, cache=True)
 def _backward_both_rows(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad,
-                        gv, buf, lr, momentum, nesterov, update):
+                        gv, buf, lr, momentum, nesterov, update, wide):
     if gxt.shape[1] <= BLOCK:
         _backward_both_block(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad,
                              gv, buf, lr, momentum, nesterov, update)
         return
+    if wide is None:  # the caller said no call is wider (see the note above _bounds)
+        raise ValueError("a batch wider than BLOCK columns with wide=None")
     # wider batches: the dot products span all blocks, so run the two kernels one after the
     # other (the input gradient first: it needs the weights before the update)
     _backward_input_rows(lo, hi, gyt, values, indptr, indices, gxt, act, sigmoid_grad)
@@ -290,22 +302,23 @@ def _backward_both_rows(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sigm
 
 # -- entry points -----------------------------------------------------------------------------
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def forward(xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, n_chunks):
+def forward(xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, n_chunks, wide=True):
     """``yt[j, :] = act(bias[j] + sum over edges (i, j) of values[e] * xt[i, :])``.
 
     Chunked over outputs (CSC order), so each output's sum belongs to one thread. ``sigmoid``
     applies the logistic function in place (the paper's activation), saving a pass in training.
+    ``wide``: see the note above ``_bounds``.
     """
     n_out = yt.shape[0]
     for c in prange(n_chunks):
         lo, hi = _bounds(c, n_chunks, n_out)
-        _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid)
+        _forward_rows(lo, hi, xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, wide)
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def forward_serial(xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid):
+def forward_serial(xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, wide=True):
     """:func:`forward` on the calling thread: for layers too small to repay a parallel launch."""
-    _forward_rows(0, yt.shape[0], xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid)
+    _forward_rows(0, yt.shape[0], xt, values, bias, col_ptr, col_rows, col_perm, yt, sigmoid, wide)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -377,29 +390,32 @@ def backward(xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad, gv, n_chu
     for c in prange(n_chunks):
         lo, hi = _bounds(c, n_chunks, n_in)
         _backward_both_rows(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad,
-                            gv, gv, np.float32(0.0), np.float32(0.0), False, False)
+                            gv, gv, np.float32(0.0), np.float32(0.0), False, False, True)
 
 
 @njit(fastmath=FASTMATH, cache=True)
 def backward_serial(xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad, gv):
     """:func:`backward` on the calling thread."""
     _backward_both_rows(0, gxt.shape[0], xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad,
-                        gv, gv, np.float32(0.0), np.float32(0.0), False, False)
+                        gv, gv, np.float32(0.0), np.float32(0.0), False, False, True)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def backward_sgd(xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad, buf, lr, momentum, nesterov, n_chunks):
+def backward_sgd(xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad, buf, lr, momentum, nesterov, n_chunks,
+                 wide=True):
     """The input gradient (with the weights before the step) and the SGD step of the connected
-    weights (as :func:`backward_values_sgd`), in one pass over the connections."""
+    weights (as :func:`backward_values_sgd`), in one pass over the connections. ``wide``: see
+    :func:`forward`."""
     n_in = gxt.shape[0]
     for c in prange(n_chunks):
         lo, hi = _bounds(c, n_chunks, n_in)
         _backward_both_rows(lo, hi, xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad,
-                            values, buf, lr, momentum, nesterov, True)
+                            values, buf, lr, momentum, nesterov, True, wide)
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def backward_sgd_serial(xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad, buf, lr, momentum, nesterov):
+def backward_sgd_serial(xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad, buf, lr, momentum, nesterov,
+                        wide=True):
     """:func:`backward_sgd` on the calling thread."""
     _backward_both_rows(0, gxt.shape[0], xt, gyt, values, indptr, indices, gxt, act, sigmoid_grad,
-                        values, buf, lr, momentum, nesterov, True)
+                        values, buf, lr, momentum, nesterov, True, wide)

@@ -9,6 +9,13 @@ FASTMATH = {"reassoc", "contract"}
 BLOCK = 32  # batch columns one accumulator holds: the paper's batch, four AVX2 registers
 UNROLL = 4  # connections per pass over the accumulator (8 is slower: register pressure)
 
+
+def wide_argument(batch: int) -> bool | None:
+    """The layer kernels' ``wide`` argument for calls of at most ``batch`` columns: None when they
+    fit in BLOCK (the code for wider batches is then not compiled, see
+    :mod:`sparsetopo.kernels.layer`), else True."""
+    return None if batch <= BLOCK else True
+
 # The population engine's choice of kernel per member layer (kernels.dense against the CSR
 # kernels of kernels.layer): seconds per connection (CSR) and per matrix entry (GEMM) of one
 # example's training step, medians over the paper grid's layer shapes and densities measured on

@@ -1,7 +1,7 @@
 """One training step of a sparse sigmoid MLP in compiled code: MSE, dropout, SGD, the batch loop.
 
 :func:`train_batches` is the body of both the sequential fused epoch
-(:mod:`sparsetopo.train.fused`, through :func:`train_epoch`) and the population engine
+(:mod:`sparsetopo.train.fused`, one call per epoch) and the population engine
 (:mod:`sparsetopo.kernels.population`), so the two cannot drift apart. The layer maths it calls
 are :mod:`sparsetopo.kernels.layer`'s; the update rule is :mod:`sparsetopo.kernels.sgd`'s.
 """
@@ -49,7 +49,7 @@ def mse_sigmoid_delta(yt, targets, rows, dt):
     return total / (nb * n_out)
 
 
-@njit(fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True, inline="always")  # a view: not worth a compiled function of its own
 def _block(buffer, offset, n_rows, nb):
     """A feature-major ``n_rows x nb`` view into a flat scratch buffer."""
     return buffer[offset: offset + n_rows * nb].reshape((n_rows, nb))
@@ -89,9 +89,9 @@ def dropout_grad(g, dropped, scale):
 def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scales, u, values, biases,
                   value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms, offsets, p,
                   dense, dense_values, dense_masks, dense_bufs, dense_offsets,
-                  parallel, lr, momentum, nesterov, n_chunks, losses):
+                  parallel, lr, momentum, nesterov, n_chunks, wide, losses):
     """Minibatch SGD on batches ``first .. stop - 1`` of one sparse sigmoid MLP, MSE on one-hot
-    targets: the body of both the sequential fused epoch (:func:`train_epoch`) and the
+    targets: the body of both the sequential fused epoch (:class:`sparsetopo.train.fused.FusedEpoch`) and the
     population engine (:mod:`sparsetopo.kernels.population`), so the two cannot drift apart.
 
     Per batch (the rows ``order[start:start + batch_size]`` of ``x``, the same batches as the
@@ -113,6 +113,15 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
     ``n_in x n_out`` weights, mask and momentum buffer are the slice
     ``dense_offsets[l, p]:dense_offsets[l, p + 1]`` of ``dense_values[l]``, ``dense_masks[l]``,
     ``dense_bufs[l]`` (its CSR slice is then empty and unused), and it runs as BLAS GEMMs.
+
+    What a call cannot use is passed as None, and is then not compiled at all: ``rates`` (with
+    ``scales`` and ``u``) when no layer drops, ``dense_values`` (with the other ``dense*``)
+    when no layer is held dense, ``parallel`` when every layer runs on the calling thread,
+    ``wide`` when no batch is wider than ``BLOCK`` (:mod:`sparsetopo.kernels.layer`; else True).
+    numba removes a branch on ``x is not None`` for an ``x`` typed None before it compiles
+    the calls inside, so each such specialisation compiles only the kernels it runs: the
+    sequential epoch of a small network compiles neither the parallel, the dense nor the
+    dropout kernels (about two thirds of this function's compile time).
     """
     n_layers = sizes.shape[0] - 1
     n = order.shape[0]
@@ -120,14 +129,14 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
     drops = False
     for l in range(n_layers + 1):
         at[l + 1] = at[l] + sizes[l] * batch_size
-        if l < n_layers and rates[l] > 0:
+        if rates is not None and l < n_layers and rates[l] > 0:
             drops = True
     act = np.empty(at[n_layers + 1], dtype=np.float32)      # every layer's activations
     delta = np.empty(at[n_layers + 1], dtype=np.float32)    # gradients to pre-activations
     dropped = np.empty(at[n_layers] if drops else 0, dtype=np.float32)  # layer inputs after dropout
     grad_size = 0                                            # a dense layer's weight gradient
     for l in range(n_layers):
-        if dense[l, p]:
+        if dense_values is not None and dense[l, p]:
             grad_size = max(grad_size, sizes[l] * sizes[l + 1])
     grad = np.empty(grad_size, dtype=np.float32)
     u_pos = 0
@@ -138,22 +147,22 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
         gather_transposed(x, rows, _block(act, at[0], sizes[0], nb))
         for l in range(n_layers):
             inp = _block(act, at[l], sizes[l], nb)
-            if rates[l] > 0:
+            if rates is not None and rates[l] > 0:
                 d = _block(dropped, at[l], sizes[l], nb)
                 dropout_inputs(inp, u, u_pos, rates[l], scales[l], d)
                 u_pos += nb * sizes[l]
                 inp = d
             lo, hi = offsets[l, p], offsets[l, p + 1]
             a_out = _block(act, at[l + 1], sizes[l + 1], nb)
-            if dense[l, p]:
+            if dense_values is not None and dense[l, p]:
                 w = dense_values[l][dense_offsets[l, p]: dense_offsets[l, p + 1]].reshape((sizes[l], sizes[l + 1]))
                 dense_forward(inp, w, biases[l][p], a_out, True)
-            elif parallel[l]:
+            elif parallel is not None and parallel[l]:
                 forward(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
-                        col_perms[l][lo:hi], a_out, True, n_chunks)
+                        col_perms[l][lo:hi], a_out, True, n_chunks, wide)
             else:
                 forward_serial(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
-                               col_perms[l][lo:hi], a_out, True)
+                               col_perms[l][lo:hi], a_out, True, wide)
         losses[step - first] = mse_sigmoid_delta(_block(act, at[n_layers], sizes[n_layers], nb), targets, rows,
                                                  _block(delta, at[n_layers], sizes[n_layers], nb))
         for l in range(n_layers - 1, -1, -1):
@@ -163,46 +172,31 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
             ip = indptrs[l][p]
             idx = indices[l][lo:hi]
             a_in = _block(act, at[l], sizes[l], nb)
-            inp = _block(dropped, at[l], sizes[l], nb) if rates[l] > 0 else a_in
+            inp = a_in
+            if rates is not None and rates[l] > 0:
+                inp = _block(dropped, at[l], sizes[l], nb)
             d_out = _block(delta, at[l + 1], sizes[l + 1], nb)
-            if dense[l, p]:
+            if dense_values is not None and dense[l, p]:
                 dlo, dhi = dense_offsets[l, p], dense_offsets[l, p + 1]
                 w = dense_values[l][dlo:dhi]
                 if l > 0:  # with the weights before the step, as autograd
                     d_in = _block(delta, at[l], sizes[l], nb)
                     dense_backward_input(d_out, w.reshape((sizes[l], sizes[l + 1])), d_in, a_in)
-                    if rates[l] > 0:
+                    if rates is not None and rates[l] > 0:
                         dropout_grad(d_in, inp, scales[l])
                 dense_values_sgd(inp, d_out, w, dense_masks[l][dlo:dhi], dense_bufs[l][dlo:dhi], grad,
                                  lr, momentum, nesterov)
             elif l > 0:  # the gradient to the inputs and the step, in one pass
                 d_in = _block(delta, at[l], sizes[l], nb)
-                if parallel[l]:
-                    backward_sgd(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, n_chunks)
+                if parallel is not None and parallel[l]:
+                    backward_sgd(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, n_chunks, wide)
                 else:
-                    backward_sgd_serial(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov)
-                if rates[l] > 0:
+                    backward_sgd_serial(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, wide)
+                if rates is not None and rates[l] > 0:
                     dropout_grad(d_in, inp, scales[l])
-            elif parallel[l]:  # the first layer needs no gradient to the data
+            elif parallel is not None and parallel[l]:  # the first layer needs no gradient to the data
                 backward_values_sgd(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov, n_chunks)
             else:
                 backward_values_sgd_serial(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov)
             bias_sgd(d_out, biases[l][p], bias_bufs[l][p], lr, momentum, nesterov)
 
-
-@njit(fastmath=FASTMATH, cache=True)
-def train_epoch(x, targets, order, batch_size, values, biases, value_bufs, bias_bufs, indptrs, indices,
-                col_ptrs, col_rows, col_perms, offsets, sizes, parallel, lr, momentum, nesterov, n_chunks, losses):
-    """One epoch of one network without dropout: :func:`train_batches` over every batch, with
-    network ``p = 0`` (``biases``, ``bias_bufs``, ``indptrs``, ``col_ptrs`` as one-row 2-D
-    views, ``offsets[l] = (0, nnz_l)``). ``losses[step]`` gets each batch's mean loss."""
-    n_layers = sizes.shape[0] - 1
-    n_batches = (order.shape[0] + batch_size - 1) // batch_size
-    rates = np.zeros(n_layers, dtype=np.float32)
-    scales = np.ones(n_layers, dtype=np.float32)
-    # no layer is held dense, so the dense arrays are never read: any float32 tuple stands in
-    no_dense = np.zeros((n_layers, 1), dtype=np.bool_)
-    train_batches(x, targets, order, 0, n_batches, batch_size, sizes, rates, scales, np.empty(0, dtype=np.float32),
-                  values, biases, value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms,
-                  offsets, 0, no_dense, value_bufs, value_bufs, value_bufs, offsets, parallel, lr, momentum,
-                  nesterov, n_chunks, losses)

@@ -75,9 +75,7 @@ def measure_epoch_times(db, densities: Sequence[float] = DENSITIES, backends: Se
     dataset = load_dataset(base.dataset, data_dir=data_dir)
     configs = timing_configs(base, densities, backends, repeats)
     rows = []
-    with _one_core():
-        for backend in backends:  # untimed warm-up: the first sparse epoch also loads compiled kernels
-            train(replace(base, backend=backend, degrees=(max(1, base.hidden[0] // 10), None)), dataset=dataset)
+    with _one_core():  # train() readies its kernels before the clock (sparsetopo.train.warmup)
         for i, config in enumerate(configs):
             result = train(config, dataset=dataset, clock=time.thread_time)   # CPU seconds: see _one_core
             row = result_row(result, "timing", measures=False)  # its backend: what ran, e.g. "fused/sparse"

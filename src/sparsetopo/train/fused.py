@@ -3,9 +3,9 @@
 With MNIST-sized layers at 1-10% density the kernels themselves take tens of microseconds a
 step, less than the Python, autograd and optimizer bookkeeping around them. So when a model
 qualifies, :func:`sparsetopo.train.train` hands the whole epoch to one numba function
-(:func:`sparsetopo.kernels.step.train_epoch`, whose body :func:`~sparsetopo.kernels.step.train_batches`
-the population engine shares): batch gather, forward with sigmoid, MSE gradient,
-backward and the SGD update in place, one call per epoch.
+(:func:`sparsetopo.kernels.step.train_batches`, which the population engine shares): batch
+gather, forward with sigmoid, MSE gradient, backward and the SGD update in place, one call per
+epoch. The trained network is evaluated by the same kernels (:meth:`FusedEpoch.outputs`).
 
 It computes what the autograd path computes: the same batches in the same order, the same
 loss (MSE, mean over batch and outputs, on sigmoid outputs) and the update of
@@ -22,7 +22,10 @@ import numpy as np
 import torch
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.kernels.step import train_epoch
+from sparsetopo.kernels.cache import load_or_compile
+from sparsetopo.kernels.options import wide_argument
+from sparsetopo.kernels.predict import layer_outputs
+from sparsetopo.kernels.step import train_batches
 from sparsetopo.kernels.threads import n_chunks, use_threads
 
 
@@ -60,11 +63,21 @@ class FusedEpoch:
         self.model = model
         self.lr = float(lr)
         self.momentum = float(momentum)
-        topologies = [layer.topology for layer in model.layers]
-        self.sizes = np.array([topologies[0].n_in] + [t.n_out for t in topologies], dtype=np.int64)
-        self.params = [(layer.values, layer.bias) for layer in model.layers]
+        layers = model.layers
+        self.sizes = np.array([layers[0].topology.n_in] + [layer.topology.n_out for layer in layers], dtype=np.int64)
+        # The kernels' layout (kernels.step.train_batches): one network is member 0, its bias
+        # and pointer arrays one-row views, its slice the whole layer. Views of the parameters,
+        # so the kernels update them in place.
+        self.values = tuple(_view(layer.values) for layer in layers)
+        self.biases = tuple(_row(_view(layer.bias)) for layer in layers)
         self.value_bufs = tuple(_view(b) for b in buffers[0::2])
-        self.bias_bufs = tuple(_view(b) for b in buffers[1::2])
+        self.bias_bufs = tuple(_row(_view(b)) for b in buffers[1::2])
+        self.indptrs = tuple(_row(layer.index.indptr) for layer in layers)
+        self.indices = tuple(layer.index.indices for layer in layers)
+        self.col_ptrs = tuple(_row(layer.index.col_ptr) for layer in layers)
+        self.col_rows = tuple(layer.index.col_rows for layer in layers)
+        self.col_perms = tuple(layer.index.col_perm for layer in layers)
+        self.offsets = np.array([[0, layer.index.nnz] for layer in layers], dtype=np.int64)
 
     @staticmethod
     def supports(model) -> bool:
@@ -82,36 +95,57 @@ class FusedEpoch:
     def run(self, x: torch.Tensor, targets: torch.Tensor, order: torch.Tensor, batch_size: int) -> float:
         """Train one epoch over ``x[order]`` in batches of ``batch_size``; return the summed loss
         (each batch's mean loss times its size), as the autograd loop accumulates it."""
-        # with momentum 0 the rule reduces to w -= lr * g, whatever the buffers hold
-        value_bufs, bias_bufs = self.value_bufs, self.bias_bufs
-        layers = self.model.layers
         n = int(order.numel())
         if n == 0:
             return 0.0
         losses = np.zeros((n + batch_size - 1) // batch_size, dtype=np.float64)
-        # train_epoch reads the population layout (kernels.step.train_batches): one network is
-        # member 0, its bias and pointer arrays one-row views, its slice the whole layer
-        train_epoch(
-            np.ascontiguousarray(x.detach().numpy(), dtype=np.float32),
-            np.ascontiguousarray(targets.detach().numpy(), dtype=np.float32),
-            order.numpy().astype(np.int64),
-            batch_size,
-            tuple(_view(v) for v, _ in self.params),
-            tuple(_row(_view(b)) for _, b in self.params),
-            value_bufs,
-            tuple(_row(b) for b in bias_bufs),
-            tuple(_row(layer.index.indptr) for layer in layers),
-            tuple(layer.index.indices for layer in layers),
-            tuple(_row(layer.index.col_ptr) for layer in layers),
-            tuple(layer.index.col_rows for layer in layers),
-            tuple(layer.index.col_perm for layer in layers),
-            np.array([[0, layer.index.nnz] for layer in layers], dtype=np.int64),
-            self.sizes,
-            np.array([use_threads(layer.index.nnz, batch_size) for layer in layers]),
-            np.float32(self.lr),
-            np.float32(self.momentum),
-            self.momentum > 0,
-            n_chunks(),
-            losses,
-        )
+        train_batches(*self.epoch_arguments(x, targets, order, batch_size, losses))
         return float(np.dot(losses, batch_counts(n, batch_size)))
+
+    def prepare(self, x: torch.Tensor, targets: torch.Tensor, batch_size: int) -> None:
+        """Load or compile the kernel :meth:`run` calls for this data and batch size, without
+        training (:func:`sparsetopo.kernels.cache.load_or_compile`): a clock started after
+        this times the epoch alone."""
+        n = int(x.shape[0])
+        losses = np.zeros(-(-n // batch_size), dtype=np.float64)
+        load_or_compile(train_batches, *self.epoch_arguments(x, targets, torch.arange(n), batch_size, losses))
+
+    def epoch_arguments(self, x: torch.Tensor, targets: torch.Tensor, order: torch.Tensor, batch_size: int,
+                        losses: np.ndarray) -> tuple:
+        """The arguments of :func:`~sparsetopo.kernels.step.train_batches` for one epoch: every
+        batch of network 0, no dropout (``rates`` None), no layer dense (``dense_values`` None),
+        so neither kind of code is compiled for it."""
+        threaded = [use_threads(nnz, batch_size) for _, nnz in self.offsets]
+        # None when every layer stays serial: that specialisation compiles no parallel kernel
+        parallel = np.array(threaded) if any(threaded) else None
+        # with momentum 0 the rule reduces to w -= lr * g, whatever the buffers hold
+        return (_features(x), np.ascontiguousarray(targets.detach().numpy(), dtype=np.float32),
+                order.numpy().astype(np.int64), 0, losses.size, batch_size, self.sizes, None, None, None,
+                self.values, self.biases, self.value_bufs, self.bias_bufs, self.indptrs, self.indices,
+                self.col_ptrs, self.col_rows, self.col_perms, self.offsets, 0, None, None, None, None, None,
+                parallel, np.float32(self.lr), np.float32(self.momentum), self.momentum > 0, n_chunks(),
+                wide_argument(batch_size), losses)
+
+    def _network(self) -> tuple:
+        """The trained network in the arguments of :mod:`sparsetopo.kernels.predict` (no layer dense)."""
+        return (self.sizes, self.values, self.biases, self.col_ptrs, self.col_rows, self.col_perms, self.offsets,
+                0, None, None, None)
+
+    def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's sigmoid outputs for ``x`` (examples x units; the output layer last), computed
+        by the kernels the network trains on (:func:`sparsetopo.kernels.predict.layer_outputs`)."""
+        out = torch.from_numpy(layer_outputs(_features(x), *self._network()))
+        return list(out.split([int(s) for s in self.sizes[1:]], dim=1))
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """The share of ``x`` the network classifies as ``y`` says: its largest output, the first
+        of equals, as the model's own evaluation (``argmax``) picks."""
+        return float((self.outputs(x)[-1].argmax(dim=1) == y).double().mean())
+
+    def hidden_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each hidden layer's sigmoid outputs for ``x`` (what the divergence rule probes)."""
+        return self.outputs(x)[:-1]
+
+
+def _features(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)

@@ -22,6 +22,7 @@ epoch, so a run resumed from its epoch checkpoint continues exactly as an uninte
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import pickle
@@ -45,6 +46,7 @@ from sparsetopo.train.fused import FusedEpoch
 from sparsetopo.train.recipe import (batch_loss, epoch_lr, fused_applies, make_optimizer, output_layer, stop_early,
                                      validation_split)
 from sparsetopo.train.seeds import epoch_generators
+from sparsetopo.train.warmup import warm_up
 
 
 def build_model(config: TrainConfig, n_features: int, n_classes: int) -> SparseMLP:
@@ -102,22 +104,30 @@ def train(
     targets = F.one_hot(y_train, n_classes).float()
 
     model = build_model(config, x_train.shape[1], n_classes).to(device)
-    optimizer = make_optimizer(config, model.parameters())
+    fusable = fused_applies(config) and FusedEpoch.supports(model)
+    checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
+    # The fused epoch updates the weights itself: a torch optimizer then only holds its momentum
+    # buffers for a checkpoint, and is not made without one (making one imports torch's compiler,
+    # about a second of a short run's start).
+    optimizer = make_optimizer(config, model.parameters()) if checkpoint is not None or not fusable else None
     history: list[EpochRecord] = []
     status = "ok"
-    checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
         history, status = _load_checkpoint(checkpoint, config, model, optimizer)
 
     fused = None
-    if fused_applies(config) and FusedEpoch.supports(model):  # the optimizer's own buffers, so checkpoints hold them either way
+    if fusable:  # the optimizer's own buffers where there is one, so checkpoints hold them either way
         fused = FusedEpoch(model, config.lr, config.momentum, momentum_buffers(optimizer, model))
+    # the fused engine evaluates on the kernels it trains with (no second set to compile)
+    evaluate = fused.accuracy if fused is not None else functools.partial(accuracy, model)
+    if status == "ok" and len(history) < config.epochs:  # compiling and loading, before any clock
+        warm_up(config, model, fused, x_train, targets, y_train)
     n = x_train.shape[0]
     for epoch in range(len(history) + 1, config.epochs + 1):
         if status != "ok" or stop_early([h.val_accuracy for h in history], config.early_stop):
             break
         lr = epoch_lr(config, epoch)   # set every epoch, so a resumed run continues the schedule
-        for group in optimizer.param_groups:
+        for group in optimizer.param_groups if optimizer is not None else ():
             group["lr"] = lr
         if fused is not None:
             fused.lr = lr
@@ -142,8 +152,8 @@ def train(
         train_loss = float(total) / n
         if not math.isfinite(train_loss):
             status = "diverged"
-        val = accuracy(model, x_val, y_val) if len(y_val) else None
-        record = EpochRecord(epoch, train_loss, accuracy(model, x_test, y_test), seconds, val)
+        val = evaluate(x_val, y_val) if len(y_val) else None
+        record = EpochRecord(epoch, train_loss, evaluate(x_test, y_test), seconds, val)
         history.append(record)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, config, model, optimizer, history, status)
@@ -151,17 +161,18 @@ def train(
             on_epoch(record)
 
     engine = "fused/sparse" if fused is not None else None
-    return run_result(config, model, history, status, x_test, y_test, started, engine)
+    return run_result(config, model, history, status, x_test, y_test, started, engine, fused)
 
 
-def momentum_buffers(optimizer: torch.optim.SGD, model: SparseMLP) -> list[torch.Tensor]:
+def momentum_buffers(optimizer: torch.optim.SGD | None, model: SparseMLP) -> list[torch.Tensor]:
     """Each parameter's momentum buffer (weights then bias, layer by layer), created as zeros in
     the optimizer's state when missing: zeros give ``buf = g`` on the first step, as torch's first
-    step does, and living there they are checkpointed and resumed like the autograd path's."""
+    step does, and living there they are checkpointed and resumed like the autograd path's.
+    Without an optimizer (a fused run that saves no checkpoint): fresh zeros."""
     buffers = []
     for layer in model.layers:
         for p in (layer.values, layer.bias):
-            state = optimizer.state[p]
+            state = optimizer.state[p] if optimizer is not None else {}
             if state.get("momentum_buffer") is None:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
             buffers.append(state["momentum_buffer"])
@@ -220,19 +231,25 @@ def _shared_tensor(array, dtype: torch.dtype) -> torch.Tensor:
 
 
 def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord], status: str,
-               x_test: torch.Tensor, y_test: torch.Tensor, started: float, engine: str | None = None) -> RunResult:
+               x_test: torch.Tensor, y_test: torch.Tensor, started: float, engine: str | None = None,
+               fused: FusedEpoch | None = None) -> RunResult:
     """The RunResult of a finished run whose trained network is ``model`` (shared with population training).
 
     ``engine``: what computed every layer, as ``engine/kernel`` (``"fused/sparse"``,
     ``"fused-population/sparse"``, ...); None means the autograd loop, each layer on its own
-    backend (``"autograd/masked"``, ``"autograd/sparse"``).
+    backend (``"autograd/masked"``, ``"autograd/sparse"``). ``fused``: the fused epoch that
+    trained ``model``, whose kernels then evaluate it; None: the model's own forward.
     """
-    reason = divergence_reason(history, model, x_test)
+    reason = divergence_reason(history, model, x_test, fused.hidden_outputs if fused is not None else None)
+    if history:
+        test_accuracy = history[-1].test_accuracy
+    else:
+        test_accuracy = fused.accuracy(x_test, y_test) if fused is not None else accuracy(model, x_test, y_test)
     return RunResult(
         config=config,
         status="diverged" if reason else status,
         reason=reason,
-        test_accuracy=history[-1].test_accuracy if history else accuracy(model, x_test, y_test),
+        test_accuracy=test_accuracy,
         history=history,
         weight_stats=model.weight_stats(),
         parameters=model.parameter_count(),

@@ -72,7 +72,8 @@ import torch.nn.functional as F
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels import population as kernels
-from sparsetopo.kernels.options import prefers_dense
+from sparsetopo.kernels.cache import load_or_compile
+from sparsetopo.kernels.options import prefers_dense, wide_argument
 from sparsetopo.kernels.threads import member_threads
 from sparsetopo.nn import ACTIVATIONS, SparseMLP, SparseIndex
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
@@ -556,6 +557,8 @@ class _FusedPopulation:
         self.col_ptr, self.col_rows, self.col_perm = tuple(col_ptr), tuple(col_rows), tuple(col_perm)
         self.dense_values, self.dense_masks = tuple(dense_values), tuple(dense_masks)
         self.dense_bufs = tuple(np.zeros_like(v) for v in dense_values)
+        if not self.dense.any():   # None: the kernels' specialisation without the dense layer code
+            self.dense_values = self.dense_masks = self.dense_bufs = None
 
     def kernels(self, p: int) -> list[str]:
         """Member ``p``'s kernel per layer: ``"masked"`` (dense GEMMs) or ``"sparse"`` (CSR)."""
@@ -579,7 +582,7 @@ class _FusedPopulation:
         n_batches = counts.size
         losses = np.zeros((len(members), n_batches), dtype=np.float64)
         seconds = np.zeros(len(members), dtype=np.float64)
-        rates32 = np.array(rates, dtype=np.float32)
+        rates32 = np.array(rates, dtype=np.float32) if uniforms is not None else None  # None: nothing drops
         scales = np.array([1.0 - r for r in rates], dtype=np.float32)  # torch divides by float32(1 - rate)
         per_example = int(sum(s for s, r in zip(self.sizes, rates) if r > 0))
         if uniforms is None:
@@ -595,14 +598,15 @@ class _FusedPopulation:
             for first, stop in chunks:
                 u = np.empty((len(members), 0), dtype=np.float32) if uniforms is None else uniforms(first, stop)
                 for rows in groups:
+                    args = (x, targets, orders[rows], members[rows], first, stop, batch_size, self.sizes, rates32,
+                            scales, u[rows], self.values, self.bufs, self.biases, self.bias_bufs,
+                            self.indptr, self.indices, self.col_ptr, self.col_rows, self.col_perm, self.offsets,
+                            self.dense, self.dense_values, self.dense_masks, self.dense_bufs, self.dense_offsets,
+                            np.float32(lr), np.float32(momentum), momentum > 0, wide_argument(batch_size),
+                            losses[rows, first:stop])
+                    load_or_compile(kernels.population_batches, *args)  # before the clock (train.warmup)
                     tick = clock()
-                    kernels.population_batches(
-                        x, targets, orders[rows], members[rows], first, stop, batch_size, self.sizes, rates32,
-                        scales, u[rows], self.values, self.bufs, self.biases, self.bias_bufs,
-                        self.indptr, self.indices, self.col_ptr, self.col_rows, self.col_perm, self.offsets,
-                        self.dense, self.dense_values, self.dense_masks, self.dense_bufs,
-                        self.dense_offsets, np.float32(lr), np.float32(momentum), momentum > 0,
-                        losses[rows, first:stop])
+                    kernels.population_batches(*args)
                     elapsed = clock() - tick
                     # one thread: this member's own time; more: the members' share of the cores
                     seconds[rows] += elapsed if threads == 1 else elapsed * threads / len(members)
