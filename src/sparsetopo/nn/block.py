@@ -21,6 +21,7 @@ from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.block_ops import BlockPlan, block_linear
 from sparsetopo.nn.init import initial_weights
 from sparsetopo.nn.linear import edge_index_of
+from sparsetopo.nn.masking import dense_twin
 from sparsetopo.topology import Topology
 
 
@@ -121,11 +122,7 @@ class BlockSparseLinear(nn.Module):
     def to_dense(self) -> nn.Linear:
         """An ``nn.Linear`` computing the same function (pruned weights as zeros)."""
         t = self.topology
-        dense = nn.Linear(t.n_in, t.n_out, bias=self.bias is not None, device="meta")
-        dense.weight = nn.Parameter(self.dense_weight())
-        if self.bias is not None:
-            dense.bias = nn.Parameter(self.bias.detach().clone())
-        return dense
+        return dense_twin(nn.Linear(t.n_in, t.n_out, bias=self.bias is not None, device="meta"), self)
 
     def extra_repr(self) -> str:
         t = self.topology

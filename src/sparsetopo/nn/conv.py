@@ -40,7 +40,7 @@ from torch import nn
 
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.init import connection_std, truncated_normal
-from sparsetopo.nn.masking import DerivedMask, fill_mask
+from sparsetopo.nn.masking import DerivedMask, dense_twin, fill_mask
 from sparsetopo.topology import Topology
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -181,13 +181,9 @@ class SparseConv2d(DerivedMask, nn.Module):
 
     def to_dense(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` computing the same function (pruned kernels as zeros), e.g. for export."""
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, bias=self.bias is not None, padding_mode=self.padding_mode,
-                         device="meta")
-        conv.weight = nn.Parameter(self.dense_weight().clone())
-        if self.bias is not None:
-            conv.bias = nn.Parameter(self.bias.detach().clone())
-        return conv
+        return dense_twin(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                                    self.padding, self.dilation, bias=self.bias is not None,
+                                    padding_mode=self.padding_mode, device="meta"), self)
 
     def extra_repr(self) -> str:
         t = self.topology

@@ -34,7 +34,7 @@ from torch import nn
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.backend import layer_backends
 from sparsetopo.nn.init import initial_weights
-from sparsetopo.nn.masking import DerivedMask, fill_mask
+from sparsetopo.nn.masking import DerivedMask, dense_twin, fill_mask
 from sparsetopo.nn.sparse_ops import SparseIndex, sparse_linear
 from sparsetopo.topology import Topology
 
@@ -159,11 +159,8 @@ class SparseLinear(DerivedMask, nn.Module):
 
     def to_dense(self) -> nn.Linear:
         """An ``nn.Linear`` computing the same function (pruned weights as zeros), e.g. for export."""
-        dense = nn.Linear(self.topology.n_in, self.topology.n_out, bias=self.bias is not None, device="meta")
-        dense.weight = nn.Parameter(self.dense_weight().clone())
-        if self.bias is not None:
-            dense.bias = nn.Parameter(self.bias.detach().clone())
-        return dense
+        return dense_twin(nn.Linear(self.topology.n_in, self.topology.n_out, bias=self.bias is not None,
+                                    device="meta"), self)
 
     def dense_weight(self) -> torch.Tensor:
         """The effective weight, ``(n_out, n_in)`` as ``nn.Linear``'s (zeros where there is no

@@ -1,4 +1,4 @@
-"""What the masked layers share: a ``mask`` derived from the topology, and ``weight`` masked on load.
+"""What the masked layers share: a ``mask`` derived from the topology, ``weight`` masked on load, a dense twin.
 
 :class:`~sparsetopo.nn.SparseLinear` (masked backend) and :class:`~sparsetopo.nn.SparseConv2d`
 hold a dense ``weight`` shaped as torch's layer's, ``(out, in, ...)``, and a fixed 0/1 ``mask``
@@ -52,3 +52,12 @@ def fill_mask(mask: torch.Tensor, edge_index) -> None:
     if mask.device.type != "meta":
         mask.zero_()
         mask[edge_index] = 1.0
+
+
+def dense_twin(dense: torch.nn.Module, layer: torch.nn.Module) -> torch.nn.Module:
+    """``dense`` (torch's layer of ``layer``'s shape, built on ``meta``) given ``layer``'s effective
+    weight (pruned entries as zeros) and bias as its own parameters: the layer's dense twin."""
+    dense.weight = torch.nn.Parameter(layer.dense_weight().clone())
+    if layer.bias is not None:
+        dense.bias = torch.nn.Parameter(layer.bias.detach().clone())
+    return dense
