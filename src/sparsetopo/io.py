@@ -43,7 +43,8 @@ from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, read_me
 from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
 from sparsetopo.nn.linear import connected_state
-from sparsetopo.nn.sparsify import SPARSE_LAYERS, decline_fused_paths, keep_frozen, layer_places, put_module, summarize
+from sparsetopo.nn.sparsify import (SPARSE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
+                                    layer_sizes, put_module, summarize)
 from sparsetopo.topology import build
 
 #: Torch layers whose constructor arguments :func:`save` records, so that :func:`load` can
@@ -407,8 +408,7 @@ def _install_sparse_layers(model, layers, backend, path):
         if name not in places:
             raise SparsetopoError(f"{path}: layer {name!r} of the model is a {type(current).__name__}, "
                                   f"not the nn.Linear / nn.Conv2d the file's {recipe['kind']} layer replaces")
-        sizes = (current.in_features, current.out_features) if isinstance(current, nn.Linear) else \
-            (current.in_channels, current.out_channels)
+        sizes = layer_sizes(current)
         if sizes != (recipe["n_in"], recipe["n_out"]):
             raise SparsetopoError(f"{path}: layer {name!r} is {sizes[0]}->{sizes[1]} in the model but "
                                   f"{recipe['n_in']}->{recipe['n_out']} in the file")
@@ -422,7 +422,7 @@ def _install_sparse_layers(model, layers, backend, path):
 def _check_same_layer(path, name, current: nn.Module, recipe) -> None:
     """The model's dense layer has the file's kind, bias and (convolution) arguments."""
     label = name or "<the model itself>"
-    kind = "linear" if isinstance(current, nn.Linear) else "conv2d"
+    kind = "linear" if is_linear(current) else "conv2d"
     if kind != recipe["kind"]:
         raise SparsetopoError(f"{path}: layer {label!r} is an {type(current).__name__} in the model but a "
                               f"{recipe['kind']} layer in the file")

@@ -41,6 +41,20 @@ from sparsetopo.topology.blocks import n_blocks
 #: The module types sparsify replaces (exactly these types: a subclass such as the output
 #: projection inside nn.MultiheadAttention is read by its owner's functional code, not called).
 REPLACEABLE = (nn.Linear, nn.Conv2d)
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """Hugging Face ``transformers``' ``Conv1D`` (GPT-2 and its family): a linear layer that
+    stores its weight ``(in, out)`` and computes ``x @ weight + bias``. Recognised by its class
+    name and shape (``nf`` outputs), so ``transformers`` is not a dependency."""
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and isinstance(getattr(module, "nf", None), int)
+            and isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[1] == module.nf)
+
+
+def is_linear(module: nn.Module) -> bool:
+    """A layer sparsify replaces by a (block) sparse linear layer: ``nn.Linear`` or ``Conv1D``."""
+    return isinstance(module, nn.Linear) or is_transposed_linear(module)
 SPARSE_LAYERS = (SparseLinear, SparseConv2d)
 #: Every layer sparsify makes, block layers included: what its summaries count as sparse.
 #: (SPARSE_LAYERS, without block layers, is what the file format of sparsetopo.io writes.)
@@ -53,6 +67,10 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
              exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot",
              strict: bool = False, block: int | tuple[int, int] = 1) -> nn.Module:
     """Replace the selected ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by sparse ones.
+
+    Hugging Face ``transformers``' ``Conv1D`` (GPT-2's attention and MLP projections), a linear
+    layer that stores its weight ``(in, out)``, is replaced as an ``nn.Linear`` is: the same
+    bipartite graph from its ``nx`` inputs to its ``nf`` outputs, its weights carried over.
 
     Parameters
     ----------
@@ -139,7 +157,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         refusal = _tie(model, places, name) or _unsupported(name, module)
         topology = None
         if refusal is None:
-            n_in, n_out = _sizes(module)
+            n_in, n_out = layer_sizes(module)
             sizes = (min(block[0], n_in), min(block[1], n_out))
             topology, refusal = _topology(name, construction, n_in, n_out, density, k, seed, sizes)
         if refusal is not None:
@@ -152,14 +170,14 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     if not plans:
         raise SparsetopoError("nothing to sparsify: every selected layer stays dense: " + "; ".join(refusals))
 
-    linear = [(name, module, t) for name, module, t in plans if isinstance(module, nn.Linear) and not t.is_blocked]
+    linear = [(name, module, t) for name, module, t in plans if is_linear(module) and not t.is_blocked]
     linear_backends = _linear_backends(linear, backend)
     replacements = {}
     for name, module, topology in plans:
         gen = rng(seed, "init", name)
-        if isinstance(module, nn.Linear) and topology.is_blocked:
+        if is_linear(module) and topology.is_blocked:
             new = BlockSparseLinear(topology, init=init, gen=gen, bias=module.bias is not None)
-        elif isinstance(module, nn.Linear):
+        elif is_linear(module):
             new = SparseLinear(topology, init=init, gen=gen, backend=linear_backends[name],
                                bias=module.bias is not None)
         else:
@@ -198,7 +216,7 @@ def summary(model: nn.Module) -> Coverage:
 
 def _default_reason(module: nn.Module) -> tuple[str, bool]:
     """Why a weight layer sparsify recorded nothing for is dense, and whether the user chose it."""
-    if type(module) in REPLACEABLE:
+    if type(module) in REPLACEABLE or is_transposed_linear(module):
         return "not sparsified", True
     if isinstance(module, REPLACEABLE):
         return (f"{type(module).__name__} subclasses {type(module).__mro__[1].__name__}; its owner reads its "
@@ -290,7 +308,7 @@ def layer_places(model: nn.Module) -> dict[str, tuple[nn.Module, list[str]]]:
     layer shared by two parents is one layer, replaced at both places by one sparse layer."""
     places: dict[int, tuple[str, nn.Module, list[str]]] = {}
     for path, module in model.named_modules(remove_duplicate=False):
-        if type(module) in REPLACEABLE or _parametrized_layer(module):
+        if type(module) in REPLACEABLE or _parametrized_layer(module) or is_transposed_linear(module):
             entry = places.setdefault(id(module), (path, module, []))
             entry[2].append(path)
     return {name: (module, paths) for name, module, paths in places.values()}
@@ -365,9 +383,12 @@ def _unsupported(name: str, module: nn.Module) -> _Refusal | None:
     return None
 
 
-def _sizes(module: nn.Module) -> tuple[int, int]:
+def layer_sizes(module: nn.Module) -> tuple[int, int]:
+    """``(n_in, n_out)`` of a layer sparsify replaces: features, or channels for a convolution."""
     if isinstance(module, nn.Conv2d):
         return module.in_channels, module.out_channels
+    if is_transposed_linear(module):
+        return tuple(module.weight.shape)
     return module.in_features, module.out_features
 
 
@@ -431,10 +452,11 @@ def _linear_backends(linear, backend: str) -> dict[str, str]:
 
 @torch.no_grad()
 def copy_dense_weights(sparse: nn.Module, dense: nn.Module) -> None:
-    """Give ``sparse`` the weights of ``dense`` (an ``nn.Linear`` / ``nn.Conv2d`` of the same
-    shape) at its connections, and its bias; every other weight is exactly 0 (or absent)."""
-    # both hold torch's (out, in, ...) layout, and edge_index() indexes it
-    sparse.set_connected_weights(dense.weight.detach()[tuple(i.to(dense.weight.device) for i in sparse.edge_index())])
+    """Give ``sparse`` the weights of ``dense`` (an ``nn.Linear`` / ``nn.Conv2d`` / ``Conv1D`` of
+    the same shape) at its connections, and its bias; every other weight is exactly 0 (or absent)."""
+    # edge_index() indexes torch's (out, in, ...) layout; Conv1D holds (in, out)
+    weight = dense.weight.detach().t() if is_transposed_linear(dense) else dense.weight.detach()
+    sparse.set_connected_weights(weight[tuple(i.to(weight.device) for i in sparse.edge_index())])
     if dense.bias is not None:
         sparse.bias.copy_(dense.bias.detach())
 
