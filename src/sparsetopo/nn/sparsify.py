@@ -152,9 +152,10 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     refusals: list[str] = []
     selected = _select(places, include, exclude, dense)
     plans = []
+    owners = _parameter_owners(model)
     for name in selected:
         module = places[name][0]
-        refusal = _tie(model, places, name) or _unsupported(name, module)
+        refusal = _tie(owners, places, name) or _unsupported(name, module)
         topology = None
         if refusal is None:
             n_in, n_out = layer_sizes(module)
@@ -242,21 +243,30 @@ class _Refusal(NamedTuple):
     message: str
 
 
-def _tie(model: nn.Module, places, name: str) -> _Refusal | None:
+def _parameter_owners(model: nn.Module) -> dict[int, list[str]]:
+    """Every dotted path under which each parameter of ``model`` is reachable, by ``id``."""
+    owners: dict[int, list[str]] = {}
+    for path, owner in model.named_modules(remove_duplicate=False):
+        for q, param in owner.named_parameters(recurse=False, remove_duplicate=False):
+            where = owners.setdefault(id(param), [])
+            full = f"{path}.{q}" if path else q
+            if full not in where:
+                where.append(full)
+    return owners
+
+
+def _tie(owners: dict[int, list[str]], places, name: str) -> _Refusal | None:
     """A selected layer whose weight or bias is also another module's parameter (tied weights,
     e.g. an embedding tied to the output layer). One mask cannot serve both ends (an embedding
-    reads the matrix by rows, a layer by connections), so the rule is: both ends stay dense."""
+    reads the matrix by rows, a layer by connections), so the rule is: both ends stay dense.
+    ``owners`` is :func:`_parameter_owners` of the model, built once per call."""
     module, paths = places[name]
     for pname in ("weight", "bias"):
         param = getattr(module, pname, None)
         if param is None:
             continue
         mine = {f"{p}.{pname}" if p else pname for p in paths}
-        others = [f"{path}.{q}" if path else q
-                  for path, owner in model.named_modules(remove_duplicate=False)
-                  for q, other in owner.named_parameters(recurse=False, remove_duplicate=False)
-                  if other is param]
-        others = [o for o in dict.fromkeys(others) if o not in mine]
+        others = [o for o in owners.get(id(param), []) if o not in mine]
         if others:
             label = name or "<the model itself>"
             other = others[0].rpartition(".")[0] or "<the model itself>"
