@@ -290,15 +290,21 @@ def test_a_ctrl_c_while_the_forkserver_starts_is_held_not_lost():
     child_code = ("import os, signal, sys, time; sys.stdout.write('up\\n'); sys.stdout.flush(); "
                   "time.sleep(1.5); print('survived')")
     reached = False
-    with pytest.raises(KeyboardInterrupt):
-        with _sigint_held():
-            child = subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.PIPE, text=True)
-            assert child.stdout.readline().strip() == "up"
-            os.kill(child.pid, signal.SIGINT)
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)   # Ctrl-C now
-            time.sleep(0.3)   # held: nothing is raised in here
-            reached = True
-        time.sleep(1.0)       # delivered as soon as the block ends
+    # Python's own Ctrl-C handler, whatever the run inherited: a suite started in the background
+    # by a shell inherits SIGINT ignored, and the held Ctrl-C would then be dropped, not raised
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _sigint_held():
+                child = subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.PIPE, text=True)
+                assert child.stdout.readline().strip() == "up"
+                os.kill(child.pid, signal.SIGINT)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)   # Ctrl-C now
+                time.sleep(0.3)   # held: nothing is raised in here
+                reached = True
+            time.sleep(1.0)       # delivered as soon as the block ends
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert reached
     out, _ = child.communicate(timeout=30)
     assert child.returncode == 0 and out.strip() == "survived"
