@@ -310,6 +310,25 @@ def test_a_ctrl_c_while_the_forkserver_starts_is_held_not_lost():
     assert child.returncode == 0 and out.strip() == "survived"
 
 
+def test_a_ctrl_c_after_the_command_has_finished_prints_no_traceback(tmp_path):
+    """A Ctrl-C that lands while Python runs its exit hooks (the sweep had just finished) raised
+    KeyboardInterrupt inside torch's hook, and a traceback followed the sweep's output."""
+    script = tmp_path / "late_ctrl_c.py"
+    script.write_text(
+        "import atexit, os, signal, sys, time\n"
+        "from sparsetopo.cli import entry\n"
+        "def ctrl_c_during_shutdown():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.5)\n"
+        "atexit.register(ctrl_c_during_shutdown)\n"
+        "sys.argv = ['sparsetopo', '--version']\n"
+        "sys.exit(entry())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_ctrl_c_as_in_a_terminal)
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+    assert done.returncode == 0 and "sparsetopo" in done.stdout, (done.returncode, done.stdout)
+
+
 @pytest.mark.slow
 def test_sigint_to_the_process_group_stops_everything_and_the_sweep_resumes(folder):
     (folder / "slow.toml").write_text(SLOW)

@@ -1,5 +1,5 @@
 import sys
 
-from sparsetopo.cli import main
+from sparsetopo.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -9,6 +9,6 @@ import os
 # spinning"). A value the user set is kept; worker processes inherit it.
 os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
-from sparsetopo.cli.app import app, main  # noqa: E402 - after the OpenMP setting above
+from sparsetopo.cli.app import app, entry, main  # noqa: E402 - after the OpenMP setting above
 
-__all__ = ["app", "main"]
+__all__ = ["app", "entry", "main"]

@@ -56,8 +56,22 @@ def _show_warning(default):
     return show
 
 
+def entry() -> int:
+    """The ``sparsetopo`` program: :func:`main`, then Ctrl-C ignored while Python shuts down.
+
+    Once the command has finished there is nothing left for a Ctrl-C to stop. Python still runs
+    its exit hooks (torch's among them), and a KeyboardInterrupt raised inside one prints a
+    traceback after the command's own output, which a Ctrl-C at the end of a sweep did."""
+    code = main()
+    if threading.current_thread() is threading.main_thread():
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry: one-line errors with exit code 2 for bad input, no traceback."""
+    """The CLI, callable in-process: one-line errors with exit code 2 for bad input, no traceback."""
     with warnings.catch_warnings():   # restores showwarning when the command ends
         warnings.showwarning = _show_warning(warnings.showwarning)
         return _main(argv)
@@ -106,4 +120,4 @@ def _main(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())
