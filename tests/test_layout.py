@@ -5,6 +5,7 @@ Each import runs in a fresh interpreter, since this process has long since impor
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,66 @@ def test_the_command_line_sets_openmp_spinning_before_torch_loads_it(given, expe
             "print(before, os.environ['GOMP_SPINCOUNT'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["False", expected]
+
+
+DESIGN = SRC.parents[1] / "docs" / "design.md"
+
+
+def modules_named_in_design(text: str) -> tuple[set[str], set[str]]:
+    """The modules and packages that docs/design.md's "Code layout" section names.
+
+    A paragraph that opens with a package in bold (``**`nn/`**``) names that package, and each
+    bare ``name.py`` in it is a module of the package; a path with a slash (``kernels/tiled.py``)
+    is read from ``src/sparsetopo``; any other paragraph's ``name.py`` is a top-level module.
+    """
+    section = text.split("\n## Code layout\n", 1)[1].split("\n## ", 1)[0]
+    modules, packages = set(), set()
+    for paragraph in section.split("\n\n"):
+        header = re.match(r"\*\*`([\w/]+)/`\*\*", paragraph.strip())
+        package = header.group(1) if header else ""
+        if package:
+            packages.add(package)
+        for name in re.findall(r"`([\w/]+\.py)`", paragraph):
+            modules.add(name if "/" in name or not package else f"{package}/{name}")
+    return modules, packages
+
+
+def modules_in_tree(root: Path) -> tuple[set[str], set[str]]:
+    """Every module file under ``root`` (package ``__init__`` files stand for their package)."""
+    files = {path.relative_to(root).as_posix() for path in root.rglob("*.py") if "__pycache__" not in path.parts}
+    modules = {f for f in files if not f.endswith("__init__.py")}
+    packages = {f.rsplit("/", 1)[0] for f in files if f.endswith("/__init__.py")}
+    return modules, packages
+
+
+def layout_mismatches(text: str, root: Path) -> list[str]:
+    named, named_packages = modules_named_in_design(text)
+    present, present_packages = modules_in_tree(root)
+    problems = [f"not named in docs/design.md 'Code layout': {m}" for m in sorted(present - named)]
+    problems += [f"named in docs/design.md 'Code layout' but absent from src/sparsetopo: {m}"
+                 for m in sorted(named - present)]
+    problems += [f"package without a **`{p}/`** paragraph in docs/design.md 'Code layout'"
+                 for p in sorted(present_packages - named_packages)]
+    problems += [f"**`{p}/`** paragraph for a package absent from src/sparsetopo" for p in sorted(named_packages - present_packages)]
+    return problems
+
+
+def test_design_code_layout_names_every_module():
+    problems = layout_mismatches(DESIGN.read_text(), SRC)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layout_check_names_what_is_missing_and_what_is_stale(tmp_path):
+    """The check above can fail, and says which module is at fault either way."""
+    for rel in ("__init__.py", "errors.py", "nn/__init__.py", "nn/linear.py", "nn/plan.py", "onnx/__init__.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    text = ("# Notes\n\n## Code layout\n\nTop: `errors.py` and `gone.py`.\n\n"
+            "**`nn/`**: `linear.py`, and `kernels/old.py`.\n\n**`train/`**: nothing.\n\n## Next\n\n`nn/plan.py`\n")
+    assert layout_mismatches(text, tmp_path) == [
+        "not named in docs/design.md 'Code layout': nn/plan.py",
+        "named in docs/design.md 'Code layout' but absent from src/sparsetopo: gone.py",
+        "named in docs/design.md 'Code layout' but absent from src/sparsetopo: kernels/old.py",
+        "package without a **`onnx/`** paragraph in docs/design.md 'Code layout'",
+        "**`train/`** paragraph for a package absent from src/sparsetopo",
+    ]
