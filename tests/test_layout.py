@@ -86,12 +86,50 @@ def test_no_reference_points_outside_the_repository():
         assert "DESIGN.md" not in path.read_text(), path
 
 
+# what importing the bare package must not load: torch, the jit and the data-frame stack, and
+# every sparsetopo layer above topology
+HEAVY = ("torch", "numba", "pandas", "matplotlib", "sparsetopo.kernels", "sparsetopo.nn", "sparsetopo.io",
+         "sparsetopo.train", "sparsetopo.sweep", "sparsetopo.report", "sparsetopo.cli")
+
+
 def test_importing_the_package_does_not_import_torch_until_asked():
     """sparsify, save, load and export_onnx are attributes of the package, loaded on first use."""
     loaded = modules_after_import("sparsetopo")
-    assert "torch" not in loaded and "sparsetopo.io" not in loaded
+    assert not sorted(name for name in loaded if name.split(".")[0] in HEAVY or name.startswith(HEAVY))
     code = "import sparsetopo, sys; sparsetopo.save; sparsetopo.sparsify; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+def test_the_package_imports_eagerly_only_from_the_torch_free_layers():
+    """The root package's own imports (outside ``__getattr__``) stay at or below topology."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    tree = ast.parse((SRC / "__init__.py").read_text())
+    eager = [node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module]
+    eager += [a.name for node in tree.body if isinstance(node, ast.Import) for a in node.names]
+    assert eager
+    for name in eager:
+        parts = name.split(".")
+        assert parts[0] == "sparsetopo" and rank[parts[1]] <= rank["topology"], name
+
+
+def test_every_lazy_name_resolves_to_the_module_that_defines_it():
+    """Each name of ``sparsetopo.LAZY`` is in ``__all__``, comes from an existing module of a
+    known layer, and is that module's own attribute."""
+    import importlib
+
+    import sparsetopo
+
+    assert set(sparsetopo.LAZY) <= set(sparsetopo.__all__)
+    for name, module in sparsetopo.LAZY.items():
+        parts = module.split(".")
+        assert parts[0] == "sparsetopo" and parts[1] in LAYERS, (name, module)
+        path = SRC.joinpath(*parts[1:])
+        assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), (name, module)
+        assert getattr(sparsetopo, name) is getattr(importlib.import_module(module), name), name
+    for name in sparsetopo.__all__:
+        assert getattr(sparsetopo, name) is not None, name
+    with pytest.raises(AttributeError, match="'no_such_name'"):
+        sparsetopo.no_such_name
 
 
 @pytest.mark.parametrize("given, expected", [(None, "3000"), ("250000", "250000")])

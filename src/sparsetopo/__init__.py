@@ -6,24 +6,25 @@ Reference: Bourelly, Bouri, Choromanski, "Sparse Neural Network Topologies" (202
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology import CONSTRUCTIONS, Topology, build, build_stack
 
-__all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", "export_onnx", "load", "reproduce",
-           "save", "sparsify", "summary"]
+# name -> the module that defines it, imported on first use: ``import sparsetopo`` (and
+# ``import sparsetopo.topology``) must not pull in torch, numba or pandas. By module path, since
+# the package sparsetopo.nn exports the function sparsify under the module's name.
+LAZY = {
+    "reproduce": "sparsetopo.report.reproduce",
+    "sparsify": "sparsetopo.nn.sparsify",
+    "summary": "sparsetopo.nn.sparsify",
+    "save": "sparsetopo.io",
+    "load": "sparsetopo.io",
+    "export_onnx": "sparsetopo.io",
+}
+
+__all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", *LAZY]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # imported on first use: ``import sparsetopo.topology`` must not pull in torch and pandas
-    if name == "reproduce":
-        from sparsetopo.report.reproduce import reproduce
+    if name not in LAZY:
+        raise AttributeError(f"module 'sparsetopo' has no attribute {name!r}")
+    from importlib import import_module
 
-        return reproduce
-    if name in ("sparsify", "summary"):
-        from importlib import import_module
-
-        # by path: the package sparsetopo.nn exports the function sparsify under the module's name
-        return getattr(import_module("sparsetopo.nn.sparsify"), name)
-    if name in ("save", "load", "export_onnx"):
-        from sparsetopo import io
-
-        return getattr(io, name)
-    raise AttributeError(f"module 'sparsetopo' has no attribute {name!r}")
+    return getattr(import_module(LAZY[name]), name)
