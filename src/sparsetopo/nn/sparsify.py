@@ -129,6 +129,23 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     as a dense matrix, are made to decline (:func:`decline_fused_paths`), so eval mode computes
     the sparse layers; ``nn.MultiheadAttention``'s ``out_proj`` is read by its owner's
     functional code and stays dense.
+
+    Examples
+    --------
+    Every linear layer of a small MLP at 25% density (``k = 32`` of 128 outputs, and 3 of 10):
+
+    >>> from torch import nn
+    >>> import sparsetopo
+    >>> model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    >>> model = sparsetopo.sparsify(model, "regular_rotating", density=0.25, backend="masked")
+    >>> model
+    Sequential(
+      (0): SparseLinear(regular_rotating, 64->128, k=32, density=0.2500, backend=masked)
+      (1): ReLU()
+      (2): SparseLinear(regular_rotating, 128->10, k=3, density=0.3000, backend=masked)
+    )
+    >>> [(layer["name"], layer["connections"], layer["dense_connections"]) for layer in model.sparsetopo_summary]
+    [('0', 2048, 8192), ('2', 384, 1280)]
     """
     get_construction(construction)
     if (density is None) == (k is None):
