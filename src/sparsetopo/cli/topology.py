@@ -178,9 +178,8 @@ def topology_command(construction, n_in, n_out, k, block, seed, as_json, metrics
 
     Nothing is ever held as a dense n_in x n_out matrix. The mask hash (sha256 of the packed
     row-major mask) still reads all n_in * n_out / 8 of its bytes, zeros included, so it grows
-    with the layer's area rather than its edges: about 25 s for 500,000 x 500,000. With the
-    measures, a random 500,000 x 500,000 layer with k = 8 takes about a minute of CPU and
-    half a GB of memory on a 2-core Xeon.
+    with the layer's area rather than its edges. docs/benchmarks.md (bench_spectral) records
+    the time and memory of the measures of a random 500,000 x 500,000 layer with k = 8.
 
     --png and --save are checked before any work (their directory must exist and be
     writable) and written atomically, together, at the end.

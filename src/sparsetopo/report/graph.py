@@ -73,7 +73,7 @@ def fill_connectivity(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def _one_blas_thread():
-    """Small eigenproblems run far faster on one BLAS thread (20x here on a loaded 2-core box)."""
+    """Small eigenproblems run far faster on one BLAS thread, most of all on a loaded machine."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # threadpoolctl comes with scikit-learn; without it, run as configured

@@ -19,7 +19,7 @@ from sparsetopo.spectral.graph import Graph, _as_graph, _Bipartite, _layer_graph
 from sparsetopo.topology.value import Topology
 
 METHODS = ("auto", "dense", "sparse")
-DENSE_MAX_NODES = 600  # "auto" uses LAPACK up to this many nodes (about 10 ms), Lanczos above
+DENSE_MAX_NODES = 600  # "auto" uses LAPACK up to this many nodes, where a dense solve stays cheap, Lanczos above
 
 MEASURES = (
     "algebraic_connectivity",

@@ -74,17 +74,23 @@ class SweepSummary:
     seconds: float
 
 
+# A training step's cost for the projection of a grid, fitted once on this project's CPUs: a
+# fixed overhead per step, and the masked-dense arithmetic (forward and backward, 6 flops per
+# weight and example) at a sustained rate. Rough on purpose: it only tells a huge grid apart.
+STEP_OVERHEAD_SECONDS = 2e-4
+DENSE_FLOPS_PER_SECOND = 1.5e10
+
+
 def estimate_seconds(config: TrainConfig, n_features: int, n_classes: int, n_train: int) -> float:
     """Rough CPU seconds of one run on one core (masked-dense arithmetic plus step overhead).
 
-    Only used to project a grid (the huge-grid check); measured on this project's CPUs (784-300-10 at
-    batch 32 is about 0.65 ms a step).
+    Only used to project a grid (the huge-grid check).
     """
     sizes = [n_features, *config.hidden, n_classes]
     weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
     n = min(n_train, config.limit_train or n_train)
     steps = config.epochs * math.ceil(n / config.batch_size)
-    return steps * (2e-4 + 6 * config.batch_size * weights / 1.5e10)
+    return steps * (STEP_OVERHEAD_SECONDS + 6 * config.batch_size * weights / DENSE_FLOPS_PER_SECOND)
 
 
 def projected_seconds(configs: Sequence[TrainConfig], workers: int, data_dir=None) -> float:

@@ -164,8 +164,8 @@ class Topology:
         bits are exactly ``n_out`` whole bytes, so every block starts on a byte boundary even
         when single rows end inside a byte; only the last block may end inside one, and it is
         padded there with zero bits, as packbits pads. Time is that of sha256 over
-        ``n_in * n_out / 8`` bytes (the zeros are hashed too: 31 GB, about 25 s, for
-        500,000 x 500,000) plus O(nnz); memory is a few MB besides the topology.
+        ``n_in * n_out / 8`` bytes (the zeros are hashed too: 31 GB for 500,000 x 500,000)
+        plus O(nnz); memory is a few MB besides the topology.
         """
         n, m = self.shape
         digest = hashlib.sha256()
