@@ -157,6 +157,9 @@ BAD_SPECS = [
     ("[grid] is empty", TINY.split("[grid.single]")[0]),
     ("[grid.single] seeds=0 is empty", TINY.replace("seeds = 2", "seeds = 0")),
     ("[protocol] epochs='1' must be an integer", TINY.replace("epochs = 1", 'epochs = "1"')),
+    ("[protocol] limit_train=1.5 must be an integer", TINY.replace("limit_train = 120", "limit_train = 1.5")),
+    ("[protocol] lr='0.5' must be a number", TINY.replace("lr = 0.5", 'lr = "0.5"')),
+    ("[protocol] backend=1 must be a string", TINY.replace('backend = "masked"', "backend = 1")),
     ("[grid.deep] dropout", TINY.replace("[[0.2, 0.5]]", "[[0.2]]")),
 ]
 
@@ -167,6 +170,27 @@ def test_bad_specs_are_rejected_naming_the_key(tmp_path, needle, text):
     with pytest.raises(SparsetopoError) as info:
         load_spec(path)
     assert f"sweep spec {path}: {needle}" in str(info.value)
+
+
+def test_spec_value_types_come_from_the_config_annotations():
+    """One schema: a field's type in a spec is read from its annotation, so a field added to a
+    config class is checked without a second list to update."""
+    from dataclasses import dataclass
+
+    from sparsetopo.sweep import spec
+    from sparsetopo.train.config import scalar_field_types
+
+    @dataclass
+    class Config:
+        width: int = 1
+        rate: float | None = None
+        name: str = ""
+        shape: tuple[int, ...] = ()
+
+    assert scalar_field_types(Config) == {"width": (int, False), "rate": (float, True), "name": (str, False)}
+    # every TrainConfig field is a checked scalar or one of the tuple fields parsed on their own
+    assert set(spec.CONFIG_FIELDS) - set(spec.SCALAR_TYPES) == {"hidden", "dropout", "degrees"}
+    assert spec.NONE_FIELDS == {"limit_train", "permute_inputs"} and "block" in spec.INT_FIELDS
 
 
 def test_cli_rejects_a_bad_spec_before_any_run_starts(tmp_path, capsys):

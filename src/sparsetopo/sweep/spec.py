@@ -71,6 +71,7 @@ from sparsetopo.data import DATASETS, dataset_shape
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology.registry import CONSTRUCTIONS
 from sparsetopo.train import TrainConfig
+from sparsetopo.train.config import scalar_field_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,11 +85,14 @@ __all__ = ["SweepSpec", "expand", "expand_recipes", "load_spec", "parse_spec", "
 
 FULL = "full"
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
-INT_FIELDS = {"epochs", "batch_size", "seed", "limit_train", "early_stop", "permute_inputs", "block"}
+# each scalar field's type comes from TrainConfig's annotations; hidden, dropout and degrees
+# have parsers of their own (_hidden, _dropout, _degree)
+SCALAR_TYPES = scalar_field_types(TrainConfig)
+INT_FIELDS = {name for name, (kind, _) in SCALAR_TYPES.items() if kind is int}
 #: Int fields that may be absent (None). TOML has no null: ``false`` writes None for permute_inputs.
-NONE_FIELDS = {"limit_train", "permute_inputs"}
-FLOAT_FIELDS = {"lr", "momentum", "validation_fraction"}
-STR_FIELDS = {"dataset", "construction", "activation", "init", "backend", "loss", "optimizer", "lr_schedule", "device"}
+NONE_FIELDS = {name for name, (_, optional) in SCALAR_TYPES.items() if optional}
+FLOAT_FIELDS = {name for name, (kind, _) in SCALAR_TYPES.items() if kind is float}
+STR_FIELDS = {name for name, (kind, _) in SCALAR_TYPES.items() if kind is str}
 GRID_AXES = ("constructions", "hidden", "degrees_in", "degrees_out", "densities_in", "densities_out",
              "degrees", "dropout", "seeds", "recipes")
 # block keys that replace a TrainConfig field (the singular names are not accepted in a block)

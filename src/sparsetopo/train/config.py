@@ -10,6 +10,8 @@ when it is made, so every TrainConfig that exists is valid.
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -159,6 +161,20 @@ class TrainConfig:
         if unknown:
             raise SparsetopoError(f"unknown TrainConfig field(s) {unknown}: valid fields are {sorted(known)}")
         return cls(**data)
+
+
+def scalar_field_types(config_class: type = TrainConfig) -> dict[str, tuple[type, bool]]:
+    """Each field of ``config_class`` annotated with one scalar type, read from its annotation:
+    ``name -> (int, float or str, whether None is allowed)``. Tuple fields (``hidden``,
+    ``dropout``, ``degrees``) are left out. The schema a sweep spec checks its values against."""
+    types_ = {}
+    for name, hint in typing.get_type_hints(config_class).items():
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        args = set(typing.get_args(hint)) if union else {hint}
+        scalars = args - {type(None)}
+        if len(scalars) == 1 and next(iter(scalars)) in (int, float, str):
+            types_[name] = (next(iter(scalars)), type(None) in args)
+    return types_
 
 
 @dataclass(frozen=True)
