@@ -38,6 +38,17 @@ COLORS = dict(zip(CONSTRUCTION_ORDER, ["tab:blue", "tab:red", "tab:green", "tab:
                                        "tab:brown", "black", "tab:olive"]))
 DPI = 110
 EXAMPLE_SHAPE = (48, 24, 5)  # the edge-matrix pictures: n_in, n_out, k
+#: each figure's title, by file name
+TITLES = {
+    "fig2_accuracy_vs_degree": "Figure 2 (left): accuracy against input degree",
+    "fig2_accuracy_contour": "Figure 2 (right): accuracy over both degrees",
+    "fig3_constructions": "Figure 3: constructions at equal degree",
+    "fig4_dropout_deep": "Figure 4: with dropout, and a deeper network",
+    "fig5_connectivity": "Figure 5: algebraic connectivity and accuracy",
+    "fig6_weights": "Figure 6: learned weight statistics",
+    "edge_matrices": "Edge matrices of the constructions",
+    "timing": "Training time per epoch",
+}
 
 
 class FigureSkipped(Exception):
@@ -65,6 +76,12 @@ def _save(fig, out_dir: Path, name: str) -> tuple[Path, Path]:
         paths.append(path)
     plt.close(fig)
     return paths[0], paths[1]
+
+
+def _result(fig, out_dir: Path, name: str, caption: str, notes: list[str] | None = None) -> FigureResult:
+    """Save ``fig`` as ``name`` (:func:`_save`) and describe it under its title in :data:`TITLES`."""
+    png, pdf = _save(fig, out_dir, name)
+    return FigureResult(name, TITLES[name], caption, png, pdf, notes=notes or [])
 
 
 def _cell_stats(rows: pd.DataFrame, x: str, y: str, rng) -> pd.DataFrame:
@@ -124,6 +141,13 @@ def _accuracy_axis(ax):
     ax.grid(True, alpha=0.3)
 
 
+def _finish_accuracy_panel(ax, title: str) -> None:
+    """A panel of accuracies per construction: its y axis, title and legend."""
+    _accuracy_axis(ax)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
 def _fig2_rows(runs):
     h = figure2_hidden(runs)
     if h is None:
@@ -161,10 +185,9 @@ def figure2_degree(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
     k_out = sparse["k_out"].iloc[0]
     ax.set_title(f"Regular, hidden {h}, output degree {k_out:g}", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    png, pdf = _save(fig, out_dir, "fig2_accuracy_vs_degree")
-    return FigureResult("fig2_accuracy_vs_degree", "Figure 2 (left): accuracy against input degree",
-                        f"Test accuracy of regular_rotating networks with hidden layer {h} against the input "
-                        f"layer's degree (output degree {k_out:g}); dashed: fully connected.", png, pdf)
+    return _result(fig, out_dir, "fig2_accuracy_vs_degree",
+                   f"Test accuracy of regular_rotating networks with hidden layer {h} against the input "
+                   f"layer's degree (output degree {k_out:g}); dashed: fully connected.")
 
 
 def figure2_contour(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
@@ -194,10 +217,9 @@ def figure2_contour(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
     ax.set_ylabel("output-layer degree k_out (of the output neurons)")
     ax.set_title(f"Regular, hidden {h}: accuracy over both degrees", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    png, pdf = _save(fig, out_dir, "fig2_accuracy_contour")
-    return FigureResult("fig2_accuracy_contour", "Figure 2 (right): accuracy over both degrees",
-                        f"Mean test accuracy of regular_rotating networks (hidden {h}) over the input and output "
-                        f"layers' degrees; dots mark the measured cells.", png, pdf)
+    return _result(fig, out_dir, "fig2_accuracy_contour",
+                   f"Mean test accuracy of regular_rotating networks (hidden {h}) over the input and output "
+                   f"layers' degrees; dots mark the measured cells.")
 
 
 # -- Figure 3 ------------------------------------------------------------------------------------
@@ -248,13 +270,10 @@ def figure3_constructions(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
     _reference(right, rows[rows["is_full"]], rng)
     _log_if_wide(right, sparse["density_in"], percent=True)
     right.set_xlabel("input-layer density k / hidden size")
-    _accuracy_axis(right)
-    right.set_title(f"across degrees, hidden {h}, output degree {sparse['k_out'].iloc[0]:g}", fontsize=10)
-    right.legend(fontsize=7)
-    png, pdf = _save(fig, out_dir, "fig3_constructions")
-    return FigureResult("fig3_constructions", "Figure 3: constructions at equal degree",
-                        f"Test accuracy per construction, hidden {h}. Left: input densities below 10% "
-                        f"(bars: mean, whiskers: 95% CI). Right: all densities; dashed: fully connected.", png, pdf)
+    _finish_accuracy_panel(right, f"across degrees, hidden {h}, output degree {sparse['k_out'].iloc[0]:g}")
+    return _result(fig, out_dir, "fig3_constructions",
+                   f"Test accuracy per construction, hidden {h}. Left: input densities below 10% "
+                   f"(bars: mean, whiskers: 95% CI). Right: all densities; dashed: fully connected.")
 
 
 # -- Figure 4 ------------------------------------------------------------------------------------
@@ -289,14 +308,10 @@ def figure4_dropout_deep(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
         _by_construction(ax, rows, x, rng)
         _reference(ax, rows[rows["is_full"]], rng)
         _log_if_wide(ax, rows[x], percent=True)
-        _accuracy_axis(ax)
-        ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7)
-    png, pdf = _save(fig, out_dir, "fig4_dropout_deep")
-    return FigureResult("fig4_dropout_deep", "Figure 4: with dropout, and a deeper network",
-                        "Left: one hidden layer trained with dropout. Right: two hidden layers, both sparse "
-                        "degrees varied together, last layer fully connected. Dashed: fully connected.",
-                        png, pdf, notes=notes)
+        _finish_accuracy_panel(ax, title)
+    return _result(fig, out_dir, "fig4_dropout_deep",
+                   "Left: one hidden layer trained with dropout. Right: two hidden layers, both sparse "
+                   "degrees varied together, last layer fully connected. Dashed: fully connected.", notes=notes)
 
 
 # -- Figure 5 ------------------------------------------------------------------------------------
@@ -341,14 +356,11 @@ def figure5_connectivity(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
         right.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     right.set_xlabel("algebraic connectivity of the " + ("whole network graph" if col == "alg_conn_net" else "input layer"))
-    _accuracy_axis(right)
     rho = stats.spearman(rows[col], rows["test_accuracy"])
-    right.set_title(f"accuracy against connectivity (Spearman rho = {rho:.2f})", fontsize=10)
-    right.legend(fontsize=7)
-    png, pdf = _save(fig, out_dir, "fig5_connectivity")
-    return FigureResult("fig5_connectivity", "Figure 5: algebraic connectivity and accuracy",
-                        f"Left: Fiedler value of the input layer per construction against degree (hidden {h}). "
-                        f"Right: each sparse run's accuracy against its network's connectivity.", png, pdf)
+    _finish_accuracy_panel(right, f"accuracy against connectivity (Spearman rho = {rho:.2f})")
+    return _result(fig, out_dir, "fig5_connectivity",
+                   f"Left: Fiedler value of the input layer per construction against degree (hidden {h}). "
+                   f"Right: each sparse run's accuracy against its network's connectivity.")
 
 
 # -- Figure 6 ------------------------------------------------------------------------------------
@@ -374,11 +386,9 @@ def figure6_weights(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
         ax.set_title(f"{what} of the input layer's connected weights", fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    png, pdf = _save(fig, out_dir, "fig6_weights")
-    return FigureResult("fig6_weights", "Figure 6: learned weight statistics",
-                        "Maximum, minimum and standard deviation of the trained input layer's connected "
-                        "weights against its degree, averaged over constructions and seeds, per hidden size.",
-                        png, pdf)
+    return _result(fig, out_dir, "fig6_weights",
+                   "Maximum, minimum and standard deviation of the trained input layer's connected "
+                   "weights against its degree, averaged over constructions and seeds, per hidden size.")
 
 
 # -- edge matrices and timing ------------------------------------------------------------------
@@ -402,9 +412,8 @@ def edge_matrices(runs: pd.DataFrame, out_dir, rng) -> FigureResult:
         ax.set_axis_off()
     fig.suptitle(f"Edge matrices Adj[i][j] ({n} inputs x {m} outputs, black = connection, seed 0)")
     fig.tight_layout()
-    png, pdf = _save(fig, out_dir, "edge_matrices")
-    return FigureResult("edge_matrices", "Edge matrices of the constructions",
-                        f"Every construction on a {n} x {m} layer with k = {k} (random ones with seed 0).", png, pdf)
+    return _result(fig, out_dir, "edge_matrices",
+                   f"Every construction on a {n} x {m} layer with k = {k} (random ones with seed 0).")
 
 
 def timing(runs_all_backends: pd.DataFrame, out_dir, rng) -> FigureResult:
@@ -430,18 +439,16 @@ def timing(runs_all_backends: pd.DataFrame, out_dir, rng) -> FigureResult:
     ax.grid(True, alpha=0.3)
     ax.set_title("training time per epoch by backend", fontsize=10)
     ax.legend(fontsize=7)
-    png, pdf = _save(fig, out_dir, "timing")
     notes = []
     if "trained_with" in rows and rows["trained_with"].eq("population").any():
         notes.append(f"{int(rows['trained_with'].eq('population').sum())} of {len(rows)} runs were trained in "
                      f"populations (networks of one shape trained together); on one thread each member is "
                      f"clocked on its own, on more its time is the population's divided by its size")
-    return FigureResult("timing", "Training time per epoch",
-                        "Seconds per training epoch against density, per backend (colour) and hidden sizes "
-                        "(line style). The timing table's epochs (one network at a time, one core) are CPU "
-                        "seconds of that core, which other jobs do not inflate; sweep runs' are a worker's "
-                        "wall seconds, which may share the machine.", png, pdf,
-                        notes=notes)
+    return _result(fig, out_dir, "timing",
+                   "Seconds per training epoch against density, per backend (colour) and hidden sizes "
+                   "(line style). The timing table's epochs (one network at a time, one core) are CPU "
+                   "seconds of that core, which other jobs do not inflate; sweep runs' are a worker's "
+                   "wall seconds, which may share the machine.", notes=notes)
 
 
 FIGURES = {
@@ -453,16 +460,6 @@ FIGURES = {
     "fig6_weights": figure6_weights,
     "edge_matrices": edge_matrices,
     "timing": timing,
-}
-TITLES = {
-    "fig2_accuracy_vs_degree": "Figure 2 (left): accuracy against input degree",
-    "fig2_accuracy_contour": "Figure 2 (right): accuracy over both degrees",
-    "fig3_constructions": "Figure 3: constructions at equal degree",
-    "fig4_dropout_deep": "Figure 4: with dropout, and a deeper network",
-    "fig5_connectivity": "Figure 5: algebraic connectivity and accuracy",
-    "fig6_weights": "Figure 6: learned weight statistics",
-    "edge_matrices": "Edge matrices of the constructions",
-    "timing": "Training time per epoch",
 }
 
 
