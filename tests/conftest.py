@@ -16,3 +16,19 @@ def pytest_sessionstart(session):
 def digits():
     """scikit-learn's bundled 8x8 digits, the offline data set most tests train on."""
     return load_dataset("digits")
+
+
+@pytest.fixture
+def interrupted_training():
+    """``interrupt(config, dataset, checkpoint_dir, after)``: ``train`` with checkpoints, stopped by
+    a KeyboardInterrupt (what Ctrl-C raises) once epoch ``after`` is done; its checkpoint stays."""
+    from sparsetopo.train import train
+
+    def interrupt(config, dataset, checkpoint_dir, after):
+        def stop(record):
+            if record.epoch == after:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train(config, dataset=dataset, checkpoint_dir=checkpoint_dir, on_epoch=stop)
+    return interrupt

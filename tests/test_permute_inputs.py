@@ -78,19 +78,10 @@ def test_a_permuted_run_equals_a_run_on_data_permuted_by_hand(digits, engine):
     assert not torch.equal(unpermuted.model.layers[0].dense_weight(), a.model.layers[0].dense_weight())
 
 
-def test_resume_of_a_permuted_run_equals_the_uninterrupted_run(digits, tmp_path):
+def test_resume_of_a_permuted_run_equals_the_uninterrupted_run(digits, tmp_path, interrupted_training):
     config = small(permute_inputs=2, epochs=3)
     whole = train(config, dataset=digits)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_one(record):
-        if record.epoch == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train(config, dataset=digits, checkpoint_dir=tmp_path, on_epoch=kill_after_one)
+    interrupted_training(config, digits, tmp_path, after=1)
     resumed = train(config, dataset=digits, checkpoint_dir=tmp_path, resume=True)
     assert [h.test_accuracy for h in resumed.history] == [h.test_accuracy for h in whole.history]
     with pytest.raises(SparsetopoError, match="different configuration"):

@@ -137,17 +137,11 @@ def test_parameter_and_optimizer_memory_follow_the_connections():
     assert dense.state_bytes() == SparseLinear(ten_percent, backend="masked").state_bytes()
 
 
-def test_checkpoint_resume_on_the_sparse_backend_equals_uninterrupted(digits, tmp_path):
+def test_checkpoint_resume_on_the_sparse_backend_equals_uninterrupted(digits, tmp_path, interrupted_training):
     cfg = TrainConfig(dataset="digits", hidden=(16,), degrees=(4, 10), epochs=3, lr=0.5, backend="sparse",
                       limit_train=300)
     whole = train(cfg, dataset=digits)
-
-    def stop_after_one(record):
-        if record.epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, dataset=digits, checkpoint_dir=tmp_path, on_epoch=stop_after_one)
+    interrupted_training(cfg, digits, tmp_path, after=1)
     resumed = train(cfg, dataset=digits, checkpoint_dir=tmp_path, resume=True)
     for a, b in zip(whole.model.layers, resumed.model.layers):
         assert torch.equal(a.values, b.values) and torch.equal(a.bias, b.bias)

@@ -55,19 +55,10 @@ def test_same_seed_same_result_and_global_rng_is_never_used(digits):
     assert train(small(dropout=(0.2, 0.5), construction="random_edge", seed=1), dataset=digits).history != a.history
 
 
-def test_resume_after_interruption_equals_uninterrupted(digits, tmp_path):
+def test_resume_after_interruption_equals_uninterrupted(digits, tmp_path, interrupted_training):
     cfg = small(epochs=4, dropout=(0.2, 0.5))
     whole = train(cfg, dataset=digits, checkpoint_dir=tmp_path / "whole")
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_two(record):
-        if record.epoch == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train(cfg, dataset=digits, checkpoint_dir=tmp_path / "cut", on_epoch=kill_after_two)
+    interrupted_training(cfg, digits, tmp_path / "cut", after=2)
     resumed = train(cfg, dataset=digits, checkpoint_dir=tmp_path / "cut", resume=True)
     assert [h.test_accuracy for h in resumed.history] == [h.test_accuracy for h in whole.history]
     for a, b in zip(whole.model.layers, resumed.model.layers):
@@ -76,17 +67,11 @@ def test_resume_after_interruption_equals_uninterrupted(digits, tmp_path):
         train(small(epochs=4, lr=0.1), dataset=digits, checkpoint_dir=tmp_path / "cut", resume=True)
 
 
-def test_resume_reads_a_checkpoint_of_in_out_weights(digits, tmp_path):
+def test_resume_reads_a_checkpoint_of_in_out_weights(digits, tmp_path, interrupted_training):
     """Checkpoints written while masked layers held their weight (in, out) have no "layout"."""
     cfg = small(epochs=4, dropout=(0.2, 0.5), construction="random_edge", backend="masked")
     whole = train(cfg, dataset=digits, checkpoint_dir=tmp_path / "whole")
-
-    def kill_after_two(record):
-        if record.epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, dataset=digits, checkpoint_dir=tmp_path / "cut", on_epoch=kill_after_two)
+    interrupted_training(cfg, digits, tmp_path / "cut", after=2)
     path = tmp_path / "cut" / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     del state["layout"]
