@@ -22,8 +22,12 @@ def __getattr__(name):
 
         # by path: the package sparsetopo.nn exports the function sparsify under the module's name
         return getattr(import_module("sparsetopo.nn.sparsify"), name)
-    if name in ("save", "load", "export_onnx"):
+    if name in ("save", "load"):
         from sparsetopo import io
 
         return getattr(io, name)
+    if name == "export_onnx":
+        from sparsetopo.onnx import export_onnx
+
+        return export_onnx
     raise AttributeError(f"module 'sparsetopo' has no attribute {name!r}")

@@ -31,6 +31,18 @@ def require(module: str, purpose: str):
         raise SparsetopoError(f"{purpose} needs the '{module.split('.')[0]}' package: {pip_install('io')}") from None
 
 
+def batch_shape(input_shape) -> list[int]:
+    """``input_shape`` as a list of positive ints (batch first), or SparsetopoError naming it."""
+    try:
+        shape = list(input_shape)
+    except TypeError:
+        shape = None
+    if not shape or any(isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 1 for n in shape):
+        raise SparsetopoError(f"input_shape={input_shape!r} must be a list of positive sizes, batch first, "
+                              "e.g. (1, 1, 28, 28)")
+    return [n.__index__() for n in shape]
+
+
 def read_metadata(path) -> dict:
     """The sparsetopo metadata of a file written by :func:`sparsetopo.save` (format, layers' recipes,
     architecture, input shape), checked for format and construction versions."""

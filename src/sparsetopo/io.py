@@ -1,4 +1,4 @@
-"""Compact model files: :func:`save` / :func:`load` in the safetensors format, and :func:`export_onnx`.
+"""Compact model files: :func:`save` / :func:`load` in the safetensors format.
 
 The paper points at "resource constrained applications such as connected and mobile
 devices", where a structured topology is described by a handful of numbers instead of a
@@ -19,19 +19,15 @@ layers and common parameter-free or standard torch layers: :data:`REBUILDABLE`);
 ``load(path)`` needs nothing else. For any other model, pass a freshly constructed instance
 of its (dense) architecture: ``load(path, model=MyNet())``.
 
-:func:`export_onnx` writes an ONNX graph for inference (onnxruntime, mobile runtimes) in which
-each sparse layer takes a form whose bytes follow its connections (:mod:`sparsetopo.onnx_export`),
-or, with ``dense=True``, the dense operator with its pruned weights as zeros.
+The ONNX export is :mod:`sparsetopo.onnx`.
 
-safetensors, onnx and onnxruntime are optional: ``pip install 'sparsetopo[io]'``.
+safetensors is optional: ``pip install 'sparsetopo[io]'``.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -39,7 +35,7 @@ from torch import nn
 
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, read_metadata, require
+from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, batch_shape, read_metadata, require
 from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
 from sparsetopo.nn.linear import connected_state
@@ -98,18 +94,6 @@ def _sparse_state_keys(model: nn.Module) -> set[str]:
             prefix = f"{name}." if name else ""
             keys |= {prefix + key for key in module.state_dict()}
     return keys
-
-
-def batch_shape(input_shape) -> list[int]:
-    """``input_shape`` as a list of positive ints (batch first), or SparsetopoError naming it."""
-    try:
-        shape = list(input_shape)
-    except TypeError:
-        shape = None
-    if not shape or any(isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 1 for n in shape):
-        raise SparsetopoError(f"input_shape={input_shape!r} must be a list of positive sizes, batch first, "
-                              "e.g. (1, 1, 28, 28)")
-    return [n.__index__() for n in shape]
 
 
 def _recipe(module) -> dict:
@@ -439,100 +423,3 @@ def _check_same_layer(path, name, current: nn.Module, recipe) -> None:
                 raise SparsetopoError(f"{path}: layer {label!r} has {key}={value!r} in the model but "
                                       f"{key}={recipe['conv'].get(key)!r} in the file: was the file saved from "
                                       "this architecture?")
-
-
-# -- ONNX ------------------------------------------------------------------------------------
-def dense_equivalent(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in which every sparse layer is the dense torch layer computing the
-    same function (pruned weights as zeros): what ONNX and other exporters can trace."""
-    dense = copy.deepcopy(model)
-    replaced: dict[int, nn.Module] = {}
-    for path, module in list(dense.named_modules(remove_duplicate=False)):
-        if isinstance(module, SPARSE_LAYERS):
-            new = replaced.setdefault(id(module), module.to_dense())
-            if path == "":
-                return new
-            parent, _, attr = path.rpartition(".")
-            setattr(dense.get_submodule(parent) if parent else dense, attr, new)
-    return dense
-
-
-def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torch.Tensor | None = None,
-                opset: int = 17, dense: bool = False):
-    """Write ``model`` as an ONNX graph that onnxruntime runs with the same outputs.
-
-    Give the shape of one input batch (``input_shape``) or an example input; the batch
-    dimension is exported as dynamic. The model runs in eval mode (no dropout). Each sparse
-    layer is written in a form whose bytes and work follow its connections
-    (:mod:`sparsetopo.onnx_export`); ``dense=True`` writes the dense equivalent instead (pruned
-    weights as zeros), which any runtime and opset runs.
-
-    Returns a :class:`sparsetopo.onnx_export.OnnxExport`: ``.path`` (also its ``os.fspath``)
-    and ``.layers``, per sparse layer the form chosen, its bytes and the dense layer's bytes.
-    """
-    from sparsetopo.onnx_export import dense_summary, export_sparse, trace_to_onnx
-
-    onnx = require("onnx", "sparsetopo.export_onnx")
-    if example_input is None:
-        if input_shape is None:
-            raise SparsetopoError("export_onnx needs input_shape (e.g. (1, 1, 28, 28)) or example_input")
-        shape = batch_shape(input_shape)
-        param = next(model.parameters(), None)
-        example_input = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32)
-    check_export_arguments(model, example_input, opset, "input_shape" if input_shape is not None else "example_input")
-    if not dense:
-        return export_sparse(model, path, example_input, opset)
-    proto = trace_to_onnx(dense_equivalent(model).cpu().eval(), example_input, opset)
-    with atomic_path(path) as tmp:
-        onnx.save_model(proto, str(tmp))
-    return dense_summary(model, path)
-
-
-def onnx_opsets() -> tuple[int, int]:
-    """The lowest and highest ONNX opset the exporter used by :func:`export_onnx` writes."""
-    try:
-        from torch.onnx import _constants
-        return _constants.ONNX_MIN_OPSET, getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
-                                                  _constants.ONNX_MAX_OPSET)
-    except (ImportError, AttributeError):  # torch moved its constants: the range of torch 2.x
-        return 7, 20
-
-
-def check_export_arguments(model: nn.Module, example_input: torch.Tensor, opset, what: str) -> None:
-    """Refuse an opset the exporter lacks and an input the model cannot run, before anything
-    is traced or written (the exporter's own failures are tracebacks with its IR on stdout)."""
-    if not isinstance(example_input, torch.Tensor):
-        raise SparsetopoError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
-    low, high = onnx_opsets()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
-        raise SparsetopoError(f"opset={opset!r} is not an ONNX opset this exporter writes: choose {low} <= opset "
-                              f"<= {high}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input)
-    except (RuntimeError, SparsetopoError, ValueError, IndexError) as exc:
-        shape = ",".join(str(n) for n in example_input.shape)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SparsetopoError(f"{what} {shape} does not fit the model: {reason}") from None
-    finally:
-        model.train(was_training)
-
-
-def onnx_difference(model: nn.Module, path, example_input: torch.Tensor) -> float:
-    """Largest absolute difference between ``model`` (eval mode, no gradient) and the ONNX file
-    ``path`` run by onnxruntime's CPU provider on ``example_input``."""
-    ort = require("onnxruntime", "checking an ONNX export")
-    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            expected = model(example_input).detach().cpu().numpy()
-    finally:
-        model.train(was_training)
-    got = session.run(None, {session.get_inputs()[0].name: example_input.detach().cpu().numpy()})[0]
-    if got.shape != expected.shape:
-        raise SparsetopoError(f"{path}: onnxruntime returned shape {got.shape}, the model {expected.shape}")
-    return float(abs(got - expected).max()) if got.size else 0.0
