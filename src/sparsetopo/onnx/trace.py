@@ -8,6 +8,7 @@ replaces each such node by standard operators.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import io
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import SparseConv2d, SparseLinear
 from sparsetopo.nn.sparsify import SPARSE_LAYERS
 
@@ -141,7 +143,35 @@ def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int, **e
                   dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **extra)
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript exporter: no onnxscript needed, same graph every time
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch announces its newer exporter; the library never prints
-        torch.onnx.export(model, (example_input.cpu(),), buffer, **kwargs)
+    unsupported = getattr(getattr(torch.onnx, "errors", None), "UnsupportedOperatorError", ())
+    try:
+        with warnings.catch_warnings(), _no_fused_attention():
+            warnings.simplefilter("ignore")  # torch announces its newer exporter; the library never prints
+            torch.onnx.export(model, (example_input.cpu(),), buffer, **kwargs)
+    except unsupported as exc:  # an operator of the model's own code: sparse layers are sparsetopo's nodes
+        reason = str(exc).strip().splitlines()[0]
+        raise SparsetopoError(f"torch's ONNX exporter cannot write this model at opset {opset}: {reason}. The "
+                              "operator comes from the model's own forward, so dense=True fails alike: change "
+                              "the forward to avoid it, or try another opset") from None
     return onnx.load_from_string(buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _no_fused_attention():
+    """torch's fused inference kernels of ``nn.TransformerEncoderLayer``, ``nn.TransformerEncoder``
+    and ``nn.MultiheadAttention`` switched off for the trace, and back as they were after it.
+
+    Without gradients (the sparse export traces under ``no_grad``) those modules call one fused
+    operator that has no ONNX form, and they read ``linear1.weight`` directly, which a
+    placeholder does not have; the module-by-module path they take instead is what ONNX writes.
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):  # a torch without the switch
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
