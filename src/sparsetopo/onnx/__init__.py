@@ -12,8 +12,9 @@ The modules, front to back:
   (:mod:`~sparsetopo.onnx.trace`), and each such node is then replaced by standard ONNX
   operators (opset 13 or later) that onnxruntime and mobile runtimes execute;
 - the forms: :mod:`~sparsetopo.onnx.linear` (``ell``, ``expanded``, ``dense`` for linear
-  layers), :mod:`~sparsetopo.onnx.conv` (``gathered``, ``expanded``, ``dense`` for
-  convolutions), on the node and initializer helpers of :mod:`~sparsetopo.onnx.graph`.
+  layers), :mod:`~sparsetopo.onnx.block` (``block``, ``dense`` for block layers),
+  :mod:`~sparsetopo.onnx.conv` (``gathered``, ``expanded``, ``dense`` for convolutions), on
+  the node and initializer helpers of :mod:`~sparsetopo.onnx.graph`.
 
 The package is named after the format; inside it, ``import onnx`` is the ``onnx`` pip package
 (absolute imports), and the package is always imported as ``sparsetopo.onnx``.
@@ -47,6 +48,10 @@ The forms, measured in onnxruntime on one thread by ``benchmarks/bench_onnx.py``
     same ``Gemm`` as the dense export). Chosen
     where the dense operator is faster (a layer too dense for ``ell``) and for the large
     batches of an ``ell`` layer.
+``block`` (block layers, :class:`~sparsetopo.nn.BlockSparseLinear`)
+    One ``Gather`` places the input blocks of every output block side by side, and one batched
+    ``MatMul`` multiplies them by the output block's stacked tiles: 4 bytes per connection, and
+    the tiles' work in a dense kernel, at every batch (``bench_onnx.py``'s ``block32`` rows).
 ``dense``
     The dense weight stored as it is, where storing the connections would not be smaller.
 

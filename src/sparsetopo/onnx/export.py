@@ -15,7 +15,7 @@ from torch import nn
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.file_format import batch_shape, require
-from sparsetopo.nn.sparsify import SPARSE_LAYERS
+from sparsetopo.nn.sparsify import MADE_LAYERS
 from sparsetopo.onnx.result import dense_summary
 from sparsetopo.onnx.sparse import export_sparse
 from sparsetopo.onnx.trace import trace_to_onnx
@@ -27,7 +27,7 @@ def dense_equivalent(model: nn.Module) -> nn.Module:
     dense = copy.deepcopy(model)
     replaced: dict[int, nn.Module] = {}
     for path, module in list(dense.named_modules(remove_duplicate=False)):
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             new = replaced.setdefault(id(module), module.to_dense())
             if path == "":
                 return new

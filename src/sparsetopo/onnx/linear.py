@@ -9,7 +9,7 @@ from torch import nn
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import SparseConv2d, SparseLinear
-from sparsetopo.nn.sparsify import SPARSE_LAYERS
+from sparsetopo.nn.sparsify import MADE_LAYERS
 from sparsetopo.onnx.graph import Builder, dense_weight_from, index_dtype, padded_by_output
 from sparsetopo.onnx.result import LayerExport
 
@@ -36,7 +36,7 @@ def dense_model_bytes(model: nn.Module) -> int:
     inference of the dense export streams through the cache."""
     total, sparse_params = 0, set()
     for module in model.modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             t = module.topology
             kernel = module.kernel_size[0] * module.kernel_size[1] if isinstance(module, SparseConv2d) else 1
             total += 4 * (t.n_in * t.n_out * kernel + (t.n_out if module.bias is not None else 0))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from torch import nn
 
-from sparsetopo.nn import SparseConv2d, SparseLinear
-from sparsetopo.nn.sparsify import SPARSE_LAYERS
+from sparsetopo.nn import SparseConv2d
+from sparsetopo.nn.sparsify import MADE_LAYERS
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class LayerExport:
 
     name: str
     kind: str              # "linear" or "conv2d"
-    form: str              # "ell", "gathered", "expanded" or "dense" (sparsetopo.onnx's docstring)
+    form: str              # "ell", "gathered", "expanded", "block" or "dense" (sparsetopo.onnx's docstring)
     density: float
     bytes: int             # bytes of this layer's tensors in the ONNX file (weights, indices, bias, shapes)
     dense_bytes: int       # the same layer written dense
@@ -60,11 +60,11 @@ def dense_summary(model: nn.Module, path) -> OnnxExport:
     """The summary of a dense export: every sparse layer written as the dense operator."""
     rows = []
     for name, module in model.named_modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             t = module.topology
             size = t.n_in * t.n_out * (module.kernel_size[0] * module.kernel_size[1]
                                        if isinstance(module, SparseConv2d) else 1)
             nbytes = 4 * (size + (t.n_out if module.bias is not None else 0))
-            rows.append(LayerExport(name, "linear" if isinstance(module, SparseLinear) else "conv2d", "dense",
+            rows.append(LayerExport(name, "conv2d" if isinstance(module, SparseConv2d) else "linear", "dense",
                                     t.density, nbytes, nbytes))
     return OnnxExport(Path(path), tuple(rows), dense=True)

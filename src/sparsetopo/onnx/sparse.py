@@ -10,7 +10,8 @@ from torch import nn
 
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn import SparseLinear
+from sparsetopo.nn import BlockSparseLinear, SparseLinear
+from sparsetopo.onnx.block import block
 from sparsetopo.onnx.conv import conv, conv_pads
 from sparsetopo.onnx.graph import Builder
 from sparsetopo.onnx.linear import DENSE_IN_CACHE_BYTES, dense_model_bytes, linear
@@ -52,7 +53,9 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
         call = calls[key]
         name = call.name
         builder = Builder(f"sparse/{call.place or 'model'}")
-        if isinstance(call.layer, SparseLinear):
+        if isinstance(call.layer, BlockSparseLinear):
+            row = block(builder, call.layer, node.input[0], node.output[0], call.rank, forms.get(name))
+        elif isinstance(call.layer, SparseLinear):
             row = linear(builder, call.layer, node.input[0], node.output[0], call.rank, forms.get(name), cached)
         else:
             row = conv(builder, call.layer, node.input[0], node.output[0], forms.get(name), conv_pads(call.layer))

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn import SparseConv2d, SparseLinear
-from sparsetopo.nn.sparsify import SPARSE_LAYERS
+from sparsetopo.nn import SparseConv2d
+from sparsetopo.nn.sparsify import MADE_LAYERS
 
 #: The ONNX domain of the opaque nodes; none is left in a written file.
 DOMAIN = "sparsetopo"
@@ -62,7 +62,7 @@ class _Spec:
 
     def compute(self, x):
         layer = self.layer
-        if isinstance(layer, SparseLinear):
+        if not isinstance(layer, SparseConv2d):   # a linear layer, of single connections or of tiles
             return F.linear(x, self.weight, self.bias)
         padding = 0 if layer.padding_mode != "zeros" else layer.padding
         return F.conv2d(x, self.weight, self.bias, layer.stride, padding, layer.dilation)
@@ -120,10 +120,10 @@ def with_placeholders(model: nn.Module) -> tuple[nn.Module, list[_Call], list[st
     traced twice from the same module.
     """
     copied = copy.deepcopy(model).cpu().eval()
-    names = {id(module): name for name, module in copied.named_modules() if isinstance(module, SPARSE_LAYERS)}
+    names = {id(module): name for name, module in copied.named_modules() if isinstance(module, MADE_LAYERS)}
     calls: list[_Call] = []
     for path, module in list(copied.named_modules(remove_duplicate=False)):
-        if not isinstance(module, SPARSE_LAYERS):
+        if not isinstance(module, MADE_LAYERS):
             continue
         holder = _Placeholder(module, names[id(module)], path, calls)
         if path == "":
