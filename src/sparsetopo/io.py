@@ -3,11 +3,12 @@
 The paper points at "resource constrained applications such as connected and mobile
 devices", where a structured topology is described by a handful of numbers instead of a
 mask. A file written by :func:`save` holds, as tensors, only the *connected* weights of every
-sparse layer (``NAME.values``: length ``nnz`` for a linear layer, ``(nnz, kH, kW)`` for a
-convolution, in the topology's CSR order) and its bias, plus every other entry of the model's
+sparse layer (``NAME.values``: length ``nnz`` for a linear layer, block layers included,
+``(nnz, kH, kW)`` for a convolution, in the topology's CSR order) and its bias, plus every other entry of the model's
 ``state_dict`` unchanged (dense layers, normalisation statistics). Each sparse layer's
-connectivity is stored as its recipe in the file's metadata: construction, sizes, ``k``, seed
-and construction version, plus the sha256 fingerprint of its edge set. :func:`load` rebuilds
+connectivity is stored as its recipe in the file's metadata: construction, sizes, ``k``, seed,
+construction version and, for a block topology, its block sizes, plus the sha256 fingerprint
+of its edge set. :func:`load` rebuilds
 each mask with :func:`sparsetopo.topology.build` and checks the fingerprint, so a file loads
 only into exactly the masks it was trained with. A file written with a construction version
 other than the installed one is refused: a newer one needs a newer sparsetopo, and an older
@@ -39,7 +40,7 @@ from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, batch_s
 from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
 from sparsetopo.nn.linear import connected_state
-from sparsetopo.nn.sparsify import (SPARSE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
+from sparsetopo.nn.sparsify import (MADE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
                                     layer_sizes, put_module, summarize)
 from sparsetopo.topology import build
 
@@ -59,14 +60,9 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
     ``sparsetopo export`` (optional). Returns the path.
     """
     st = require("safetensors.torch", "sparsetopo.save")
-    blocked = [name or "<the model itself>" for name, m in model.named_modules() if isinstance(m, BlockSparseLinear)]
-    if blocked:   # its recipe has no block sizes yet: load would rebuild neuron-level layers
-        raise SparsetopoError(f"sparsetopo.save does not write block layers yet ({', '.join(map(repr, blocked[:3]))}"
-                              f"{', ...' if len(blocked) > 3 else ''}): keep them with torch.save(model.state_dict(), "
-                              "path) and load_state_dict into a model built the same way")
     layers, tensors = {}, {}
     for name, module in model.named_modules():  # each sparse layer once, by its canonical name
-        if not isinstance(module, SPARSE_LAYERS):
+        if not isinstance(module, MADE_LAYERS):
             continue
         prefix = f"{name}." if name else ""
         layers[name] = _recipe(module)
@@ -90,7 +86,7 @@ def _sparse_state_keys(model: nn.Module) -> set[str]:
     """The ``state_dict`` keys of ``model``'s sparse layers, under every name each is reachable by."""
     keys = set()
     for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             prefix = f"{name}." if name else ""
             keys |= {prefix + key for key in module.state_dict()}
     return keys
@@ -98,9 +94,13 @@ def _sparse_state_keys(model: nn.Module) -> set[str]:
 
 def _recipe(module) -> dict:
     t = module.topology
-    recipe = {"kind": "linear" if isinstance(module, SparseLinear) else "conv2d", "construction": t.construction,
+    kind = "block" if isinstance(module, BlockSparseLinear) else "linear" if isinstance(module, SparseLinear) \
+        else "conv2d"
+    recipe = {"kind": kind, "construction": t.construction,
               "n_in": t.n_in, "n_out": t.n_out, "k": t.k, "seed": t.seed, "version": t.version,
               "fingerprint": t.fingerprint, "backend": module.backend, "bias": module.bias is not None}
+    if t.is_blocked:   # absent for neuron-level layers, as in files written before block topologies
+        recipe["block"] = [t.block_in, t.block_out]
     if isinstance(module, SparseConv2d):
         recipe["conv"] = module.conv_kwargs()
     return recipe
@@ -122,7 +122,7 @@ def describe_architecture(model: nn.Module) -> dict | None:
         if id(module) in seen:
             return {"alias": seen[id(module)]}
         seen[id(module)] = path
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             return {"sparse": path}
         if isinstance(module, SparseMLP):
             for i, layer in enumerate(module.layers):
@@ -199,8 +199,10 @@ def _rebuild(description: dict, layers: dict, backend, path: str = "", dtypes: d
                 recipes = [recipe(n, where) for n in names]
                 topologies = [_topology(n, r, path) for n, r in zip(names, recipes)]
                 kwargs = {} if desc.get("output", "activation") == "activation" else {"output": desc["output"]}
+                # the backend of its neuron-level layers (its block layers have one path)
+                first = next((i for i, r in enumerate(recipes) if r["kind"] == "linear"), 0)
                 module = SparseMLP(topologies, activation=desc["activation"], dropout=desc["dropout"],
-                                   backend=_backend(recipes[0], backend, dtypes.get(names[0])), **kwargs)
+                                   backend=_backend(recipes[first], backend, dtypes.get(names[first])), **kwargs)
             except (KeyError, TypeError) as exc:
                 raise bad(where, f"a SparseMLP description lacks or mistypes {exc}") from None
             module.to(dtypes.get(names[0]) or torch.float32)
@@ -239,7 +241,8 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
     model : None to rebuild the structure recorded in the file (module docstring), or an
         instance of the saved model's architecture, dense or already sparsified; its layers
         named in the file are replaced by sparse ones and every weight is loaded into it.
-    backend : the linear layers' backend; None keeps the saved one (masked off CPU).
+    backend : the linear layers' backend; None keeps the saved one (masked off CPU). Block
+        layers (:class:`~sparsetopo.nn.BlockSparseLinear`) have one path and keep it.
     device : where to put the model (default: CPU).
 
     Raises SparsetopoError naming the file and the problem (not a sparsetopo file, another
@@ -282,7 +285,7 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
         sparse_keys = _sparse_state_keys(model)
         wanted = {k for k in model.state_dict() if k not in sparse_keys}
     for name, module in model.named_modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             prefix = f"{name}." if name else ""
             if name not in layers:
                 raise SparsetopoError(f"{path} has no sparse layer {name!r}, but the model has: "
@@ -311,7 +314,7 @@ def _materialise(model: nn.Module, target: torch.device, path) -> nn.Module:
     if not any(t.is_meta for t in tensors):
         return model
     for name, module in model.named_modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             continue
         unsaved = sorted(b for b in module._non_persistent_buffers_set if module._buffers.get(b) is not None)
         if unsaved:
@@ -354,7 +357,8 @@ def _backend(recipe, backend, dtype=None) -> str:
 
 
 def _topology(name, recipe, path):
-    t = build(recipe["construction"], recipe["n_in"], recipe["n_out"], recipe["k"], seed=recipe["seed"] or 0)
+    t = build(recipe["construction"], recipe["n_in"], recipe["n_out"], recipe["k"], seed=recipe["seed"] or 0,
+              block=tuple(recipe.get("block", (1, 1))))
     if t.fingerprint != recipe["fingerprint"]:
         raise SparsetopoError(f"{path}: the mask rebuilt for layer {name!r} differs from the saved one "
                               "(same construction version, other edges): the file was not written by sparsetopo.save")
@@ -365,6 +369,8 @@ def _sparse_layer(name, recipe, backend, path, dtype=None):
     topology = _topology(name, recipe, path)
     if recipe["kind"] == "linear":
         layer = SparseLinear(topology, backend=_backend(recipe, backend, dtype), bias=recipe["bias"])
+    elif recipe["kind"] == "block":   # one path whatever the backend asked for
+        layer = BlockSparseLinear(topology, bias=recipe["bias"])
     else:
         conv = recipe["conv"]
         padding = conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"])
@@ -385,7 +391,7 @@ def _install_sparse_layers(model, layers, backend, path):
         except AttributeError:
             raise SparsetopoError(f"{path} has a sparse layer {name!r}, but the model has no module of that name: "
                                   "was the file saved from this architecture?") from None
-        if isinstance(current, SPARSE_LAYERS):
+        if isinstance(current, MADE_LAYERS):
             if current.topology.fingerprint != recipe["fingerprint"]:
                 raise SparsetopoError(f"{path}: layer {name!r} of the model has other connections than the file's")
             continue
@@ -407,7 +413,7 @@ def _check_same_layer(path, name, current: nn.Module, recipe) -> None:
     """The model's dense layer has the file's kind, bias and (convolution) arguments."""
     label = name or "<the model itself>"
     kind = "linear" if is_linear(current) else "conv2d"
-    if kind != recipe["kind"]:
+    if kind != ("conv2d" if recipe["kind"] == "conv2d" else "linear"):   # a block layer replaces a linear one
         raise SparsetopoError(f"{path}: layer {label!r} is an {type(current).__name__} in the model but a "
                               f"{recipe['kind']} layer in the file")
     if (current.bias is not None) != recipe["bias"]:
