@@ -115,3 +115,16 @@ def test_torch_onnx_export_of_a_block_layer_points_to_export_onnx(tmp_path):
     model = block_model("random_regular", 48, 64, 2, 16)
     with pytest.raises(SparsetopoError, match="use sparsetopo.export_onnx"):
         torch.onnx.export(model, (torch.zeros(1, 48),), str(tmp_path / "m.onnx"), dynamo=False)
+
+
+def test_a_saved_block_model_exports_from_the_command_line(tmp_path, capsys):
+    """save -> sparsetopo export: the file rebuilt without its class, written in the block form."""
+    pytest.importorskip("safetensors")
+    from sparsetopo.cli import main
+
+    model = block_model("regular_rotating", 64, 96, 3, 16)
+    saved = sparsetopo.save(model, tmp_path / "m.safetensors", input_shape=(1, 64))
+    assert main(["export", str(saved), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "0 (linear, density 0.5): block (tiles of 16x16), " in out
+    assert float(out.rsplit(" ", 1)[1]) < 1e-4
