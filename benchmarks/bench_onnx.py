@@ -1,6 +1,6 @@
 """Sparse ONNX export against the dense export: file size, batch-1 latency, batch-256 throughput.
 
-Usage: ``python benchmarks/bench_onnx.py [--json] [--repeats N] [--widths 1024,4096]``
+Usage: ``python benchmarks/bench_onnx.py [--json] [--repeats N] [--widths 1024,4096] [--only TEXT]``
 
 For each model and density, the model is sparsified (``random_regular``, seed 0, as
 ``sparsetopo.sparsify`` does by default otherwise) and written twice the way a user writes it:
@@ -16,8 +16,11 @@ Models: the tutorial's CNN (the second convolution and the first linear layer sp
 1 x 28 x 28 images, and MLPs 784-W-W-10 (ReLU; both hidden layers sparsified) for each width
 W. The first convolution (one input channel) and the 10-output layers stay dense: at 2% those
 would have ``k = round(0.02 * 10) = 0``.
-Densities 2%, 10% and 30%. Ratios are sparse / dense: file bytes, batch-1 seconds and batch-256
-rows per second (above 1 means the sparse file is faster at that batch).
+Densities 2%, 10% and 30%. Block layers: the same MLPs with both hidden layers sparsified on
+blocks of 32 neurons at 10% (``sparsify(..., block=32)``, case ``mlpW-block32``), written in the
+``block`` form (a Gather of input blocks and one batched MatMul on the tiles). Ratios are sparse /
+dense: file bytes, batch-1 seconds and batch-256 rows per second (above 1 means the sparse file
+is faster at that batch).
 """
 
 from __future__ import annotations
@@ -39,10 +42,14 @@ import sparsetopo
 from sparsetopo.nn import sparsify
 
 DENSITIES = (0.02, 0.1, 0.3)
-TARGETS = {  # the issue's acceptance, on the 4096-wide MLP unless named
+BLOCK, BLOCK_DENSITY = 32, 0.1
+TARGETS = {  # the acceptance targets, on the 4096-wide MLP unless named
     "file_ratio mlp4096 d0.1": 0.25, "file_ratio cnn d0.1": 0.25, "file_ratio mlp4096 d0.02": 0.08,
     "latency_ratio_batch1 mlp4096 d0.1": 0.5, "latency_ratio_batch1 mlp4096 d0.02": 0.2,
     "throughput_ratio_batch256 mlp4096 d0.1": 1.0,
+    # block layers: a file at most density + 0.05 of the dense one, batch 1 at most a quarter of its time
+    f"file_ratio mlp4096-block{BLOCK} d{BLOCK_DENSITY}": round(BLOCK_DENSITY + 0.05, 2),
+    f"latency_ratio_batch1 mlp4096-block{BLOCK} d{BLOCK_DENSITY}": 0.25,
 }
 
 
@@ -119,16 +126,20 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--repeats", type=int, default=60, help="batch-1 calls per side (batch 256: a sixth)")
     parser.add_argument("--widths", default="1024,4096", help="MLP widths, comma separated")
+    parser.add_argument("--only", default="", help="run only the models whose name holds this text (e.g. block)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     # the 10-output layers stay dense: at 2% they would have k = round(0.02 * 10) = 0
-    cases = [("cnn", cnn, (1, 1, 28, 28), {"include": ["features.3", "classifier.0"]})]
-    cases += [(f"mlp{w}", (lambda w=w: mlp(w)), (1, 784), {"include": ["0", "2"]})
-              for w in map(int, args.widths.split(","))]
+    widths = list(map(int, args.widths.split(",")))
+    cases = [("cnn", cnn, (1, 1, 28, 28), {"include": ["features.3", "classifier.0"]}, DENSITIES)]
+    cases += [(f"mlp{w}", (lambda w=w: mlp(w)), (1, 784), {"include": ["0", "2"]}, DENSITIES) for w in widths]
+    cases += [(f"mlp{w}-block{BLOCK}", (lambda w=w: mlp(w)), (1, 784), {"include": ["0", "2"], "block": BLOCK},
+               (BLOCK_DENSITY,)) for w in widths]
+    cases = [case for case in cases if args.only in case[0]]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, make, shape, kwargs in cases:
-            for density in DENSITIES:
+        for name, make, shape, kwargs, densities in cases:
+            for density in densities:
                 torch.manual_seed(0)
                 model = sparsify(make(), "random_regular", density=density, seed=0, **kwargs)
                 key = f"{name} d{density}"

@@ -396,6 +396,8 @@ def bench_start(r: dict) -> list[str]:
 def _form(layer: dict) -> str:
     if layer["form"] == "ell":
         return f"ell to batch {layer['ell_max_batch']}"
+    if layer["form"] == "block" and layer.get("note"):
+        return f"block, {layer['note']}"
     return layer["form"]
 
 

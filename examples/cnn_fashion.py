@@ -148,7 +148,7 @@ def files(model, side: int, x_probe, workdir: Path, tag: str) -> dict:
     try:
         onnx_path = sparsetopo.export_onnx(loaded, workdir / f"{tag}.onnx", input_shape=(1, 1, side, side)).path
         out["onnx_bytes"] = onnx_path.stat().st_size
-        from sparsetopo.io import onnx_difference
+        from sparsetopo.onnx import onnx_difference
 
         out["onnx_max_abs_diff"] = onnx_difference(loaded, onnx_path, x_probe)
     except SparsetopoError as exc:  # onnx / onnxruntime not installed

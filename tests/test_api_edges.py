@@ -20,7 +20,8 @@ from sparsetopo.topology import build
 
 st = pytest.importorskip("safetensors.torch")
 pytest.importorskip("onnx")
-from sparsetopo.io import export_onnx, load, save  # noqa: E402
+from sparsetopo.io import load, save  # noqa: E402
+from sparsetopo.onnx import export_onnx  # noqa: E402
 
 GEN = torch.Generator().manual_seed(0)
 X = torch.randn(4, 20, generator=GEN)

@@ -131,15 +131,6 @@ def test_a_trained_block_model_keeps_its_pruned_weights_at_zero():
     assert np.isfinite(sparse[2].connected_weights().numpy()).all()
 
 
-def test_onnx_export_refuses_block_layers_and_writes_nothing(tmp_path):
-    pytest.importorskip("onnx")
-    sparse = sparsify(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), "regular_rotating",
-                      density=0.25, block=8)
-    with pytest.raises(SparsetopoError, match="ONNX export does not write block layers"):
-        sparsetopo.export_onnx(sparse, tmp_path / "m.onnx", input_shape=(1, 64))
-    assert not (tmp_path / "m.onnx").exists()
-
-
 def test_draw_topology_renders_a_block_layer(tmp_path):
     pytest.importorskip("matplotlib")
     from sparsetopo.report.pictures import draw_topology
@@ -147,13 +138,3 @@ def test_draw_topology_renders_a_block_layer(tmp_path):
     path = tmp_path / "blocks.png"
     draw_topology(build("regular_rotating", 64, 40, 2, block=8), path)
     assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_save_refuses_block_layers_and_writes_nothing(tmp_path):
-    pytest.importorskip("safetensors")
-    from sparsetopo.io import save
-
-    sparse = sparsify(model(), "random_regular", density=0.5, block=16, include=[nn.Linear])
-    with pytest.raises(SparsetopoError, match=r"does not write block layers yet \('2', '4'\).*torch.save"):
-        save(sparse, tmp_path / "b.safetensors")
-    assert list(tmp_path.iterdir()) == []

@@ -26,7 +26,8 @@ from sparsetopo import SparsetopoError
 from sparsetopo.nn import CoverageWarning, sparsify, summary
 
 st = pytest.importorskip("safetensors.torch")
-from sparsetopo.io import load, onnx_difference, save  # noqa: E402
+from sparsetopo.io import load, save  # noqa: E402
+from sparsetopo.onnx import onnx_difference  # noqa: E402
 from test_cli_safety import TINY, assert_refused  # noqa: E402
 
 def cli(*args, cwd, preexec_fn=None, timeout=300) -> subprocess.CompletedProcess:

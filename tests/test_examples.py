@@ -10,10 +10,10 @@ import pytest
 
 # dotted path of each public function whose docstring teaches by example
 EXAMPLED = ["sparsetopo.topology.registry.build", "sparsetopo.nn.sparsify.sparsify", "sparsetopo.train.loop.train",
-            "sparsetopo.io.save", "sparsetopo.io.load", "sparsetopo.io.export_onnx"]
+            "sparsetopo.io.save", "sparsetopo.io.load", "sparsetopo.onnx.export.export_onnx"]
 # the optional packages an example needs (the ``io`` extra); without them it is skipped
 NEEDS = {"sparsetopo.io.save": ["safetensors"], "sparsetopo.io.load": ["safetensors"],
-         "sparsetopo.io.export_onnx": ["onnx", "onnxruntime"]}
+         "sparsetopo.onnx.export.export_onnx": ["onnx", "onnxruntime"]}
 
 
 def resolve(path: str):

@@ -10,9 +10,11 @@ from torch import nn
 import sparsetopo
 from sparsetopo import SparsetopoError, build
 from sparsetopo.cli import main
-from sparsetopo.io import dense_equivalent
 from sparsetopo.nn import SparseConv2d, SparseLinear, sparsify
-from sparsetopo.onnx_export import dense_model_bytes, ell_max_batch, export_sparse, padded_by_output
+from sparsetopo.onnx import dense_equivalent
+from sparsetopo.onnx.graph import padded_by_output
+from sparsetopo.onnx.linear import dense_model_bytes, ell_max_batch
+from sparsetopo.onnx.sparse import export_sparse
 
 from test_io import cnn, seeded  # the tutorial's network
 

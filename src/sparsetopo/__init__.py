@@ -15,7 +15,7 @@ LAZY = {
     "summary": "sparsetopo.nn.sparsify",
     "save": "sparsetopo.io",
     "load": "sparsetopo.io",
-    "export_onnx": "sparsetopo.io",
+    "export_onnx": "sparsetopo.onnx",
 }
 
 __all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", *LAZY]

@@ -31,6 +31,18 @@ def require(module: str, purpose: str):
         raise SparsetopoError(f"{purpose} needs the '{module.split('.')[0]}' package: {pip_install('io')}") from None
 
 
+def batch_shape(input_shape) -> list[int]:
+    """``input_shape`` as a list of positive ints (batch first), or SparsetopoError naming it."""
+    try:
+        shape = list(input_shape)
+    except TypeError:
+        shape = None
+    if not shape or any(isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 1 for n in shape):
+        raise SparsetopoError(f"input_shape={input_shape!r} must be a list of positive sizes, batch first, "
+                              "e.g. (1, 1, 28, 28)")
+    return [n.__index__() for n in shape]
+
+
 def read_metadata(path) -> dict:
     """The sparsetopo metadata of a file written by :func:`sparsetopo.save` (format, layers' recipes,
     architecture, input shape), checked for format and construction versions."""
@@ -69,7 +81,11 @@ def read_metadata(path) -> dict:
     return info
 
 
-#: Every field of a sparse layer's recipe and the types it may hold.
+#: The layers a file holds: SparseLinear, BlockSparseLinear (its tiles' connected weights, in
+#: the lifted topology's CSR order, as a linear layer's) and SparseConv2d.
+KINDS = ("linear", "block", "conv2d")
+#: Every field of a sparse layer's recipe and the types it may hold; a recipe may also hold
+#: ``block``, ``[b_in, b_out]``, the block sizes of a block topology (absent: 1 and 1).
 RECIPE_FIELDS = {"kind": str, "construction": str, "n_in": int, "n_out": int, "k": int, "seed": (int, type(None)),
                  "version": int, "fingerprint": str, "backend": str, "bias": bool}
 CONV_FIELDS = {"kernel_size": list, "stride": list, "padding": (list, str), "dilation": list,
@@ -92,9 +108,14 @@ def check_recipe(path, name, recipe) -> None:
                                       + ": the file is damaged; write it again with sparsetopo.save")
 
     check(RECIPE_FIELDS, recipe)
-    if recipe["kind"] not in ("linear", "conv2d"):
-        raise SparsetopoError(f"{path}: layer {label!r} has kind={recipe['kind']!r}: this sparsetopo reads 'linear' "
-                              "and 'conv2d' layers")
+    if recipe["kind"] not in KINDS:
+        raise SparsetopoError(f"{path}: layer {label!r} has kind={recipe['kind']!r}: this sparsetopo reads "
+                              f"{', '.join(map(repr, KINDS))} layers")
+    block = recipe.get("block", [1, 1])
+    if not (isinstance(block, list) and len(block) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block)):
+        raise SparsetopoError(f"{path}: layer {label!r} has block={block!r} in its recipe, which should be two "
+                              "positive sizes [b_in, b_out]: the file is damaged; write it again with sparsetopo.save")
     if recipe["kind"] == "conv2d":
         if not isinstance(recipe.get("conv"), dict):
             raise SparsetopoError(f"{path}: the conv2d layer {label!r} has no 'conv' arguments in its recipe")

@@ -1,13 +1,14 @@
-"""Compact model files: :func:`save` / :func:`load` in the safetensors format, and :func:`export_onnx`.
+"""Compact model files: :func:`save` / :func:`load` in the safetensors format.
 
 The paper points at "resource constrained applications such as connected and mobile
 devices", where a structured topology is described by a handful of numbers instead of a
 mask. A file written by :func:`save` holds, as tensors, only the *connected* weights of every
-sparse layer (``NAME.values``: length ``nnz`` for a linear layer, ``(nnz, kH, kW)`` for a
-convolution, in the topology's CSR order) and its bias, plus every other entry of the model's
+sparse layer (``NAME.values``: length ``nnz`` for a linear layer, block layers included,
+``(nnz, kH, kW)`` for a convolution, in the topology's CSR order) and its bias, plus every other entry of the model's
 ``state_dict`` unchanged (dense layers, normalisation statistics). Each sparse layer's
-connectivity is stored as its recipe in the file's metadata: construction, sizes, ``k``, seed
-and construction version, plus the sha256 fingerprint of its edge set. :func:`load` rebuilds
+connectivity is stored as its recipe in the file's metadata: construction, sizes, ``k``, seed,
+construction version and, for a block topology, its block sizes, plus the sha256 fingerprint
+of its edge set. :func:`load` rebuilds
 each mask with :func:`sparsetopo.topology.build` and checks the fingerprint, so a file loads
 only into exactly the masks it was trained with. A file written with a construction version
 other than the installed one is refused: a newer one needs a newer sparsetopo, and an older
@@ -19,19 +20,15 @@ layers and common parameter-free or standard torch layers: :data:`REBUILDABLE`);
 ``load(path)`` needs nothing else. For any other model, pass a freshly constructed instance
 of its (dense) architecture: ``load(path, model=MyNet())``.
 
-:func:`export_onnx` writes an ONNX graph for inference (onnxruntime, mobile runtimes) in which
-each sparse layer takes a form whose bytes follow its connections (:mod:`sparsetopo.onnx_export`),
-or, with ``dense=True``, the dense operator with its pruned weights as zeros.
+The ONNX export is :mod:`sparsetopo.onnx`.
 
-safetensors, onnx and onnxruntime are optional: ``pip install 'sparsetopo[io]'``.
+safetensors is optional: ``pip install 'sparsetopo[io]'``.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -39,11 +36,11 @@ from torch import nn
 
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, read_metadata, require
+from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, batch_shape, read_metadata, require
 from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
 from sparsetopo.nn.linear import connected_state
-from sparsetopo.nn.sparsify import (SPARSE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
+from sparsetopo.nn.sparsify import (MADE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
                                     layer_sizes, put_module, summarize)
 from sparsetopo.topology import build
 
@@ -79,14 +76,9 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
     True
     """
     st = require("safetensors.torch", "sparsetopo.save")
-    blocked = [name or "<the model itself>" for name, m in model.named_modules() if isinstance(m, BlockSparseLinear)]
-    if blocked:   # its recipe has no block sizes yet: load would rebuild neuron-level layers
-        raise SparsetopoError(f"sparsetopo.save does not write block layers yet ({', '.join(map(repr, blocked[:3]))}"
-                              f"{', ...' if len(blocked) > 3 else ''}): keep them with torch.save(model.state_dict(), "
-                              "path) and load_state_dict into a model built the same way")
     layers, tensors = {}, {}
     for name, module in model.named_modules():  # each sparse layer once, by its canonical name
-        if not isinstance(module, SPARSE_LAYERS):
+        if not isinstance(module, MADE_LAYERS):
             continue
         prefix = f"{name}." if name else ""
         layers[name] = _recipe(module)
@@ -110,29 +102,21 @@ def _sparse_state_keys(model: nn.Module) -> set[str]:
     """The ``state_dict`` keys of ``model``'s sparse layers, under every name each is reachable by."""
     keys = set()
     for name, module in model.named_modules(remove_duplicate=False):
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             prefix = f"{name}." if name else ""
             keys |= {prefix + key for key in module.state_dict()}
     return keys
 
 
-def batch_shape(input_shape) -> list[int]:
-    """``input_shape`` as a list of positive ints (batch first), or SparsetopoError naming it."""
-    try:
-        shape = list(input_shape)
-    except TypeError:
-        shape = None
-    if not shape or any(isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 1 for n in shape):
-        raise SparsetopoError(f"input_shape={input_shape!r} must be a list of positive sizes, batch first, "
-                              "e.g. (1, 1, 28, 28)")
-    return [n.__index__() for n in shape]
-
-
 def _recipe(module) -> dict:
     t = module.topology
-    recipe = {"kind": "linear" if isinstance(module, SparseLinear) else "conv2d", "construction": t.construction,
+    kind = "block" if isinstance(module, BlockSparseLinear) else "linear" if isinstance(module, SparseLinear) \
+        else "conv2d"
+    recipe = {"kind": kind, "construction": t.construction,
               "n_in": t.n_in, "n_out": t.n_out, "k": t.k, "seed": t.seed, "version": t.version,
               "fingerprint": t.fingerprint, "backend": module.backend, "bias": module.bias is not None}
+    if t.is_blocked:   # absent for neuron-level layers, as in files written before block topologies
+        recipe["block"] = [t.block_in, t.block_out]
     if isinstance(module, SparseConv2d):
         recipe["conv"] = module.conv_kwargs()
     return recipe
@@ -154,7 +138,7 @@ def describe_architecture(model: nn.Module) -> dict | None:
         if id(module) in seen:
             return {"alias": seen[id(module)]}
         seen[id(module)] = path
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             return {"sparse": path}
         if isinstance(module, SparseMLP):
             for i, layer in enumerate(module.layers):
@@ -231,8 +215,10 @@ def _rebuild(description: dict, layers: dict, backend, path: str = "", dtypes: d
                 recipes = [recipe(n, where) for n in names]
                 topologies = [_topology(n, r, path) for n, r in zip(names, recipes)]
                 kwargs = {} if desc.get("output", "activation") == "activation" else {"output": desc["output"]}
+                # the backend of its neuron-level layers (its block layers have one path)
+                first = next((i for i, r in enumerate(recipes) if r["kind"] == "linear"), 0)
                 module = SparseMLP(topologies, activation=desc["activation"], dropout=desc["dropout"],
-                                   backend=_backend(recipes[0], backend, dtypes.get(names[0])), **kwargs)
+                                   backend=_backend(recipes[first], backend, dtypes.get(names[first])), **kwargs)
             except (KeyError, TypeError) as exc:
                 raise bad(where, f"a SparseMLP description lacks or mistypes {exc}") from None
             module.to(dtypes.get(names[0]) or torch.float32)
@@ -271,7 +257,8 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
     model : None to rebuild the structure recorded in the file (module docstring), or an
         instance of the saved model's architecture, dense or already sparsified; its layers
         named in the file are replaced by sparse ones and every weight is loaded into it.
-    backend : the linear layers' backend; None keeps the saved one (masked off CPU).
+    backend : the linear layers' backend; None keeps the saved one (masked off CPU). Block
+        layers (:class:`~sparsetopo.nn.BlockSparseLinear`) have one path and keep it.
     device : where to put the model (default: CPU).
 
     Raises SparsetopoError naming the file and the problem (not a sparsetopo file, another
@@ -326,7 +313,7 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
         sparse_keys = _sparse_state_keys(model)
         wanted = {k for k in model.state_dict() if k not in sparse_keys}
     for name, module in model.named_modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             prefix = f"{name}." if name else ""
             if name not in layers:
                 raise SparsetopoError(f"{path} has no sparse layer {name!r}, but the model has: "
@@ -355,7 +342,7 @@ def _materialise(model: nn.Module, target: torch.device, path) -> nn.Module:
     if not any(t.is_meta for t in tensors):
         return model
     for name, module in model.named_modules():
-        if isinstance(module, SPARSE_LAYERS):
+        if isinstance(module, MADE_LAYERS):
             continue
         unsaved = sorted(b for b in module._non_persistent_buffers_set if module._buffers.get(b) is not None)
         if unsaved:
@@ -398,7 +385,8 @@ def _backend(recipe, backend, dtype=None) -> str:
 
 
 def _topology(name, recipe, path):
-    t = build(recipe["construction"], recipe["n_in"], recipe["n_out"], recipe["k"], seed=recipe["seed"] or 0)
+    t = build(recipe["construction"], recipe["n_in"], recipe["n_out"], recipe["k"], seed=recipe["seed"] or 0,
+              block=tuple(recipe.get("block", (1, 1))))
     if t.fingerprint != recipe["fingerprint"]:
         raise SparsetopoError(f"{path}: the mask rebuilt for layer {name!r} differs from the saved one "
                               "(same construction version, other edges): the file was not written by sparsetopo.save")
@@ -409,6 +397,8 @@ def _sparse_layer(name, recipe, backend, path, dtype=None):
     topology = _topology(name, recipe, path)
     if recipe["kind"] == "linear":
         layer = SparseLinear(topology, backend=_backend(recipe, backend, dtype), bias=recipe["bias"])
+    elif recipe["kind"] == "block":   # one path whatever the backend asked for
+        layer = BlockSparseLinear(topology, bias=recipe["bias"])
     else:
         conv = recipe["conv"]
         padding = conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"])
@@ -429,7 +419,7 @@ def _install_sparse_layers(model, layers, backend, path):
         except AttributeError:
             raise SparsetopoError(f"{path} has a sparse layer {name!r}, but the model has no module of that name: "
                                   "was the file saved from this architecture?") from None
-        if isinstance(current, SPARSE_LAYERS):
+        if isinstance(current, MADE_LAYERS):
             if current.topology.fingerprint != recipe["fingerprint"]:
                 raise SparsetopoError(f"{path}: layer {name!r} of the model has other connections than the file's")
             continue
@@ -451,7 +441,7 @@ def _check_same_layer(path, name, current: nn.Module, recipe) -> None:
     """The model's dense layer has the file's kind, bias and (convolution) arguments."""
     label = name or "<the model itself>"
     kind = "linear" if is_linear(current) else "conv2d"
-    if kind != recipe["kind"]:
+    if kind != ("conv2d" if recipe["kind"] == "conv2d" else "linear"):   # a block layer replaces a linear one
         raise SparsetopoError(f"{path}: layer {label!r} is an {type(current).__name__} in the model but a "
                               f"{recipe['kind']} layer in the file")
     if (current.bias is not None) != recipe["bias"]:
@@ -467,119 +457,3 @@ def _check_same_layer(path, name, current: nn.Module, recipe) -> None:
                 raise SparsetopoError(f"{path}: layer {label!r} has {key}={value!r} in the model but "
                                       f"{key}={recipe['conv'].get(key)!r} in the file: was the file saved from "
                                       "this architecture?")
-
-
-# -- ONNX ------------------------------------------------------------------------------------
-def dense_equivalent(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in which every sparse layer is the dense torch layer computing the
-    same function (pruned weights as zeros): what ONNX and other exporters can trace."""
-    dense = copy.deepcopy(model)
-    replaced: dict[int, nn.Module] = {}
-    for path, module in list(dense.named_modules(remove_duplicate=False)):
-        if isinstance(module, SPARSE_LAYERS):
-            new = replaced.setdefault(id(module), module.to_dense())
-            if path == "":
-                return new
-            parent, _, attr = path.rpartition(".")
-            setattr(dense.get_submodule(parent) if parent else dense, attr, new)
-    return dense
-
-
-def export_onnx(model: nn.Module, path, *, input_shape=None, example_input: torch.Tensor | None = None,
-                opset: int = 17, dense: bool = False):
-    """Write ``model`` as an ONNX graph that onnxruntime runs with the same outputs.
-
-    Give the shape of one input batch (``input_shape``) or an example input; the batch
-    dimension is exported as dynamic. The model runs in eval mode (no dropout). Each sparse
-    layer is written in a form whose bytes and work follow its connections
-    (:mod:`sparsetopo.onnx_export`); ``dense=True`` writes the dense equivalent instead (pruned
-    weights as zeros), which any runtime and opset runs.
-
-    Returns a :class:`sparsetopo.onnx_export.OnnxExport`: ``.path`` (also its ``os.fspath``)
-    and ``.layers``, per sparse layer the form chosen, its bytes and the dense layer's bytes.
-
-    Examples
-    --------
-    A sparsified MLP written to ONNX, then run by onnxruntime with the same outputs as torch:
-
-    >>> import numpy as np, onnxruntime, torch
-    >>> from torch import nn
-    >>> import sparsetopo
-    >>> model = sparsetopo.sparsify(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)),
-    ...                             "regular_rotating", density=0.25, backend="masked")
-    >>> exported = sparsetopo.export_onnx(model, "model.onnx", input_shape=(1, 64))
-    >>> [layer.name for layer in exported.layers], exported.layers[0].bytes < exported.layers[0].dense_bytes
-    (['0', '2'], True)
-    >>> x = torch.linspace(-1, 1, 3 * 64).reshape(3, 64)   # any batch size: the batch is dynamic
-    >>> session = onnxruntime.InferenceSession(exported.path)
-    >>> (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    >>> with torch.no_grad():
-    ...     bool(np.allclose(y, model(x).numpy(), atol=1e-5))
-    True
-    """
-    from sparsetopo.onnx_export import dense_summary, export_sparse, trace_to_onnx
-
-    onnx = require("onnx", "sparsetopo.export_onnx")
-    if example_input is None:
-        if input_shape is None:
-            raise SparsetopoError("export_onnx needs input_shape (e.g. (1, 1, 28, 28)) or example_input")
-        shape = batch_shape(input_shape)
-        param = next(model.parameters(), None)
-        example_input = torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32)
-    check_export_arguments(model, example_input, opset, "input_shape" if input_shape is not None else "example_input")
-    if not dense:
-        return export_sparse(model, path, example_input, opset)
-    proto = trace_to_onnx(dense_equivalent(model).cpu().eval(), example_input, opset)
-    with atomic_path(path) as tmp:
-        onnx.save_model(proto, str(tmp))
-    return dense_summary(model, path)
-
-
-def onnx_opsets() -> tuple[int, int]:
-    """The lowest and highest ONNX opset the exporter used by :func:`export_onnx` writes."""
-    try:
-        from torch.onnx import _constants
-        return _constants.ONNX_MIN_OPSET, getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
-                                                  _constants.ONNX_MAX_OPSET)
-    except (ImportError, AttributeError):  # torch moved its constants: the range of torch 2.x
-        return 7, 20
-
-
-def check_export_arguments(model: nn.Module, example_input: torch.Tensor, opset, what: str) -> None:
-    """Refuse an opset the exporter lacks and an input the model cannot run, before anything
-    is traced or written (the exporter's own failures are tracebacks with its IR on stdout)."""
-    if not isinstance(example_input, torch.Tensor):
-        raise SparsetopoError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
-    low, high = onnx_opsets()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
-        raise SparsetopoError(f"opset={opset!r} is not an ONNX opset this exporter writes: choose {low} <= opset "
-                              f"<= {high}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input)
-    except (RuntimeError, SparsetopoError, ValueError, IndexError) as exc:
-        shape = ",".join(str(n) for n in example_input.shape)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SparsetopoError(f"{what} {shape} does not fit the model: {reason}") from None
-    finally:
-        model.train(was_training)
-
-
-def onnx_difference(model: nn.Module, path, example_input: torch.Tensor) -> float:
-    """Largest absolute difference between ``model`` (eval mode, no gradient) and the ONNX file
-    ``path`` run by onnxruntime's CPU provider on ``example_input``."""
-    ort = require("onnxruntime", "checking an ONNX export")
-    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            expected = model(example_input).detach().cpu().numpy()
-    finally:
-        model.train(was_training)
-    got = session.run(None, {session.get_inputs()[0].name: example_input.detach().cpu().numpy()})[0]
-    if got.shape != expected.shape:
-        raise SparsetopoError(f"{path}: onnxruntime returned shape {got.shape}, the model {expected.shape}")
-    return float(abs(got - expected).max()) if got.size else 0.0

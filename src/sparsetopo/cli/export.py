@@ -51,7 +51,9 @@ def export_command(model_file, onnx_path, input_shape, opset, dense, check):
     """
     import torch
 
-    from sparsetopo.io import export_onnx, load, onnx_difference, read_metadata
+    from sparsetopo.file_format import read_metadata
+    from sparsetopo.io import load
+    from sparsetopo.onnx import export_onnx, onnx_difference
 
     info = read_metadata(model_file)
     shape = list(input_shape) if input_shape else info.get("input_shape")

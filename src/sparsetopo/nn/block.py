@@ -71,8 +71,8 @@ class BlockSparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():  # tracing the gathers would write a file that fails or misleads
-            raise SparsetopoError("ONNX export does not write block layers (BlockSparseLinear) yet: export "
-                                  "a copy whose block layers are replaced by layer.to_dense()")
+            raise SparsetopoError("torch.onnx.export cannot write a block layer (BlockSparseLinear): use "
+                                  "sparsetopo.export_onnx, which writes its tiles in standard operators")
         if not (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
                 and x.dtype is self.tiles.dtype and x.device == self.tiles.device):
             self._refuse(x)

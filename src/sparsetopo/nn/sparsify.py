@@ -56,8 +56,8 @@ def is_linear(module: nn.Module) -> bool:
     """A layer sparsify replaces by a (block) sparse linear layer: ``nn.Linear`` or ``Conv1D``."""
     return isinstance(module, nn.Linear) or is_transposed_linear(module)
 SPARSE_LAYERS = (SparseLinear, SparseConv2d)
-#: Every layer sparsify makes, block layers included: what its summaries count as sparse.
-#: (SPARSE_LAYERS, without block layers, is what the file format of sparsetopo.io writes.)
+#: Every layer sparsify makes, block layers included: what its summaries count as sparse, what
+#: sparsetopo.save writes and what the ONNX export writes in its sparse forms.
 MADE_LAYERS = (*SPARSE_LAYERS, BlockSparseLinear)
 LINEAR_LAYERS = (SparseLinear, BlockSparseLinear)
 
