@@ -86,8 +86,9 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
             if key not in sparse_keys:
                 tensors[key] = value.detach().cpu().clone().contiguous()
     info = {"format": FORMAT, "format_version": FORMAT_VERSION, "sparsetopo_version": _version(),
-            "layers": layers, "masked_layers": masked, "architecture": describe_architecture(model),
-            "input_shape": None if input_shape is None else batch_shape(input_shape)}
+            "layers": layers, "architecture": describe_architecture(model),
+            "input_shape": None if input_shape is None else batch_shape(input_shape),
+            **({"masked_layers": masked} if masked else {})}   # files without such layers are as before
     with atomic_path(path) as tmp:
         st.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
     return Path(path)
