@@ -15,14 +15,13 @@ at density 0.25.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 
 import torch
 from torch import nn
 
-from _common import interleaved_medians, machine, set_threads
+from _common import interleaved_medians, timing_arguments, timing_record
 from sparsetopo.nn import sparsify
 
 SHAPES = {"LSTM 64->128, 2 layers, seq 32, batch 16": (nn.LSTM, 64, 128, dict(num_layers=2), 32, 16),
@@ -51,29 +50,21 @@ def measure(kind, n_in, hidden, extra, seq, batch, repeats, seed=0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=None, help="threads for torch (default: its own)")
-    args = parser.parse_args()
-    set_threads(args.threads)
+    args = timing_arguments(__doc__, repeats=40)
     ratios, seconds = {}, {}
     for name, (kind, n_in, hidden, extra, seq, batch) in SHAPES.items():
         med = measure(kind, n_in, hidden, extra, seq, batch, args.repeats)
         ratios[name] = med["masked"] / med["dense"]
         seconds[name] = med
-    result = {"benchmark": f"recurrent training step (forward+backward), sparsify(density={DENSITY}) against torch's "
-                           "dense layer", "ratios": ratios, "baseline": "nn.LSTM / nn.GRU through autograd",
-              "threads": args.threads, "repeats": args.repeats,
-              "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
-              "seconds": seconds, "machine": machine()}
-    if args.json:
-        print(json.dumps(result))
+    result = timing_record(args, BLOCK, ratios=ratios, seconds=seconds, baseline="nn.LSTM / nn.GRU through autograd",
+                           benchmark=f"recurrent training step (forward+backward), sparsify(density={DENSITY}) "
+                                     "against torch's dense layer")
+    if not args.json:
+        print(f"recurrent training step, density {DENSITY}; machine: {result['machine']}")
+        print("\n".join(f"  {name:>46}: dense {s['dense'] * 1e3:7.2f} ms  masked {s['masked'] * 1e3:7.2f} ms "
+                        f"(ratio {ratios[name]:.2f})" for name, s in seconds.items()))
         return
-    print(f"recurrent training step, density {DENSITY}; machine: {result['machine']}")
-    for name, s in seconds.items():
-        print(f"  {name:>46}: dense {s['dense'] * 1e3:7.2f} ms  masked {s['masked'] * 1e3:7.2f} ms "
-              f"(ratio {ratios[name]:.2f})")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
