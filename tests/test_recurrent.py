@@ -8,6 +8,7 @@ multiplied by the dense 0/1 adjacency of those topologies.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -220,3 +221,24 @@ def test_save_and_load_round_trip_with_connected_values_only(tmp_path):
         sparsetopo.load(path, model=other)
     with pytest.raises(SparsetopoError, match=r"layer 'rnn' is a GRU in the model but an nn.LSTM in the file"):
         sparsetopo.load(path, model=Classifier(nn.GRU))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["masked_layers"]["rnn"]["matrices"]["weight_ih_l0"][0].pop("fingerprint"),
+     "masked layer 'rnn' has matrix 'weight_ih_l0': a topology without a valid 'fingerprint'"),
+    (lambda m: m["masked_layers"]["rnn"].pop("gates"), "masked layer 'rnn' has"),
+    (lambda m: m["masked_layers"]["rnn"]["matrices"]["weight_hh_l0"][1].update(version=99),
+     "layer 'rnn.weight_hh_l0' was built by version 99 of random_regular"),
+    (lambda m: m["masked_layers"]["rnn"]["matrices"]["weight_hh_l0"][1].update(seed=12345),
+     "the masks rebuilt for 'weight_hh_l0' of layer 'rnn' differ from the saved ones")])
+def test_a_damaged_masked_layer_recipe_is_one_clear_error(tmp_path, edit, message):
+    st = pytest.importorskip("safetensors.torch")
+    from safetensors import safe_open
+
+    path = sparsetopo.save(sparsify(Classifier(), "random_regular", density=0.25), tmp_path / "lstm.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = json.loads(f.metadata()["sparsetopo"]), {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta)
+    st.save_file(tensors, str(path), metadata={"sparsetopo": json.dumps(meta)})
+    with pytest.raises(SparsetopoError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sparsetopo.load(path, model=Classifier())
