@@ -500,7 +500,10 @@ def summarize(model: nn.Module) -> list[dict]:
     """One dict per sparse layer of ``model`` (each once, by its canonical name): name, kind,
     construction, n_in, n_out, k, density (exact), connections, dense_connections (the dense
     layer's weights), seed and backend ("block" for a block layer); a layer built on blocks
-    also has ``block``, its ``[b_in, b_out]`` (its ``k`` counts output blocks)."""
+    also has ``block``, its ``[b_in, b_out]`` (its ``k`` counts output blocks). A recurrent layer
+    or attention masked in place has one row for all its matrices (kind "lstm", "gru", "rnn" or
+    "multiheadattention"; ``k`` and ``seed`` as lists, ``matrices`` each matrix's ``[n_in, rows]``,
+    ``gates`` its gate rule): :func:`sparsetopo.nn.masked_layers.summary_row`."""
     rows = []
     for name, module in model.named_modules():
         if isinstance(module, MaskedParameters):
