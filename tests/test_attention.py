@@ -142,3 +142,15 @@ def test_state_dict_both_ways_and_save_load(tmp_path):
     with pytest.raises(SparsetopoError, match="has no masked layer 'encoder.layers.0.self_attn'"):
         sparsetopo.load(sparsetopo.save(sparsify(Encoder(), "random_regular", density=0.25, seed=3, exclude=["encoder"]),
                                         tmp_path / "head.safetensors"), model=kept)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_onnx_export_of_a_sparse_transformer_encoder_matches_onnxruntime(tmp_path, dense):
+    pytest.importorskip("onnxruntime")
+    from sparsetopo.io import export_onnx, onnx_difference
+
+    model = sparsify(Encoder(), "random_regular", density=0.25, seed=3)
+    export_onnx(model, tmp_path / "encoder.onnx", input_shape=(1, 6, 32), dense=dense)
+    x = torch.randn(3, 6, 32, generator=torch.Generator().manual_seed(0))
+    assert onnx_difference(model, tmp_path / "encoder.onnx", x) < 1e-4
+    assert torch.backends.mha.get_fastpath_enabled()   # switched off only while tracing

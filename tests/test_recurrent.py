@@ -242,3 +242,13 @@ def test_a_damaged_masked_layer_recipe_is_one_clear_error(tmp_path, edit, messag
     st.save_file(tensors, str(path), metadata={"sparsetopo": json.dumps(meta)})
     with pytest.raises(SparsetopoError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sparsetopo.load(path, model=Classifier())
+
+
+def test_onnx_export_of_a_sparse_lstm_classifier_matches_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from sparsetopo.io import export_onnx, onnx_difference
+
+    model = sparsify(Classifier(), "random_regular", density=0.25, seed=3)
+    export_onnx(model, tmp_path / "lstm.onnx", input_shape=(1, 5, 16))
+    x = torch.randn(4, 5, 16, generator=torch.Generator().manual_seed(0))
+    assert onnx_difference(model, tmp_path / "lstm.onnx", x) < 1e-4

@@ -16,11 +16,15 @@ Biases (and ``bias_k``/``bias_v``) stay dense.
 
 The layer keeps torch's code, fast paths included: :class:`SparseMultiheadAttention` runs
 ``nn.MultiheadAttention.forward`` with each projection weight read as ``weight * mask``
-(:mod:`sparsetopo.nn.masked_params`).
+(:mod:`sparsetopo.nn.masked_params`). While ONNX traces it, torch's fused attention kernel,
+which ONNX has no operator for, is switched off, so a model holding it exports.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import torch
 from torch import nn
 
 from sparsetopo.nn.masked_params import MaskedParameters, substituted
@@ -32,8 +36,23 @@ class SparseMultiheadAttention(MaskedParameters, nn.MultiheadAttention):
     dense_type = nn.MultiheadAttention
 
     def forward(self, *args, **kwargs):
-        with substituted(self, self.masked_weights()):
+        with substituted(self, self.masked_weights()), _without_fast_path_in_onnx_export():
             return super().forward(*args, **kwargs)
+
+
+@contextmanager
+def _without_fast_path_in_onnx_export():
+    """While ONNX traces the model, torch's fused attention kernel (which ONNX has no operator
+    for) is switched off, as the exporter needs; the setting is restored afterwards."""
+    if not torch.onnx.is_in_onnx_export():
+        yield
+        return
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def attention_topologies(name: str, module: nn.MultiheadAttention, make_topology):
