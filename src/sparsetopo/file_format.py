@@ -3,7 +3,12 @@
 The tensors are the connected weights of every sparse layer in its topology's CSR order
 (``NAME.values``), its bias, and every other ``state_dict`` entry of the model; the metadata
 (JSON under :data:`METADATA_KEY`) names the format and its version, each sparse layer's recipe
-and, when sparsetopo can rebuild it, the model's structure (:mod:`sparsetopo.io`).
+and, when sparsetopo can rebuild it, the model's structure (:mod:`sparsetopo.io`). A recurrent
+layer or attention masked in place (:mod:`sparsetopo.nn.masked_layers`) has, instead of its
+dense weight matrices, their connected entries (``NAME.PATH.values``, block by block in CSR
+order) and, under ``masked_layers`` in the metadata, its torch type, gate rule and each
+matrix's topology recipes; the key is written only when the model has such layers, so other
+files are byte for byte what they were.
 
 The connected weights do not depend on how a layer holds its dense weight in memory: the
 layers' switch from ``(in, out)`` to ``nn.Linear``'s ``(out, in)`` left the file unchanged, so
