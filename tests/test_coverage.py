@@ -46,7 +46,7 @@ def test_every_weight_layer_is_listed_with_its_reason_and_the_share_matches_the_
         ("embed", False), ("lstm", True), ("fc", True), ("head", False)]
     reasons = {layer.name: layer.reason for layer in report.layers}
     assert "Embedding is not a type sparsify replaces" in reasons["embed"]
-    assert reasons["lstm"] == "random_regular, density 0.0938, shared gate topologies, backend masked"  # k = 3 of 32
+    assert reasons["lstm"] == "random_regular, density 0.0938, gates share a topology, backend masked"  # k = 3 of 32
     assert reasons["head"] == "too small: density=0.1 gives k = 0 for 3 outputs"
     assert isinstance(model.fc, SparseLinear) and type(model.head) is nn.Linear
     assert report.weights == matrix_weights(dense)

@@ -135,7 +135,7 @@ def test_a_recurrent_classifier_is_at_least_95_percent_sparse():
         ("rnn", "SparseLSTM", True), ("fc", "SparseLinear", True), ("head", "SparseLinear", True)]
     assert report.sparse_share == 1.0
     assert report.layers[0].weights == sum(p.numel() for n, p in dense.rnn.named_parameters() if n.startswith("weight"))
-    assert report.layers[0].reason == "random_regular, density 0.25, shared gate topologies, backend masked"
+    assert report.layers[0].reason == "random_regular, density 0.25, gates share a topology, backend masked"
     row = model.sparsetopo_summary[0]
     assert row["kind"] == "lstm" and row["connections"] == int(0.25 * report.layers[0].weights)
     assert (row["density"], row["gates"], row["k"]) == (0.25, "shared", [16])

@@ -83,7 +83,7 @@ class MaskedParameters(DerivedMask):
     def describe(self) -> str:
         """The summary's one line: construction(s), exact density, gate rule."""
         constructions = sorted({t.construction for ts in self.topologies.values() for t in ts})
-        gates = f", {self.gates} gate topologies" if self.gates else ""
+        gates = {"shared": ", gates share a topology", "per_gate": ", a topology per gate"}.get(self.gates, "")
         return (f"{'/'.join(constructions)}, density {self.connections() / self.dense_connections():.3g}{gates}, "
                 "backend masked")
 
@@ -103,7 +103,7 @@ class MaskedParameters(DerivedMask):
         return dense
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self.describe()}"
+        return ", ".join(part for part in (super().extra_repr(), self.describe()) if part)
 
 
 def mask_parameters(module: nn.Module, cls: type, topologies: dict[str, tuple[Topology, ...]], gates: str,
