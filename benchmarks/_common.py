@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -15,6 +16,26 @@ from sparsetopo.kernels.cache import drop_stale_cache
 
 # A kernel source edited since numba cached its callers would otherwise be timed as it was.
 drop_stale_cache()
+
+
+def timing_arguments(doc: str, repeats: int) -> argparse.Namespace:
+    """The command line of a timing benchmark (``--json``, ``--repeats``, ``--threads``), parsed,
+    with torch's threads set as asked; ``doc``'s first line describes the script."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=None, help="threads for torch (default: its own)")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    return args
+
+
+def timing_record(args: argparse.Namespace, block: int, **fields) -> dict:
+    """A benchmark's JSON result: ``fields`` (benchmark, ratios, seconds, ...) and how it was
+    timed (threads, repeats, turns of ``block`` steps) on which machine."""
+    return {**fields, "threads": args.threads, "repeats": args.repeats,
+            "timing": f"turns of {block} consecutive steps per side, sides alternated; median over turns of the "
+                      "mean step", "machine": machine()}
 
 
 def set_threads(n: int | None) -> None:

@@ -21,7 +21,6 @@ and a wider one (64 -> 128 channels, 16 x 16, batch 32), 3 x 3 kernels, padding 
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import interleaved_medians, machine, set_threads, training_step
+from _common import interleaved_medians, timing_arguments, timing_record, training_step
 from sparsetopo import build
 from sparsetopo.nn import SparseConv2d
 
@@ -81,12 +80,7 @@ def measure(c_in, c_out, side, batch, density, repeats, seed=0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--repeats", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=None, help="threads for torch (default: its own)")
-    args = parser.parse_args()
-    set_threads(args.threads)
+    args = timing_arguments(__doc__, repeats=60)
     ratios, ratios_gathered, seconds = {}, {}, {}
     for name, (c_in, c_out, side, batch) in SHAPES.items():
         for d in DENSITIES:
@@ -95,15 +89,13 @@ def main():
             ratios[key] = med["masked"] / med["dense"]
             ratios_gathered[key] = med["gathered"] / med["dense"]
             seconds[key] = {**med, "density": t.density}
-    result = {"benchmark": "3x3 convolution forward+backward: SparseConv2d (masked) and a gathered grouped form "
-                           "against nn.Conv2d (random_regular channel topologies)",
-              "ratios": ratios, "ratios_gathered": ratios_gathered,
-              "baseline": "nn.Conv2d through autograd, median seconds",
-              "sides": {"ratios": "SparseConv2d: conv2d(x, weight * mask)",
-                        "ratios_gathered": "index_select of each output's input channels + grouped conv2d"},
-              "threads": args.threads, "repeats": args.repeats,
-              "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the mean step",
-              "seconds": seconds, "machine": machine()}
+    result = timing_record(args, BLOCK, benchmark="3x3 convolution forward+backward: SparseConv2d (masked) and a "
+                           "gathered grouped form against nn.Conv2d (random_regular channel topologies)",
+                           ratios=ratios, ratios_gathered=ratios_gathered,
+                           baseline="nn.Conv2d through autograd, median seconds",
+                           sides={"ratios": "SparseConv2d: conv2d(x, weight * mask)",
+                                  "ratios_gathered": "index_select of each output's input channels + grouped conv2d"},
+                           seconds=seconds)
     if args.json:
         print(json.dumps(result))
         return

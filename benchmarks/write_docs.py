@@ -197,6 +197,14 @@ def bench_conv(r: dict) -> list[str]:
     return lines + table(["layer, density", "masked / nn.Conv2d", "gathered / nn.Conv2d", "nn.Conv2d per step"], rows)
 
 
+def bench_recurrent(r: dict) -> list[str]:
+    lines = [f"{capital(r.get('benchmark', 'recurrent training step'))}. Ratio: the sparsified layer's seconds "
+             "(torch's fused kernel on `weight * mask`) / the dense layer's, measured in the same process.", ""]
+    rows = [[key, num(r["ratios"][key]), ms(r.get("seconds", {}).get(key, {}).get("dense")),
+             ms(r.get("seconds", {}).get(key, {}).get("masked"))] for key in r["ratios"]]
+    return lines + table(["layer", "sparsified / dense", "dense per step", "sparsified per step"], rows)
+
+
 def bench_epoch(r: dict) -> list[str]:
     targets = r.get("targets", {})
     densities = list(r["ratios"])
@@ -404,7 +412,7 @@ def _form(layer: dict) -> str:
 RENDERERS = {"bench_layers": bench_layers, "bench_model": bench_model, "bench_epoch": bench_epoch,
              "bench_spectral": bench_spectral,
              "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels,
-             "bench_onnx": bench_onnx, "bench_start": bench_start}
+             "bench_onnx": bench_onnx, "bench_start": bench_start, "bench_recurrent": bench_recurrent}
 
 
 # -- the page ------------------------------------------------------------------------------------

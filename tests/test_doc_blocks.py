@@ -142,6 +142,13 @@ def check_quoted_output(block: Block, out: str, folder) -> None:
     assert out.splitlines() == trailing_comments(block.text)
 
 
+def check_quoted_tail(block: Block, out: str, folder) -> None:
+    """The block's own output (the last lines, after its chained predecessors') is what its
+    closing comments show."""
+    shown = trailing_comments(block.text)
+    assert out.splitlines()[-len(shown):] == shown
+
+
 def check_file_size(block: Block, out: str, folder) -> None:
     """The saved file is as many bytes as the tutorial's prose says."""
     prose = (ROOT / block.file).read_text(encoding="utf-8")
@@ -180,6 +187,7 @@ CHECKS = {
     "docs/tutorial.md#1-sparsify-a-model:1": check_quoted_output,
     "docs/tutorial.md#3-save-and-load:1": check_file_size,
     "docs/tutorial.md#4-export-to-onnx:1": check_export,
+    "docs/tutorial.md#6-recurrent-layers-and-attention:1": check_quoted_tail,
 }
 
 BLOCKS = [block for block in all_blocks() if block.kind]

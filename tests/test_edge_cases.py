@@ -97,7 +97,7 @@ def test_3_transformer_encoder_layer_eval_equals_train_without_dropout(backend):
     layer = nn.TransformerEncoderLayer(16, 2, 16, dropout=0.0, batch_first=True)  # square linear1: no shape error
     dense_out_proj = layer.self_attn.out_proj
     layer = sparsify(layer, "random_regular", density=0.5, backend=backend)
-    assert layer.self_attn.out_proj is dense_out_proj  # read by MultiheadAttention's functional code: kept dense
+    assert layer.self_attn.out_proj is dense_out_proj  # masked in place, with its attention
     src = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(1))
     layer.train()
     trained = layer(src).detach()

@@ -3,7 +3,12 @@
 The tensors are the connected weights of every sparse layer in its topology's CSR order
 (``NAME.values``), its bias, and every other ``state_dict`` entry of the model; the metadata
 (JSON under :data:`METADATA_KEY`) names the format and its version, each sparse layer's recipe
-and, when sparsetopo can rebuild it, the model's structure (:mod:`sparsetopo.io`).
+and, when sparsetopo can rebuild it, the model's structure (:mod:`sparsetopo.io`). A recurrent
+layer or attention masked in place (:mod:`sparsetopo.nn.masked_layers`) has, instead of its
+dense weight matrices, their connected entries (``NAME.PATH.values``, block by block in CSR
+order) and, under ``masked_layers`` in the metadata, its torch type, gate rule and each
+matrix's topology recipes; the key is written only when the model has such layers, so other
+files are byte for byte what they were.
 
 The connected weights do not depend on how a layer holds its dense weight in memory: the
 layers' switch from ``(in, out)`` to ``nn.Linear``'s ``(out, in)`` left the file unchanged, so
@@ -74,6 +79,7 @@ def read_metadata(path) -> dict:
     for name, recipe in info["layers"].items():
         check_recipe(path, name, recipe)
         check_version(path, name, recipe)
+    check_masked_recipes(path, info.get("masked_layers", {}))
     shape = info.get("input_shape")
     if shape is not None and not (isinstance(shape, list) and shape
                                   and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
@@ -120,6 +126,35 @@ def check_recipe(path, name, recipe) -> None:
         if not isinstance(recipe.get("conv"), dict):
             raise SparsetopoError(f"{path}: the conv2d layer {label!r} has no 'conv' arguments in its recipe")
         check(CONV_FIELDS, recipe["conv"], "conv.")
+
+
+#: The fields of each topology block of a masked layer's matrix (recurrent layers, attention).
+BLOCK_FIELDS = {"construction": str, "n_in": int, "n_out": int, "k": int, "seed": (int, type(None)), "version": int,
+                "fingerprint": str}
+
+
+def check_masked_recipes(path, recipes) -> None:
+    """The recipes of layers masked in place (``masked_layers``: a torch type, a gate rule and
+    per weight matrix a list of block topologies), or SparsetopoError naming the layer."""
+    def damaged(name, what):
+        return SparsetopoError(f"{path}: the masked layer {name or '<the model itself>'!r} has {what} in its recipe: "
+                               "the file is damaged; write it again with sparsetopo.save")
+
+    if not isinstance(recipes, dict):
+        raise SparsetopoError(f"{path}: 'masked_layers' is {recipes!r}, not an object: the file is damaged")
+    for name, recipe in recipes.items():
+        if not isinstance(recipe, dict) or not isinstance(recipe.get("type"), str) \
+                or not isinstance(recipe.get("gates"), str) or not isinstance(recipe.get("matrices"), dict):
+            raise damaged(name, f"{recipe!r} (needs type, gates and matrices)")
+        for matrix, blocks in recipe["matrices"].items():
+            if not isinstance(blocks, list) or not blocks:
+                raise damaged(name, f"matrix {matrix!r} = {blocks!r}, not a list of topologies")
+            for block in blocks:
+                bad = [f for f, kind in BLOCK_FIELDS.items() if not isinstance(block, dict) or
+                       not isinstance(block.get(f), kind) or (kind is int and isinstance(block.get(f), bool))]
+                if bad:
+                    raise damaged(name, f"matrix {matrix!r}: a topology without a valid {bad[0]!r}")
+                check_version(path, f"{name}.{matrix}" if name else matrix, block)
 
 
 def check_version(path, name, recipe) -> None:  # after _check_recipe

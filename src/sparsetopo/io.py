@@ -40,6 +40,7 @@ from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, batch_s
 from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
 from sparsetopo.nn.backend import BACKENDS
 from sparsetopo.nn.linear import connected_state
+from sparsetopo.nn.masked_layers import MaskedParameters, file_entries, install_recipes, load_values, value_keys
 from sparsetopo.nn.sparsify import (MADE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
                                     layer_sizes, put_module, summarize)
 from sparsetopo.topology import build
@@ -85,6 +86,8 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
         tensors[prefix + "values"] = module.connected_weights().detach().cpu().contiguous()
         if module.bias is not None:
             tensors[prefix + "bias"] = module.bias.detach().cpu().clone().contiguous()
+    masked, masked_values = file_entries(model)   # recurrent layers and attention, masked in place
+    tensors.update(masked_values)
     with connected_state(model):   # no dense (n_out, n_in) copy of a sparse-backend layer
         sparse_keys = _sparse_state_keys(model)
         for key, value in model.state_dict().items():
@@ -92,7 +95,8 @@ def save(model: nn.Module, path, *, input_shape=None) -> Path:
                 tensors[key] = value.detach().cpu().clone().contiguous()
     info = {"format": FORMAT, "format_version": FORMAT_VERSION, "sparsetopo_version": _version(),
             "layers": layers, "architecture": describe_architecture(model),
-            "input_shape": None if input_shape is None else batch_shape(input_shape)}
+            "input_shape": None if input_shape is None else batch_shape(input_shape),
+            **({"masked_layers": masked} if masked else {})}   # files without such layers are as before
     with atomic_path(path) as tmp:
         st.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
     return Path(path)
@@ -102,9 +106,11 @@ def _sparse_state_keys(model: nn.Module) -> set[str]:
     """The ``state_dict`` keys of ``model``'s sparse layers, under every name each is reachable by."""
     keys = set()
     for name, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{name}." if name else ""
         if isinstance(module, MADE_LAYERS):
-            prefix = f"{name}." if name else ""
             keys |= {prefix + key for key in module.state_dict()}
+        elif isinstance(module, MaskedParameters):  # its weight matrices are written as connected values
+            keys |= {prefix + path for path in module.topologies}
     return keys
 
 
@@ -306,7 +312,9 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
         model = _rebuild(info["architecture"], layers, backend, str(path), dtypes)
         _take_file_dtypes(model, tensors)
     else:
-        model = _materialise(_install_sparse_layers(model, layers, backend, str(path)), target, path)
+        model = _install_sparse_layers(model, layers, backend, str(path))
+        install_recipes(model, info.get("masked_layers", {}), str(path))
+        model = _materialise(model, target, path)
     decline_fused_paths(model)
 
     with connected_state(model):
@@ -323,12 +331,14 @@ def load(path, model: nn.Module | None = None, *, backend: str | None = None, de
                 if module.bias is not None:
                     module.bias.copy_(_take(tensors, prefix + "bias", path))
     stored = {f"{name}.{key}" if name else key for name in layers for key in ("values", "bias")}
+    stored |= value_keys(info.get("masked_layers", {}))
     rest = {k: v for k, v in tensors.items() if k not in sparse_keys and k not in stored}
     missing, unexpected = sorted(wanted - set(rest)), sorted(set(rest) - wanted)
     if missing or unexpected:
         raise SparsetopoError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}; "
                               "was it saved from this architecture?")
     model.load_state_dict(rest, strict=False)
+    load_values(model, info.get("masked_layers", {}), lambda key: _take(tensors, key, path))
     model = model.to(target)
     model.sparsetopo_summary = summarize(model)
     return model
@@ -342,7 +352,7 @@ def _materialise(model: nn.Module, target: torch.device, path) -> nn.Module:
     if not any(t.is_meta for t in tensors):
         return model
     for name, module in model.named_modules():
-        if isinstance(module, MADE_LAYERS):
+        if isinstance(module, (*MADE_LAYERS, MaskedParameters)):
             continue
         unsaved = sorted(b for b in module._non_persistent_buffers_set if module._buffers.get(b) is not None)
         if unsaved:

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from sparsetopo.nn.masked_params import MaskedParameters
+
 #: A dense share at or above this, for reasons the user did not choose, makes sparsify warn.
 WARN_DENSE_SHARE = 0.25
 
@@ -102,10 +104,19 @@ def weight_layers(model: nn.Module, sparse_types: tuple[type, ...]) -> dict[str,
     weight count: a sparse layer counts its topology's full ``n_in * n_out`` (times the kernel),
     any other module the elements of its own parameters of two or more dimensions. A parameter
     shared by several modules (tied weights) counts once, at its first owner; the later owners
-    are still listed, with the weights they do not share."""
+    are still listed, with the weights they do not share. A torch layer masked in place
+    (:mod:`sparsetopo.nn.masked_params`) counts its masked matrices, a child's (attention's
+    ``out_proj``) included; that child is then not listed on its own."""
     seen: set[int] = set()
+    masked: set[int] = set()   # matrices counted with the masked layer that owns them
     layers = {}
     for name, module in model.named_modules():
+        if isinstance(module, MaskedParameters):
+            layers[name] = (module, module.dense_connections())
+            masked.update(id(module.get_parameter(path)) for path in module.topologies)
+            seen.update(id(p) for p in module.parameters(recurse=False))
+            seen.update(masked)
+            continue
         if isinstance(module, sparse_types):
             t = module.topology
             per_edge = 1
@@ -124,6 +135,8 @@ def weight_layers(model: nn.Module, sparse_types: tuple[type, ...]) -> dict[str,
             layers[name] = (module, computed)
             seen.update(id(p) for p in matrices)
             continue
+        if matrices and all(id(p) in masked for p in matrices):
+            continue
         if matrices:  # listed even when all its matrices are tied to an earlier module's (0 weights of its own)
             layers[name] = (module, sum(p.numel() for p in matrices if id(p) not in seen))
             seen.update(id(p) for p in matrices)
@@ -138,6 +151,9 @@ def coverage(model: nn.Module, sparse_types: tuple[type, ...], reasons: dict[str
     rows = []
     for name, (module, weights) in weight_layers(model, sparse_types).items():
         kind = type(module).__name__
+        if isinstance(module, MaskedParameters):
+            rows.append(LayerCoverage(name, kind, weights, True, module.describe()))
+            continue
         if isinstance(module, sparse_types):
             t = module.topology
             blocks = f", blocks of {t.block_in}x{t.block_out}" if t.is_blocked else ""

@@ -34,6 +34,8 @@ from sparsetopo.nn.conv import SparseConv2d
 from sparsetopo.nn.coverage import WARN_DENSE_SHARE, Coverage, CoverageWarning, coverage
 from sparsetopo.nn.init import INITIALISERS
 from sparsetopo.nn.linear import SparseLinear
+from sparsetopo.nn.masked_layers import (GATE_RULES, MASKED_TYPES, MaskedParameters, is_masked_kind, mask_layer,
+                                         plan_layer, summary_row)
 from sparsetopo.seeding import derive_seed, rng
 from sparsetopo.topology import Topology, build, get_construction
 from sparsetopo.topology.blocks import n_blocks
@@ -60,17 +62,25 @@ SPARSE_LAYERS = (SparseLinear, SparseConv2d)
 #: sparsetopo.save writes and what the ONNX export writes in its sparse forms.
 MADE_LAYERS = (*SPARSE_LAYERS, BlockSparseLinear)
 LINEAR_LAYERS = (SparseLinear, BlockSparseLinear)
+#: Every sparse layer, torch's layers masked in place (recurrent, attention) included.
+SUMMARY_LAYERS = (*MADE_LAYERS, MaskedParameters)
 
 
 def sparsify(model: nn.Module, construction: str, *, density: float | None = None, k: int | None = None,
              seed: int = 0, backend: str = "auto", include: Iterable | None = None,
              exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot",
-             strict: bool = False, block: int | tuple[int, int] = 1) -> nn.Module:
-    """Replace the selected ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by sparse ones.
+             strict: bool = False, block: int | tuple[int, int] = 1, gates: str = "shared") -> nn.Module:
+    """Replace the selected ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by sparse ones,
+    and mask the weight matrices of its ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and ``nn.MultiheadAttention``.
 
     Hugging Face ``transformers``' ``Conv1D`` (GPT-2's attention and MLP projections), a linear
     layer that stores its weight ``(in, out)``, is replaced as an ``nn.Linear`` is: the same
     bipartite graph from its ``nx`` inputs to its ``nf`` outputs, its weights carried over.
+
+    Recurrent layers and attention keep their class's forward and fused kernels: every weight
+    matrix (each gate, layer and direction; each projection, the packed ``in_proj_weight`` as
+    three) is masked by its own topology, read as :mod:`sparsetopo.nn.recurrent` and
+    :mod:`sparsetopo.nn.attention` describe, its parameters keeping torch's names and shapes.
 
     Parameters
     ----------
@@ -101,6 +111,8 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         its block is one block) and each linear layer becomes a
         :class:`~sparsetopo.nn.BlockSparseLinear` (``backend`` must stay "auto"); a
         convolution's blocks are groups of channels, computed masked.
+    gates : "shared" (one topology for all the gates of a recurrent matrix: a gate is part of
+        its unit) or "per_gate" (one per gate); see :mod:`sparsetopo.nn.recurrent`.
 
     Returns
     -------
@@ -127,8 +139,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     A frozen layer (``requires_grad=False``) stays frozen. Inside ``nn.TransformerEncoderLayer``
     and ``nn.TransformerEncoder`` torch's fused inference kernels, which read ``linear1.weight``
     as a dense matrix, are made to decline (:func:`decline_fused_paths`), so eval mode computes
-    the sparse layers; ``nn.MultiheadAttention``'s ``out_proj`` is read by its owner's
-    functional code and stays dense.
+    the sparse layers; ``nn.MultiheadAttention``'s ``out_proj`` is masked with its owner.
 
     Examples
     --------
@@ -163,6 +174,12 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     if init not in INITIALISERS:
         raise SparsetopoError(f"unknown init {init!r}: choose one of {', '.join(INITIALISERS)}")
     block = _check_block(block, backend)
+    if gates not in GATE_RULES:
+        raise SparsetopoError(f"unknown gates={gates!r}: choose one of {', '.join(GATE_RULES)}")
+
+    def make_topology(layer: str, n_in: int, n_out: int):
+        return _topology(layer, construction, n_in, n_out, density, k, seed, (min(block[0], n_in),
+                                                                               min(block[1], n_out)))
 
     places = layer_places(model)
     dense: dict[str, tuple[str, bool]] = {}  # layer -> (why it stays dense, whether the user chose it)
@@ -174,10 +191,10 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         module = places[name][0]
         refusal = _tie(owners, places, name) or _unsupported(name, module)
         topology = None
-        if refusal is None:
-            n_in, n_out = layer_sizes(module)
-            sizes = (min(block[0], n_in), min(block[1], n_out))
-            topology, refusal = _topology(name, construction, n_in, n_out, density, k, seed, sizes)
+        if refusal is None and is_masked_kind(module):   # topologies, one tuple per weight matrix
+            topology, refusal = plan_layer(name, module, gates, make_topology)
+        elif refusal is None:
+            topology, refusal = make_topology(name, *layer_sizes(module))
         if refusal is not None:
             if strict:
                 raise SparsetopoError(refusal.message)
@@ -193,6 +210,9 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     replacements = {}
     for name, module, topology in plans:
         gen = rng(seed, "init", name)
+        if is_masked_kind(module):   # in place: torch's class keeps its kernels (masked_layers)
+            mask_layer(module, topology, gates, keep_weights, init, gen)
+            continue
         if is_linear(module) and topology.is_blocked:
             new = BlockSparseLinear(topology, init=init, gen=gen, bias=module.bias is not None)
         elif is_linear(module):
@@ -229,18 +249,22 @@ def summary(model: nn.Module) -> Coverage:
 
     ``str()`` of the result is a table; a REPL shows it as one.
     """
-    return coverage(model, MADE_LAYERS, getattr(model, "sparsetopo_dense_reasons", {}), _default_reason)
+    reasons = dict(getattr(model, "sparsetopo_dense_reasons", {}))
+    for name, module in model.named_modules():  # a dense attention's out_proj is dense for its owner's reason
+        if type(module) is nn.MultiheadAttention and name in reasons:
+            reasons[f"{name}.out_proj" if name else "out_proj"] = reasons[name]
+    return coverage(model, SUMMARY_LAYERS, reasons, _default_reason)
 
 
 def _default_reason(module: nn.Module) -> tuple[str, bool]:
     """Why a weight layer sparsify recorded nothing for is dense, and whether the user chose it."""
-    if type(module) in REPLACEABLE or is_transposed_linear(module):
+    if type(module) in REPLACEABLE or is_transposed_linear(module) or is_masked_kind(module):
         return "not sparsified", True
     if isinstance(module, REPLACEABLE):
         return (f"{type(module).__name__} subclasses {type(module).__mro__[1].__name__}; its owner reads its "
                 "weight directly (as nn.MultiheadAttention reads out_proj), so it is not replaced", False)
     return (f"{type(module).__name__} is not a type sparsify replaces "
-            f"({', '.join(t.__name__ for t in REPLACEABLE)})", False)
+            f"({', '.join(t.__name__ for t in (*REPLACEABLE, *MASKED_TYPES))})", False)
 
 
 def keep_frozen(new: nn.Module, old: nn.Module) -> None:
@@ -307,7 +331,7 @@ def decline_fused_paths(model: nn.Module) -> None:
     forward hook; ``nn.TransformerEncoder`` converts to nested tensors unless told not to."""
     for module in model.modules():
         if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
-            inner = [m for m in module.modules() if isinstance(m, MADE_LAYERS)]
+            inner = [m for m in module.modules() if isinstance(m, SUMMARY_LAYERS)]
             if not inner:
                 continue
             if isinstance(module, nn.TransformerEncoder):
@@ -335,7 +359,8 @@ def layer_places(model: nn.Module) -> dict[str, tuple[nn.Module, list[str]]]:
     layer shared by two parents is one layer, replaced at both places by one sparse layer."""
     places: dict[int, tuple[str, nn.Module, list[str]]] = {}
     for path, module in model.named_modules(remove_duplicate=False):
-        if type(module) in REPLACEABLE or _parametrized_layer(module) or is_transposed_linear(module):
+        if type(module) in REPLACEABLE or _parametrized_layer(module) or is_transposed_linear(module) \
+                or is_masked_kind(module):
             entry = places.setdefault(id(module), (path, module, []))
             entry[2].append(path)
     return {name: (module, paths) for name, module, paths in places.values()}
@@ -492,10 +517,15 @@ def summarize(model: nn.Module) -> list[dict]:
     """One dict per sparse layer of ``model`` (each once, by its canonical name): name, kind,
     construction, n_in, n_out, k, density (exact), connections, dense_connections (the dense
     layer's weights), seed and backend ("block" for a block layer); a layer built on blocks
-    also has ``block``, its ``[b_in, b_out]`` (its ``k`` counts output blocks)."""
+    also has ``block``, its ``[b_in, b_out]`` (its ``k`` counts output blocks). A recurrent layer
+    or attention masked in place has one row for all its matrices (kind "lstm", "gru", "rnn" or
+    "multiheadattention"; ``k`` and ``seed`` as lists, ``matrices`` each matrix's ``[n_in, rows]``,
+    ``gates`` its gate rule): :func:`sparsetopo.nn.masked_layers.summary_row`."""
     rows = []
     for name, module in model.named_modules():
-        if isinstance(module, MADE_LAYERS):
+        if isinstance(module, MaskedParameters):
+            rows.append(summary_row(name, module))
+        elif isinstance(module, MADE_LAYERS):
             t = module.topology
             linear = isinstance(module, LINEAR_LAYERS)
             per_edge = 1 if linear else module.kernel_size[0] * module.kernel_size[1]
