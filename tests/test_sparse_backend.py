@@ -4,17 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import rel_err
 from sparsetopo import CONSTRUCTIONS, SparsetopoError, build
 from sparsetopo.nn import CostModel, SparseLinear, SparseMLP, choose_backend
 from sparsetopo.train import TrainConfig, train
 from sparsetopo.train.fused import FusedEpoch
 from sparsetopo.train.loop import momentum_buffers
-
-
-def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |a - ref| relative to the largest |ref|."""
-    a, ref = a.detach(), ref.detach()
-    return float((a - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
 def pair(topology, seed=0):
@@ -185,7 +180,7 @@ def test_backend_errors_name_the_value_and_the_fix():
 
 
 def test_auto_never_mixes_backends_within_a_network():
-    from sparsetopo.nn.backend import layer_backends
+    from sparsetopo.nn.plan import layer_backends
 
     sparse_input = build("regular_rotating", 784, 300, 3)
     assert layer_backends([sparse_input, build("fully_connected", 300, 10)]) == ["sparse", "sparse"]
@@ -221,7 +216,7 @@ def test_one_pass_backward_kernels_match_the_separate_ones(batch):
     """kernels.backward(_sgd) computes in one pass what backward_input and backward_values(_sgd)
     compute in two, the input gradient with the weights from before the step."""
     from sparsetopo.kernels import layer as kernels
-    from sparsetopo.nn.sparse_ops import SparseIndex
+    from sparsetopo.nn.sparse_index import SparseIndex
 
     t = build("random_regular", 60, 25, 9, seed=2)
     idx = SparseIndex.from_topology(t)

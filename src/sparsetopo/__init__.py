@@ -6,7 +6,8 @@ Reference: Bourelly, Bouri, Choromanski, "Sparse Neural Network Topologies" (202
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology import CONSTRUCTIONS, Topology, build, build_stack
 
-__all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", "export_onnx", "load", "reproduce",
+__all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", "explain", "export_onnx", "load",
+           "reproduce",
            "save", "sparsify", "summary"]
 __version__ = "0.1.0"
 
@@ -17,6 +18,10 @@ def __getattr__(name):
         from sparsetopo.report.reproduce import reproduce
 
         return reproduce
+    if name == "explain":
+        from sparsetopo.nn.explain import explain
+
+        return explain
     if name in ("sparsify", "summary"):
         from importlib import import_module
 

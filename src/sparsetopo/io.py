@@ -41,7 +41,7 @@ from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, read_metadata, require
 from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
-from sparsetopo.nn.backend import BACKENDS
+from sparsetopo.nn.plan import BACKENDS
 from sparsetopo.nn.linear import connected_state
 from sparsetopo.nn.sparsify import (SPARSE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
                                     layer_sizes, put_module, summarize)
