@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import sparsetopo
+from helpers import layer_pair as pair
 from helpers import rel_err
-from sparsetopo import build
+from sparsetopo import CONSTRUCTIONS, build
 from sparsetopo.nn import SparseLinear
 
 BATCHES = [1, 7, 32, 33, 128, 1000]
@@ -37,16 +38,6 @@ POINTS = [pytest.param(shape, batch, marks=[pytest.mark.slow] if heavy(shape, ba
 @cache
 def topology(n_in, n_out, density):
     return build("random_regular", n_in, n_out, max(1, round(density * n_out)), seed=1)
-
-
-def pair(t, backend="sparse"):
-    """The same layer on the masked backend and on ``backend`` (same weights, a non-zero bias)."""
-    masked = SparseLinear(t, gen=np.random.default_rng(3), backend="masked")
-    other = SparseLinear(t, gen=np.random.default_rng(3), backend=backend)
-    with torch.no_grad():
-        masked.bias.copy_(torch.linspace(-1, 1, t.n_out))
-        other.bias.copy_(masked.bias)
-    return masked, other
 
 
 def expected_path(t, batch, grad) -> str:
@@ -163,3 +154,49 @@ def test_a_transposed_input_is_read_correctly():
     ym.sum().backward()
     ys.sum().backward()
     assert rel_err(xs.grad, xm.grad) < 1e-5
+
+
+@pytest.mark.parametrize("construction", sorted(CONSTRUCTIONS))
+@pytest.mark.parametrize("n_in,n_out", [(45, 17), (13, 29)])
+@pytest.mark.parametrize("batch", [1, 33])
+def test_every_construction_matches_masked(construction, n_in, n_out, batch):
+    """Every graph shape the library builds (uneven degrees, empty rows and columns included)."""
+    k = n_out if construction == "fully_connected" else max(1, n_out // 4)
+    t = build(construction, n_in, n_out, k, seed=3)
+    masked, sparse = pair(t)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, n_in, generator=gen)
+    g = torch.randn(batch, n_out, generator=gen)
+    xm, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ym, ys = masked(xm), sparse(xs)
+    assert sparse.last_path == expected_path(t, batch, True)
+    ym.backward(g)
+    ys.backward(g)
+    assert rel_err(ys, ym) < 1e-5
+    assert rel_err(xs.grad, xm.grad) < 1e-5
+    assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5
+    rows, cols = torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))
+    assert sparse.values.grad.shape == (t.nnz,)  # the gradient exists for connections only
+    assert rel_err(sparse.values.grad, masked.weight.grad[cols, rows]) < 1e-5
+    assert torch.equal(sparse.connected_weights(), masked.connected_weights())
+    assert torch.equal(sparse.dense_weight(), masked.dense_weight())
+
+
+@pytest.mark.parametrize("batch", [1, 5, 64, 200])
+def test_inference_equals_the_training_forward(batch):
+    t = build("random_regular", 96, 80, 9, seed=5)
+    masked, sparse = pair(t)
+    x = torch.randn(batch, t.n_in, generator=torch.Generator().manual_seed(1))
+    train = sparse(x.clone().requires_grad_())
+    sparse.eval()
+    with torch.no_grad():
+        no_grad = sparse(x)
+    assert sparse.last_path == ("vector" if batch == 1 else "tiled")
+    with torch.inference_mode():
+        inference = sparse(x)
+    assert not no_grad.requires_grad and train.requires_grad
+    assert rel_err(no_grad, train) < 1e-6 and torch.equal(no_grad, inference)
+    with torch.no_grad():
+        assert rel_err(no_grad, masked(x)) < 1e-5
+    if batch > 32:  # the same tiled kernel as training: the same bits
+        assert torch.equal(no_grad, train.detach())
