@@ -381,6 +381,7 @@ def _sparse_layer(name, recipe, backend, path, dtype=None):
     topology = _topology(name, recipe, path)
     if recipe["kind"] == "linear":
         layer = SparseLinear(topology, backend=_backend(recipe, backend, dtype), bias=recipe["bias"])
+        layer.dense_when_faster = backend != "sparse"   # only an explicit "sparse" pins the kernels (nn.plan)
     else:
         conv = recipe["conv"]
         padding = conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"])

@@ -50,8 +50,8 @@ class LayerPlan:
             return {"block": "dense tiles between blocks (one path)", "conv": "masked convolution (one path)"}.get(
                 self.kind, "backend masked: dense weight times mask")
         t, i = self.train_seconds, self.infer_seconds
-        return (f"train dense {t['dense'] * 1e6:.0f} us / sparse {t['sparse'] * 1e6:.0f} us; "
-                f"infer dense {i['dense'] * 1e6:.0f} us / sparse {i['sparse'] * 1e6:.0f} us")
+        return (f"train dense {t['dense'] * 1e6:.3g} us / sparse {t['sparse'] * 1e6:.3g} us; "
+                f"infer dense {i['dense'] * 1e6:.3g} us / sparse {i['sparse'] * 1e6:.3g} us")
 
 
 class Explanation(tuple):

@@ -116,17 +116,23 @@ class SparseLinear(DerivedMask, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        bias = self.bias if self.bias is not None else self._zero_bias
+        bias = self.bias   # each parameter read once: nn.Module's attribute lookup costs at batch 1
+        if bias is None:
+            bias = self._zero_bias
         if self.backend == "masked":
-            self.last_path = "masked"
+            _record(self, "masked")
             return F.linear(x, self.weight * self.mask, bias)
         values = self.values
         grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or bias.requires_grad)
-        path = self.path_for(x.numel() // max(x.shape[-1], 1), grad)
-        self.last_path = path
+        batch = x.numel() // max(x.shape[-1], 1)
+        path = self._paths.get((batch, grad, self.dense_when_faster)) or self.path_for(batch, grad)
+        _record(self, path)
         if path == "dense":
-            check_sparse_inputs(x.reshape(-1, x.shape[-1]), values, bias, self.index)
-            return F.linear(x, self._dense_values(), bias)
+            try:
+                return F.linear(x, self._dense_values(values), bias)
+            except RuntimeError:  # name the problem as the sparse kernels would (costs nothing when it works)
+                check_sparse_inputs(x.reshape(-1, x.shape[-1]), values, bias, self.index)
+                raise
         return sparse_linear(x, values, bias, self.index, path, grad)
 
     def path_for(self, batch: int, grad: bool) -> str:
@@ -143,11 +149,10 @@ class SparseLinear(DerivedMask, nn.Module):
             path = self._paths[key] = call_path(t.nnz, t.n_in, t.n_out, batch, grad, self.dense_when_faster)
         return path
 
-    def _dense_values(self) -> torch.Tensor:
-        """The connected weights as the dense ``(n_out, n_in)`` weight, rebuilt only when they
+    def _dense_values(self, v: torch.Tensor) -> torch.Tensor:
+        """The connected weights ``v`` as the dense ``(n_out, n_in)`` weight, rebuilt only when they
         change (torch's version counter: optimizers, ``copy_``, loading; the fused engines, which
         write through numpy, bump it themselves)."""
-        v = self.values
         stamp = (v._version, v.data_ptr())
         if self._dense_cache is None or self._dense_cache[0] != stamp:
             self._dense_cache = (stamp, self.dense_weight())
@@ -289,6 +294,13 @@ def connected_state(model: nn.Module):
 
 
 is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap, grad, ...
+
+
+def _record(layer: SparseLinear, path: str) -> None:
+    """Set ``layer.last_path``: a plain attribute, so nn.Module's ``__setattr__`` (which looks for
+    parameters, buffers and submodules of that name first) is skipped: at batch 1 it cost as much
+    as a tenth of the layer."""
+    object.__setattr__(layer, "last_path", path)
 
 
 def edge_index_of(topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
