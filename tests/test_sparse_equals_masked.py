@@ -128,6 +128,26 @@ def test_the_dense_path_sees_weights_changed_by_an_optimizer_and_by_the_fused_en
     assert auto.last_path == "dense"
     assert rel_err(after - auto.bias, 2 * (before - auto.bias)) < 1e-6
 
+    # the fused epoch writes the weights through numpy, then tells torch
+    from sparsetopo.nn import SparseMLP
+    from sparsetopo.train.fused import FusedEpoch
+    from sparsetopo.train.loop import momentum_buffers
+
+    mlp = SparseMLP([t, build("random_regular", 1024, 10, 3, seed=2)], backend="sparse")
+    mlp.layers[0].dense_when_faster = True
+    xs = torch.rand(16, 1024, generator=torch.Generator().manual_seed(3))
+    mlp.eval()
+    with torch.no_grad():
+        first = mlp.layers[0](xs[:1])
+    assert mlp.layers[0].last_path == "dense"
+    fused = FusedEpoch(mlp, 0.5, 0.9, momentum_buffers(None, mlp))
+    fused.run(xs, torch.eye(10)[torch.arange(16) % 10], torch.arange(16), 4)
+    with torch.no_grad():
+        trained = mlp.layers[0](xs[:1])
+        reference = torch.nn.functional.linear(xs[:1], mlp.layers[0].dense_weight(), mlp.layers[0].bias)
+    assert not torch.equal(trained, first)
+    assert torch.equal(trained, reference)
+
 
 def test_two_sparse_layers_in_a_row_match_masked():
     t1, t2 = topology(784, 300, 0.02), topology(300, 10, 0.1)

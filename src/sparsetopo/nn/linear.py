@@ -68,7 +68,10 @@ class SparseLinear(DerivedMask, nn.Module):
     dense_when_faster : whether an inference call (no gradient wanted) of the sparse backend may
         run on the dense matrix of the connected weights where the cost model predicts it
         faster (same weights, the masked backend's numbers). True when built with "auto"; a
-        layer asked for "sparse" always runs the sparse kernels.
+        layer asked for "sparse" always runs the sparse kernels. The dense matrix is rebuilt
+        when torch's version counter of ``values`` moves (optimizers, ``copy_``, loading, the
+        fused engines); code writing ``values`` through numpy calls
+        ``torch.autograd.graph.increment_version(layer.values)`` after.
     last_path : the path (a key of :data:`sparsetopo.nn.plan.PATHS`) the last call ran, None
         before the first.
 
