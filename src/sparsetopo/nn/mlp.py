@@ -54,7 +54,8 @@ class SparseMLP(nn.Module):
             for l, (t, b) in enumerate(zip(topologies, backends))
         )
         for layer in self.layers:  # "auto" also lets inference run dense where that is faster (nn.plan)
-            layer.dense_when_faster = backend == "auto"
+            if isinstance(layer, SparseLinear):
+                layer.dense_when_faster = backend == "auto"
         self.activation_name = activation
         self.act = ACTIVATIONS[activation]
         self.output = output
