@@ -21,7 +21,11 @@ from _common import training_step
 from sparsetopo.kernels import batch_major
 from sparsetopo.kernels import layer as kernels
 from sparsetopo.kernels.threads import n_chunks, use_threads
-from sparsetopo.nn.sparse_ops import _chunks
+
+
+def _chunks(index, batch: int) -> int:
+    """Ranges for the thread pool by the library's rule, or 0 for the calling thread."""
+    return n_chunks() if use_threads(index.nnz, batch) else 0
 
 
 class NumpyLayoutFunction(torch.autograd.Function):
@@ -82,7 +86,7 @@ def _register():
             torch.Tensor, torch.Tensor, torch.Tensor]:
         index = _INDEXES[key]
         gx, gv, gb = batch_major.backward(xt.numpy(), gy.detach().contiguous().numpy(), values.detach().numpy(),
-                                          index.indptr, index.indices, True, True, True, _chunks(index, gy.shape[0]), False)
+                                          index.indptr, index.indices, True, True, True, _chunks(index, gy.shape[0]))
         return torch.from_numpy(gx), torch.from_numpy(gv), torch.from_numpy(gb)
 
     @backward.register_fake

@@ -2,7 +2,7 @@
 
 The population engine computes each member layer either over its connections (the CSR kernels
 of ``sparsetopo.kernels.layer``) or as the whole ``n_in x n_out`` matrix times the mask (BLAS
-GEMMs, ``sparsetopo.kernels.dense``), whichever ``sparsetopo.kernels.options.prefers_dense``
+GEMMs, ``sparsetopo.kernels.dense``), whichever ``sparsetopo.nn.plan.member_prefers_dense``
 says is cheaper. This script times both on one core, batch 32 (the paper's), for the paper
 grid's layer shapes at several densities, each in the two forms a layer takes in training: the
 first layer (forward, weight gradient and SGD step) and a later layer (also the gradient to
@@ -32,10 +32,10 @@ import numpy as np
 
 from sparsetopo.kernels.dense import dense_backward_input, dense_forward, dense_values_sgd
 from sparsetopo.kernels.layer import backward_sgd_serial, backward_values_sgd_serial, forward_serial
-from sparsetopo.kernels.options import (CSR_SECONDS_PER_CONNECTION, GEMM_SECONDS_PER_ENTRY,
-                                        prefers_dense)
 from sparsetopo.kernels.threads import member_threads
-from sparsetopo.nn.sparse_ops import SparseIndex
+from sparsetopo.nn.plan import CSR_SECONDS_PER_CONNECTION, GEMM_SECONDS_PER_ENTRY
+from sparsetopo.nn.plan import member_prefers_dense as prefers_dense
+from sparsetopo.nn.sparse_index import SparseIndex
 from sparsetopo.topology import build
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))

@@ -25,7 +25,10 @@ training step, one per inference). Repeats per point are set so that each side r
 ``--seconds`` in all (at least 5 turns). The cost model of ``backend="auto"`` is fitted from
 these points (``cost_model``), and ``auto_check`` says, for every training point, how much
 slower the backend the shipped ``CPU_COST_MODEL`` picks is than the faster of masked and
-sparse (``auto_check_refit``: the same with the constants fitted here).
+sparse (``auto_check_refit``: the same with the constants fitted here). The grid also times
+``SparseLinear(backend="auto", batch_size=batch)`` as a user gets it (backend and per-call path
+by :mod:`sparsetopo.nn.plan`): ``auto_path`` is the path it ran, ``auto_over_best`` its time over
+the faster of ``nn.Linear`` and the sparse kernels.
 
 **The paper's layer** (top-level ``ratios*``; skipped by ``--no-paper``):
 
@@ -73,7 +76,7 @@ from _common import interleaved_medians, machine, set_threads, training_step
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import BlockSparseLinear, CostModel, SparseLinear
-from sparsetopo.nn.backend import CPU_COST_MODEL
+from sparsetopo.nn.plan import CPU_COST_MODEL
 from sparsetopo.kernels import layer as kernels
 from sparsetopo.kernels.threads import n_chunks, use_threads
 
@@ -158,10 +161,11 @@ def grid_point(n_in, n_out, density, batch, seconds, seed=0):
     linear = torch.nn.Linear(n_in, n_out)
     masked = SparseLinear(t, backend="masked")
     sparse = SparseLinear(t, backend="sparse")
+    auto = SparseLinear(t, backend="auto", batch_size=batch)  # what a user gets: backend and path by the plan
     g = torch.randn(batch, n_out, generator=gen)
     if batch == 1:  # inference: the latency of one example
         x = torch.rand(batch, n_in, generator=gen)
-        for m in (linear, masked, sparse):
+        for m in (linear, masked, sparse, auto):
             m.eval()
 
         def infer(m):
@@ -169,19 +173,21 @@ def grid_point(n_in, n_out, density, batch, seconds, seed=0):
                 with torch.no_grad():
                     m(x)
             return step
-        sides = {"linear": infer(linear), "masked": infer(masked), "sparse": infer(sparse)}
+        sides = {"linear": infer(linear), "masked": infer(masked), "sparse": infer(sparse), "auto": infer(auto)}
         products = 1
     else:
         x = torch.rand(batch, n_in, generator=gen).requires_grad_()
         sides = {"linear": training_step(linear, x, g), "masked": training_step(masked, x, g),
-                 "sparse": training_step(sparse, x, g)}
+                 "sparse": training_step(sparse, x, g), "auto": training_step(auto, x, g)}
         products = 3
     med, turns, block = _timed(sides, seconds)
+    best = min(med["linear"], med["sparse"])
     flops_sparse = 2.0 * products * t.nnz * batch
     flops_dense = 2.0 * products * n_in * n_out * batch
     return {"shape": f"{n_in}x{n_out}", "n_in": n_in, "n_out": n_out, "density": density, "nnz": t.nnz,
             "batch": batch, "mode": "inference" if batch == 1 else "train", "seconds": med,
             "ratio_linear": med["sparse"] / med["linear"], "ratio_masked": med["sparse"] / med["masked"],
+            "auto_path": auto.last_path, "auto_over_best": med["auto"] / best,
             "gflops": {"sparse": flops_sparse / med["sparse"] / 1e9, "linear": flops_dense / med["linear"] / 1e9},
             "turns": turns, "steps_per_turn": block}
 
@@ -257,8 +263,9 @@ def _print_block_point(p):
 
 
 def fit_cost_model(points) -> dict:
-    """Straight lines (:class:`CostModel`) through the training points, weighted by 1/time so
-    that small layers count as much as large ones."""
+    """Straight lines (:class:`CostModel`) through the points, weighted by 1/time so that small
+    layers count as much as large ones: the training lines from the training points, the
+    ``infer_*`` lines from the batch-1 inference points (each set only when there are such points)."""
     train = [p for p in points if p["mode"] == "train"]
 
     def line(work, secs):
@@ -267,9 +274,18 @@ def fit_cost_model(points) -> dict:
         (overhead, per), *_ = np.linalg.lstsq(a, np.ones_like(secs), rcond=None)
         return max(float(overhead), 0.0), float(per)
 
-    d0, d1 = line([p["n_in"] * p["n_out"] * p["batch"] for p in train], [p["seconds"]["masked"] for p in train])
-    s0, s1 = line([p["nnz"] * p["batch"] for p in train], [p["seconds"]["sparse"] for p in train])
-    return {"dense_overhead_s": d0, "dense_per_mac_s": d1, "sparse_overhead_s": s0, "sparse_per_mac_s": s1}
+    fitted = {}
+    if train:
+        d0, d1 = line([p["n_in"] * p["n_out"] * p["batch"] for p in train], [p["seconds"]["masked"] for p in train])
+        s0, s1 = line([p["nnz"] * p["batch"] for p in train], [p["seconds"]["sparse"] for p in train])
+        fitted.update(dense_overhead_s=d0, dense_per_mac_s=d1, sparse_overhead_s=s0, sparse_per_mac_s=s1)
+    infer = [p for p in points if p["mode"] == "inference"]
+    if infer:  # batch 1: what the "dense" path (a torch matmul, as nn.Linear's) costs against "vector"
+        i0, i1 = line([p["n_in"] * p["n_out"] for p in infer], [p["seconds"]["linear"] for p in infer])
+        j0, j1 = line([p["nnz"] for p in infer], [p["seconds"]["sparse"] for p in infer])
+        fitted.update(infer_dense_overhead_s=i0, infer_dense_per_mac_s=i1, infer_sparse_overhead_s=j0,
+                      infer_sparse_per_mac_s=j1)
+    return fitted
 
 
 def auto_check(points, model: CostModel) -> list[dict]:
@@ -374,15 +390,16 @@ def main():
                 if not args.json:
                     p = points[-1]
                     print(f"  {p['shape']:>9} density {d:<5} batch {b:>4} {p['mode']:>9}: sparse/linear "
-                          f"{p['ratio_linear']:.3f}  sparse/masked {p['ratio_masked']:.3f}  GFLOP/s sparse "
+                          f"{p['ratio_linear']:.3f}  sparse/masked {p['ratio_masked']:.3f}  auto ({p['auto_path']})/best "
+                          f"{p['auto_over_best']:.3f}  GFLOP/s sparse "
                           f"{p['gflops']['sparse']:.1f} linear {p['gflops']['linear']:.1f}", flush=True)
     result["grid"] = points
     result["grid_targets_linear"] = TARGETS_LINEAR
-    if any(p["mode"] == "train" for p in points):
+    if points:
         fitted = fit_cost_model(points)
         result["cost_model"] = fitted
         result["auto_check"] = auto_check(points, CPU_COST_MODEL)  # what users get
-        result["auto_check_refit"] = auto_check(points, CostModel(**fitted))
+        result["auto_check_refit"] = auto_check(points, CostModel(**{**CPU_COST_MODEL.__dict__, **fitted}))
     result.update({"threads": args.threads, "grid_seconds_per_side": args.seconds, "machine": machine()})
     if args.json:
         print(json.dumps(result))
@@ -397,7 +414,10 @@ def main():
                   f"floor {result['ratios_autograd_floor'][d]:.3f})")
     if "cost_model" in result:
         print(f"  cost model: {result['cost_model']}")
-        print(f"  auto's worst choice: {max(r['slowdown'] for r in result['auto_check']):.3f} x the faster backend")
+        if result["auto_check"]:
+            print(f"  auto's worst choice: {max(r['slowdown'] for r in result['auto_check']):.3f} x the faster backend")
+        print(f"  auto's worst point (its path against the faster of nn.Linear and sparse): "
+              f"{max(p['auto_over_best'] for p in points):.3f}")
 
 
 if __name__ == "__main__":

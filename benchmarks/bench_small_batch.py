@@ -1,7 +1,7 @@
 """The small-batch rule of the sparse layer's training step: untiled against tiled kernels.
 
 At a batch of at most ``SMALL_BATCH`` rows and fewer than ``SMALL_OUTPUTS`` outputs,
-``SparseLinearFunction`` runs the untiled one-call kernels of ``kernels/batch_major.py``;
+the plan (``sparsetopo.nn.plan.call_path``) runs the untiled one-call kernels of ``kernels/batch_major.py``;
 otherwise the batch-tiled kernels of ``kernels/tiled.py``. This times one training step
 (forward, backward into the input, the weights and the bias) of a ``random_regular`` layer
 both ways, in the same process and interleaved, by setting ``SMALL_BATCH`` for each side, and
@@ -21,7 +21,7 @@ import torch
 
 from _common import interleaved_medians, machine, set_threads, training_step
 
-import sparsetopo.nn.sparse_ops as sparse_ops
+import sparsetopo.nn.plan as plan
 from sparsetopo import build
 from sparsetopo.nn import SparseLinear
 
@@ -35,7 +35,8 @@ def side(layer, x, g, untiled: bool):
     small = (x.shape[0], layer.topology.n_out + 1) if untiled else (0, 0)
 
     def run():
-        sparse_ops.SMALL_BATCH, sparse_ops.SMALL_OUTPUTS = small
+        plan.SMALL_BATCH, plan.SMALL_OUTPUTS = small
+        layer._paths.clear()  # the layer remembers its plan per batch: ask again under this rule
         step()
     return run
 
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=40, help="timed turns per side")
     args = parser.parse_args()
     set_threads(args.threads)
-    default = sparse_ops.SMALL_BATCH, sparse_ops.SMALL_OUTPUTS
+    default = plan.SMALL_BATCH, plan.SMALL_OUTPUTS
     gen = torch.Generator().manual_seed(0)
     points = []
     for shape in SHAPES:
@@ -64,7 +65,7 @@ def main() -> None:
             points.append({"shape": shape, "density": k / m, "batch": args.batch,
                            "rule": "untiled" if args.batch <= default[0] and m < default[1] else "tiled",
                            "seconds": med, "untiled_over_tiled": med["untiled"] / med["tiled"]})
-    sparse_ops.SMALL_BATCH, sparse_ops.SMALL_OUTPUTS = default
+    plan.SMALL_BATCH, plan.SMALL_OUTPUTS = default
     result = {"benchmark": "untiled against tiled sparse kernels for one training step at a small batch",
               "points": points, "machine": machine()}
     if args.json:

@@ -113,7 +113,7 @@ def bench_layers(r: dict) -> list[str]:
         lines += [""] + _layers_grid(r)
     model = r.get("cost_model")
     if model:
-        lines += ["", "Cost-model constants fitted from this run (`CostModel` in `nn/backend.py`; the shipped "
+        lines += ["", "Cost-model constants fitted from this run (`CostModel` in `nn/plan.py`; the shipped "
                   "`CPU_COST_MODEL` comes from a one-thread run, see "
                   "[design.md](design.md#layer-backends-and-the-cost-model)):", ""]
         lines += table(["constant", "value"], [[f"`{k}`", num(v)] for k, v in model.items()])

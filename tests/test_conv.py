@@ -6,13 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import rel_err
 from sparsetopo import CONSTRUCTIONS, SparsetopoError, build
 from sparsetopo.nn import SparseConv2d
-
-
-def rel_err(a, ref) -> float:
-    a, ref = a.detach(), ref.detach()
-    return float((a - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
 def reference(layer: SparseConv2d) -> nn.Conv2d:

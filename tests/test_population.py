@@ -233,7 +233,7 @@ def test_mnist_shaped_members_on_either_layer_kernel_equal_train(mnist_shaped, p
     """784-input networks, every construction from sparse to fully connected: the population
     engine with its layers held dense (GEMMs with the mask) or as CSR, or as the cost model
     picks, trains each member as train() trains it alone, and names each layer's kernel."""
-    from sparsetopo.kernels.options import prefers_dense
+    from sparsetopo.nn.plan import member_prefers_dense as prefers_dense
 
     deep = len(protocol["hidden"]) == 2
     cells = [("fully_connected", None), ("random_edge", (8, 5)), ("random_rotating", (30, 5)),

@@ -1,17 +1,14 @@
-"""The sparse layer's autograd path (one numba call per direction) against masked-dense torch."""
+"""The sparse layer's autograd Function for every combination of wanted gradients, and its one-call
+entry points against the layer kernels (sparse equals masked over the grid: test_sparse_equals_masked.py)."""
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import rel_err
 from sparsetopo import build
 from sparsetopo.kernels import batch_major
 from sparsetopo.nn import SparseLinear
-
-
-def rel_err(a, ref) -> float:
-    a, ref = a.detach(), ref.detach()
-    return float((a - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
 def dense_reference(layer: SparseLinear) -> torch.Tensor:
@@ -57,51 +54,6 @@ def test_gradients_match_dense_for_every_combination(batch, want):
         assert layer.bias.grad is None
 
 
-def test_a_feature_major_input_is_read_in_place_and_its_gradient_keeps_the_layout():
-    t = build("fibonacci_rotating", 30, 20, 5)
-    layer = SparseLinear(t, gen=np.random.default_rng(2), backend="sparse")
-    w = dense_reference(layer)
-    gen = torch.Generator().manual_seed(0)
-    x_fm = torch.randn(30, 12, generator=gen).t().requires_grad_()     # batch 12, feature-major memory
-    assert x_fm.stride() == (1, 12)
-    x_ref = x_fm.detach().contiguous().requires_grad_()
-    g = torch.randn(12, 20, generator=gen)
-    layer(x_fm).backward(g)
-    torch.addmm(layer.bias.detach(), x_ref, w).backward(g)
-    assert rel_err(x_fm.grad, x_ref.grad) < 1e-5
-    assert rel_err(layer.values.grad, w.grad[t.rows.astype(np.int64), t.indices.astype(np.int64)]) < 1e-5
-    # a feature-major gradient arriving from above is read in place too
-    layer.zero_grad()
-    x_fm.grad = None
-    g_fm = g.t().contiguous().t()
-    layer(x_fm).backward(g_fm)
-    assert rel_err(x_fm.grad, x_ref.grad) < 1e-5
-
-
-def test_an_in_place_change_of_a_saved_feature_major_input_is_caught():
-    layer = SparseLinear(build("regular_rotating", 8, 6, 2), backend="sparse")
-    x = torch.randn(8, 4).t().requires_grad_()
-    h = x * 1.0                                   # a non-leaf, feature-major
-    y = layer(h)
-    h.add_(1.0)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        y.sum().backward()
-
-
-def test_two_sparse_layers_in_a_row_match_dense():
-    t1, t2 = build("random_regular", 40, 24, 6, seed=3), build("random_edge", 24, 10, 4, seed=4)
-    l1 = SparseLinear(t1, gen=np.random.default_rng(0), backend="sparse")
-    l2 = SparseLinear(t2, gen=np.random.default_rng(1), backend="sparse")
-    w1, w2 = dense_reference(l1), dense_reference(l2)
-    x = torch.rand(9, 40, generator=torch.Generator().manual_seed(5))
-    ys = l2(torch.sigmoid(l1(x)))
-    yd = torch.addmm(l2.bias.detach(), torch.sigmoid(torch.addmm(l1.bias.detach(), x, w1)), w2)
-    assert rel_err(ys, yd) < 1e-5
-    ys.pow(2).sum().backward()
-    yd.pow(2).sum().backward()
-    assert rel_err(l1.values.grad, w1.grad[t1.rows.astype(np.int64), t1.indices.astype(np.int64)]) < 1e-5
-
-
 def test_the_batch_major_entry_points_are_the_layer_kernels_bit_for_bit():
     from sparsetopo.kernels import layer as kernels
     from sparsetopo.nn import SparseIndex
@@ -118,7 +70,7 @@ def test_the_batch_major_entry_points_are_the_layer_kernels_bit_for_bit():
     kernels.forward_serial(np.ascontiguousarray(x.T), values, bias, index.col_ptr, index.col_rows, index.col_perm,
                            yt, False)
     assert np.array_equal(y, yt.T) and np.array_equal(xt, x.T)
-    gx, gv, gb = batch_major.backward(xt, gy, values, index.indptr, index.indices, True, True, True, 0, False)
+    gx, gv, gb = batch_major.backward(xt, gy, values, index.indptr, index.indices, True, True, True, 0)
     gxt, gv2 = np.empty((64, 20), np.float32), np.empty(t.nnz, np.float32)
     kernels.backward_serial(xt, np.ascontiguousarray(gy.T), values, index.indptr, index.indices, gxt, gxt, False, gv2)
     assert np.array_equal(gx, gxt.T) and np.array_equal(gv, gv2)

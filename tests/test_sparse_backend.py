@@ -4,52 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetopo import CONSTRUCTIONS, SparsetopoError, build
+from helpers import layer_pair as pair
+from helpers import rel_err
+from sparsetopo import SparsetopoError, build
 from sparsetopo.nn import CostModel, SparseLinear, SparseMLP, choose_backend
 from sparsetopo.train import TrainConfig, train
 from sparsetopo.train.fused import FusedEpoch
 from sparsetopo.train.loop import momentum_buffers
-
-
-def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |a - ref| relative to the largest |ref|."""
-    a, ref = a.detach(), ref.detach()
-    return float((a - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
-
-
-def pair(topology, seed=0):
-    """The same layer on both backends, with the same initial weights and a nonzero bias."""
-    masked = SparseLinear(topology, gen=np.random.default_rng(seed), backend="masked")
-    sparse = SparseLinear(topology, gen=np.random.default_rng(seed), backend="sparse")
-    bias = torch.linspace(-0.5, 0.5, topology.n_out)
-    with torch.no_grad():
-        masked.bias.copy_(bias)
-        sparse.bias.copy_(bias)
-    return masked, sparse
-
-
-@pytest.mark.parametrize("construction", sorted(CONSTRUCTIONS))
-@pytest.mark.parametrize("n_in,n_out", [(45, 17), (13, 29)])
-@pytest.mark.parametrize("batch", [1, 33])
-def test_outputs_and_gradients_match_masked_dense(construction, n_in, n_out, batch):
-    k = n_out if construction == "fully_connected" else max(1, n_out // 4)
-    t = build(construction, n_in, n_out, k, seed=3)
-    masked, sparse = pair(t)
-    gen = torch.Generator().manual_seed(batch)
-    x = torch.randn(batch, n_in, generator=gen)
-    g = torch.randn(batch, n_out, generator=gen)
-    xm, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ym, ys = masked(xm), sparse(xs)
-    ym.backward(g)
-    ys.backward(g)
-    assert rel_err(ys, ym) < 1e-5
-    assert rel_err(xs.grad, xm.grad) < 1e-5
-    assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5
-    rows, cols = torch.from_numpy(t.rows.astype(np.int64)), torch.from_numpy(t.indices.astype(np.int64))
-    assert sparse.values.grad.shape == (t.nnz,)  # the gradient exists for connections only
-    assert rel_err(sparse.values.grad, masked.weight.grad[cols, rows]) < 1e-5
-    assert torch.equal(sparse.connected_weights(), masked.connected_weights())
-    assert torch.equal(sparse.dense_weight(), masked.dense_weight())
 
 
 def test_an_example_with_no_gradient_flowing_to_inputs_still_trains_weights():
@@ -179,7 +140,7 @@ def test_backend_errors_name_the_value_and_the_fix():
 
 
 def test_auto_never_mixes_backends_within_a_network():
-    from sparsetopo.nn.backend import layer_backends
+    from sparsetopo.nn.plan import layer_backends
 
     sparse_input = build("regular_rotating", 784, 300, 3)
     assert layer_backends([sparse_input, build("fully_connected", 300, 10)]) == ["sparse", "sparse"]
@@ -215,7 +176,7 @@ def test_one_pass_backward_kernels_match_the_separate_ones(batch):
     """kernels.backward(_sgd) computes in one pass what backward_input and backward_values(_sgd)
     compute in two, the input gradient with the weights from before the step."""
     from sparsetopo.kernels import layer as kernels
-    from sparsetopo.nn.sparse_ops import SparseIndex
+    from sparsetopo.nn.sparse_index import SparseIndex
 
     t = build("random_regular", 60, 25, 9, seed=2)
     idx = SparseIndex.from_topology(t)

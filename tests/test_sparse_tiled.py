@@ -5,86 +5,19 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import layer_pair, rel_err
 from sparsetopo import build
 from sparsetopo.kernels import tiled
 from sparsetopo.kernels.threads import AdaptiveThreads
 from sparsetopo.nn import SparseIndex, SparseLinear
-
-
-def rel_err(a, ref) -> float:
-    a, ref = a.detach(), ref.detach()
-    return float((a - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+from sparsetopo.nn.plan import tile_width
 
 
 def pair(n_in=96, n_out=80, k=9, seed=3):
-    """The same layer on both backends (same weights), with a non-zero bias."""
+    """``(topology, sparse, masked)``: the same layer on both backends (same weights)."""
     t = build("random_regular", n_in, n_out, k, seed=seed)
-    sparse = SparseLinear(t, gen=np.random.default_rng(seed), backend="sparse")
-    masked = SparseLinear(t, gen=np.random.default_rng(seed), backend="masked")
-    with torch.no_grad():
-        sparse.bias.copy_(torch.linspace(-1, 1, n_out))
-        masked.bias.copy_(sparse.bias)
+    masked, sparse = layer_pair(t, seed=seed)
     return t, sparse, masked
-
-
-def assert_step_matches(t, sparse, masked, xs, xm, g):
-    """One forward and backward on each backend: outputs and every gradient within 1e-5."""
-    ys, ym = sparse(xs), masked(xm)
-    assert ys.shape == ym.shape and rel_err(ys, ym) < 1e-5
-    ys.backward(g)
-    ym.backward(g)
-    edges = (t.indices.astype(np.int64), t.rows.astype(np.int64))   # (out, in)
-    assert rel_err(xs.grad, xm.grad) < 1e-5
-    assert rel_err(sparse.values.grad, masked.weight.grad[edges]) < 1e-5
-    assert rel_err(sparse.bias.grad, masked.bias.grad) < 1e-5
-
-
-@pytest.mark.parametrize("batch", [1, 7, 33, 128, 1000])
-def test_forward_and_every_gradient_match_the_masked_backend(batch):
-    t, sparse, masked = pair()
-    gen = torch.Generator().manual_seed(batch)
-    x = torch.randn(batch, t.n_in, generator=gen)
-    g = torch.randn(batch, t.n_out, generator=gen)
-    xs, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
-    assert_step_matches(t, sparse, masked, xs, xm, g)
-
-
-@pytest.mark.parametrize("feature_major", [False, True])
-@pytest.mark.parametrize("untiled", [True, False])
-def test_both_sides_of_the_small_batch_rule_match_the_masked_backend(monkeypatch, untiled, feature_major):
-    """Batch 32 on a 300-output layer: the untiled kernels under the rule, the tiled ones with
-    the rule switched off; an input laid out feature-major (a transposed tensor) as well."""
-    from sparsetopo.nn import sparse_ops
-
-    if not untiled:
-        monkeypatch.setattr(sparse_ops, "SMALL_BATCH", 0)
-    assert (32 <= sparse_ops.SMALL_BATCH and 300 < sparse_ops.SMALL_OUTPUTS) == untiled
-    t, sparse, masked = pair(n_in=120, n_out=300, k=30)
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(t.n_in, 32, generator=gen).t() if feature_major else torch.randn(32, t.n_in, generator=gen)
-    g = torch.randn(32, t.n_out, generator=gen)
-    xs, xm = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
-    if feature_major:
-        xs = x.detach().t().clone().t().requires_grad_()
-    assert_step_matches(t, sparse, masked, xs, xm, g)
-
-
-@pytest.mark.parametrize("batch", [1, 5, 64, 200])
-def test_inference_equals_the_training_forward(batch):
-    t, sparse, masked = pair(seed=5)
-    x = torch.randn(batch, t.n_in, generator=torch.Generator().manual_seed(1))
-    train = sparse(x.clone().requires_grad_())
-    sparse.eval()
-    with torch.no_grad():
-        no_grad = sparse(x)
-    with torch.inference_mode():
-        inference = sparse(x)
-    assert not no_grad.requires_grad and train.requires_grad
-    assert rel_err(no_grad, train) < 1e-6 and torch.equal(no_grad, inference)
-    with torch.no_grad():
-        assert rel_err(no_grad, masked(x)) < 1e-5
-    if batch > 1:  # the same tiled kernel as training: the same bits
-        assert torch.equal(no_grad, train.detach())
 
 
 def test_inference_sees_weights_changed_in_place():
@@ -100,7 +33,7 @@ def test_inference_sees_weights_changed_in_place():
 def kernel_run(index, x, g, values, bias, chunks):
     """Forward, input gradient and weight gradient through the tiled kernels on ``chunks``
     thread ranges (0: the serial entry points)."""
-    width = tiled.tile_width(x.shape[0])
+    width = tile_width(x.shape[0])
     xt, gt = tiled.tiles_from_rows(x, width), tiled.tiles_from_rows(g, width)
     y = np.empty((x.shape[0], index.n_out), np.float32)
     gx = np.empty(x.shape, np.float32)
@@ -144,7 +77,6 @@ def test_tiles_copy_every_example_and_pad_with_zeros():
     assert tiles.shape == (2, 5, 64)
     assert np.array_equal(tiles[0], x[:64].T) and np.array_equal(tiles[1, :, :6], x[64:].T)
     assert not tiles[1, :, 6:].any()
-    assert np.array_equal(tiled.tiles_from_columns(np.ascontiguousarray(x.T), 64), tiles)
 
 
 def test_the_thread_chooser_keeps_the_faster_path_and_probes_the_other(monkeypatch):
@@ -189,7 +121,7 @@ def test_cache_files_older_than_a_kernel_source_are_found_and_dropped(tmp_path, 
 
 def test_auto_weighs_the_batch_size():
     from sparsetopo.nn import CostModel, SparseMLP, choose_backend
-    from sparsetopo.nn.backend import layer_backends
+    from sparsetopo.nn.plan import layer_backends
 
     costs = CostModel(dense_overhead_s=50e-6, dense_per_mac_s=1e-10, sparse_overhead_s=10e-6, sparse_per_mac_s=1e-9)
     half = build("random_regular", 200, 100, 50)  # 50% dense: per-call overheads decide small batches
@@ -212,7 +144,7 @@ def test_auto_on_a_grid_of_shapes_and_densities_follows_the_cost_model(batch):
     predicts faster, sparse below the crossover density and masked above it, with the
     crossover where the model puts it for that batch."""
     from sparsetopo.nn import choose_backend
-    from sparsetopo.nn.backend import CPU_COST_MODEL
+    from sparsetopo.nn.plan import CPU_COST_MODEL
 
     for n_in, n_out in [(784, 300), (784, 1024), (1024, 1024), (300, 10)]:
         crossover = CPU_COST_MODEL.crossover_density(n_in, n_out, batch)

@@ -16,6 +16,7 @@ LAZY = {
     "save": "sparsetopo.io",
     "load": "sparsetopo.io",
     "export_onnx": "sparsetopo.onnx",
+    "explain": "sparsetopo.nn.explain",
 }
 
 __all__ = ["CONSTRUCTIONS", "SparsetopoError", "Topology", "build", "build_stack", *LAZY]

@@ -38,7 +38,7 @@ from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, batch_shape, read_metadata, require
 from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
-from sparsetopo.nn.backend import BACKENDS
+from sparsetopo.nn.plan import BACKENDS
 from sparsetopo.nn.linear import connected_state
 from sparsetopo.nn.masked_layers import MaskedParameters, file_entries, install_recipes, load_values, value_keys
 from sparsetopo.nn.sparsify import (MADE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
@@ -407,6 +407,7 @@ def _sparse_layer(name, recipe, backend, path, dtype=None):
     topology = _topology(name, recipe, path)
     if recipe["kind"] == "linear":
         layer = SparseLinear(topology, backend=_backend(recipe, backend, dtype), bias=recipe["bias"])
+        layer.dense_when_faster = backend != "sparse"   # only an explicit "sparse" pins the kernels (nn.plan)
     elif recipe["kind"] == "block":   # one path whatever the backend asked for
         layer = BlockSparseLinear(topology, bias=recipe["bias"])
     else:

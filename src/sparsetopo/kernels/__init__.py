@@ -14,10 +14,11 @@ Nothing here imports torch; every function takes and fills numpy arrays. One job
 * :mod:`.predict`: a trained network's outputs (accuracy, hidden activations) for the fused
   engines, on the training step's own kernels;
 * :mod:`.population`: many networks' batch loops at once, one member per thread;
-* :mod:`.threads`: how many chunks a parallel kernel makes, and when a layer stays serial
-  (a fixed rule for the engines, a measured one per call site for :mod:`.tiled`);
+* :mod:`.threads`: how many chunks a parallel kernel makes, the rule of when a layer stays
+  serial, and the per-call-site memory of which was faster;
 * :mod:`.cache`: numba's on-disk cache files older than a kernel source, found and dropped.
 
-Torch modules call these through :mod:`sparsetopo.nn.sparse_ops` and :mod:`sparsetopo.nn.sparse_calls`; the training engines in
-:mod:`sparsetopo.train` call :mod:`.step` and :mod:`.population`.
+Torch modules call these through :mod:`sparsetopo.nn.sparse_autograd`; the training engines in
+:mod:`sparsetopo.train` call :mod:`.step` and :mod:`.population`. Which kernel, tile width and
+threads a call uses is decided by :mod:`sparsetopo.nn.plan`.
 """

@@ -12,9 +12,7 @@ microseconds. The entry points here do all of it inside one compiled call per di
   gradient of :func:`.layer.backward` (or one of the two) writing ``grad_x`` batch-major, and
   the bias gradient (the sum of ``grad_y`` over the batch).
 
-An input or a gradient that is already feature-major (a tensor whose transpose is contiguous)
-goes to the ``*_fm`` variants, which read it in place. The layer arithmetic is :mod:`.layer`'s,
-unchanged: the same kernels, the same summation order, so the numbers are bit-identical to
+The layer arithmetic is :mod:`.layer`'s, unchanged: the same kernels, the same summation order, so the numbers are bit-identical to
 calling those kernels on feature-major arrays.
 """
 
@@ -78,14 +76,6 @@ def forward(x, values, bias, col_ptr, col_rows, col_perm, n_chunks, keep_xt):
     return y, xt
 
 
-@njit(cache=True)
-def forward_fm(xt, values, bias, col_ptr, col_rows, col_perm, n_chunks):
-    """``y = x @ W + b`` batch-major for a feature-major ``xt``."""
-    y = np.empty((xt.shape[1], col_ptr.size - 1), np.float32)
-    _forward_into(xt, values, bias, col_ptr, col_rows, col_perm, y.T, n_chunks)
-    return y
-
-
 @njit(fastmath=FASTMATH, cache=True)
 def _backward_into(xt, gyt, values, indptr, indices, gxt, gv, want_x, want_values, n_chunks):
     """The input gradient into ``gxt`` (any layout) and the weight gradient into ``gv``."""
@@ -119,30 +109,14 @@ def _bias_grad(gyt, want_bias):
 
 
 @njit(cache=True)
-def _backward(xt, gyt, values, indptr, indices, want_x, want_values, want_bias, n_chunks, x_feature_major):
-    batch = gyt.shape[1]
+def backward(xt, gy, values, indptr, indices, want_x, want_values, want_bias, n_chunks):
+    """``(gx, gv, gb)`` for a batch-major ``gy``: the gradient to the inputs (batch-major), to the
+    connected weights (CSR order) and to the bias; unwanted ones are empty arrays."""
+    batch = gy.shape[0]
+    gyt = np.empty((gy.shape[1], batch), np.float32)
+    transpose_into(gy, gyt)
     n_in = indptr.size - 1 if want_x else 0  # xt is empty when only x needs a gradient
     gv = np.empty(values.size if want_values else 0, np.float32)
-    if x_feature_major:
-        gx = np.empty((n_in, batch), np.float32)
-        _backward_into(xt, gyt, values, indptr, indices, gx, gv, want_x, want_values, n_chunks)
-    else:
-        gx = np.empty((batch, n_in), np.float32)
-        _backward_into(xt, gyt, values, indptr, indices, gx.T, gv, want_x, want_values, n_chunks)
+    gx = np.empty((batch, n_in), np.float32)
+    _backward_into(xt, gyt, values, indptr, indices, gx.T, gv, want_x, want_values, n_chunks)
     return gx, gv, _bias_grad(gyt, want_bias)
-
-
-@njit(cache=True)
-def backward(xt, gy, values, indptr, indices, want_x, want_values, want_bias, n_chunks, x_feature_major):
-    """``(gx, gv, gb)`` for a batch-major ``gy``: the gradient to the inputs (batch-major, or
-    feature-major when ``x_feature_major``, matching the input's layout), to the connected
-    weights (CSR order) and to the bias; unwanted ones are empty arrays."""
-    gyt = np.empty((gy.shape[1], gy.shape[0]), np.float32)
-    transpose_into(gy, gyt)
-    return _backward(xt, gyt, values, indptr, indices, want_x, want_values, want_bias, n_chunks, x_feature_major)
-
-
-@njit(cache=True)
-def backward_fm(xt, gyt, values, indptr, indices, want_x, want_values, want_bias, n_chunks, x_feature_major):
-    """:func:`backward` for a feature-major ``gyt``."""
-    return _backward(xt, gyt, values, indptr, indices, want_x, want_values, want_bias, n_chunks, x_feature_major)

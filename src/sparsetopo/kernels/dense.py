@@ -5,7 +5,7 @@ connection and reach about a third of the machine's float32 GEMM rate on a fully
 784-300 layer at batch 32. The paper's grid is mostly dense or near-dense layers (input
 densities up to 90%), so for such a layer three GEMMs over the whole ``n_in x n_out`` matrix,
 pruned entries included, cost less than the CSR passes over the connections alone. Which form a
-layer takes is decided per member layer by :func:`sparsetopo.kernels.options.prefers_dense`.
+layer takes is decided per member layer by :func:`sparsetopo.nn.plan.member_prefers_dense`.
 
 Layout: as in :mod:`sparsetopo.kernels.layer`, activations are feature-major
 (``a[feature, example]``). The weights are the layer's ``n_in x n_out`` matrix in row-major

@@ -12,7 +12,7 @@ thread count; it may differ from masked-dense in the last bits, as any other ord
 Layout: activations are *feature-major* (``a[feature, example]``, C-contiguous float32), so
 that for one connection ``(i, j)`` the batch of products ``w * x[i, :]`` is a contiguous,
 vectorisable loop. A layer's connections are addressed two ways, both built once from the
-Topology (the arrays of :class:`sparsetopo.nn.sparse_ops.SparseIndex`):
+Topology (the arrays of :class:`sparsetopo.nn.sparse_index.SparseIndex`):
 
 * CSR by input: ``indptr``, ``indices``; the weights ``values`` are stored in this order.
 * CSC by output: ``col_ptr``, ``col_rows`` and ``col_perm`` (the CSR position of each edge),
@@ -62,7 +62,7 @@ def _stack_f32(typingctx, n_ty):
 # weight gradient's dot products over the whole batch); None when no call is, and numba then
 # compiles no code for wider batches at all (it drops the code after a ``wide is None`` branch,
 # which raises, for a ``wide`` typed None). The engines pass None whenever their batch fits
-# (options.wide_argument), which saves about a third of the layer kernels' compile time.
+# (sparsetopo.nn.plan.wide_argument), which saves about a third of the layer kernels' compile time.
 
 
 @njit(cache=True, inline="always")

@@ -20,7 +20,7 @@ indexed by layer; within a layer the members' connected weights are concatenated
 and CSR/CSC pointer rows are ``biases[l][p]``, ``indptr[l][p]`` / ``col_ptr[l][p]``. Members of
 one population share layer sizes but not connection counts, so one flat array per layer with
 offsets holds them all without padding. A member layer that is cheaper dense
-(:func:`sparsetopo.kernels.options.prefers_dense`) is held in the ``dense_*`` arrays instead
+(:func:`sparsetopo.nn.plan.member_prefers_dense`) is held in the ``dense_*`` arrays instead
 (``dense[l, p]``; see :func:`~sparsetopo.kernels.step.train_batches`) and runs as BLAS GEMMs.
 
 Reproducibility: the kernels' summation order is fixed at compile time (``FASTMATH`` in

@@ -17,8 +17,9 @@ def n_chunks() -> int:
     return numba.get_num_threads()
 
 
-def use_threads(nnz: int, batch: int) -> bool:
-    """Whether a step of a layer with ``nnz`` connections on ``batch`` examples is worth the thread pool."""
+def use_threads(nnz: int, batch: int = 1) -> bool:
+    """Whether a step of a layer with ``nnz`` connections on ``batch`` examples is worth the thread
+    pool: the one thread rule (:mod:`sparsetopo.nn.plan` asks it for every layer and epoch)."""
     return nnz * batch >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
 
 
@@ -74,9 +75,9 @@ class AdaptiveThreads:
 
     def chunks(self, site, work: int) -> int:
         """Ranges to split a call into (numba's thread count), or 0 for the calling thread."""
-        threads = numba.get_num_threads()
-        if threads <= 1 or work < PARALLEL_MIN_WORK:
+        if not use_threads(work):
             return 0
+        threads = numba.get_num_threads()
         state = self._sites.get(site)
         if state is None:
             if len(self._sites) > 4096:  # layers come and go; forget them all rather than grow
@@ -97,7 +98,7 @@ class AdaptiveThreads:
     @staticmethod
     def timed(work: int) -> bool:
         """Whether a call of this much work has a choice to make (and so is worth timing)."""
-        return work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1
+        return use_threads(work)
 
     def record(self, site, chunks: int, seconds: float) -> None:
         """The time one call took on the path :meth:`chunks` chose."""

@@ -23,7 +23,8 @@ into ``n_chunks`` ranges, each range walking every tile. Every output sum, input
 and weight-gradient sum therefore lies in one range, computed in one fixed order (connections
 in index order, tiles in batch order): the numbers are the same whatever the thread count,
 and the same run after run. ``*_serial`` entry points run on the calling thread;
-:mod:`.threads` decides between them.
+:func:`sparsetopo.nn.plan.call_threads` decides between them, and
+:func:`sparsetopo.nn.plan.tile_width` sets the width of the tiles.
 
 Batch 1 (inference) has its own kernel, :func:`forward_vector`: one dot product per output.
 """
@@ -44,15 +45,6 @@ TILE = 64  # examples per tile: an accumulator of four AVX-512 registers; index 
 HALF_TILE = 32  # the tile of batches 32..63 (the paper's batch): also compiled with a constant width
 STORE_ROWS = 16  # output rows gathered before they are stored: one cache line of each example's row
 STORE_BLOCK = STORE_ROWS * TILE  # floats of that block (a literal for the stack allocation)
-
-
-def tile_width(batch: int) -> int:
-    """Examples per tile for a batch: ``TILE``, ``HALF_TILE`` for 32..63 examples (less padding),
-    or the whole batch when it is smaller. Measured (one core, 1024x1024 at 10%): 64-wide tiles
-    run 33-36 GFLOP/s at batch 128-512 where 32-wide ones ran 25-30."""
-    if batch >= TILE:
-        return TILE
-    return HALF_TILE if batch >= HALF_TILE else max(batch, 1)
 
 
 @njit(cache=True)
@@ -83,20 +75,6 @@ def tiles_from_rows(x, width):
                 for i in range(n):
                     for b in range(bb, m):
                         dst[i, b] = x[b0 + b, i]
-    return tiles
-
-
-@njit(cache=True)
-def tiles_from_columns(xt, width):
-    """A feature-major ``xt`` (n x batch) as tiles ``(n_tiles, n, width)``, the last zero-padded."""
-    n, batch = xt.shape
-    n_tiles = (batch + width - 1) // width
-    tiles = np.zeros((n_tiles, n, width), np.float32)
-    for t in range(n_tiles):
-        b0 = t * width
-        m = min(width, batch - b0)
-        for i in range(n):
-            tiles[t, i, :m] = xt[i, b0:b0 + m]
     return tiles
 
 
@@ -293,17 +271,11 @@ def tile_sums(tiles):
 
 # -- one numba call per direction (batch-major tensors): the per-call overhead of small layers --
 @njit(cache=True)
-def _width(batch):
-    if batch >= TILE:
-        return TILE
-    return HALF_TILE if batch >= HALF_TILE else max(batch, 1)
-
-
-@njit(cache=True)
-def forward_call(x, values, col_perm, col_ptr, col_rows, bias, n_chunks, keep_tiles):
-    """``(y, tiles of x)`` for a batch-major ``x``: the tiles, the CSC weights and the kernel in
-    one call (the tiles come back empty unless ``keep_tiles``: only the weight gradient reads them)."""
-    tiles = tiles_from_rows(x, _width(x.shape[0]))
+def forward_call(x, values, col_perm, col_ptr, col_rows, bias, n_chunks, keep_tiles, width):
+    """``(y, tiles of x)`` for a batch-major ``x``: the tiles (``width`` examples each), the CSC
+    weights and the kernel in one call (the tiles come back empty unless ``keep_tiles``: only the
+    weight gradient reads them)."""
+    tiles = tiles_from_rows(x, width)
     w = csc_values(values, col_perm)
     y = np.empty((x.shape[0], col_ptr.size - 1), np.float32)
     if n_chunks:
@@ -316,11 +288,11 @@ def forward_call(x, values, col_perm, col_ptr, col_rows, bias, n_chunks, keep_ti
 
 
 @njit(cache=True)
-def backward_call(xtiles, gy, values, indptr, indices, want_x, want_values, want_bias, n_chunks):
-    """``(grad_x, grad_values, grad_bias)`` for a batch-major ``gy`` in one call; unwanted ones
-    are empty arrays."""
+def backward_call(xtiles, gy, values, indptr, indices, want_x, want_values, want_bias, n_chunks, width):
+    """``(grad_x, grad_values, grad_bias)`` for a batch-major ``gy`` in one call (tiles of
+    ``width`` examples, as the forward's); unwanted ones are empty arrays."""
     batch = gy.shape[0]
-    gtiles = tiles_from_rows(gy, _width(batch))
+    gtiles = tiles_from_rows(gy, width)
     gx = np.empty((batch if want_x else 0, indptr.size - 1 if want_x else 0), np.float32)
     if want_x:
         if n_chunks:

@@ -7,11 +7,12 @@ no optimizer step (momentum included, no weight decay) ever moves it off 0.
 
 The ``sparse`` backend stores only the connected weights, as a 1-D parameter ``values`` in the
 topology's CSR order, and computes with the numba kernels of :mod:`sparsetopo.kernels.layer`
-(through :class:`sparsetopo.nn.sparse_ops.SparseLinearFunction`): time and memory, parameters
-and optimizer state included, grow with the number of connections, not with ``n_in x n_out``.
-Pruned connections do not exist there, so they cannot move. ``auto`` picks one of the two by
-the rule of :func:`sparsetopo.nn.backend.layer_backends` (decided per network; a lone layer is a
-network of one). Both backends draw the same initial
+(through :mod:`sparsetopo.nn.sparse_autograd`): time and memory, parameters and optimizer
+state included, grow with the number of connections, not with ``n_in x n_out``. Pruned
+connections do not exist there, so they cannot move. ``auto`` picks one of the two by the rule
+of :func:`sparsetopo.nn.plan.layer_backends` (decided per network; a lone layer is a network of
+one). Which kernel each call of a sparse-backend layer runs is :func:`sparsetopo.nn.plan.call_path`'s
+choice; the layer records it in :attr:`SparseLinear.last_path`. Both backends draw the same initial
 weights from the same generator, so they train the same network up to float rounding.
 
 The weight has ``nn.Linear``'s shape and meaning: ``weight[j, i]`` is the connection from
@@ -32,10 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn.backend import layer_backends
 from sparsetopo.nn.init import initial_weights
 from sparsetopo.nn.masking import DerivedMask, dense_twin, fill_mask
-from sparsetopo.nn.sparse_ops import SparseIndex, sparse_linear
+from sparsetopo.nn.plan import call_path, layer_backends
+from sparsetopo.nn.sparse_autograd import sparse_linear
+from sparsetopo.nn.sparse_index import SparseIndex, check_sparse_inputs
 from sparsetopo.topology import Topology
 
 
@@ -51,7 +53,7 @@ class SparseLinear(DerivedMask, nn.Module):
         on every backend.
     backend : "masked" (dense weight times mask; parameter ``weight``, buffer ``mask``),
         "sparse" (connected weights only; parameter ``values``) or "auto" (the one
-        :func:`~sparsetopo.nn.backend.layer_backends` predicts faster for this layer's shape,
+        :func:`~sparsetopo.nn.plan.layer_backends` predicts faster for this layer's shape,
         density and ``device``). :attr:`backend` holds the one in use. :class:`SparseMLP`
         decides for all its layers at once and passes each a concrete backend.
     device : where the layer will compute; only informs "auto" (CUDA means masked).
@@ -60,6 +62,18 @@ class SparseLinear(DerivedMask, nn.Module):
         the paper's 32). It is an argument, not learnt from the first forward, because the
         backend decides which parameters the layer has (``weight`` or ``values``), and an
         optimizer is built from them before any forward runs.
+
+    Attributes
+    ----------
+    dense_when_faster : whether an inference call (no gradient wanted) of the sparse backend may
+        run on the dense matrix of the connected weights where the cost model predicts it
+        faster (same weights, the masked backend's numbers). True when built with "auto"; a
+        layer asked for "sparse" always runs the sparse kernels. The dense matrix is rebuilt
+        when torch's version counter of ``values`` moves (optimizers, ``copy_``, loading, the
+        fused engines); code writing ``values`` through numpy calls
+        ``torch.autograd.graph.increment_version(layer.values)`` after.
+    last_path : the path (a key of :data:`sparsetopo.nn.plan.PATHS`) the last call ran, None
+        before the first.
 
     Notes
     -----
@@ -83,6 +97,10 @@ class SparseLinear(DerivedMask, nn.Module):
         super().__init__()
         self.topology = topology
         self.backend = layer_backends([topology], backend, device, batch_size=batch_size)[0]
+        self.dense_when_faster = backend == "auto"
+        self.last_path: str | None = None
+        self._paths: dict = {}   # (batch, gradient wanted, dense_when_faster) -> path: the plan is fixed for both
+        self._dense_cache = None  # (values' version, data pointer, dense weight) for the "dense" path
         self._values_in_state = False   # see connected_state()
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
         self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
@@ -101,16 +119,53 @@ class SparseLinear(DerivedMask, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        bias = self.bias if self.bias is not None else self._zero_bias
-        if self.backend == "sparse":
-            return sparse_linear(x, self.values, bias, self.index)
-        return F.linear(x, self.weight * self.mask, bias)
+        bias = self.bias   # each parameter read once: nn.Module's attribute lookup costs at batch 1
+        if bias is None:
+            bias = self._zero_bias
+        if self.backend == "masked":
+            _record(self, "masked")
+            return F.linear(x, self.weight * self.mask, bias)
+        values = self.values
+        grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or bias.requires_grad)
+        batch = x.numel() // max(x.shape[-1], 1)
+        path = self._paths.get((batch, grad, self.dense_when_faster)) or self.path_for(batch, grad)
+        _record(self, path)
+        if path == "dense":
+            try:
+                return F.linear(x, self._dense_values(values), bias)
+            except RuntimeError:  # name the problem as the sparse kernels would (costs nothing when it works)
+                check_sparse_inputs(x.reshape(-1, x.shape[-1]), values, bias, self.index)
+                raise
+        return sparse_linear(x, values, bias, self.index, path, grad)
+
+    def path_for(self, batch: int, grad: bool) -> str:
+        """The path (a key of :data:`sparsetopo.nn.plan.PATHS`) a call on ``batch`` examples runs,
+        with a gradient wanted or not: :func:`sparsetopo.nn.plan.call_path`'s answer, remembered."""
+        if self.backend == "masked":
+            return "masked"
+        key = (batch, grad, self.dense_when_faster)
+        path = self._paths.get(key)
+        if path is None:
+            if len(self._paths) > 64:  # batch sizes come and go (a last partial batch): forget them all
+                self._paths.clear()
+            t = self.topology
+            path = self._paths[key] = call_path(t.nnz, t.n_in, t.n_out, batch, grad, self.dense_when_faster)
+        return path
+
+    def _dense_values(self, v: torch.Tensor) -> torch.Tensor:
+        """The connected weights ``v`` as the dense ``(n_out, n_in)`` weight, rebuilt only when they
+        change (torch's version counter: optimizers, ``copy_``, loading; the fused engines, which
+        write through numpy, bump it themselves)."""
+        stamp = (v._version, v.data_ptr())
+        if self._dense_cache is None or self._dense_cache[0] != stamp:
+            self._dense_cache = (stamp, self.dense_weight())
+        return self._dense_cache[1]
 
     def _check_input(self, x) -> None:
         """Refuse an input this layer cannot read, naming it, so that both backends fail alike
         (the sparse kernels would otherwise read past a narrower input). The sparse backend's
         widths, dtypes and devices are checked where its autograd Function starts
-        (:func:`~sparsetopo.nn.sparse_ops.check_sparse_inputs`); the common case is one
+        (:func:`~sparsetopo.nn.sparse_index.check_sparse_inputs`); the common case is one
         expression and the messages are worked out only when it fails."""
         if self.backend == "sparse":
             if isinstance(x, torch.Tensor) and x.dim() and not is_functorch_wrapped(x):
@@ -242,6 +297,13 @@ def connected_state(model: nn.Module):
 
 
 is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap, grad, ...
+
+
+def _record(layer: SparseLinear, path: str) -> None:
+    """Set ``layer.last_path``: a plain attribute, so nn.Module's ``__setattr__`` (which looks for
+    parameters, buffers and submodules of that name first) is skipped: at batch 1 it cost as much
+    as a tenth of the layer."""
+    object.__setattr__(layer, "last_path", path)
 
 
 def edge_index_of(topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """SparseMLP: a stack of SparseLinear layers with the paper's sigmoid on every neuron.
 
 The backend of its layers is decided once for the whole network
-(:func:`sparsetopo.nn.backend.layer_backends`); a layer whose topology is built on blocks of
+(:func:`sparsetopo.nn.plan.layer_backends`); a layer whose topology is built on blocks of
 neurons is a :class:`~sparsetopo.nn.BlockSparseLinear`, which computes only its tiles. How it trains (optimizer, epochs, the fused
 epoch) is :mod:`sparsetopo.train`'s business, not the module's.
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn.backend import layer_backends
+from sparsetopo.nn.plan import layer_backends
 from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.seeding import rng
@@ -53,6 +53,9 @@ class SparseMLP(nn.Module):
             else SparseLinear(t, init=init, gen=rng(seed, "init", l), backend=b)
             for l, (t, b) in enumerate(zip(topologies, backends))
         )
+        for layer in self.layers:  # "auto" also lets inference run dense where that is faster (nn.plan)
+            if isinstance(layer, SparseLinear):
+                layer.dense_when_faster = backend == "auto"
         self.activation_name = activation
         self.act = ACTIVATIONS[activation]
         self.output = output

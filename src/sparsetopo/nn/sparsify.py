@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from sparsetopo.errors import SparsetopoError, check_int
-from sparsetopo.nn.backend import BACKENDS, layer_backends
+from sparsetopo.nn.plan import BACKENDS, layer_backends
 from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.conv import SparseConv2d
 from sparsetopo.nn.coverage import WARN_DENSE_SHARE, Coverage, CoverageWarning, coverage
@@ -94,7 +94,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     seed : every layer's topology and (without ``keep_weights``) initial weights derive from
         it and the layer's name.
     backend : "auto", "masked" or "sparse" for the linear layers, decided once for all of
-        them (:func:`~sparsetopo.nn.backend.layer_backends`, on the device and dtype the layers
+        them (:func:`~sparsetopo.nn.plan.layer_backends`, on the device and dtype the layers
         are on; "auto" is masked off CPU or off float32). Convolutions are always masked.
     include : module names or types to replace; None selects every ``nn.Linear`` and
         ``nn.Conv2d``. A name selects that layer and every layer under it (``"features"``
@@ -218,6 +218,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         elif is_linear(module):
             new = SparseLinear(topology, init=init, gen=gen, backend=linear_backends[name],
                                bias=module.bias is not None)
+            new.dense_when_faster = backend == "auto"   # inference may run dense where faster (nn.plan)
         else:
             new = SparseConv2d(topology, module.kernel_size, module.stride, module.padding, module.dilation,
                                bias=module.bias is not None, padding_mode=module.padding_mode, init=init, gen=gen)

@@ -57,7 +57,7 @@ class TrainConfig:
     activation: str = "sigmoid"                  # on every neuron, output included
     dropout: tuple[float, float] = (0.0, 0.0)    # rates on the input layer and on hidden layers (paper's variant: 0.2, 0.5)
     init: str = "glorot"                         # "glorot" (Keras glorot_normal) or "glorot_sparse" (real fan-in/out)
-    backend: str = "auto"                        # masked, sparse or auto (decided once per network: nn.backend.layer_backends); numbers equal up to float error
+    backend: str = "auto"                        # masked, sparse or auto (decided once per network: nn.plan.layer_backends); numbers equal up to float error
     seed: int = 0                                # topology, initial weights, shuffling and dropout all derive from it
     limit_train: int | None = None               # use only the first N training examples (None: all)
     device: str = "cpu"                          # where the network computes: "cpu", "cuda" or "cuda:N" (CUDA: masked backend)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels.cache import load_or_compile
-from sparsetopo.kernels.options import wide_argument
 from sparsetopo.kernels.predict import layer_outputs
 from sparsetopo.kernels.step import train_batches
-from sparsetopo.kernels.threads import n_chunks, use_threads
+from sparsetopo.kernels.threads import n_chunks
+from sparsetopo.nn.plan import engine_threads, wide_argument
 
 
 def _view(t: torch.Tensor) -> np.ndarray:
@@ -100,6 +101,8 @@ class FusedEpoch:
             return 0.0
         losses = np.zeros((n + batch_size - 1) // batch_size, dtype=np.float64)
         train_batches(*self.epoch_arguments(x, targets, order, batch_size, losses))
+        for layer in self.model.layers:  # written through numpy: tell torch (and the layers' dense caches)
+            increment_version(layer.values)
         return float(np.dot(losses, batch_counts(n, batch_size)))
 
     def prepare(self, x: torch.Tensor, targets: torch.Tensor, batch_size: int) -> None:
@@ -115,7 +118,7 @@ class FusedEpoch:
         """The arguments of :func:`~sparsetopo.kernels.step.train_batches` for one epoch: every
         batch of network 0, no dropout (``rates`` None), no layer dense (``dense_values`` None),
         so neither kind of code is compiled for it."""
-        threaded = [use_threads(nnz, batch_size) for _, nnz in self.offsets]
+        threaded = [engine_threads(nnz, batch_size) for _, nnz in self.offsets]
         # None when every layer stays serial: that specialisation compiles no parallel kernel
         parallel = np.array(threaded) if any(threaded) else None
         # with momentum 0 the rule reduces to w -= lr * g, whatever the buffers hold

@@ -73,9 +73,9 @@ import torch.nn.functional as F
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels import population as kernels
 from sparsetopo.kernels.cache import load_or_compile
-from sparsetopo.kernels.options import prefers_dense, wide_argument
 from sparsetopo.kernels.threads import member_threads
 from sparsetopo.nn import ACTIVATIONS, SparseMLP, SparseIndex
+from sparsetopo.nn.plan import member_prefers_dense, wide_argument
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
 from sparsetopo.train.fused import batch_counts
 from sparsetopo.train.loop import build_model, run_result, split_tensors, train, training_device
@@ -343,7 +343,7 @@ def train_population(
     layer_kernel : how the fused engine computes each member layer: "sparse" (CSR over the
         connections), "masked" (the dense matrix times the mask, as BLAS GEMMs:
         :mod:`sparsetopo.kernels.dense`) or "auto" (per member layer, whichever the measured
-        cost model :func:`sparsetopo.kernels.options.prefers_dense` says is cheaper). Each
+        cost model :func:`sparsetopo.nn.plan.member_prefers_dense` says is cheaper). Each
         result's ``layers[l]["backend"]`` names it (``fused-population/sparse`` or
         ``fused-population/masked``). The numbers agree up to float rounding.
     threads : cores the fused engine spreads the members over; None uses
@@ -643,7 +643,7 @@ def _runs_dense(topology, layer_kernel: str) -> bool:
     "sparse" forces it, "auto" asks the measured cost model."""
     if layer_kernel != "auto":
         return layer_kernel == "masked"
-    return prefers_dense(topology.nnz, topology.n_in, topology.n_out)
+    return member_prefers_dense(topology.nnz, topology.n_in, topology.n_out)
 
 
 def _empty_index(topology) -> SparseIndex:

@@ -1,0 +1,245 @@
+"""The plan: which computation runs for a sparse layer, and on how many threads. One place decides.
+
+Every choice between the ways of computing a layer is made here, from the layer's shape,
+density, the batch, whether a gradient is wanted and the device; the code that computes only
+asks. The choices:
+
+* the **backend** of a network's layers, made once when they are built (:func:`layer_backends`):
+  ``masked`` (dense weight times mask, parameter ``weight``) or ``sparse`` (connected weights
+  only, parameter ``values``). It fixes the parameters an optimizer is built from, so it cannot
+  change per call;
+* the **path** of each call of a sparse-backend layer (:func:`call_path`), one of :data:`PATHS`;
+* the **threads** of a call (:func:`call_threads`) and of a fused training engine (:func:`engine_threads`),
+  both by the one rule :func:`sparsetopo.kernels.threads.use_threads`;
+* the **tile width** of the tiled kernels (:func:`tile_width`) and the blocked kernels'
+  ``wide`` argument (:func:`wide_argument`);
+* whether a **population member's** layer trains dense or as CSR (:func:`member_prefers_dense`).
+
+The cost model
+--------------
+One question, dense or sparse, answered by straight lines in the work done, each fitted by
+``benchmarks/bench_layers.py`` (its ``cost_model``):
+
+* a training step (forward and backward) of an autograd layer, :class:`CostModel`:
+  ``dense_overhead_s + dense_per_mac_s * n_in * n_out * batch`` for the masked backend against
+  ``sparse_overhead_s + sparse_per_mac_s * nnz * batch`` for the sparse one;
+* an inference forward at batch 1, the same two lines with the ``infer_*`` constants (a
+  matrix-vector product is bound by memory, a matrix product by arithmetic: their costs per
+  entry differ several-fold, so batch 1 has its own line). Larger inference batches use the
+  training lines: both sides do a third of a step's products, so their ratio is the step's;
+* a population member's layer in the fused engines (:func:`member_prefers_dense`): seconds per
+  connection (CSR) against seconds per matrix entry (GEMM) inside one numba call, fitted by
+  ``benchmarks/bench_layer_kernels.py``.
+
+The constants are fixed rather than measured per process on purpose: the choice must be
+deterministic, or a resumed run could rebuild its model with other parameters than its
+checkpoint holds. Another machine can pass its own :class:`CostModel`. A misjudged choice
+costs time, never accuracy: every path computes the layer's function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numba
+import torch
+
+from sparsetopo.errors import SparsetopoError
+from sparsetopo.kernels.options import BLOCK
+from sparsetopo.kernels.threads import AdaptiveThreads, use_threads
+from sparsetopo.kernels.tiled import HALF_TILE, TILE
+from sparsetopo.topology import Topology
+
+BACKENDS = ("auto", "masked", "sparse")
+CONCRETE_BACKENDS = ("masked", "sparse")
+CALIBRATION_BATCH = 32  # the paper's batch size: the batch the cost model predicts for by default
+
+PATHS = {
+    "masked": "dense weight times mask, one torch matmul (the masked backend)",
+    "dense": "the connected weights as a dense matrix (rebuilt when they change), one torch matmul",
+    "vector": "one example: a pass over the connections in CSR order (kernels.tiled.forward_vector)",
+    "untiled": "a small layer at a small batch: one numba call per direction (kernels.batch_major)",
+    "tiled": "the batch cut into tiles of 64 or 32 examples (kernels.tiled)",
+}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Predicted seconds of a layer's step, per backend (see the module docstring)."""
+
+    dense_overhead_s: float
+    dense_per_mac_s: float
+    sparse_overhead_s: float
+    sparse_per_mac_s: float
+    infer_dense_overhead_s: float = 0.0
+    infer_dense_per_mac_s: float = 0.0
+    infer_sparse_overhead_s: float = 0.0
+    infer_sparse_per_mac_s: float = 0.0
+
+    def dense_seconds(self, n_in: int, n_out: int, batch: int = CALIBRATION_BATCH) -> float:
+        """One training step of the masked backend."""
+        return self.dense_overhead_s + self.dense_per_mac_s * n_in * n_out * batch
+
+    def sparse_seconds(self, nnz: int, batch: int = CALIBRATION_BATCH) -> float:
+        """One training step of the sparse backend."""
+        return self.sparse_overhead_s + self.sparse_per_mac_s * nnz * batch
+
+    def seconds(self, nnz: int, n_in: int, n_out: int, batch: int, training: bool) -> tuple[float, float]:
+        """``(dense, sparse)``: predicted seconds of a training step, or of an inference forward."""
+        if training or batch > 1:
+            return self.dense_seconds(n_in, n_out, batch), self.sparse_seconds(nnz, batch)
+        return (self.infer_dense_overhead_s + self.infer_dense_per_mac_s * n_in * n_out,
+                self.infer_sparse_overhead_s + self.infer_sparse_per_mac_s * nnz)
+
+    def crossover_density(self, n_in: int, n_out: int, batch: int = CALIBRATION_BATCH) -> float:
+        """The density below which a training step is predicted faster on the sparse backend."""
+        dense = self.dense_seconds(n_in, n_out, batch)
+        return (dense - self.sparse_overhead_s) / (self.sparse_per_mac_s * n_in * n_out * batch)
+
+
+# Fitted by bench_layers.py (its "cost_model"), one thread for both sides. The training lines:
+# `taskset -c 0 python benchmarks/bench_layers.py --json --threads 1`, Intel Xeon (AVX-512),
+# torch 2.13.0+cpu, numba 0.68.1, batch 32 (crossover about 72% density for 784x300). The
+# inference lines: `python benchmarks/bench_layers.py --no-paper --threads 1 --batch 1 --shape
+# 784x300,784x1024,1024x1024,4096x4096 --density 0.01,0.02,0.1,0.3 --seconds 0.15`, on a shared
+# two-core machine, 2026-12-07 (crossover about 19% density: below it the "vector" kernel).
+CPU_COST_MODEL = CostModel(
+    dense_overhead_s=8.68e-05,
+    dense_per_mac_s=1.153e-10,
+    sparse_overhead_s=1.88e-05,
+    sparse_per_mac_s=1.72e-10,
+    infer_dense_overhead_s=0.0,
+    infer_dense_per_mac_s=2.14e-10,
+    infer_sparse_overhead_s=2.57e-05,
+    infer_sparse_per_mac_s=1.14e-09,
+)
+
+
+def _on_cpu(device) -> bool:
+    return torch.device(device if device is not None else "cpu").type == "cpu"
+
+
+def choose_backend(topology: Topology, device: torch.device | str | None = None,
+                   batch: int = CALIBRATION_BATCH, cost_model: CostModel | None = None) -> str:
+    """"masked" or "sparse" for this layer: the one the cost model predicts faster to train.
+
+    ``device``: where the layer will compute (CPU when None); off CPU always "masked" (the
+    sparse kernels are CPU-only). ``cost_model``: defaults to :data:`CPU_COST_MODEL`.
+    """
+    if not _on_cpu(device):
+        return "masked"
+    dense, sparse = (cost_model or CPU_COST_MODEL).seconds(topology.nnz, topology.n_in, topology.n_out, batch, True)
+    return "sparse" if sparse < dense else "masked"
+
+
+def layer_backends(topologies: Sequence[Topology], backend: str = "auto", device=None,
+                   cost_model: CostModel | None = None, batch_size: int | None = None) -> list[str]:
+    """The concrete backend ("masked" or "sparse") of each layer of one network.
+
+    ``backend``: "masked" or "sparse" for every layer, or "auto": every layer sparse when
+    :func:`choose_backend` prefers sparse for *each*, else every layer masked. Mixing is never
+    worth it: it rules out the fused epoch, and alternating torch's and numba's thread pools
+    within one step makes them compete for the same cores. ``device``: where the network
+    computes (CPU when None). ``batch_size``: the examples per step it will train on (None: 32).
+    """
+    if backend not in BACKENDS:
+        raise SparsetopoError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        batch = CALIBRATION_BATCH if batch_size is None else int(batch_size)
+        if batch < 1:
+            raise SparsetopoError(f"batch_size={batch_size} must be a positive number of examples")
+        choices = [choose_backend(t, device, batch=batch, cost_model=cost_model) for t in topologies]
+        backend = "sparse" if all(c == "sparse" for c in choices) else "masked"
+    elif backend == "sparse" and not _on_cpu(device):
+        raise SparsetopoError(
+            f"backend='sparse' computes on CPU only, not on {device}: use backend='masked' or 'auto'"
+        )
+    return [backend] * len(topologies)
+
+
+# A small layer at a small batch (at most SMALL_BATCH rows, fewer than SMALL_OUTPUTS outputs: the
+# paper's 784-300-10 at batch 32) trains on the untiled kernels of kernels.batch_major, one numba
+# call per direction: cutting 32 rows into tiles costs more there than it saves, while from 512
+# outputs the two are even or the tiles win (benchmarks/bench_small_batch.py times both).
+SMALL_BATCH = 32
+SMALL_OUTPUTS = 512
+
+
+def call_path(nnz: int, n_in: int, n_out: int, batch: int, grad: bool, dense_when_faster: bool,
+              cost_model: CostModel | None = None) -> str:
+    """The path (a key of :data:`PATHS`) of one call of a sparse-backend layer.
+
+    ``grad``: whether the call records a graph for a backward (training). ``dense_when_faster``:
+    whether an inference call may run on the dense matrix of the connected weights where the
+    cost model predicts it faster (layers built with ``backend="auto"``); a training call cannot,
+    its gradient must reach the connected weights only.
+    """
+    if grad:
+        return "untiled" if batch <= SMALL_BATCH and n_out < SMALL_OUTPUTS else "tiled"
+    if dense_when_faster:
+        dense, sparse = (cost_model or CPU_COST_MODEL).seconds(nnz, n_in, n_out, batch, False)
+        if dense < sparse:
+            return "dense"
+    return "vector" if batch == 1 else "tiled"
+
+
+THREADS = AdaptiveThreads()  # the per-site memory of which thread count has lately been faster
+
+
+def call_threads(site, work: int) -> int:
+    """Ranges to split one call of an autograd layer into (numba's thread count), or 0 for the
+    calling thread: the rule of :func:`~sparsetopo.kernels.threads.use_threads`, then, for a
+    call large enough to have a choice, whichever has lately been faster at ``site``
+    (:class:`~sparsetopo.kernels.threads.AdaptiveThreads`: a busy core does not stall it)."""
+    return THREADS.chunks(site, work)
+
+
+def engine_threads(nnz: int, batch: int) -> bool:
+    """Whether a layer's kernels use the thread pool inside a fused training engine
+    (:mod:`sparsetopo.train.fused`: one numba call for many steps cannot time its
+    alternatives, so the static rule alone)."""
+    return use_threads(nnz, batch)
+
+
+def thread_count(nnz: int, batch: int) -> int:
+    """The threads a call of this size may use: numba's thread count when the rule allows the pool."""
+    return numba.get_num_threads() if use_threads(nnz, batch) else 1
+
+
+def tile_width(batch: int) -> int:
+    """Examples per tile of the tiled kernels: ``TILE``, ``HALF_TILE`` for 32..63 examples (less
+    padding), or the whole batch when it is smaller. Measured (one core, 1024x1024 at 10%):
+    64-wide tiles run 33-36 GFLOP/s at batch 128-512 where 32-wide ones ran 25-30."""
+    if batch >= TILE:
+        return TILE
+    return HALF_TILE if batch >= HALF_TILE else max(batch, 1)
+
+
+def wide_argument(batch: int) -> bool | None:
+    """The blocked kernels' ``wide`` argument for calls of at most ``batch`` columns: None when
+    they fit in one register block (the code for wider batches is then not compiled, see
+    :mod:`sparsetopo.kernels.layer`), else True."""
+    return None if batch <= BLOCK else True
+
+
+# A population member's layer in the fused engines (kernels.dense against the CSR kernels of
+# kernels.layer): seconds per connection (CSR) and per matrix entry (GEMM) of one example's
+# training step, medians over the paper grid's layer shapes and densities measured on one core
+# with the paper's batch of 32 by ``python benchmarks/bench_layer_kernels.py`` (AMD EPYC,
+# 2026-11-30). Their ratio is the density above which a layer is cheaper dense: about 0.3.
+CSR_SECONDS_PER_CONNECTION = 3.7e-10
+GEMM_SECONDS_PER_ENTRY = 1.15e-10
+# A narrower layer (the 10 outputs) runs the GEMM at about half its rate per entry, so the two
+# constants above do not apply to it. bench_layer_kernels (300 -> 10, 2026-11-30): dense steps
+# take 0.71-0.75 of CSR's when the layer is fully connected, 0.96-1.01 at density 0.8 and
+# 1.1-3.0 below; such a layer is held dense only when every connection exists.
+DENSE_MIN_OUTPUTS = 32
+
+
+def member_prefers_dense(nnz: int, n_in: int, n_out: int) -> bool:
+    """Whether a population member's layer with ``nnz`` of its ``n_in x n_out`` possible
+    connections trains faster stored dense (GEMMs over every entry) than as CSR."""
+    if n_out < DENSE_MIN_OUTPUTS or n_in < DENSE_MIN_OUTPUTS:
+        return nnz == n_in * n_out
+    return GEMM_SECONDS_PER_ENTRY * n_in * n_out < CSR_SECONDS_PER_CONNECTION * nnz
