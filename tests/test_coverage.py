@@ -82,7 +82,8 @@ def test_attention_and_transformer_layers_report_what_stays_dense():
 
 
 def test_a_model_never_sparsified_reports_every_layer_dense():
-    report = summary(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(2, 2, 3)))
+    report = summary(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(2, 2, 3), nn.Embedding(5, 2)))
     assert report.sparse_share == 0.0
     assert [(layer.reason, layer.chosen) for layer in report.layers] == [
-        ("not sparsified", True), ("Conv1d is not a type sparsify replaces (Linear, Conv2d)", False)]
+        ("not sparsified", True), ("not sparsified", True),
+        ("Embedding is not a type sparsify replaces (Linear, Conv1d, Conv2d, Conv3d)", False)]

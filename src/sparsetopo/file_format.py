@@ -72,6 +72,7 @@ def read_metadata(path) -> dict:
 #: Every field of a sparse layer's recipe and the types it may hold.
 RECIPE_FIELDS = {"kind": str, "construction": str, "n_in": int, "n_out": int, "k": int, "seed": (int, type(None)),
                  "version": int, "fingerprint": str, "backend": str, "bias": bool}
+LAYER_KINDS = ("linear", "conv1d", "conv2d", "conv3d")
 CONV_FIELDS = {"kernel_size": list, "stride": list, "padding": (list, str), "dilation": list,
                "padding_mode": str, "bias": bool}
 
@@ -92,12 +93,12 @@ def check_recipe(path, name, recipe) -> None:
                                       + ": the file is damaged; write it again with sparsetopo.save")
 
     check(RECIPE_FIELDS, recipe)
-    if recipe["kind"] not in ("linear", "conv2d"):
-        raise SparsetopoError(f"{path}: layer {label!r} has kind={recipe['kind']!r}: this sparsetopo reads 'linear' "
-                              "and 'conv2d' layers")
-    if recipe["kind"] == "conv2d":
+    if recipe["kind"] not in LAYER_KINDS:
+        raise SparsetopoError(f"{path}: layer {label!r} has kind={recipe['kind']!r}: this sparsetopo reads "
+                              f"{', '.join(map(repr, LAYER_KINDS))} layers")
+    if recipe["kind"] != "linear":
         if not isinstance(recipe.get("conv"), dict):
-            raise SparsetopoError(f"{path}: the conv2d layer {label!r} has no 'conv' arguments in its recipe")
+            raise SparsetopoError(f"{path}: the {recipe['kind']} layer {label!r} has no 'conv' arguments in its recipe")
         check(CONV_FIELDS, recipe["conv"], "conv.")
 
 
