@@ -16,6 +16,7 @@ from torch import nn
 import sparsetopo
 from sparsetopo import SparsetopoError, build
 from sparsetopo.nn import SparseConv1d, SparseConv2d, SparseConv3d, sparsify, summary
+from sparsetopo.nn.conv import conv_backend
 
 LAYERS = {1: SparseConv1d, 2: SparseConv2d, 3: SparseConv3d}
 
@@ -148,28 +149,27 @@ def test_state_dict_round_trips_with_the_dense_twin(case):
         assert float(other.weight[reference_mask(other).expand_as(other.weight) == 0].abs().max()) == 0.0
 
 
+def conv1d_stack(groups: int = 2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv1d(8, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(32, 64, 3, groups=groups),
+                         nn.ReLU(), nn.Conv1d(64, 64, 3), nn.ReLU(), nn.Conv1d(64, 64, 3, groups=64))
+
+
 def test_save_and_load_rebuild_every_kind_of_convolution(tmp_path):
     pytest.importorskip("safetensors")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(8, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(32, 32, 3, groups=2),
-                          nn.ReLU(), nn.Conv1d(32, 64, 3), nn.ReLU(), nn.Conv1d(64, 64, 3, groups=64))
-    model = sparsify(model, "random_regular", density=0.25, block=8)
+    model = sparsify(conv1d_stack(), "random_regular", density=0.25, block=8)
     x = torch.randn(2, 8, 20)
     path = sparsetopo.save(model, tmp_path / "conv1d.safetensors")
     loaded = sparsetopo.load(path)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert [type(m).__name__ for m in loaded] == [type(m).__name__ for m in model]
-    assert loaded[2].groups == 2 and loaded[2].backend == model[2].backend == "grouped"
-    again = sparsetopo.load(path, model=nn.Sequential(
-        nn.Conv1d(8, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(32, 32, 3, groups=2), nn.ReLU(), nn.Conv1d(32, 64, 3),
-        nn.ReLU(), nn.Conv1d(64, 64, 3, groups=64)))
+    assert loaded[2].groups == 2 and loaded[2].backend == "grouped" and model[2].backend == "grouped"
+    again = sparsetopo.load(path, model=conv1d_stack())
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
     with pytest.raises(SparsetopoError, match="groups=1 in the model but groups=2 in the file"):
-        sparsetopo.load(path, model=nn.Sequential(
-            nn.Conv1d(8, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(16, 16, 3), nn.ReLU(), nn.Conv1d(32, 64, 3),
-            nn.ReLU(), nn.Conv1d(64, 64, 3, groups=64)))
+        sparsetopo.load(path, model=conv1d_stack(groups=1))
 
 
 class Conv1dNet(nn.Module):
@@ -225,3 +225,12 @@ def test_auto_runs_channel_blocks_grouped_and_everything_else_masked():
     assert plain[0].backend == "masked"
     assert sparsify(nn.Sequential(nn.Conv2d(64, 64, 3)), "random_regular", density=0.25, block=16,
                     ).sparsetopo_summary[0]["block"] == [16, 16]
+
+
+@pytest.mark.parametrize("block,density,backend", [
+    (16, 0.5, "grouped"), (32, 0.25, "grouped"), (8, 0.25, "grouped"), (8, 0.5, "masked"), (16, 0.75, "masked"),
+    (4, 0.25, "masked"), (1, 0.25, "masked")])
+def test_auto_follows_the_measured_rule(block, density, backend):
+    t = build("random_regular", 128, 128, round(density * 128 / block), block=block)
+    assert t.density == density
+    assert conv_backend(t) == backend and conv_backend(t, "masked") == "masked"

@@ -414,11 +414,11 @@ def _install_sparse_layers(model, layers, backend, path):
         if name not in places:
             raise SparsetopoError(f"{path}: layer {name!r} of the model is a {type(current).__name__}, "
                                   f"not the nn.Linear / convolution the file's {recipe['kind']} layer replaces")
+        _check_same_layer(path, name, current, recipe)   # kind and groups first: sizes are per group
         sizes = layer_sizes(current)
         if sizes != (recipe["n_in"], recipe["n_out"]):
             raise SparsetopoError(f"{path}: layer {name!r} is {sizes[0]}->{sizes[1]} in the model but "
                                   f"{recipe['n_in']}->{recipe['n_out']} in the file")
-        _check_same_layer(path, name, current, recipe)
         new = _sparse_layer(name, recipe, backend, path, current.weight.dtype)
         keep_frozen(new, current)
         model = put_module(model, places[name][1], new.to(current.weight.device))

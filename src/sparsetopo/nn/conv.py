@@ -37,9 +37,10 @@ topology on every move, ``to_empty`` included (:mod:`sparsetopo.nn.masking`).
 * ``"grouped"``: one grouped convolution over the gathered input channels of every output
   block (:mod:`sparsetopo.nn.conv_plan`), computing only the connected kernels. On a topology
   built on channel blocks it does ``density`` of the dense work.
-* ``"auto"`` (the default): :func:`conv_backend` decides: grouped on channel blocks of at least
-  :data:`GROUPED_MIN_BLOCK` at density at most :data:`GROUPED_MAX_DENSITY`, masked otherwise.
-  ``benchmarks/bench_conv.py --model resnet18-like`` measures both against torch's layers.
+* ``"auto"`` (the default): :func:`conv_backend` decides: grouped on channel blocks wide
+  enough for their density (:data:`GROUPED_WHEN`), masked otherwise.
+  ``benchmarks/bench_conv.py --model resnet18-like`` measures both against torch's layers, and
+  ``--blocks`` the grouped form at other block sizes and densities, from which the rule comes.
 
 Initial weights follow :mod:`sparsetopo.nn.init` with the kernel's receptive field ``r`` (the
 product of ``kernel_size``) folded in as Keras does for convolutions: fans are ``n_in * r`` and
@@ -64,25 +65,25 @@ from sparsetopo.topology import Topology
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 CONV_BACKENDS = ("auto", "masked", "grouped")
-#: ``backend="auto"`` runs a convolution grouped when its topology is built on channel blocks
-#: of at least this many channels on both sides (smaller blocks make groups too narrow for
-#: the grouped kernels to beat the dense one) ...
-GROUPED_MIN_BLOCK = 8
-#: ... and keeps at most this share of the connections (above, gathering costs more than
-#: the work it saves).
-GROUPED_MAX_DENSITY = 0.5
+#: ``backend="auto"`` runs a convolution grouped when its channel blocks hold at least
+#: ``block`` channels on both sides and its density is at most ``density``, for one of these
+#: ``(block, density)`` pairs. Narrow groups make the grouped kernels slow, and the gather
+#: copies the input once per output block an input block feeds, so wider blocks pay at higher
+#: densities (``bench_conv.py --model resnet18-like --blocks``).
+GROUPED_WHEN = ((16, 0.5), (8, 0.25))
 
 
 def conv_backend(topology: Topology, backend: str = "auto") -> str:
     """The backend a convolution on ``topology`` computes with: ``backend`` unless it is
-    "auto", which is "grouped" on channel blocks of at least :data:`GROUPED_MIN_BLOCK` channels
-    at density at most :data:`GROUPED_MAX_DENSITY`, and "masked" otherwise."""
+    "auto", which is "grouped" on channel blocks wide enough for the density
+    (:data:`GROUPED_WHEN`) and "masked" otherwise."""
     if backend not in CONV_BACKENDS:
         raise SparsetopoError(f"unknown convolution backend {backend!r}: choose one of {', '.join(CONV_BACKENDS)}")
     if backend != "auto":
         return backend
-    blocks = min(topology.block_in, topology.block_out) >= GROUPED_MIN_BLOCK
-    return "grouped" if blocks and topology.density <= GROUPED_MAX_DENSITY else "masked"
+    block = min(topology.block_in, topology.block_out)
+    fits = any(block >= b and topology.density <= d for b, d in GROUPED_WHEN)
+    return "grouped" if fits else "masked"
 
 
 class _MaskedGradient(torch.autograd.Function):
