@@ -28,16 +28,16 @@ stages of two basic blocks, 64-128-256-512 channels, batch norm), batch 16, one 
 * ``block16``: ``sparsify(..., density=0.25, block=16)``: channel blocks of 16, the
   convolutions run grouped over gathered channel blocks.
 
-With ``--blocks`` the sides are instead the model sparsified on each block size at each
-density with every convolution forced onto the grouped backend (the evidence for
+``--blocks`` adds sides ``grouped, block b, density d``: the model sparsified on each block
+size at each density with every convolution forced onto the grouped backend (the evidence for
 ``sparsetopo.nn.conv.GROUPED_WHEN``, the rule of ``backend="auto"``).
 
 Ratios are side seconds / dense seconds from the same run; the targets are ``auto <= 1.05``
-and ``block16 <= 0.75`` (one thread). With one thread the model is timed by default in CPU
-seconds of the thread that runs it (``--clock cpu``, ``time.thread_time``): every side's
-computation runs on that thread, and time spent descheduled while other processes use the
-cores, which inflates wall time unevenly on a shared machine, is not counted.
-``--clock wall`` times wall seconds.
+and ``block16 <= 0.75`` (one thread). With one thread (the model's default) both modes time,
+by default, CPU seconds of the thread that runs them (``--clock cpu``, ``time.thread_time``):
+every side's computation runs on that thread, and time spent descheduled while other
+processes use the cores, which inflates wall time unevenly on a shared machine, is not
+counted. ``--clock wall`` times wall seconds.
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ SHAPES = {"16->32, 14x14, batch 64": (16, 32, 14, 64), "64->128, 16x16, batch 32
 DENSITIES = ("0.1", "0.25", "0.5")
 BLOCK = 5
 MODEL_TARGETS = {"auto": 1.05, "block16": 0.75}
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+CLOCK_TEXT = {"cpu": "CPU seconds of the timing thread", "wall": "wall seconds"}
 
 
-def measure(c_in, c_out, side, batch, density, repeats, seed=0):
+def measure(c_in, c_out, side, batch, density, repeats, clock, seed=0):
     k = max(1, round(density * c_out))
     t = build("random_regular", c_in, c_out, k, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -76,7 +78,7 @@ def measure(c_in, c_out, side, batch, density, repeats, seed=0):
     with torch.no_grad():  # the three compute one function
         assert float((grouped(x) - dense(x)).abs().max()) < 1e-4 and float((sparse(x) - dense(x)).abs().max()) < 1e-4
     return t, interleaved_medians({"dense": training_step(dense, x, g), "masked": training_step(sparse, x, g),
-                                   "grouped": training_step(grouped, x, g)}, repeats, block=BLOCK)
+                                   "grouped": training_step(grouped, x, g)}, repeats, block=BLOCK, clock=clock)
 
 
 def layers(args) -> dict:
@@ -84,7 +86,7 @@ def layers(args) -> dict:
     for name, (c_in, c_out, side, batch) in SHAPES.items():
         for d in DENSITIES:
             key = f"{name}, density {d}"
-            t, med = measure(c_in, c_out, side, batch, float(d), args.repeats)
+            t, med = measure(c_in, c_out, side, batch, float(d), args.repeats, CLOCKS[args.clock])
             ratios[key] = med["masked"] / med["dense"]
             ratios_grouped[key] = med["grouped"] / med["dense"]
             seconds[key] = {**med, "density": t.density}
@@ -95,9 +97,9 @@ def layers(args) -> dict:
             "sides": {"ratios": "SparseConv2d(backend='masked'): conv2d(x, weight), weight gradient masked",
                       "ratios_gathered": "SparseConv2d(backend='grouped'): index_select of each output's input "
                                          "channels + grouped conv2d"},
-            "threads": args.threads, "repeats": args.repeats,
+            "threads": args.threads, "repeats": args.repeats, "clock": args.clock,
             "timing": f"turns of {BLOCK} consecutive steps per side, sides alternated; median over turns of the "
-                      "mean step", "seconds": seconds}
+                      f"mean step, {CLOCK_TEXT[args.clock]}", "seconds": seconds}
 
 
 class BasicBlock(nn.Module):
@@ -154,14 +156,14 @@ def grouped(model: nn.Module) -> nn.Module:
 def model_sides(dense: nn.Module, args) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CoverageWarning)   # the summary below says what stays dense
-        if args.blocks:
-            return {"dense": dense, **{
-                f"block {b}, density {d}": grouped(sparsify(copy.deepcopy(dense), "random_regular", density=float(d),
-                                                            block=int(b)))
-                for b in args.blocks.split(",") for d in args.densities.split(",")}}
-        return {"dense": dense,
-                "auto": sparsify(copy.deepcopy(dense), "random_regular", density=0.25),
-                "block16": sparsify(copy.deepcopy(dense), "random_regular", density=0.25, block=16)}
+        sides = {"dense": dense,
+                 "auto": sparsify(copy.deepcopy(dense), "random_regular", density=0.25),
+                 "block16": sparsify(copy.deepcopy(dense), "random_regular", density=0.25, block=16)}
+        for b in args.blocks.split(",") if args.blocks else []:
+            for d in args.densities.split(","):
+                sides[f"grouped, block {b}, density {d}"] = grouped(
+                    sparsify(copy.deepcopy(dense), "random_regular", density=float(d), block=int(b)))
+    return sides
 
 
 def model(args) -> dict:
@@ -169,23 +171,24 @@ def model(args) -> dict:
     sides = model_sides(resnet18_like(), args)
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 3, 32, 32, generator=gen), torch.randint(0, 10, (16,), generator=gen)
-    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     med = interleaved_medians({name: model_step(m, x, y) for name, m in sides.items()}, args.repeats, warmup=2,
-                              block=2, clock=clock)
+                              block=2, clock=CLOCKS[args.clock])
     names = [name for name in sides if name != "dense"]
     backends = {name: sorted({m.backend for m in sides[name].modules() if hasattr(m, "topology")}) for name in names}
     ratios = {name: med[name] / med["dense"] for name in names}
     targets = {name: t for name, t in MODEL_TARGETS.items() if name in ratios}
+    grid = (", and on each block size at each density with every convolution whose channel blocks exceed 3 "
+            "on the grouped backend" if args.blocks else "")
     return {"benchmark": "ResNet-18-like CNN, one training step (forward, cross-entropy, backward, SGD momentum), "
                          "batch 16, 32x32 inputs: sparsify at density 0.25 (backend auto) and with channel blocks "
-                         "of 16, against the dense model",
+                         f"of 16{grid}, against the dense model",
             "ratios": ratios, "targets": targets, "met": {name: ratios[name] <= t for name, t in targets.items()},
             "seconds": med, "backends": backends,
             "sparse_share": {name: summary(sides[name]).sparse_share for name in names},
             "density": {name: _density(sides[name]) for name in names},
             "threads": args.threads, "repeats": args.repeats, "clock": args.clock,
-            "timing": "turns of 2 consecutive steps per side, sides alternated; median over turns of the mean step, "
-                      + ("CPU seconds of the timing thread" if args.clock == "cpu" else "wall seconds")}
+            "timing": f"turns of 2 consecutive steps per side, sides alternated; median over turns of the mean step, "
+                      f"{CLOCK_TEXT[args.clock]}"}
 
 
 def _density(model: nn.Module) -> float:
@@ -206,7 +209,7 @@ def main():
     parser.add_argument("--blocks", default=None, help="model: comma-separated block sizes, each run grouped")
     parser.add_argument("--densities", default="0.25,0.5", help="model, with --blocks: comma-separated densities")
     parser.add_argument("--clock", choices=["cpu", "wall"], default=None,
-                        help="model: CPU seconds of the timing thread (the default with one thread) or wall seconds")
+                        help="CPU seconds of the timing thread (the default with one thread) or wall seconds")
     args = parser.parse_args()
     if args.model and args.threads is None:
         args.threads = 1
@@ -228,9 +231,10 @@ def main():
         for name, ratio in result["ratios"].items():
             target = result["targets"].get(name)
             aim = "" if target is None else f" (target <= {target}, {'met' if result['met'][name] else 'NOT met'})"
-            print(f"  {name:>8}: {s[name]:.3f} s per step, ratio {ratio:.3f}{aim}; backends "
+            print(f"  {name}: {s[name]:.3f} s per step, ratio {ratio:.3f}{aim}; backends "
                   f"{', '.join(result['backends'][name])}, "
-                  f"{result['sparse_share'][name]:.1%} of weights in sparse layers, density {result['density'][name]:.3f}")
+                  f"{result['sparse_share'][name]:.1%} of weights in sparse layers, "
+                  f"density {result['density'][name]:.3f}")
         return
     for key, ratio in result["ratios"].items():
         s = result["seconds"][key]

@@ -208,8 +208,14 @@ def test_depthwise_convolutions_stay_dense_with_their_reason_and_grouped_ones_ar
     rows = {row.name: row for row in summary(model).layers}
     assert not rows["1"].sparse and rows["1"].reason.startswith("depthwise (groups=32")
     assert [rows[n].sparse for n in ("0", "3", "4")] == [True, True, True]
+    report = summary(model)
+    assert report.weights == sum(p.numel() for p in block.parameters() if p.dim() >= 2)   # groups counted once each
+    assert report.sparse_share == pytest.approx(1 - block[1].weight.numel() / report.weights)
     grouped = model[3]
     assert grouped.groups == 4 and (grouped.topology.n_in, grouped.topology.n_out) == (8, 16)
+    row = next(r for r in model.sparsetopo_summary if r["name"] == "3")
+    assert row["dense_connections"] == block[3].weight.numel() and row["density"] == 0.25
+    assert row["connections"] == int((grouped.dense_weight().abs().sum(dim=(2, 3)) > 0).sum()) * 9
     assert grouped.weight.shape == block[3].weight.shape
     x = torch.randn(2, 16, 6, 6)
     with torch.no_grad():

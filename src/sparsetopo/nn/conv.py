@@ -199,7 +199,7 @@ class SparseConvNd(DerivedMask, nn.Module):
             raise SparsetopoError(f"{label} expects a torch.Tensor, got {type(x).__name__}")
         d = self.dims
         if x.dim() not in (d + 1, d + 2) or x.shape[-d - 1] != self.in_channels:
-            spatial = ", ".join(("length",) if d == 1 else ("height", "width") if d == 2 else ("depth", "height", "width"))
+            spatial = ", ".join(("depth", "height", "width")[3 - d:] if d > 1 else ("length",))
             raise SparsetopoError(f"input of shape {tuple(x.shape)} does not fit {label}: expected (batch, "
                                   f"{self.in_channels}, {spatial}) or ({self.in_channels}, {spatial})")
         mixed = x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type)

@@ -115,8 +115,8 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     an embedding's rows and a layer's connections), when it is too small for the density
     (``k`` rounds to 0) or for ``k``, or when its weight is parametrized (weight_norm and the
     like). A depthwise convolution (one input channel per group) has no channel graph: it
-    stays dense with the reason "depthwise", even under ``strict=True``. Layers of types sparsify does not replace are
-    listed too. When layers left dense for such reasons - not by ``include``/``exclude`` -
+    stays dense with the reason "depthwise", even under ``strict=True``. Layers of types
+    sparsify does not replace are listed too. When layers left dense for such reasons - not by ``include``/``exclude`` -
     hold at least a quarter of the model's weights, a
     :class:`~sparsetopo.nn.coverage.CoverageWarning` is issued once.
 
