@@ -19,5 +19,5 @@ from sparsetopo.nn.sparse_ops import SparseIndex
 from sparsetopo.nn.sparsify import sparsify, summarize, summary
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "BlockSparseLinear", "CostModel", "Coverage", "CoverageWarning",
-           "SparseConv1d", "SparseConv2d", "SparseConv3d", "SparseConvNd", "SparseIndex", "SparseLinear", "SparseMLP", "choose_backend", "initial_weights",
-           "layer_backends", "sparsify", "summarize", "summary"]
+           "SparseConv1d", "SparseConv2d", "SparseConv3d", "SparseConvNd", "SparseIndex", "SparseLinear", "SparseMLP",
+           "choose_backend", "initial_weights", "layer_backends", "sparsify", "summarize", "summary"]
