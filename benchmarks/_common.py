@@ -81,13 +81,17 @@ def training_step(layer, x, g, forward=None):
     return step
 
 
-def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: int = 1) -> dict:
+def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: int = 1, clock=time.perf_counter) -> dict:
     """Median seconds of each callable, timing them in turn so that machine load hits all alike.
 
     ``block`` > 1 times ``block`` consecutive calls of one callable per turn and records their
     mean: consecutive steps are how training runs a layer (its weights and index stay in cache
     from one step to the next), whereas alternating single calls lets each side evict the
     other's data (the masked side touches megabytes) and charges both a cold cache.
+
+    ``clock`` reads the time: wall time by default; ``time.thread_time`` counts only the CPU
+    time of the calling thread, which other processes on a loaded machine do not inflate (the
+    whole computation must then run on that thread: one torch thread).
     """
     for f in functions.values():
         for _ in range(warmup):
@@ -95,10 +99,10 @@ def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: i
     times = {name: [] for name in functions}
     for _ in range(max(1, repeats // block)):
         for name, f in functions.items():
-            tick = time.perf_counter()
+            tick = clock()
             for _ in range(block):
                 f()
-            times[name].append((time.perf_counter() - tick) / block)
+            times[name].append((clock() - tick) / block)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

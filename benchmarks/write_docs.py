@@ -189,12 +189,26 @@ def bench_model(r: dict) -> list[str]:
 
 
 def bench_conv(r: dict) -> list[str]:
+    if "ratios_gathered" not in r:   # --model: a whole CNN
+        return bench_conv_model(r)
     lines = [f"{capital(r.get('benchmark', 'convolution'))}. `ratios`: `SparseConv2d` (masked) seconds / "
-             "`nn.Conv2d` seconds; `ratios_gathered`: the gathered grouped form (connected kernels only) / "
-             "`nn.Conv2d`, measured in the same process.", ""]
+             "`nn.Conv2d` seconds; `ratios_gathered`: the grouped form on a channel-level topology (one group "
+             "per output channel, connected kernels only) / `nn.Conv2d`, measured in the same process.", ""]
     rows = [[key, num(r["ratios"][key]), num(r.get("ratios_gathered", {}).get(key)),
              ms(r.get("seconds", {}).get(key, {}).get("dense"))] for key in r["ratios"]]
-    return lines + table(["layer, density", "masked / nn.Conv2d", "gathered / nn.Conv2d", "nn.Conv2d per step"], rows)
+    return lines + table(["layer, density", "masked / nn.Conv2d", "grouped / nn.Conv2d", "nn.Conv2d per step"], rows)
+
+
+def bench_conv_model(r: dict) -> list[str]:
+    """A whole CNN's training step, each sparsified side against the dense model in the same run."""
+    targets = r.get("targets", {})
+    lines = [f"{capital(r['benchmark'])}. Ratio: side seconds / dense seconds ({r.get('timing', '')}); "
+             f"density: connections kept over the dense weights of the sparse layers.", ""]
+    rows = [[name, num(ratio), target_text("ratio", targets.get(name)), met("ratio", ratio, targets.get(name)),
+             ms(r["seconds"][name]), num(r["density"][name]), ", ".join(r["backends"][name])]
+            for name, ratio in r["ratios"].items()]
+    rows.insert(0, ["dense", "1", "", "", ms(r["seconds"]["dense"]), "1", "torch"])
+    return lines + table(["side", "ratio", "target", "met", "per step", "density", "backends"], rows)
 
 
 def bench_recurrent(r: dict) -> list[str]:

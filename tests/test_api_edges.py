@@ -228,7 +228,7 @@ ROWS = [
     ("sparsify unknown init", do_sparsify(keep_weights=False, init="he"), "'he'"),
     ("sparsify include missing", do_sparsify(include=["decoder"]), "'decoder'"),
     ("sparsify include not a name", do_sparsify(include=[3]), "3"),
-    ("sparsify grouped conv", do_sparsify(lambda: nn.Conv2d(4, 4, 3, groups=2)), "groups=2"),
+    ("sparsify only a depthwise conv", do_sparsify(lambda: nn.Conv2d(4, 4, 3, groups=4)), "depthwise"),
     ("sparsify tied weights", do_sparsify(tied, density=0.5), "tied"),
     ("sparsify weight_norm", do_sparsify(weight_normed), "'0'"),
     ("sparsify sparse float64", do_sparsify(lambda: nn.Linear(20, 10).double(), backend="sparse"), "float64"),

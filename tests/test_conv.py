@@ -102,12 +102,12 @@ def test_to_dense_computes_the_same_function():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(kernel_size=0), "kernel_size=0 must be at least 1"),
-    (dict(kernel_size=3, stride=0), "stride=0 must be at least 1"),
+    (dict(kernel_size=0), "kernel_size=0 is out of range: choose kernel_size >= 1"),
+    (dict(kernel_size=3, stride=0), "stride=0 is out of range: choose stride >= 1"),
     (dict(kernel_size=3, padding="full"), "padding='full'"),
     (dict(kernel_size=3, padding="same", stride=2), "padding='same' needs stride 1"),
     (dict(kernel_size=3, padding_mode="mirror"), "unknown padding_mode 'mirror'"),
-    (dict(kernel_size=3, backend="sparse"), "SparseConv2d computes with backend='masked'"),
+    (dict(kernel_size=3, backend="sparse"), "unknown convolution backend 'sparse'"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(SparsetopoError) as err:

@@ -91,8 +91,9 @@ def test_attention_and_transformer_layers_are_sparse_with_out_proj_counted_in_it
 
 
 def test_a_model_never_sparsified_reports_every_layer_dense():
-    report = summary(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(2, 2, 3)))
+    report = summary(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(2, 2, 3), nn.Embedding(5, 2)))
     assert report.sparse_share == 0.0
     assert [(layer.reason, layer.chosen) for layer in report.layers] == [
-        ("not sparsified", True), ("Conv1d is not a type sparsify replaces (Linear, Conv2d, LSTM, GRU, RNN, "
-                                                   "MultiheadAttention)", False)]
+        ("not sparsified", True), ("not sparsified", True),
+        ("Embedding is not a type sparsify replaces (Linear, Conv1d, Conv2d, Conv3d, LSTM, GRU, RNN, "
+         "MultiheadAttention)", False)]

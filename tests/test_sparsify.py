@@ -158,7 +158,7 @@ def test_after_training_pruned_weights_are_zero_or_absent(backend):
     (dict(density=1.5), "density=1.5 must be a fraction in (0, 1]"),
     (dict(density=0.08, strict=True), "density=0.08 gives k = round(0.08 * 5) = 0 for layer 'head' (5 outputs)"),
     (dict(k=9, exclude=["conv"], strict=True), "k=9 is too large for layer 'head', which has 5 outputs"),
-    (dict(k=2, include=["bodyy"]), "include entry 'bodyy' matches no nn.Linear or nn.Conv2d"),
+    (dict(k=2, include=["bodyy"]), "include entry 'bodyy' matches no nn.Linear or convolution"),
     (dict(k=2, exclude=["nothing"]), "exclude entry 'nothing' matches no"),
     (dict(k=2, include=[nn.LSTM]), "include entry LSTM matches no"),
     (dict(k=2, include=["block"], exclude=["block"]), "nothing to sparsify"),
@@ -170,13 +170,12 @@ def test_bad_arguments_name_the_layer_and_the_value(kwargs, message):
     assert message in str(err.value)
 
 
-def test_unknown_construction_and_grouped_convolution_are_refused():
+def test_unknown_construction_and_a_model_of_depthwise_convolutions_are_refused():
     with pytest.raises(SparsetopoError, match="unknown construction 'ring'"):
         sparsify(seeded(0, Net), "ring", k=2)
-    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Flatten())
-    with pytest.raises(SparsetopoError, match=r"nothing to sparsify.*layer '0' is an nn.Conv2d with groups=2"
-                                              r".*exclude=\['0'\]"):
-        sparsify(grouped, "regular_rotating", k=2)
+    depthwise = nn.Sequential(nn.Conv2d(4, 8, 3, groups=4), nn.Flatten())
+    with pytest.raises(SparsetopoError, match=r"nothing to sparsify.*layer '0': depthwise \(groups=4"):
+        sparsify(depthwise, "regular_rotating", k=2, strict=True)
 
 
 def test_sparse_backend_needs_cpu_float32():

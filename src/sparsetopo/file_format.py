@@ -88,8 +88,8 @@ def read_metadata(path) -> dict:
 
 
 #: The layers a file holds: SparseLinear, BlockSparseLinear (its tiles' connected weights, in
-#: the lifted topology's CSR order, as a linear layer's) and SparseConv2d.
-KINDS = ("linear", "block", "conv2d")
+#: the lifted topology's CSR order, as a linear layer's) and SparseConv1d/2d/3d.
+KINDS = ("linear", "block", "conv1d", "conv2d", "conv3d")
 #: Every field of a sparse layer's recipe and the types it may hold; a recipe may also hold
 #: ``block``, ``[b_in, b_out]``, the block sizes of a block topology (absent: 1 and 1).
 RECIPE_FIELDS = {"kind": str, "construction": str, "n_in": int, "n_out": int, "k": int, "seed": (int, type(None)),
@@ -122,9 +122,9 @@ def check_recipe(path, name, recipe) -> None:
             and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block)):
         raise SparsetopoError(f"{path}: layer {label!r} has block={block!r} in its recipe, which should be two "
                               "positive sizes [b_in, b_out]: the file is damaged; write it again with sparsetopo.save")
-    if recipe["kind"] == "conv2d":
+    if recipe["kind"] not in ("linear", "block"):
         if not isinstance(recipe.get("conv"), dict):
-            raise SparsetopoError(f"{path}: the conv2d layer {label!r} has no 'conv' arguments in its recipe")
+            raise SparsetopoError(f"{path}: the {recipe['kind']} layer {label!r} has no 'conv' arguments in its recipe")
         check(CONV_FIELDS, recipe["conv"], "conv.")
 
 

@@ -37,7 +37,8 @@ from torch import nn
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.file_format import FORMAT, FORMAT_VERSION, METADATA_KEY, batch_shape, read_metadata, require
-from sparsetopo.nn import BlockSparseLinear, SparseConv2d, SparseLinear, SparseMLP
+from sparsetopo.nn import BlockSparseLinear, SparseConvNd, SparseLinear, SparseMLP
+from sparsetopo.nn.conv import CONV_BACKENDS, SPARSE_CONVS
 from sparsetopo.nn.plan import BACKENDS
 from sparsetopo.nn.linear import connected_state
 from sparsetopo.nn.masked_layers import MaskedParameters, file_entries, install_recipes, load_values, value_keys
@@ -48,8 +49,8 @@ from sparsetopo.topology import build
 #: Torch layers whose constructor arguments :func:`save` records, so that :func:`load` can
 #: rebuild an ``nn.Sequential`` made of them (and of sparse layers) without the model's class.
 REBUILDABLE = {cls.__name__: cls for cls in (
-    nn.Linear, nn.Conv2d, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.LeakyReLU, nn.Softmax, nn.LogSoftmax,
-    nn.Flatten, nn.Unflatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Dropout2d,
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.LeakyReLU, nn.Softmax, nn.LogSoftmax,
+    nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Dropout2d,
     nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)}
 
 
@@ -117,14 +118,14 @@ def _sparse_state_keys(model: nn.Module) -> set[str]:
 def _recipe(module) -> dict:
     t = module.topology
     kind = "block" if isinstance(module, BlockSparseLinear) else "linear" if isinstance(module, SparseLinear) \
-        else "conv2d"
+        else module.kind
     recipe = {"kind": kind, "construction": t.construction,
               "n_in": t.n_in, "n_out": t.n_out, "k": t.k, "seed": t.seed, "version": t.version,
               "fingerprint": t.fingerprint, "backend": module.backend, "bias": module.bias is not None}
-    if t.is_blocked:   # absent for neuron-level layers, as in files written before block topologies
-        recipe["block"] = [t.block_in, t.block_out]
-    if isinstance(module, SparseConv2d):
+    if isinstance(module, SparseConvNd):
         recipe["conv"] = module.conv_kwargs()
+    if t.is_blocked:
+        recipe["block"] = [t.block_in, t.block_out]
     return recipe
 
 
@@ -385,7 +386,7 @@ def _backend(recipe, backend, dtype=None) -> str:
     sparse backend computes in float32 only, so other dtypes are masked."""
     chosen = backend if backend is not None else recipe["backend"]
     if recipe["kind"] != "linear":
-        return "masked"
+        return chosen if chosen in CONV_BACKENDS else "auto"
     if dtype is not None and dtype != torch.float32 and chosen != "masked":
         if backend == "sparse":
             raise SparsetopoError(f"backend='sparse' computes in float32, but the file's weights are {dtype}: "
@@ -414,8 +415,10 @@ def _sparse_layer(name, recipe, backend, path, dtype=None):
         conv = recipe["conv"]
         padding = conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"])
         try:
-            layer = SparseConv2d(topology, tuple(conv["kernel_size"]), tuple(conv["stride"]), padding,
-                                 tuple(conv["dilation"]), bias=conv["bias"], padding_mode=conv["padding_mode"])
+            layer = SPARSE_CONVS[len(conv["kernel_size"])](
+                topology, tuple(conv["kernel_size"]), tuple(conv["stride"]), padding, tuple(conv["dilation"]),
+                conv.get("groups", 1), bias=conv["bias"], padding_mode=conv["padding_mode"],
+                backend=_backend(recipe, backend, dtype))
         except SparsetopoError as exc:
             raise SparsetopoError(f"{path}: layer {name!r}: {exc}") from None
     return layer.to(dtype) if dtype is not None and dtype.is_floating_point else layer
@@ -436,12 +439,12 @@ def _install_sparse_layers(model, layers, backend, path):
             continue
         if name not in places:
             raise SparsetopoError(f"{path}: layer {name!r} of the model is a {type(current).__name__}, "
-                                  f"not the nn.Linear / nn.Conv2d the file's {recipe['kind']} layer replaces")
+                                  f"not the nn.Linear / convolution the file's {recipe['kind']} layer replaces")
+        _check_same_layer(path, name, current, recipe)   # kind and groups first: sizes are per group
         sizes = layer_sizes(current)
         if sizes != (recipe["n_in"], recipe["n_out"]):
             raise SparsetopoError(f"{path}: layer {name!r} is {sizes[0]}->{sizes[1]} in the model but "
                                   f"{recipe['n_in']}->{recipe['n_out']} in the file")
-        _check_same_layer(path, name, current, recipe)
         new = _sparse_layer(name, recipe, backend, path, current.weight.dtype)
         keep_frozen(new, current)
         model = put_module(model, places[name][1], new.to(current.weight.device))
@@ -451,20 +454,20 @@ def _install_sparse_layers(model, layers, backend, path):
 def _check_same_layer(path, name, current: nn.Module, recipe) -> None:
     """The model's dense layer has the file's kind, bias and (convolution) arguments."""
     label = name or "<the model itself>"
-    kind = "linear" if is_linear(current) else "conv2d"
-    if kind != ("conv2d" if recipe["kind"] == "conv2d" else "linear"):   # a block layer replaces a linear one
+    kind = "linear" if is_linear(current) else f"conv{len(current.kernel_size)}d"
+    if kind != ("linear" if recipe["kind"] == "block" else recipe["kind"]):   # a block layer replaces a linear one
         raise SparsetopoError(f"{path}: layer {label!r} is an {type(current).__name__} in the model but a "
                               f"{recipe['kind']} layer in the file")
     if (current.bias is not None) != recipe["bias"]:
         raise SparsetopoError(f"{path}: layer {label!r} has {'a' if current.bias is not None else 'no'} bias in the "
                               f"model but {'a' if recipe['bias'] else 'no'} bias in the file")
-    if kind == "conv2d":
+    if kind != "linear":
         padding = current.padding if isinstance(current.padding, str) else list(current.padding)
         mine = {"kernel_size": list(current.kernel_size), "stride": list(current.stride), "padding": padding,
                 "dilation": list(current.dilation), "padding_mode": current.padding_mode,
-                "bias": current.bias is not None}
+                "bias": current.bias is not None, "groups": current.groups}
         for key, value in mine.items():
-            if recipe["conv"].get(key) != value:
+            if recipe["conv"].get(key, 1 if key == "groups" else None) != value:   # files before groups: 1
                 raise SparsetopoError(f"{path}: layer {label!r} has {key}={value!r} in the model but "
                                       f"{key}={recipe['conv'].get(key)!r} in the file: was the file saved from "
                                       "this architecture?")

@@ -1,6 +1,6 @@
 """Torch modules: SparseLinear (masked-dense and truly sparse backends), BlockSparseLinear (dense
-tiles between blocks of neurons), SparseConv2d, SparseMLP, torch's recurrent layers and attention
-with masked weights (SparseLSTM, SparseGRU, SparseRNN, SparseMultiheadAttention), and
+tiles between blocks of neurons), SparseConv1d/2d/3d, SparseMLP, torch's recurrent layers and
+attention with masked weights (SparseLSTM, SparseGRU, SparseRNN, SparseMultiheadAttention), and
 :func:`sparsify`, which puts them into any PyTorch model.
 
 Torch modules only: no optimizer, no epoch. The numba kernels under the sparse backend live
@@ -10,7 +10,7 @@ and every choice of backend, kernel and threads in :mod:`sparsetopo.nn.plan`, wh
 """
 
 from sparsetopo.nn.block import BlockSparseLinear
-from sparsetopo.nn.conv import SparseConv2d
+from sparsetopo.nn.conv import SparseConv1d, SparseConv2d, SparseConv3d, SparseConvNd
 from sparsetopo.nn.coverage import Coverage, CoverageWarning
 from sparsetopo.nn.explain import Explanation, LayerPlan, explain
 from sparsetopo.nn.init import INITIALISERS, initial_weights
@@ -23,6 +23,6 @@ from sparsetopo.nn.sparse_index import SparseIndex
 from sparsetopo.nn.sparsify import sparsify, summarize, summary
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "INITIALISERS", "BlockSparseLinear", "CostModel", "Coverage", "CoverageWarning",
-           "Explanation", "LayerPlan", "SparseConv2d", "SparseGRU", "SparseIndex", "SparseLSTM", "SparseLinear",
-           "SparseMLP", "SparseMultiheadAttention", "SparseRNN", "choose_backend", "explain", "initial_weights",
-           "layer_backends", "sparsify", "summarize", "summary"]
+           "Explanation", "LayerPlan", "SparseConv1d", "SparseConv2d", "SparseConv3d", "SparseConvNd", "SparseGRU",
+           "SparseIndex", "SparseLSTM", "SparseLinear", "SparseMLP", "SparseMultiheadAttention", "SparseRNN",
+           "choose_backend", "explain", "initial_weights", "layer_backends", "sparsify", "summarize", "summary"]

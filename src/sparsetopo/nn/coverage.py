@@ -101,7 +101,7 @@ class Coverage:
 
 def weight_layers(model: nn.Module, sparse_types: tuple[type, ...]) -> dict[str, tuple[nn.Module, int]]:
     """Every module of ``model`` holding a weight, by canonical name, with its dense-equivalent
-    weight count: a sparse layer counts its topology's full ``n_in * n_out`` (times the kernel),
+    weight count: a sparse layer counts its topology's full ``n_in * n_out`` (times the kernel and groups),
     any other module the elements of its own parameters of two or more dimensions. A parameter
     shared by several modules (tied weights) counts once, at its first owner; the later owners
     are still listed, with the weights they do not share. A torch layer masked in place
@@ -120,8 +120,8 @@ def weight_layers(model: nn.Module, sparse_types: tuple[type, ...]) -> dict[str,
         if isinstance(module, sparse_types):
             t = module.topology
             per_edge = 1
-            for size in getattr(module, "kernel_size", ()):
-                per_edge *= size
+            for size in (*getattr(module, "kernel_size", ()), getattr(module, "groups", 1)):
+                per_edge *= size   # a convolution's kernel, and its groups (each holds the topology)
             layers[name] = (module, t.n_in * t.n_out * per_edge)
             seen.update(id(p) for p in module.parameters(recurse=False))
             continue

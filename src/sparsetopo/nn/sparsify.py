@@ -2,13 +2,14 @@
 
 The paper trains its constructions inside one MLP. :func:`sparsify` puts them into a model
 someone else wrote: every selected ``nn.Linear`` becomes a :class:`~sparsetopo.nn.SparseLinear`
-and every selected ``nn.Conv2d`` a :class:`~sparsetopo.nn.SparseConv2d`, each with the same
+and every selected ``nn.Conv1d``/``2d``/``3d`` a :class:`~sparsetopo.nn.SparseConv1d`/``2d``/``3d``
+(:mod:`sparsetopo.nn.conv`; within each group for a grouped one), each with the same
 call signature and output shape, its connectivity built by one construction. A layer is read
 as the paper's bipartite graph from its inputs to its outputs (channels, for a convolution),
 so ``k`` is the out-degree of every input and ``density = k / n_out``. With ``block=b`` each
 layer is built on blocks of ``b`` neurons (channels): ``k`` counts output blocks per input
 block, and a linear layer becomes a :class:`~sparsetopo.nn.BlockSparseLinear`, which computes
-only its ``b x b`` tiles.
+only its ``b x b`` tiles, and a convolution one grouped convolution over its channel blocks.
 
 Where each number comes from (docs/design.md, "Seed recipe"): layer ``name`` is built with
 ``build(construction, n_in, n_out, k, seed=derive_seed(seed, "topology", name))`` and, without
@@ -30,7 +31,7 @@ from torch.nn.utils import parametrize
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.plan import BACKENDS, layer_backends
 from sparsetopo.nn.block import BlockSparseLinear
-from sparsetopo.nn.conv import SparseConv2d
+from sparsetopo.nn.conv import SparseConvNd, depthwise_reason, sparse_conv_like
 from sparsetopo.nn.coverage import WARN_DENSE_SHARE, Coverage, CoverageWarning, coverage
 from sparsetopo.nn.init import INITIALISERS
 from sparsetopo.nn.linear import SparseLinear
@@ -42,7 +43,7 @@ from sparsetopo.topology.blocks import n_blocks
 
 #: The module types sparsify replaces (exactly these types: a subclass such as the output
 #: projection inside nn.MultiheadAttention is read by its owner's functional code, not called).
-REPLACEABLE = (nn.Linear, nn.Conv2d)
+REPLACEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def is_transposed_linear(module: nn.Module) -> bool:
@@ -57,7 +58,7 @@ def is_transposed_linear(module: nn.Module) -> bool:
 def is_linear(module: nn.Module) -> bool:
     """A layer sparsify replaces by a (block) sparse linear layer: ``nn.Linear`` or ``Conv1D``."""
     return isinstance(module, nn.Linear) or is_transposed_linear(module)
-SPARSE_LAYERS = (SparseLinear, SparseConv2d)
+SPARSE_LAYERS = (SparseLinear, SparseConvNd)
 #: Every layer sparsify makes, block layers included: what its summaries count as sparse, what
 #: sparsetopo.save writes and what the ONNX export writes in its sparse forms.
 MADE_LAYERS = (*SPARSE_LAYERS, BlockSparseLinear)
@@ -70,8 +71,8 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
              seed: int = 0, backend: str = "auto", include: Iterable | None = None,
              exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot",
              strict: bool = False, block: int | tuple[int, int] = 1, gates: str = "shared") -> nn.Module:
-    """Replace the selected ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by sparse ones,
-    and mask the weight matrices of its ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and ``nn.MultiheadAttention``.
+    """Replace the selected ``nn.Linear`` and ``nn.Conv1d``/``2d``/``3d`` layers of ``model`` by sparse
+    ones, and mask the weight matrices of its ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and ``nn.MultiheadAttention``.
 
     Hugging Face ``transformers``' ``Conv1D`` (GPT-2's attention and MLP projections), a linear
     layer that stores its weight ``(in, out)``, is replaced as an ``nn.Linear`` is: the same
@@ -95,9 +96,10 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         it and the layer's name.
     backend : "auto", "masked" or "sparse" for the linear layers, decided once for all of
         them (:func:`~sparsetopo.nn.plan.layer_backends`, on the device and dtype the layers
-        are on; "auto" is masked off CPU or off float32). Convolutions are always masked.
+        are on; "auto" is masked off CPU or off float32). Convolutions compute masked, or, in
+        "auto" on channel blocks, grouped (:func:`~sparsetopo.nn.conv.conv_backend`).
     include : module names or types to replace; None selects every ``nn.Linear`` and
-        ``nn.Conv2d``. A name selects that layer and every layer under it (``"features"``
+        convolution. A name selects that layer and every layer under it (``"features"``
         selects ``features.0`` and ``features.3``).
     exclude : names or types (as ``include``) to leave dense.
     keep_weights : connected entries keep the layer's current weights (a trained dense model
@@ -110,7 +112,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         ordinary layer. Above 1 every layer's construction runs on blocks (a side narrower than
         its block is one block) and each linear layer becomes a
         :class:`~sparsetopo.nn.BlockSparseLinear` (``backend`` must stay "auto"); a
-        convolution's blocks are groups of channels, computed masked.
+        convolution's blocks are groups of channels, computed as one grouped convolution.
     gates : "shared" (one topology for all the gates of a recurrent matrix: a gate is part of
         its unit) or "per_gate" (one per gate); see :mod:`sparsetopo.nn.recurrent`.
 
@@ -123,9 +125,10 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     Nothing stays dense silently. A selected layer stays dense, with its reason in the summary,
     when its weight is tied to another module's (both ends stay dense: one mask cannot serve
     an embedding's rows and a layer's connections), when it is too small for the density
-    (``k`` rounds to 0) or for ``k``, when it is a grouped convolution, or when its weight is
-    parametrized (weight_norm and the like). Layers of types sparsify does not replace are
-    listed too. When layers left dense for such reasons - not by ``include``/``exclude`` -
+    (``k`` rounds to 0) or for ``k``, or when its weight is parametrized (weight_norm and the
+    like). A depthwise convolution (one input channel per group) has no channel graph: it
+    stays dense with the reason "depthwise", even under ``strict=True``. Layers of types
+    sparsify does not replace are listed too. When layers left dense for such reasons - not by ``include``/``exclude`` -
     hold at least a quarter of the model's weights, a
     :class:`~sparsetopo.nn.coverage.CoverageWarning` is issued once.
 
@@ -196,7 +199,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         elif refusal is None:
             topology, refusal = make_topology(name, *layer_sizes(module))
         if refusal is not None:
-            if strict:
+            if strict and refusal.raises:
                 raise SparsetopoError(refusal.message)
             dense[name] = (refusal.reason, False)
             refusals.append(refusal.message)
@@ -220,8 +223,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
                                bias=module.bias is not None)
             new.dense_when_faster = backend == "auto"   # inference may run dense where faster (nn.plan)
         else:
-            new = SparseConv2d(topology, module.kernel_size, module.stride, module.padding, module.dilation,
-                               bias=module.bias is not None, padding_mode=module.padding_mode, init=init, gen=gen)
+            new = sparse_conv_like(module, topology, init=init, gen=gen, backend=backend)
         new = new.to(device=module.weight.device, dtype=module.weight.dtype)
         if keep_weights:
             copy_dense_weights(new, module)
@@ -283,6 +285,7 @@ class _Refusal(NamedTuple):
 
     reason: str
     message: str
+    raises: bool = True    # under strict=True (a depthwise convolution has nothing to thin: it never raises)
 
 
 def _parameter_owners(model: nn.Module) -> dict[int, list[str]]:
@@ -355,7 +358,7 @@ def put_module(model: nn.Module, paths: Iterable[str], new: nn.Module) -> nn.Mod
 
 
 def layer_places(model: nn.Module) -> dict[str, tuple[nn.Module, list[str]]]:
-    """Every ``nn.Linear`` / ``nn.Conv2d`` of ``model`` (exact types) by its canonical name (the
+    """Every ``nn.Linear`` / convolution of ``model`` (exact types) by its canonical name (the
     first under which ``named_modules`` lists it), with every path where it is attached: a
     layer shared by two parents is one layer, replaced at both places by one sparse layer."""
     places: dict[int, tuple[str, nn.Module, list[str]]] = {}
@@ -368,7 +371,7 @@ def layer_places(model: nn.Module) -> dict[str, tuple[nn.Module, list[str]]]:
 
 
 def _parametrized_layer(module: nn.Module) -> bool:
-    """An ``nn.Linear`` / ``nn.Conv2d`` under ``torch.nn.utils.parametrize`` (weight_norm,
+    """An ``nn.Linear`` / convolution under ``torch.nn.utils.parametrize`` (weight_norm,
     spectral_norm, ...): its class is a generated subclass, so it is matched here."""
     return parametrize.is_parametrized(module) and type(module).__bases__[0] in REPLACEABLE
 
@@ -402,7 +405,7 @@ def _select(places, include, exclude, dense: dict[str, tuple[str, bool]]) -> lis
             hits = [name for name, (module, paths) in places.items() if _matches(entry, name, paths, module)]
             label = entry.__name__ if isinstance(entry, type) else repr(entry)
             if not hits:
-                raise SparsetopoError(f"{what} entry {label} matches no nn.Linear or nn.Conv2d of the model "
+                raise SparsetopoError(f"{what} entry {label} matches no nn.Linear or convolution of the model "
                                       f"(its replaceable layers: {known})")
             if what == "include":
                 selected += [h for h in hits if h not in selected]
@@ -412,13 +415,13 @@ def _select(places, include, exclude, dense: dict[str, tuple[str, bool]]) -> lis
     dense.update((name, ("not in include", True)) for name in places if include is not None and name not in dense
                  and name not in selected)
     if not selected:
-        raise SparsetopoError(f"nothing to sparsify: no nn.Linear or nn.Conv2d is selected "
+        raise SparsetopoError(f"nothing to sparsify: no nn.Linear or convolution is selected "
                               f"(the model's replaceable layers: {known})")
     return selected
 
 
 def _unsupported(name: str, module: nn.Module) -> _Refusal | None:
-    """A selected layer sparsify cannot mask: a parametrized weight, a grouped convolution."""
+    """A selected layer sparsify cannot mask: a parametrized weight, a depthwise convolution."""
     label = name or "<the model itself>"
     if parametrize.is_parametrized(module):
         kinds = ", ".join(sorted(module.parametrizations.keys()))
@@ -428,18 +431,14 @@ def _unsupported(name: str, module: nn.Module) -> _Refusal | None:
                         "mask cannot keep that parametrization. Remove it first "
                         "(torch.nn.utils.parametrize.remove_parametrizations), or leave the layer dense with "
                         f"exclude=[{name!r}]")
-    if isinstance(module, nn.Conv2d) and module.groups != 1:
-        return _Refusal(f"grouped convolution (groups={module.groups})",
-                        f"layer {label!r} is an nn.Conv2d with groups={module.groups}: sparsify replaces only "
-                        f"groups=1 convolutions (the topology is the channel grouping); leave it dense with "
-                        f"exclude=[{name!r}]")
-    return None
+    depthwise = depthwise_reason(module)
+    return None if depthwise is None else _Refusal(depthwise, f"layer {label!r}: {depthwise}", raises=False)
 
 
 def layer_sizes(module: nn.Module) -> tuple[int, int]:
     """``(n_in, n_out)`` of a layer sparsify replaces: features, or channels for a convolution."""
-    if isinstance(module, nn.Conv2d):
-        return module.in_channels, module.out_channels
+    if isinstance(module, nn.modules.conv._ConvNd):   # the graph within one group
+        return module.in_channels // module.groups, module.out_channels // module.groups
     if is_transposed_linear(module):
         return tuple(module.weight.shape)
     return module.in_features, module.out_features
@@ -505,7 +504,7 @@ def _linear_backends(linear, backend: str) -> dict[str, str]:
 
 @torch.no_grad()
 def copy_dense_weights(sparse: nn.Module, dense: nn.Module) -> None:
-    """Give ``sparse`` the weights of ``dense`` (an ``nn.Linear`` / ``nn.Conv2d`` / ``Conv1D`` of
+    """Give ``sparse`` the weights of ``dense`` (an ``nn.Linear`` / convolution / ``Conv1D`` of
     the same shape) at its connections, and its bias; every other weight is exactly 0 (or absent)."""
     # edge_index() indexes torch's (out, in, ...) layout; Conv1D holds (in, out)
     weight = dense.weight.detach().t() if is_transposed_linear(dense) else dense.weight.detach()
@@ -529,8 +528,8 @@ def summarize(model: nn.Module) -> list[dict]:
         elif isinstance(module, MADE_LAYERS):
             t = module.topology
             linear = isinstance(module, LINEAR_LAYERS)
-            per_edge = 1 if linear else module.kernel_size[0] * module.kernel_size[1]
-            rows.append({"name": name, "kind": "linear" if linear else "conv2d",
+            per_edge = 1 if linear else math.prod(module.kernel_size) * module.groups
+            rows.append({"name": name, "kind": "linear" if linear else module.kind,
                          "construction": t.construction, "n_in": t.n_in, "n_out": t.n_out, "k": t.k,
                          "density": t.density, "connections": t.nnz * per_edge,
                          "dense_connections": t.n_in * t.n_out * per_edge, "seed": t.seed, "backend": module.backend})
