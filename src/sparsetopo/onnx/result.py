@@ -16,7 +16,7 @@ class LayerExport:
     """How one sparse layer was written: its form, its bytes in the file and the dense layer's."""
 
     name: str
-    kind: str              # "linear" or "conv2d"
+    kind: str              # "linear", "block", "conv1d", "conv2d" or "conv3d"
     form: str              # "ell", "gathered", "expanded", "block" or "dense" (sparsetopo.onnx's docstring)
     density: float
     bytes: int             # bytes of this layer's tensors in the ONNX file (weights, indices, bias, shapes)

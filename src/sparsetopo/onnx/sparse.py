@@ -15,8 +15,8 @@ from sparsetopo.onnx.block import block
 from sparsetopo.onnx.conv import conv, conv_pads
 from sparsetopo.onnx.graph import Builder
 from sparsetopo.onnx.linear import DENSE_IN_CACHE_BYTES, dense_model_bytes, linear
-from sparsetopo.onnx.result import OnnxExport
-from sparsetopo.onnx.trace import DOMAIN, trace_to_onnx, with_placeholders
+from sparsetopo.onnx.result import LayerExport, OnnxExport
+from sparsetopo.onnx.trace import DOMAIN, holds_placeholders, trace_to_onnx, with_placeholders
 
 #: The lowest opset the sparse forms are written for (ReduceSum with axes as an input).
 MIN_OPSET = 13
@@ -40,7 +40,7 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
                               f"({', '.join(names) or 'none'})")
     with torch.no_grad():
         # the domain only when used: torch's C++ side warns (on stderr) about an unused one
-        extra = {"custom_opsets": {DOMAIN: 1}} if names else {}
+        extra = {"custom_opsets": {DOMAIN: 1}} if holds_placeholders(traced_model) else {}
         proto = trace_to_onnx(traced_model, example_input, opset, **extra)
     cached = dense_model_bytes(model) <= DENSE_IN_CACHE_BYTES
     graph = proto.graph
@@ -71,5 +71,17 @@ def export_sparse(model: nn.Module, path, example_input: torch.Tensor, opset: in
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp))
+    written = {row.name for row in summary}
+    summary += [_dense_row(name, module) for name, module in model.named_modules()
+                if name in names and name not in written]
     order = {name: i for i, name in enumerate(names)}
     return OnnxExport(Path(path), tuple(sorted(summary, key=lambda r: order[r.name])), dense=False)
+
+
+def _dense_row(name: str, layer: nn.Module) -> LayerExport:
+    """The summary row of a sparse layer written by torch's exporter as its dense equivalent
+    (:func:`~sparsetopo.onnx.trace.has_sparse_form`)."""
+    parameters = [layer.dense_weight(), *([layer.bias] if layer.bias is not None else [])]
+    size = 4 * sum(p.numel() for p in parameters)
+    return LayerExport(name, layer.kind, "dense", layer.topology.density, size, size,
+                       note="no sparse form for this convolution: written dense")

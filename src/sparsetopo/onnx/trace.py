@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn import SparseConv2d
+from sparsetopo.nn import SparseConv2d, SparseConvNd
 from sparsetopo.nn.sparsify import MADE_LAYERS
 
 #: The ONNX domain of the opaque nodes; none is left in a written file.
@@ -110,6 +110,13 @@ class _Placeholder(nn.Module):
         return out
 
 
+def has_sparse_form(layer: nn.Module) -> bool:
+    """Whether the sparse export writes ``layer`` in a sparse form. The convolution forms are
+    written for 2-d convolutions without groups; other convolutions (1-d, 3-d, grouped) go
+    through torch's exporter as the dense layer computing the same function."""
+    return not isinstance(layer, SparseConvNd) or (isinstance(layer, SparseConv2d) and layer.groups == 1)
+
+
 def with_placeholders(model: nn.Module) -> tuple[nn.Module, list[_Call], list[str]]:
     """A CPU eval-mode copy of ``model`` with every place that holds a sparse layer replaced by
     a :class:`_Placeholder`; the list the placeholders record their calls in (filled by the
@@ -122,16 +129,25 @@ def with_placeholders(model: nn.Module) -> tuple[nn.Module, list[_Call], list[st
     copied = copy.deepcopy(model).cpu().eval()
     names = {id(module): name for name, module in copied.named_modules() if isinstance(module, MADE_LAYERS)}
     calls: list[_Call] = []
+    densified: dict[int, nn.Module] = {}
     for path, module in list(copied.named_modules(remove_duplicate=False)):
         if not isinstance(module, MADE_LAYERS):
             continue
-        holder = _Placeholder(module, names[id(module)], path, calls)
+        if has_sparse_form(module):
+            holder = _Placeholder(module, names[id(module)], path, calls)
+        else:   # written as torch's dense layer, pruned kernels as zeros; listed with form "dense"
+            holder = densified.setdefault(id(module), module.to_dense())
         if path == "":
             copied = holder
             break
         parent, _, attr = path.rpartition(".")
         setattr(copied.get_submodule(parent) if parent else copied, attr, holder)
     return copied, calls, list(names.values())
+
+
+def holds_placeholders(model: nn.Module) -> bool:
+    """Whether :func:`with_placeholders` left any layer to be written in a sparse form."""
+    return any(isinstance(module, _Placeholder) for module in model.modules())
 
 
 def trace_to_onnx(model: nn.Module, example_input: torch.Tensor, opset: int, **extra):
