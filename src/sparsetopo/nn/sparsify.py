@@ -31,6 +31,7 @@ from torch.nn.utils import parametrize
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.plan import BACKENDS, layer_backends
 from sparsetopo.nn.block import BlockSparseLinear
+from sparsetopo.nn.conv1d_layout import keep_conv1d_layout
 from sparsetopo.nn.conv import SparseConvNd, depthwise_reason, sparse_conv_like
 from sparsetopo.nn.coverage import WARN_DENSE_SHARE, Coverage, CoverageWarning, coverage
 from sparsetopo.nn.init import INITIALISERS
@@ -238,6 +239,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         if keep_weights:
             copy_dense_weights(new, module)
         keep_frozen(new, module)
+        keep_conv1d_layout(new, is_transposed_linear(module))
         new.train(module.training)
         replacements[name] = new
 
