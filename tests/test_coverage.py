@@ -16,12 +16,12 @@ from sparsetopo.nn import CoverageWarning, SparseLinear, sparsify, summary
 
 
 class Recurrent(nn.Module):
-    """An LSTM classifier: an embedding (no type sparsify replaces), the recurrent gates and a
-    3-class head that 10% cannot reach."""
+    """An LSTM classifier: an embedding whose max_norm a mask cannot follow, the recurrent gates
+    and a 3-class head that 10% cannot reach."""
 
     def __init__(self):
         super().__init__()
-        self.embed = nn.Embedding(400, 16)
+        self.embed = nn.Embedding(400, 16, max_norm=1.0)
         self.lstm = nn.LSTM(16, 32, batch_first=True)
         self.fc = nn.Linear(32, 32)
         self.head = nn.Linear(32, 3)
@@ -45,7 +45,7 @@ def test_every_weight_layer_is_listed_with_its_reason_and_the_share_matches_the_
     assert [(layer.name, layer.sparse) for layer in report.layers] == [
         ("embed", False), ("lstm", True), ("fc", True), ("head", False)]
     reasons = {layer.name: layer.reason for layer in report.layers}
-    assert "Embedding is not a type sparsify replaces" in reasons["embed"]
+    assert reasons["embed"] == "max_norm=1.0 renormalises the stored table in place, which a mask cannot follow"
     assert reasons["lstm"] == "random_regular, density 0.0938, gates share a topology, backend masked"  # k = 3 of 32
     assert reasons["head"] == "too small: density=0.1 gives k = 0 for 3 outputs"
     assert isinstance(model.fc, SparseLinear) and type(model.head) is nn.Linear
@@ -59,6 +59,8 @@ def test_every_weight_layer_is_listed_with_its_reason_and_the_share_matches_the_
 
 def test_strict_raises_at_the_first_layer_that_would_stay_dense():
     with pytest.raises(SparsetopoError, match=r"density=0.1 gives k = round\(0.1 \* 3\) = 0 for layer 'head'"):
+        sparsify(Recurrent(), "random_regular", density=0.1, strict=True, exclude=["embed"])
+    with pytest.raises(SparsetopoError, match=r"embedding 'embed': max_norm=1.0 .* exclude=\['embed'\]"):
         sparsify(Recurrent(), "random_regular", density=0.1, strict=True)
 
 
@@ -91,9 +93,9 @@ def test_attention_and_transformer_layers_are_sparse_with_out_proj_counted_in_it
 
 
 def test_a_model_never_sparsified_reports_every_layer_dense():
-    report = summary(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(2, 2, 3), nn.Embedding(5, 2)))
+    report = summary(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(2, 2, 3), nn.Embedding(5, 2), nn.Bilinear(2, 2, 2)))
     assert report.sparse_share == 0.0
     assert [(layer.reason, layer.chosen) for layer in report.layers] == [
-        ("not sparsified", True), ("not sparsified", True),
-        ("Embedding is not a type sparsify replaces (Linear, Conv1d, Conv2d, Conv3d, LSTM, GRU, RNN, "
-         "MultiheadAttention)", False)]
+        ("not sparsified", True), ("not sparsified", True), ("not sparsified", True),
+        ("Bilinear is not a type sparsify replaces (Linear, Conv1d, Conv2d, Conv3d, LSTM, GRU, RNN, "
+         "MultiheadAttention, Embedding)", False)]

@@ -147,7 +147,7 @@ def test_4_module_used_twice_survives_save_load_and_export(tmp_path):
     assert onnx_difference(model, tmp_path / "twice.onnx", x) < 1e-5  # the ONNX file computes all three layers
 
 
-# -- 5. tied weights: both ends stay dense, reported; strict=True refuses -----------------------
+# -- 5. tied weights: an embedding and its head share one mask; other ties stay dense -----------------------
 def test_5_tied_linear_weights_stay_dense_naming_both():
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
     model[2].weight = model[0].weight
@@ -168,17 +168,24 @@ class TiedLM(nn.Module):
         return self.head(torch.relu(self.hidden(self.embed(tokens))))
 
 
-def test_5_embedding_tied_to_the_output_layer_stays_dense_and_the_rest_is_sparsified():
-    with pytest.raises(SparsetopoError, match=r"'head' and 'embed'"):
-        sparsify(TiedLM(), "random_regular", density=0.5, strict=True)
-    with pytest.warns(CoverageWarning, match="'embed', 'head'"):
-        model = sparsify(TiedLM(), "random_regular", density=0.5)
-    assert model.head.weight is model.embed.weight  # the tie is untouched
-    assert type(model.hidden).__name__ == "SparseLinear" and type(model.head) is nn.Linear
-    reasons = {layer.name: layer.reason for layer in summary(model).dense}
-    assert reasons["head"].startswith("weight tied to 'embed.weight'")
+def test_5_embedding_tied_to_the_output_layer_shares_one_mask_and_stays_tied():
+    model = sparsify(TiedLM(), "random_regular", density=0.5)
+    assert model.head.weight is model.embed.weight  # the tie is kept: one parameter
+    assert type(model.head).__name__ == "TiedSparseLinear" and type(model.embed).__name__ == "SparseEmbedding"
+    assert torch.equal(model.head.weight_mask, model.embed.weight_mask)
+    assert int(model.embed.weight_mask.sum()) == 5 * 8   # k = 5 of 10 tokens for each of 8 coordinates
+    assert not model.embed.weight[model.embed.weight_mask == 0].any()
+    assert summary(model).sparse_share == 1.0 and not summary(model).dense
+
+
+def test_5_a_tied_pair_with_one_end_excluded_stays_dense_at_both_ends():
+    with pytest.raises(SparsetopoError, match=r"'embed' and 'head'.*partner stays dense"):
+        sparsify(TiedLM(), "random_regular", density=0.5, exclude=["head"], strict=True)
     model = sparsify(TiedLM(), "random_regular", density=0.5, exclude=["head"])
-    assert summary(model).dense[-1].chosen
+    assert model.head.weight is model.embed.weight and type(model.embed) is nn.Embedding
+    reasons = {layer.name: (layer.reason, layer.chosen) for layer in summary(model).dense}
+    assert reasons["embed"] == ("weight tied to 'head.weight': both ends stay dense (its partner stays dense)", False)
+    assert reasons["head"][1]
 
 
 # -- 6. float64 survives save and load ---------------------------------------------------------

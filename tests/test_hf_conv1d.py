@@ -77,3 +77,21 @@ def test_a_sparsified_conv1d_model_saves_and_loads_into_a_fresh_instance(tmp_pat
     loaded = sparsetopo.load(path, model=Block())
     x = torch.randn(3, 32)
     torch.testing.assert_close(loaded(x), sparse(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["masked", "sparse"])
+def test_the_state_dict_keeps_conv1d_layout_both_ways(backend):
+    """A dense Conv1D checkpoint (square attn_proj included) loads into the sparsified block as
+    sparsifying it with keep_weights would, and the sparse block's state_dict loads into a dense one."""
+    torch.manual_seed(0)
+    dense, other = Block(), Block()
+    model = sparsify(copy.deepcopy(dense), "random_regular", density=0.25, seed=0, backend=backend)
+    assert {key: tuple(v.shape) for key, v in model.state_dict().items()} == \
+        {key: tuple(v.shape) for key, v in dense.state_dict().items()}
+    model.load_state_dict(other.state_dict())
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), masked_reference(other, model)(x), atol=1e-6, rtol=0)
+        fresh = Block()
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(fresh(x), model(x), atol=1e-6, rtol=0)

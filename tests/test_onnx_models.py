@@ -95,7 +95,7 @@ def tiny_gpt2():
 
 
 def test_gpt2_returning_logits_exports(tmp_path):
-    """GPT-2's projections (transformers' Conv1D) become sparse layers; the tied head stays dense."""
+    """GPT-2's projections (transformers' Conv1D) become sparse layers; the tied embedding and head share a mask."""
     model = moved(sparsetopo.sparsify(Logits(seeded(0, tiny_gpt2)), "random_regular", density=0.25, seed=0))
     assert sum(isinstance(m, SparseLinear) for m in model.modules()) == 8   # 4 projections x 2 blocks
     gen = torch.Generator().manual_seed(3)

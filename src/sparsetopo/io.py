@@ -42,8 +42,9 @@ from sparsetopo.nn.conv import CONV_BACKENDS, SPARSE_CONVS
 from sparsetopo.nn.plan import BACKENDS
 from sparsetopo.nn.linear import connected_state
 from sparsetopo.nn.masked_layers import MaskedParameters, file_entries, install_recipes, load_values, value_keys
-from sparsetopo.nn.sparsify import (MADE_LAYERS, decline_fused_paths, is_linear, keep_frozen, layer_places,
-                                    layer_sizes, put_module, summarize)
+from sparsetopo.nn.conv1d_layout import keep_conv1d_layout
+from sparsetopo.nn.sparsify import (MADE_LAYERS, decline_fused_paths, is_linear, is_transposed_linear, keep_frozen,
+                                    layer_places, layer_sizes, put_module, summarize)
 from sparsetopo.topology import build
 
 #: Torch layers whose constructor arguments :func:`save` records, so that :func:`load` can
@@ -447,6 +448,7 @@ def _install_sparse_layers(model, layers, backend, path):
                                   f"{recipe['n_in']}->{recipe['n_out']} in the file")
         new = _sparse_layer(name, recipe, backend, path, current.weight.dtype)
         keep_frozen(new, current)
+        keep_conv1d_layout(new, is_transposed_linear(current))
         model = put_module(model, places[name][1], new.to(current.weight.device))
     return model
 

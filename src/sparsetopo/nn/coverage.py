@@ -112,7 +112,8 @@ def weight_layers(model: nn.Module, sparse_types: tuple[type, ...]) -> dict[str,
     layers = {}
     for name, module in model.named_modules():
         if isinstance(module, MaskedParameters):
-            layers[name] = (module, module.dense_connections())
+            mine = [module.get_parameter(path) for path in module.topologies]   # a tied table counts once
+            layers[name] = (module, sum(p.numel() for p in mine if id(p) not in seen))
             masked.update(id(module.get_parameter(path)) for path in module.topologies)
             seen.update(id(p) for p in module.parameters(recurse=False))
             seen.update(masked)

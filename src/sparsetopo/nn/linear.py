@@ -34,6 +34,7 @@ from torch import nn
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.init import initial_weights
+from sparsetopo.nn.conv1d_layout import read_conv1d_layout
 from sparsetopo.nn.masking import DerivedMask, dense_twin, fill_mask
 from sparsetopo.nn.plan import call_path, layer_backends
 from sparsetopo.nn.sparse_autograd import sparse_linear
@@ -244,8 +245,13 @@ class SparseLinear(DerivedMask, nn.Module):
         if self.bias is not None:
             destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
 
+    #: The state_dict holds ``weight`` as ``(in, out)``, for a layer that replaced a Conv1D (nn.conv1d_layout).
+    conv1d_layout = False
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
+        if self.conv1d_layout:
+            read_conv1d_layout(self, state_dict, prefix)
         key = prefix + "weight"
         weight = state_dict.get(key)
         if self.backend == "sparse" and isinstance(weight, torch.Tensor):   # masked: DerivedMask's

@@ -15,15 +15,22 @@ from torch import nn
 from sparsetopo.errors import SparsetopoError
 
 from sparsetopo.nn.attention import SparseMultiheadAttention, attention_topologies
+from sparsetopo.nn.embedding import SparseEmbedding, TiedSparseLinear, embedding_topologies
 from sparsetopo.nn.masked_params import MaskedParameters, mask_parameters
 from sparsetopo.nn.recurrent import GATE_RULES, SparseGRU, SparseLSTM, SparseRNN, recurrent_topologies
 from sparsetopo.topology import build
 
 #: Each torch type masked in place (exactly these types), with its masked subclass.
 MASKED_TYPES = {nn.LSTM: SparseLSTM, nn.GRU: SparseGRU, nn.RNN: SparseRNN,
-                nn.MultiheadAttention: SparseMultiheadAttention}
+                nn.MultiheadAttention: SparseMultiheadAttention, nn.Embedding: SparseEmbedding}
+#: The torch types masked in place only as the second end of a tied embedding (an untied
+#: ``nn.Linear`` is replaced by a sparse layer instead).
+TIED_TYPES = {nn.Linear: TiedSparseLinear}
+#: Every masked class by the name of the torch type a file's recipe records.
+RECIPE_CLASSES = {cls.dense_type.__name__: cls for cls in (*MASKED_TYPES.values(), *TIED_TYPES.values())}
 
-__all__ = ["GATE_RULES", "MASKED_TYPES", "MaskedParameters", "connected_values", "install_recipes", "is_masked_kind",
+__all__ = ["GATE_RULES", "MASKED_TYPES", "RECIPE_CLASSES", "TIED_TYPES", "MaskedParameters", "connected_values",
+           "install_recipes", "is_masked_kind",
            "file_entries", "layer_recipe", "load_values", "mask_layer", "plan_layer", "set_connected_values",
            "summary_row", "value_key", "value_keys"]
 
@@ -38,15 +45,18 @@ def plan_layer(name: str, module: nn.Module, gates: str, make_topology):
     be built (``make_topology(seed_name, n_in, n_out)`` as sparsify's rule for k gives it)."""
     if isinstance(module, nn.MultiheadAttention):
         return attention_topologies(name, module, make_topology)
+    if isinstance(module, nn.Embedding):
+        return embedding_topologies(name, module, make_topology)
     return recurrent_topologies(name, module, gates, make_topology)
 
 
 def mask_layer(module: nn.Module, topologies, gates: str, keep_weights: bool, init: str,
                gen: np.random.Generator) -> nn.Module:
-    """``module`` masked in place by ``topologies`` (:func:`~sparsetopo.nn.masked_params.mask_parameters`)."""
-    cls = MASKED_TYPES[type(module)]
-    return mask_parameters(module, cls, topologies, "" if cls in (SparseMultiheadAttention, SparseRNN) else gates,
-                           keep_weights, init, gen)
+    """``module`` masked in place by ``topologies`` (:func:`~sparsetopo.nn.masked_params.mask_parameters`);
+    an ``nn.Linear`` is masked so only as the tied end of an embedding (:class:`TiedSparseLinear`)."""
+    cls = MASKED_TYPES.get(type(module)) or TIED_TYPES[type(module)]
+    gated = cls not in (SparseMultiheadAttention, SparseRNN, SparseEmbedding, TiedSparseLinear)
+    return mask_parameters(module, cls, topologies, gates if gated else "", keep_weights, init, gen)
 
 
 def summary_row(name: str, module: MaskedParameters) -> dict:
@@ -104,7 +114,8 @@ def install_recipes(model: nn.Module, recipes: dict, where: str) -> None:
             raise SparsetopoError(f"{where} has a masked {recipe['type']} {label!r}, but the model has no module of "
                                   "that name: was the file saved from this architecture?") from None
         dense_type = module.dense_type if isinstance(module, MaskedParameters) else type(module)
-        if dense_type not in MASKED_TYPES or dense_type.__name__ != recipe["type"]:
+        cls = RECIPE_CLASSES.get(recipe["type"])
+        if cls is None or cls.dense_type is not dense_type:
             raise SparsetopoError(f"{where}: layer {label!r} is a {type(module).__name__} in the model but an "
                                   f"nn.{recipe['type']} in the file: was the file saved from this architecture?")
         topologies = {}
@@ -127,7 +138,7 @@ def install_recipes(model: nn.Module, recipes: dict, where: str) -> None:
                     {p: [t.fingerprint for t in ts] for p, ts in topologies.items()}:
                 raise SparsetopoError(f"{where}: layer {label!r} of the model has other connections than the file's")
             continue
-        mask_parameters(module, MASKED_TYPES[dense_type], topologies, recipe["gates"], True, "glorot", None)
+        mask_parameters(module, cls, topologies, recipe["gates"], True, "glorot", None)
     unknown = [name for name, module in model.named_modules() if isinstance(module, MaskedParameters)
                and name not in recipes]
     if unknown:

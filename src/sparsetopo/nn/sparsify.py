@@ -31,12 +31,15 @@ from torch.nn.utils import parametrize
 from sparsetopo.errors import SparsetopoError, check_int
 from sparsetopo.nn.plan import BACKENDS, layer_backends
 from sparsetopo.nn.block import BlockSparseLinear
+from sparsetopo.nn.conv1d_layout import keep_conv1d_layout
 from sparsetopo.nn.conv import SparseConvNd, depthwise_reason, sparse_conv_like
 from sparsetopo.nn.coverage import WARN_DENSE_SHARE, Coverage, CoverageWarning, coverage
 from sparsetopo.nn.init import INITIALISERS
 from sparsetopo.nn.linear import SparseLinear
+from sparsetopo.nn.embedding import embedding_refusal, embedding_topologies
 from sparsetopo.nn.masked_layers import (GATE_RULES, MASKED_TYPES, MaskedParameters, is_masked_kind, mask_layer,
                                          plan_layer, summary_row)
+from sparsetopo.nn.ties import parameter_owners, tie
 from sparsetopo.seeding import derive_seed, rng
 from sparsetopo.topology import Topology, build, get_construction
 from sparsetopo.topology.blocks import n_blocks
@@ -72,7 +75,8 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
              exclude: Iterable | None = None, keep_weights: bool = True, init: str = "glorot",
              strict: bool = False, block: int | tuple[int, int] = 1, gates: str = "shared") -> nn.Module:
     """Replace the selected ``nn.Linear`` and ``nn.Conv1d``/``2d``/``3d`` layers of ``model`` by sparse
-    ones, and mask the weight matrices of its ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and ``nn.MultiheadAttention``.
+    ones, and mask the weight matrices of its ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, ``nn.MultiheadAttention``
+    and ``nn.Embedding``.
 
     Hugging Face ``transformers``' ``Conv1D`` (GPT-2's attention and MLP projections), a linear
     layer that stores its weight ``(in, out)``, is replaced as an ``nn.Linear`` is: the same
@@ -80,8 +84,8 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
 
     Recurrent layers and attention keep their class's forward and fused kernels: every weight
     matrix (each gate, layer and direction; each projection, the packed ``in_proj_weight`` as
-    three) is masked by its own topology, read as :mod:`sparsetopo.nn.recurrent` and
-    :mod:`sparsetopo.nn.attention` describe, its parameters keeping torch's names and shapes.
+    three) is masked by its own topology, read as :mod:`sparsetopo.nn.recurrent`,
+    :mod:`sparsetopo.nn.attention` and :mod:`sparsetopo.nn.embedding` describe, its parameters keeping torch's names and shapes.
 
     Parameters
     ----------
@@ -123,8 +127,9 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     sparse or dense, each dense one with its reason, and the share of all weights made sparse.
 
     Nothing stays dense silently. A selected layer stays dense, with its reason in the summary,
-    when its weight is tied to another module's (both ends stay dense: one mask cannot serve
-    an embedding's rows and a layer's connections), when it is too small for the density
+    when its weight is tied to another module's and the two cannot share one mask (only an
+    ``nn.Embedding`` and an ``nn.Linear`` sharing its table, both selected, share one:
+    :mod:`sparsetopo.nn.ties`; otherwise both ends stay dense), when it is too small for the density
     (``k`` rounds to 0) or for ``k``, or when its weight is parametrized (weight_norm and the
     like). A depthwise convolution (one input channel per group) has no channel graph: it
     stays dense with the reason "depthwise", even under ``strict=True``. Layers of types
@@ -189,12 +194,17 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
     refusals: list[str] = []
     selected = _select(places, include, exclude, dense)
     plans = []
-    owners = _parameter_owners(model)
+    owners = parameter_owners(model)
     for name in selected:
         module = places[name][0]
-        refusal = _tie(owners, places, name) or _unsupported(name, module)
+        shared, tied = tie(owners, places, name, selected)
+        refusal = _Refusal(*tied) if tied else _unsupported(name, module)
+        if refusal is None and shared is not None:   # one table, one topology: the embedding's, at both ends
+            refusal = _unsupported(shared, places[shared][0])
         topology = None
-        if refusal is None and is_masked_kind(module):   # topologies, one tuple per weight matrix
+        if refusal is None and shared is not None:
+            topology, refusal = embedding_topologies(shared, places[shared][0], make_topology)
+        elif refusal is None and is_masked_kind(module):   # topologies, one tuple per weight matrix
             topology, refusal = plan_layer(name, module, gates, make_topology)
         elif refusal is None:
             topology, refusal = make_topology(name, *layer_sizes(module))
@@ -204,16 +214,17 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
             dense[name] = (refusal.reason, False)
             refusals.append(refusal.message)
             continue
-        plans.append((name, module, topology))
+        plans.append((name, module, topology, shared is not None or is_masked_kind(module)))
     if not plans:
         raise SparsetopoError("nothing to sparsify: every selected layer stays dense: " + "; ".join(refusals))
 
-    linear = [(name, module, t) for name, module, t in plans if is_linear(module) and not t.is_blocked]
+    linear = [(name, module, t) for name, module, t, in_place in plans
+              if not in_place and is_linear(module) and not t.is_blocked]
     linear_backends = _linear_backends(linear, backend)
     replacements = {}
-    for name, module, topology in plans:
+    for name, module, topology, in_place in plans:
         gen = rng(seed, "init", name)
-        if is_masked_kind(module):   # in place: torch's class keeps its kernels (masked_layers)
+        if in_place:   # torch's class keeps its kernels (masked_layers), a tied table its tie
             mask_layer(module, topology, gates, keep_weights, init, gen)
             continue
         if is_linear(module) and topology.is_blocked:
@@ -228,6 +239,7 @@ def sparsify(model: nn.Module, construction: str, *, density: float | None = Non
         if keep_weights:
             copy_dense_weights(new, module)
         keep_frozen(new, module)
+        keep_conv1d_layout(new, is_transposed_linear(module))
         new.train(module.training)
         replacements[name] = new
 
@@ -286,40 +298,6 @@ class _Refusal(NamedTuple):
     reason: str
     message: str
     raises: bool = True    # under strict=True (a depthwise convolution has nothing to thin: it never raises)
-
-
-def _parameter_owners(model: nn.Module) -> dict[int, list[str]]:
-    """Every dotted path under which each parameter of ``model`` is reachable, by ``id``."""
-    owners: dict[int, list[str]] = {}
-    for path, owner in model.named_modules(remove_duplicate=False):
-        for q, param in owner.named_parameters(recurse=False, remove_duplicate=False):
-            where = owners.setdefault(id(param), [])
-            full = f"{path}.{q}" if path else q
-            if full not in where:
-                where.append(full)
-    return owners
-
-
-def _tie(owners: dict[int, list[str]], places, name: str) -> _Refusal | None:
-    """A selected layer whose weight or bias is also another module's parameter (tied weights,
-    e.g. an embedding tied to the output layer). One mask cannot serve both ends (an embedding
-    reads the matrix by rows, a layer by connections), so the rule is: both ends stay dense.
-    ``owners`` is :func:`_parameter_owners` of the model, built once per call."""
-    module, paths = places[name]
-    for pname in ("weight", "bias"):
-        param = getattr(module, pname, None)
-        if param is None:
-            continue
-        mine = {f"{p}.{pname}" if p else pname for p in paths}
-        others = [o for o in owners.get(id(param), []) if o not in mine]
-        if others:
-            label = name or "<the model itself>"
-            other = others[0].rpartition(".")[0] or "<the model itself>"
-            return _Refusal(f"{pname} tied to {others[0]!r}: both ends stay dense",
-                            f"layers {label!r} and {other!r} share one {pname} (tied weights, {others[0]!r}): "
-                            "separate masks would break the tie, so both stay dense; untie them first to "
-                            "sparsify them")
-    return None
 
 
 def _decline_fused_kernel(module, args):
@@ -431,6 +409,9 @@ def _unsupported(name: str, module: nn.Module) -> _Refusal | None:
                         "mask cannot keep that parametrization. Remove it first "
                         "(torch.nn.utils.parametrize.remove_parametrizations), or leave the layer dense with "
                         f"exclude=[{name!r}]")
+    if isinstance(module, nn.Embedding) and embedding_refusal(module) is not None:
+        why = embedding_refusal(module)
+        return _Refusal(why, f"embedding {label!r}: {why}; leave it dense with exclude=[{name!r}]")
     depthwise = depthwise_reason(module)
     return None if depthwise is None else _Refusal(depthwise, f"layer {label!r}: {depthwise}", raises=False)
 
