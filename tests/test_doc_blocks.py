@@ -6,6 +6,7 @@ says how). A block runs as written unless a table below says otherwise:
   files it is given, with the reason;
 - SKIPS: blocks that need what CI lacks, with the reason and the digest of the text that was
   judged, so an edited skipped block fails here until it is judged again;
+- NEEDS: blocks that import an optional package, run wherever it is installed;
 - CHAINED: files whose blocks build on each other; there each block runs after the file's earlier
   python blocks (a python block gets them in front of it in the same script; a shell block finds
   the files they wrote, as earlier.py ran first in its folder);
@@ -98,9 +99,13 @@ SKIPS = {   # id: (digest of the judged text, reason)
         "efb854d0", "runs the whole test suite (about 18 min; CI's .ci/run is this line) and reproduces "
                     "the quick preset (200 networks, minutes), which no block runs in full"),
     "docs/sweeps.md#ray-clusters:1": ("1b981592", "starts Ray nodes and " + NO_CLUSTER),
-    "docs/tutorial.md#7-models-other-people-wrote-embeddings-tied-heads-gpt-2:2": (
-        "c9ac13b4", "needs transformers (the models extra), which CI does not install; "
-                    "tests/test_real_models.py runs GPT-2 where it is installed"),
+}
+
+# id: the optional package a block imports (the ``models`` extra, which CI does not install);
+# the block runs wherever the package is installed and is skipped, saying why, where it is not
+NEEDS = {
+    "README.md#your-own-model:3": "transformers",
+    "docs/tutorial.md#7-models-other-people-wrote-embeddings-tied-heads-gpt-2:2": "transformers",
 }
 
 CHAINED = {"docs/tutorial.md"}
@@ -219,6 +224,8 @@ def earlier_python(block: Block) -> str:
 def test_block_runs_as_a_script(block, tmp_path):
     if block.id in SKIPS:
         pytest.skip(SKIPS[block.id][1])
+    if block.id in NEEDS:
+        pytest.importorskip(NEEDS[block.id], reason=f"needs {NEEDS[block.id]} (pip install -e '.[models]')")
     source, pip_lines = prepared(block)
     if block.kind == "shell" and not has_commands(source):
         pytest.skip(f"only installs packages ({'; '.join(pip_lines)}): the test runs this checkout")
@@ -242,7 +249,7 @@ def test_block_runs_as_a_script(block, tmp_path):
 
 def test_every_listed_block_exists_and_every_fence_is_classified():
     ids = {block.id: block for block in BLOCKS}
-    for listed in (*VARIANTS, *SKIPS, *CHECKS):
+    for listed in (*VARIANTS, *SKIPS, *NEEDS, *CHECKS):
         assert listed in ids, f"{listed} is listed in tests/test_doc_blocks.py but no longer in the docs"
     assert not set(VARIANTS) & set(SKIPS), "a block is either run as a variant or skipped"
     for block_id, (digest, _) in SKIPS.items():
@@ -260,7 +267,6 @@ def test_docs_name_every_preset():
     sweeps = (ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8")
     listed = {
         "README.md reproduce": re.search(r"one of the \w+ presets: ([^)]*)\)", readme, re.S).group(1),
-        "README.md sweeps": re.search(r"or a shipped preset: (.*?)\), trained", readme, re.S).group(1),
         "docs/sweeps.md presets section": sweeps.split("## Presets", 1)[1].split("\n## ", 1)[0],
     }
     for where, text in listed.items():
