@@ -42,10 +42,10 @@ FUSED_ACTIVATIONS = ("sigmoid",)
 
 
 class _FusedPopulation:
-    """Every member's connected weights, buffers and CSR/CSC index in the flat per-layer arrays
-    :mod:`sparsetopo.engines.population` reads (member ``p``'s slice of layer ``l`` is
-    ``offsets[l, p]:offsets[l, p + 1]``). Built once; members that diverge are simply left
-    out of later calls, so no array is ever compacted or copied."""
+    """Every member's connected weights, buffers and CSR/CSC index in the packed layers
+    :mod:`sparsetopo.engines.population` reads (:mod:`sparsetopo.engines.layout`). Built once;
+    members that diverge or stop are simply left out of later calls, so no array is ever
+    compacted or copied."""
 
     def __init__(self, models: Sequence[SparseMLP], layer_kernel: str = "auto"):
         n_layers = len(models[0].layers)
@@ -54,35 +54,8 @@ class _FusedPopulation:
         self.dense = np.array([[_runs_dense(m.layers[l].topology, layer_kernel) for m in models]
                                for l in range(n_layers)], dtype=np.bool_)
         rates = models[0].dropout_rates
-        self.layers = []
-        for l in range(n_layers):
-            layers = [m.layers[l] for m in models]
-            csr = [not d for d in self.dense[l]]
-            index = [SparseIndex.from_topology(layer.topology) if keep else _empty_index(layer.topology)
-                     for layer, keep in zip(layers, csr)]
-            n_in, n_out = int(self.sizes[l]), int(self.sizes[l + 1])
-            # connected_weights() is in CSR order on both backends: the kernels' order
-            values = np.concatenate([layer.connected_weights().numpy() if keep else np.zeros(0, np.float32)
-                                     for layer, keep in zip(layers, csr)]).astype(np.float32)
-            dense_values = np.concatenate([np.zeros(0, np.float32)] + [
-                layer.dense_weight().detach().numpy().T.ravel()   # n_in x n_out row-major; pruned entries are 0
-                for layer, keep in zip(layers, csr) if not keep]).astype(np.float32)
-            biases = np.stack([layer.bias.detach().numpy() for layer in layers]).astype(np.float32)
-            self.layers.append(EngineLayer(
-                values=values, value_bufs=np.zeros_like(values), biases=biases, bias_bufs=np.zeros_like(biases),
-                indptr=np.stack([ix.indptr for ix in index]).astype(np.int64),
-                indices=np.concatenate([ix.indices for ix in index]).astype(np.int32),
-                col_ptr=np.stack([ix.col_ptr for ix in index]).astype(np.int64),
-                col_rows=np.concatenate([ix.col_rows for ix in index]).astype(np.int32),
-                col_perm=np.concatenate([ix.col_perm for ix in index]).astype(np.int64),
-                offsets=np.concatenate([[0], np.cumsum([ix.nnz for ix in index])]).astype(np.int64),
-                dense_values=dense_values, dense_bufs=np.zeros_like(dense_values),
-                dense_masks=np.concatenate([np.zeros(0, np.float32)] + [
-                    layer.topology.mask().ravel() for layer, keep in zip(layers, csr) if not keep]).astype(np.float32),
-                dense_offsets=np.concatenate([[0], np.cumsum([0 if keep else n_in * n_out for keep in csr])]
-                                             ).astype(np.int64),
-                rate=np.float32(rates[l]), scale=np.float32(1.0 - rates[l])))   # torch divides by float32(1 - rate)
-        self.layers = tuple(self.layers)
+        self.layers = tuple(_packed_layer([m.layers[l] for m in models], self.dense[l], rates[l])
+                            for l in range(n_layers))
         # None: the kernels' specialisation without the dense layer code
         self.held_dense = self.dense if self.dense.any() else None
 
@@ -157,6 +130,35 @@ class _FusedPopulation:
                 layer.values.copy_(values)
             layer.bias.copy_(torch.from_numpy(packed.biases[p]))
         model.eval()
+
+
+def _packed_layer(layers: list, held_dense: np.ndarray, rate: float) -> EngineLayer:
+    """One layer of every member (``layers``: each member's SparseLinear) in the engines' layout,
+    member ``p``'s held dense where ``held_dense[p]``, its inputs dropped at ``rate``."""
+    csr = [not d for d in held_dense]
+    index = [SparseIndex.from_topology(layer.topology) if keep else _empty_index(layer.topology)
+             for layer, keep in zip(layers, csr)]
+    n_in, n_out = layers[0].topology.n_in, layers[0].topology.n_out
+    # connected_weights() is in CSR order on both backends: the kernels' order
+    values = np.concatenate([layer.connected_weights().numpy() if keep else np.zeros(0, np.float32)
+                             for layer, keep in zip(layers, csr)]).astype(np.float32)
+    dense_values = np.concatenate([np.zeros(0, np.float32)] + [
+        layer.dense_weight().detach().numpy().T.ravel()   # n_in x n_out row-major; pruned entries are 0
+        for layer, keep in zip(layers, csr) if not keep]).astype(np.float32)
+    dense_masks = np.concatenate([np.zeros(0, np.float32)] + [
+        layer.topology.mask().ravel() for layer, keep in zip(layers, csr) if not keep]).astype(np.float32)
+    biases = np.stack([layer.bias.detach().numpy() for layer in layers]).astype(np.float32)
+    return EngineLayer(
+        values=values, value_bufs=np.zeros_like(values), biases=biases, bias_bufs=np.zeros_like(biases),
+        indptr=np.stack([ix.indptr for ix in index]).astype(np.int64),
+        indices=np.concatenate([ix.indices for ix in index]).astype(np.int32),
+        col_ptr=np.stack([ix.col_ptr for ix in index]).astype(np.int64),
+        col_rows=np.concatenate([ix.col_rows for ix in index]).astype(np.int32),
+        col_perm=np.concatenate([ix.col_perm for ix in index]).astype(np.int64),
+        offsets=np.concatenate([[0], np.cumsum([ix.nnz for ix in index])]).astype(np.int64),
+        dense_values=dense_values, dense_masks=dense_masks, dense_bufs=np.zeros_like(dense_values),
+        dense_offsets=np.concatenate([[0], np.cumsum([0 if keep else n_in * n_out for keep in csr])]).astype(np.int64),
+        rate=np.float32(rate), scale=np.float32(1.0 - rate))   # torch divides by float32(1 - rate)
 
 
 def _runs_dense(topology, layer_kernel: str) -> bool:
