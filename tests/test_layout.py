@@ -1,4 +1,4 @@
-"""The package's layering: kernels below torch, nn without training, topology without torch.
+"""The package's layering: kernels and engines below torch, nn without training, topology without torch.
 
 Each import runs in a fresh interpreter, since this process has long since imported torch.
 """
@@ -22,8 +22,8 @@ def modules_after_import(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["sparsetopo.topology", "sparsetopo.kernels.layer", "sparsetopo.kernels.batch_major",
-                                    "sparsetopo.kernels.step",
-                                    "sparsetopo.kernels.population", "sparsetopo.kernels.threads"])
+                                    "sparsetopo.kernels.threads", "sparsetopo.engines.step",
+                                    "sparsetopo.engines.population", "sparsetopo.engines.predict"])
 def test_module_does_not_import_torch(module):
     loaded = modules_after_import(module)
     assert module in loaded
@@ -45,16 +45,32 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_no_kernel_source_mentions_torch():
-    for path in (SRC / "kernels").glob("*.py"):
+def test_no_kernel_or_engine_source_mentions_torch():
+    paths = [*(SRC / "kernels").glob("*.py"), *(SRC / "engines").glob("*.py")]
+    assert len(paths) > 4
+    for path in paths:
         assert not any(name.split(".")[0] == "torch" for name in _imports(path)), path
 
 
+def _functions(package: str) -> set[str]:
+    return {node.name for path in (SRC / package).glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef)}
+
+
+def test_kernels_keep_the_layer_maths_and_engines_the_training_loops():
+    """The batch loop, its loss and dropout, evaluation of a whole network and the population
+    are engines/'s; kernels/ holds what one layer computes."""
+    engine_only = {"train_batches", "mse_sigmoid_delta", "dropout_inputs", "population_batches",
+                   "population_correct", "count_correct", "layer_outputs"}
+    assert engine_only <= _functions("engines")
+    assert not engine_only & _functions("kernels")
+
+
 def test_nn_has_no_optimizer_and_no_epoch_loop():
-    """Torch modules only: training (optimizers, epochs) is sparsetopo.train's."""
+    """Torch modules only: training (optimizers, epochs, the compiled engines) is sparsetopo.train's."""
     for path in (SRC / "nn").glob("*.py"):
         imports = _imports(path)
-        assert not any(name.startswith(("torch.optim", "sparsetopo.train")) for name in imports), path
+        assert not any(name.startswith(("torch.optim", "sparsetopo.train", "sparsetopo.engines")) for name in imports), path
         text = path.read_text()
         assert "optim." not in text and "def fused_epoch" not in text, path
         for node in ast.walk(ast.parse(text)):
@@ -62,8 +78,8 @@ def test_nn_has_no_optimizer_and_no_epoch_loop():
                 assert "epoch" not in node.name.lower(), (path, node.name)
 
 
-LAYERS = ["errors", "seeding", "jsonable", "atomic", "topology", "spectral", "data", "kernels", "nn", "file_format",
-          "io", "onnx", "train", "sweep", "report", "cli"]
+LAYERS = ["errors", "seeding", "jsonable", "atomic", "topology", "spectral", "data", "kernels", "engines", "nn",
+          "file_format", "io", "onnx", "train", "sweep", "report", "cli"]
 
 
 def test_no_import_runs_back_up_the_layers():
@@ -87,8 +103,8 @@ def test_no_reference_points_outside_the_repository():
 
 # what importing the bare package must not load: torch, the jit and the data-frame stack, and
 # every sparsetopo layer above topology
-HEAVY = ("torch", "numba", "pandas", "matplotlib", "sparsetopo.kernels", "sparsetopo.nn", "sparsetopo.io",
-         "sparsetopo.train", "sparsetopo.sweep", "sparsetopo.report", "sparsetopo.cli")
+HEAVY = ("torch", "numba", "pandas", "matplotlib", "sparsetopo.kernels", "sparsetopo.engines", "sparsetopo.nn",
+         "sparsetopo.io", "sparsetopo.train", "sparsetopo.sweep", "sparsetopo.report", "sparsetopo.cli")
 
 
 def test_importing_the_package_does_not_import_torch_until_asked():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sparsetopo.train.loop as train_module
-import sparsetopo.train.population as population
+import sparsetopo.train.roster as roster
 from sparsetopo import SparsetopoError
 from sparsetopo.train import MEMBER_FIELDS, TrainConfig, population_key, train, train_population
 
@@ -128,7 +128,7 @@ def test_a_diverging_member_is_frozen_without_affecting_the_others(digits, monke
         return model
 
     monkeypatch.setattr(train_module, "build_model", poisoned)
-    monkeypatch.setattr(population, "build_model", poisoned)
+    monkeypatch.setattr(roster, "build_model", poisoned)
     configs = members()
     results = train_population(configs, dataset=digits, engine=engine)
     assert [r.status for r in results] == ["ok", "ok", "ok", "diverged", "ok"]

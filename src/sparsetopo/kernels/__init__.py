@@ -1,4 +1,4 @@
-"""Numba kernels: the compiled arithmetic under the sparse backend and the fused training engines.
+"""Numba kernels: the compiled layer maths under the sparse backend and the training engines.
 
 Nothing here imports torch; every function takes and fills numpy arrays. One job per module:
 
@@ -8,17 +8,14 @@ Nothing here imports torch; every function takes and fills numpy arrays. One job
   and parallel, optionally with the SGD update fused into the weight-gradient pass;
 * :mod:`.tiled`: the same layer maths over batch tiles, for a layer inside someone else's
   network at any batch size (and batch 1 in inference);
-* :mod:`.sgd`: the SGD rule with (Nesterov) momentum, as torch.optim.SGD applies it;
-* :mod:`.step`: MSE on sigmoid outputs, dropout, and the batch loop of one network
-  (:func:`~.step.train_batches`);
-* :mod:`.predict`: a trained network's outputs (accuracy, hidden activations) for the fused
-  engines, on the training step's own kernels;
-* :mod:`.population`: many networks' batch loops at once, one member per thread;
+* :mod:`.dense`: the same layer held dense, as BLAS GEMMs with the topology's mask re-applied;
+* :mod:`.sgd`: the SGD rule with (Nesterov) momentum, as torch.optim.SGD applies it, which the
+  weight-gradient passes above fuse into their loop, and a bias's step by the same rule;
 * :mod:`.threads`: how many chunks a parallel kernel makes, the rule of when a layer stays
   serial, and the per-call-site memory of which was faster;
 * :mod:`.cache`: numba's on-disk cache files older than a kernel source, found and dropped.
 
-Torch modules call these through :mod:`sparsetopo.nn.sparse_autograd`; the training engines in
-:mod:`sparsetopo.train` call :mod:`.step` and :mod:`.population`. Which kernel, tile width and
+Torch modules call these through :mod:`sparsetopo.nn.sparse_autograd`; the training engines
+(epoch loop, loss, dropout, population) are :mod:`sparsetopo.engines`, one layer up. Which kernel, tile width and
 threads a call uses is decided by :mod:`sparsetopo.nn.plan`.
 """

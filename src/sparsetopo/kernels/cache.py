@@ -5,12 +5,12 @@ before the call, so that the training engines start their clocks after it: no ep
 holds compilation or cache loading (seconds on a first run, tenths of one later).
 
 numba checks a cached function against its own source file only: a caller in one module
-(``tiled.gather`` calling ``layer._bounds``, the fused epoch calling ``layer``) keeps the machine
-code it compiled with the old callee inlined after the callee's file changes, and runs it. A
-cache index (``*.nbi``) older than the newest file in ``kernels/`` may therefore hold stale
-code; dropping the index makes numba compile afresh (the ``*.nbc`` data it pointed to is then
-unused and is dropped too). The test session (``tests/conftest.py``) and the benchmark
-scripts (``benchmarks/_common.py``) call :func:`drop_stale_cache` before any kernel runs.
+(``tiled.gather`` calling ``layer._bounds``, the engines' epoch in ``engines/step.py`` calling
+``layer``) keeps the machine code it compiled with the old callee inlined after the callee's
+file changes, and runs it. A cache index (``*.nbi``) older than the newest file in ``kernels/``
+or ``engines/`` (:data:`COMPILED`) may therefore hold stale code; dropping the index makes
+numba compile afresh (the ``*.nbc`` data it pointed to is then unused and is dropped too). The
+test session (``tests/conftest.py``) and the benchmark scripts (``benchmarks/_common.py``) call :func:`drop_stale_cache` before any kernel runs.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from pathlib import Path
 
 KERNELS = Path(__file__).resolve().parent
 PACKAGE = KERNELS.parent
+#: The packages whose functions numba compiles and caches: the layer maths and the engines.
+COMPILED = (KERNELS, PACKAGE / "engines")
 
 
 def newest_kernel_source() -> float:
-    """Modification time of the newest ``*.py`` file in ``kernels/``."""
-    return max(p.stat().st_mtime for p in KERNELS.glob("*.py"))
+    """Modification time of the newest ``*.py`` file in ``kernels/`` and ``engines/``."""
+    return max(p.stat().st_mtime for d in COMPILED for p in d.glob("*.py"))
 
 
 def _cache_dirs() -> list[Path]:

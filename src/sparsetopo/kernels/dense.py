@@ -16,7 +16,7 @@ stay exactly 0 and the layer computes what its CSR form computes, up to the orde
 
 ``np.dot`` inside numba calls the BLAS that SciPy ships (``scipy.linalg.cython_blas``); the
 caller keeps that BLAS on one thread (the members are the parallelism, see
-:mod:`sparsetopo.train.population`).
+:mod:`sparsetopo.train.fused_population`).
 """
 
 from __future__ import annotations

@@ -9,9 +9,12 @@ One job per module:
 * :mod:`.recipe`: training options beyond the paper's (loss, optimizer, learning-rate
   schedule, validation split, early stopping);
 * :mod:`.fused`: the fused epoch :func:`train` uses when every layer is sparse;
-* :mod:`.population`: :func:`train_population`, many networks of one shape at once.
+* :mod:`.population`: :func:`train_population`, many networks of one shape at once, on one
+  of two engines: :mod:`.fused_population` (numba, the paper's recipe) or :mod:`.stack`
+  (stacked torch tensors, any recipe), which share their epoch bookkeeping (:mod:`.roster`).
 
-The arithmetic of the fused paths lives in :mod:`sparsetopo.kernels`; the networks are
+The compiled training engines of the fused paths live in :mod:`sparsetopo.engines`, on the
+layer maths of :mod:`sparsetopo.kernels`; the networks are
 :mod:`sparsetopo.nn`'s modules, which know nothing of optimizers or epochs.
 """
 

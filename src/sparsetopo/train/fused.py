@@ -3,7 +3,7 @@
 With MNIST-sized layers at 1-10% density the kernels themselves take tens of microseconds a
 step, less than the Python, autograd and optimizer bookkeeping around them. So when a model
 qualifies, :func:`sparsetopo.train.train` hands the whole epoch to one numba function
-(:func:`sparsetopo.kernels.step.train_batches`, which the population engine shares): batch
+(:func:`sparsetopo.engines.step.train_batches`, which the population engine shares): batch
 gather, forward with sigmoid, MSE gradient, backward and the SGD update in place, one call per
 epoch. The trained network is evaluated by the same kernels (:meth:`FusedEpoch.outputs`).
 
@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch.autograd.graph import increment_version
 
+from sparsetopo.engines.layout import SGD, EngineLayer, no_dense_members, no_dropout
+from sparsetopo.engines.predict import layer_outputs
+from sparsetopo.engines.step import train_batches
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels.cache import load_or_compile
-from sparsetopo.kernels.predict import layer_outputs
-from sparsetopo.kernels.step import train_batches
 from sparsetopo.kernels.threads import n_chunks
 from sparsetopo.nn.plan import engine_threads, wide_argument
 
@@ -36,7 +37,7 @@ def _view(t: torch.Tensor) -> np.ndarray:
 
 
 def _row(a: np.ndarray) -> np.ndarray:
-    """``a`` as a one-row 2-D view (member 0 of the layout :func:`~sparsetopo.kernels.step.train_batches` reads)."""
+    """``a`` as a one-row 2-D view (member 0 of :class:`~sparsetopo.engines.layout.EngineLayer`)."""
     return a.reshape(1, -1)
 
 
@@ -66,19 +67,17 @@ class FusedEpoch:
         self.momentum = float(momentum)
         layers = model.layers
         self.sizes = np.array([layers[0].topology.n_in] + [layer.topology.n_out for layer in layers], dtype=np.int64)
-        # The kernels' layout (kernels.step.train_batches): one network is member 0, its bias
-        # and pointer arrays one-row views, its slice the whole layer. Views of the parameters,
-        # so the kernels update them in place.
-        self.values = tuple(_view(layer.values) for layer in layers)
-        self.biases = tuple(_row(_view(layer.bias)) for layer in layers)
-        self.value_bufs = tuple(_view(b) for b in buffers[0::2])
-        self.bias_bufs = tuple(_row(_view(b)) for b in buffers[1::2])
-        self.indptrs = tuple(_row(layer.index.indptr) for layer in layers)
-        self.indices = tuple(layer.index.indices for layer in layers)
-        self.col_ptrs = tuple(_row(layer.index.col_ptr) for layer in layers)
-        self.col_rows = tuple(layer.index.col_rows for layer in layers)
-        self.col_perms = tuple(layer.index.col_perm for layer in layers)
-        self.offsets = np.array([[0, layer.index.nnz] for layer in layers], dtype=np.int64)
+        # The engines' layout (engines.layout): one network is member 0, its bias and pointer
+        # arrays one-row views, its slice the whole layer. Views of the parameters, so the
+        # kernels update them in place.
+        self.layers = tuple(
+            EngineLayer(values=_view(layer.values), value_bufs=_view(value_buf), biases=_row(_view(layer.bias)),
+                        bias_bufs=_row(_view(bias_buf)), indptr=_row(layer.index.indptr),
+                        indices=layer.index.indices, col_ptr=_row(layer.index.col_ptr),
+                        col_rows=layer.index.col_rows, col_perm=layer.index.col_perm,
+                        offsets=np.array([0, layer.index.nnz], dtype=np.int64), **no_dense_members(1),
+                        **no_dropout())
+            for layer, value_buf, bias_buf in zip(layers, buffers[0::2], buffers[1::2]))
 
     @staticmethod
     def supports(model) -> bool:
@@ -115,29 +114,22 @@ class FusedEpoch:
 
     def epoch_arguments(self, x: torch.Tensor, targets: torch.Tensor, order: torch.Tensor, batch_size: int,
                         losses: np.ndarray) -> tuple:
-        """The arguments of :func:`~sparsetopo.kernels.step.train_batches` for one epoch: every
-        batch of network 0, no dropout (``rates`` None), no layer dense (``dense_values`` None),
-        so neither kind of code is compiled for it."""
-        threaded = [engine_threads(nnz, batch_size) for _, nnz in self.offsets]
+        """The arguments of :func:`~sparsetopo.engines.step.train_batches` for one epoch: every
+        batch of network 0, no dropout (``u`` None), no layer dense (``dense`` None), so neither
+        kind of code is compiled for it."""
+        threaded = [engine_threads(int(layer.offsets[1]), batch_size) for layer in self.layers]
         # None when every layer stays serial: that specialisation compiles no parallel kernel
         parallel = np.array(threaded) if any(threaded) else None
         # with momentum 0 the rule reduces to w -= lr * g, whatever the buffers hold
         return (_features(x), np.ascontiguousarray(targets.detach().numpy(), dtype=np.float32),
-                order.numpy().astype(np.int64), 0, losses.size, batch_size, self.sizes, None, None, None,
-                self.values, self.biases, self.value_bufs, self.bias_bufs, self.indptrs, self.indices,
-                self.col_ptrs, self.col_rows, self.col_perms, self.offsets, 0, None, None, None, None, None,
-                parallel, np.float32(self.lr), np.float32(self.momentum), self.momentum > 0, n_chunks(),
+                order.numpy().astype(np.int64), 0, losses.size, batch_size, self.sizes, self.layers, 0, None, None,
+                SGD(np.float32(self.lr), np.float32(self.momentum), self.momentum > 0), parallel, n_chunks(),
                 wide_argument(batch_size), losses)
-
-    def _network(self) -> tuple:
-        """The trained network in the arguments of :mod:`sparsetopo.kernels.predict` (no layer dense)."""
-        return (self.sizes, self.values, self.biases, self.col_ptrs, self.col_rows, self.col_perms, self.offsets,
-                0, None, None, None)
 
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each layer's sigmoid outputs for ``x`` (examples x units; the output layer last), computed
-        by the kernels the network trains on (:func:`sparsetopo.kernels.predict.layer_outputs`)."""
-        out = torch.from_numpy(layer_outputs(_features(x), *self._network()))
+        by the kernels the network trains on (:func:`sparsetopo.engines.predict.layer_outputs`)."""
+        out = torch.from_numpy(layer_outputs(_features(x), self.sizes, self.layers, 0, None))
         return list(out.split([int(s) for s in self.sizes[1:]], dim=1))
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:

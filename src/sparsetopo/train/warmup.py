@@ -12,7 +12,7 @@ what its epochs will run, so that every epoch's time is the epoch's own by const
   compiles or loads the sparse layers' kernels, and runs torch's own first-call set-up.
 
 The population engine readies its kernel before each timed call the same way
-(:class:`sparsetopo.train.population._FusedPopulation`).
+(:class:`sparsetopo.train.fused_population._FusedPopulation`).
 """
 
 from __future__ import annotations

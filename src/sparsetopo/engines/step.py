@@ -2,8 +2,9 @@
 
 :func:`train_batches` is the body of both the sequential fused epoch
 (:mod:`sparsetopo.train.fused`, one call per epoch) and the population engine
-(:mod:`sparsetopo.kernels.population`), so the two cannot drift apart. The layer maths it calls
-are :mod:`sparsetopo.kernels.layer`'s; the update rule is :mod:`sparsetopo.kernels.sgd`'s.
+(:mod:`sparsetopo.engines.population`), so the two cannot drift apart. The layer maths it calls
+are :mod:`sparsetopo.kernels.layer`'s and :mod:`sparsetopo.kernels.dense`'s; the update rule is
+:mod:`sparsetopo.kernels.sgd`'s; the arrays it reads are laid out as :mod:`.layout` says.
 """
 
 from __future__ import annotations
@@ -86,57 +87,51 @@ def dropout_grad(g, dropped, scale):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scales, u, values, biases,
-                  value_bufs, bias_bufs, indptrs, indices, col_ptrs, col_rows, col_perms, offsets, p,
-                  dense, dense_values, dense_masks, dense_bufs, dense_offsets,
-                  parallel, lr, momentum, nesterov, n_chunks, wide, losses):
+def train_batches(x, targets, order, first, stop, batch_size, sizes, layers, p, dense, u, sgd, parallel, n_chunks,
+                  wide, losses):
     """Minibatch SGD on batches ``first .. stop - 1`` of one sparse sigmoid MLP, MSE on one-hot
     targets: the body of both the sequential fused epoch (:class:`sparsetopo.train.fused.FusedEpoch`) and the
-    population engine (:mod:`sparsetopo.kernels.population`), so the two cannot drift apart.
+    population engine (:mod:`sparsetopo.engines.population`), so the two cannot drift apart.
 
     Per batch (the rows ``order[start:start + batch_size]`` of ``x``, the same batches as the
     autograd loop in :func:`sparsetopo.train.train`): input dropout of layers with
-    ``rates[l] > 0`` (numbers ``u`` from the start of batch ``first``, see
+    ``rate > 0`` (numbers ``u`` from the start of batch ``first``, see
     :func:`dropout_inputs`), forward with sigmoid, the MSE gradient, then from the last layer
     down the gradient to the layer's inputs (with the weights *before* this step's update, as
-    autograd does) and the SGD update of the layer's connected weights, bias and momentum
-    buffers, in place. ``losses[step - first]`` gets each batch's mean loss.
+    autograd does) and the SGD update (``sgd``, an :class:`~sparsetopo.engines.layout.SGD`) of
+    the layer's connected weights, bias and momentum buffers, in place. ``losses[step - first]``
+    gets each batch's mean loss.
 
-    Layout: per-layer arguments are homogeneous tuples indexed by layer, and may hold several
-    networks: the network trained is ``p``, its connected weights (and buffers, ``indices``,
-    ``col_rows``, ``col_perms``) the slice ``offsets[l, p]:offsets[l, p + 1]`` of the layer's
-    flat arrays, its bias and pointer rows ``biases[l][p]``, ``indptrs[l][p]``,
-    ``col_ptrs[l][p]``. One network alone is ``p = 0`` with one row each. ``parallel[l]`` says
-    whether layer ``l`` runs on the thread pool (never from inside a ``prange``).
+    Layout: ``layers`` is a tuple of :class:`~sparsetopo.engines.layout.EngineLayer`, one per
+    layer, which may hold several networks: the network trained is ``p``. ``sizes`` are the
+    layer widths, inputs first. ``parallel[l]`` says whether layer ``l`` runs on the thread
+    pool (never from inside a ``prange``). A layer with ``dense[l, p]`` is held dense and runs
+    as BLAS GEMMs.
 
-    A layer with ``dense[l, p]`` is stored dense instead (:mod:`sparsetopo.kernels.dense`): its
-    ``n_in x n_out`` weights, mask and momentum buffer are the slice
-    ``dense_offsets[l, p]:dense_offsets[l, p + 1]`` of ``dense_values[l]``, ``dense_masks[l]``,
-    ``dense_bufs[l]`` (its CSR slice is then empty and unused), and it runs as BLAS GEMMs.
-
-    What a call cannot use is passed as None, and is then not compiled at all: ``rates`` (with
-    ``scales`` and ``u``) when no layer drops, ``dense_values`` (with the other ``dense*``)
-    when no layer is held dense, ``parallel`` when every layer runs on the calling thread,
-    ``wide`` when no batch is wider than ``BLOCK`` (:mod:`sparsetopo.kernels.layer`; else True).
-    numba removes a branch on ``x is not None`` for an ``x`` typed None before it compiles
-    the calls inside, so each such specialisation compiles only the kernels it runs: the
-    sequential epoch of a small network compiles neither the parallel, the dense nor the
-    dropout kernels (about two thirds of this function's compile time).
+    What a call cannot use is passed as None, and is then not compiled at all: ``u`` when no
+    layer drops, ``dense`` when no layer is held dense, ``parallel`` when every layer runs on
+    the calling thread, ``wide`` when no batch is wider than ``BLOCK``
+    (:mod:`sparsetopo.kernels.layer`; else True). numba removes a branch on ``x is not None``
+    for an argument ``x`` typed None before it compiles the calls inside, so each such
+    specialisation compiles only the kernels it runs: the sequential epoch of a small network
+    compiles neither the parallel, the dense nor the dropout kernels (about two thirds of this
+    function's compile time).
     """
+    lr, momentum, nesterov = sgd
     n_layers = sizes.shape[0] - 1
     n = order.shape[0]
     at = np.zeros(n_layers + 2, dtype=np.int64)   # where each layer's block starts
     drops = False
     for l in range(n_layers + 1):
         at[l + 1] = at[l] + sizes[l] * batch_size
-        if rates is not None and l < n_layers and rates[l] > 0:
+        if u is not None and l < n_layers and layers[l].rate > 0:
             drops = True
     act = np.empty(at[n_layers + 1], dtype=np.float32)      # every layer's activations
     delta = np.empty(at[n_layers + 1], dtype=np.float32)    # gradients to pre-activations
     dropped = np.empty(at[n_layers] if drops else 0, dtype=np.float32)  # layer inputs after dropout
     grad_size = 0                                            # a dense layer's weight gradient
     for l in range(n_layers):
-        if dense_values is not None and dense[l, p]:
+        if dense is not None and dense[l, p]:
             grad_size = max(grad_size, sizes[l] * sizes[l + 1])
     grad = np.empty(grad_size, dtype=np.float32)
     u_pos = 0
@@ -146,45 +141,47 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
         rows = order[start: start + nb]
         gather_transposed(x, rows, _block(act, at[0], sizes[0], nb))
         for l in range(n_layers):
+            layer = layers[l]
             inp = _block(act, at[l], sizes[l], nb)
-            if rates is not None and rates[l] > 0:
+            if u is not None and layer.rate > 0:
                 d = _block(dropped, at[l], sizes[l], nb)
-                dropout_inputs(inp, u, u_pos, rates[l], scales[l], d)
+                dropout_inputs(inp, u, u_pos, layer.rate, layer.scale, d)
                 u_pos += nb * sizes[l]
                 inp = d
-            lo, hi = offsets[l, p], offsets[l, p + 1]
+            lo, hi = layer.offsets[p], layer.offsets[p + 1]
             a_out = _block(act, at[l + 1], sizes[l + 1], nb)
-            if dense_values is not None and dense[l, p]:
-                w = dense_values[l][dense_offsets[l, p]: dense_offsets[l, p + 1]].reshape((sizes[l], sizes[l + 1]))
-                dense_forward(inp, w, biases[l][p], a_out, True)
+            if dense is not None and dense[l, p]:
+                w = layer.dense_values[layer.dense_offsets[p]: layer.dense_offsets[p + 1]]
+                dense_forward(inp, w.reshape((sizes[l], sizes[l + 1])), layer.biases[p], a_out, True)
             elif parallel is not None and parallel[l]:
-                forward(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
-                        col_perms[l][lo:hi], a_out, True, n_chunks, wide)
+                forward(inp, layer.values[lo:hi], layer.biases[p], layer.col_ptr[p], layer.col_rows[lo:hi],
+                        layer.col_perm[lo:hi], a_out, True, n_chunks, wide)
             else:
-                forward_serial(inp, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
-                               col_perms[l][lo:hi], a_out, True, wide)
+                forward_serial(inp, layer.values[lo:hi], layer.biases[p], layer.col_ptr[p], layer.col_rows[lo:hi],
+                               layer.col_perm[lo:hi], a_out, True, wide)
         losses[step - first] = mse_sigmoid_delta(_block(act, at[n_layers], sizes[n_layers], nb), targets, rows,
                                                  _block(delta, at[n_layers], sizes[n_layers], nb))
         for l in range(n_layers - 1, -1, -1):
-            lo, hi = offsets[l, p], offsets[l, p + 1]
-            v = values[l][lo:hi]
-            buf = value_bufs[l][lo:hi]
-            ip = indptrs[l][p]
-            idx = indices[l][lo:hi]
+            layer = layers[l]
+            lo, hi = layer.offsets[p], layer.offsets[p + 1]
+            v = layer.values[lo:hi]
+            buf = layer.value_bufs[lo:hi]
+            ip = layer.indptr[p]
+            idx = layer.indices[lo:hi]
             a_in = _block(act, at[l], sizes[l], nb)
             inp = a_in
-            if rates is not None and rates[l] > 0:
+            if u is not None and layer.rate > 0:
                 inp = _block(dropped, at[l], sizes[l], nb)
             d_out = _block(delta, at[l + 1], sizes[l + 1], nb)
-            if dense_values is not None and dense[l, p]:
-                dlo, dhi = dense_offsets[l, p], dense_offsets[l, p + 1]
-                w = dense_values[l][dlo:dhi]
+            if dense is not None and dense[l, p]:
+                dlo, dhi = layer.dense_offsets[p], layer.dense_offsets[p + 1]
+                w = layer.dense_values[dlo:dhi]
                 if l > 0:  # with the weights before the step, as autograd
                     d_in = _block(delta, at[l], sizes[l], nb)
                     dense_backward_input(d_out, w.reshape((sizes[l], sizes[l + 1])), d_in, a_in)
-                    if rates is not None and rates[l] > 0:
-                        dropout_grad(d_in, inp, scales[l])
-                dense_values_sgd(inp, d_out, w, dense_masks[l][dlo:dhi], dense_bufs[l][dlo:dhi], grad,
+                    if u is not None and layer.rate > 0:
+                        dropout_grad(d_in, inp, layer.scale)
+                dense_values_sgd(inp, d_out, w, layer.dense_masks[dlo:dhi], layer.dense_bufs[dlo:dhi], grad,
                                  lr, momentum, nesterov)
             elif l > 0:  # the gradient to the inputs and the step, in one pass
                 d_in = _block(delta, at[l], sizes[l], nb)
@@ -192,11 +189,10 @@ def train_batches(x, targets, order, first, stop, batch_size, sizes, rates, scal
                     backward_sgd(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, n_chunks, wide)
                 else:
                     backward_sgd_serial(inp, d_out, v, ip, idx, d_in, a_in, True, buf, lr, momentum, nesterov, wide)
-                if rates is not None and rates[l] > 0:
-                    dropout_grad(d_in, inp, scales[l])
+                if u is not None and layer.rate > 0:
+                    dropout_grad(d_in, inp, layer.scale)
             elif parallel is not None and parallel[l]:  # the first layer needs no gradient to the data
                 backward_values_sgd(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov, n_chunks)
             else:
                 backward_values_sgd_serial(inp, d_out, ip, idx, v, buf, lr, momentum, nesterov)
-            bias_sgd(d_out, biases[l][p], bias_bufs[l][p], lr, momentum, nesterov)
-
+            bias_sgd(d_out, layer.biases[p], layer.bias_bufs[p], lr, momentum, nesterov)

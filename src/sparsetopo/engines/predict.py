@@ -1,17 +1,17 @@
 """A trained sparse sigmoid MLP's outputs in compiled code: its accuracy and its layers' activations.
 
 The fused training engines evaluate their networks here rather than through the torch module
-(whose sparse layers run the tiled kernels of :mod:`.tiled`): the forward pass is
+(whose sparse layers run the tiled kernels of :mod:`sparsetopo.kernels.tiled`): the forward pass is
 :func:`~sparsetopo.kernels.layer.forward_serial` (or :func:`~sparsetopo.kernels.dense.dense_forward`
 for a layer held dense) on arguments of the very types the training step passes it, so the
 specialisations compiled for training serve evaluation too, and a first run compiles no
 second set of layer kernels only to measure its accuracy (about a third of a cold start).
 
-Layout and arguments are those of :func:`sparsetopo.kernels.step.train_batches` (network
-``p`` of per-layer tuples, a layer held dense where ``dense[l, p]``, ``dense_values`` None
-when none is). Examples go through in blocks of ``BLOCK`` (the width the forward kernel
+Layout and arguments are those of :func:`sparsetopo.engines.step.train_batches` (network
+``p`` of a tuple of :class:`~sparsetopo.engines.layout.EngineLayer`, a layer held dense where
+``dense[l, p]``, ``dense`` None when none is). Examples go through in blocks of ``BLOCK`` (the width the forward kernel
 keeps in registers). The functions are serial: the population engine runs one member per
-thread (:func:`sparsetopo.kernels.population.population_correct` counts with
+thread (:func:`sparsetopo.engines.population.population_correct` counts with
 :func:`count_correct`); the sequential fused epoch reads :func:`layer_outputs`.
 """
 
@@ -35,8 +35,7 @@ def _layer_offsets(sizes):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def forward_block(x, start, nb, sizes, values, biases, col_ptrs, col_rows, col_perms, offsets, p,
-                  dense, dense_values, dense_offsets, act, at):
+def forward_block(x, start, nb, sizes, layers, p, dense, act, at):
     """Network ``p``'s sigmoid outputs of every layer for examples ``start .. start + nb - 1`` of
     ``x`` (``nb <= BLOCK``), each layer's as a feature-major ``sizes[l] x nb`` block of ``act``
     from ``at[l]`` (layer 0: the inputs)."""
@@ -46,20 +45,20 @@ def forward_block(x, start, nb, sizes, values, biases, col_ptrs, col_rows, col_p
         for f in range(sizes[0]):
             a0[f, t] = x[start + t, f]
     for l in range(n_layers):
-        lo, hi = offsets[l, p], offsets[l, p + 1]
+        layer = layers[l]
+        lo, hi = layer.offsets[p], layer.offsets[p + 1]
         a_in = act[at[l]: at[l] + sizes[l] * nb].reshape((sizes[l], nb))
         a_out = act[at[l + 1]: at[l + 1] + sizes[l + 1] * nb].reshape((sizes[l + 1], nb))
-        if dense_values is not None and dense[l, p]:
-            w = dense_values[l][dense_offsets[l, p]: dense_offsets[l, p + 1]].reshape((sizes[l], sizes[l + 1]))
-            dense_forward(a_in, w, biases[l][p], a_out, True)
+        if dense is not None and dense[l, p]:
+            w = layer.dense_values[layer.dense_offsets[p]: layer.dense_offsets[p + 1]]
+            dense_forward(a_in, w.reshape((sizes[l], sizes[l + 1])), layer.biases[p], a_out, True)
         else:
-            forward_serial(a_in, values[l][lo:hi], biases[l][p], col_ptrs[l][p], col_rows[l][lo:hi],
-                           col_perms[l][lo:hi], a_out, True, None)  # None: never wider than BLOCK
+            forward_serial(a_in, layer.values[lo:hi], layer.biases[p], layer.col_ptr[p], layer.col_rows[lo:hi],
+                           layer.col_perm[lo:hi], a_out, True, None)  # None: never wider than BLOCK
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def count_correct(x, y, sizes, values, biases, col_ptrs, col_rows, col_perms, offsets, p,
-                  dense, dense_values, dense_offsets):
+def count_correct(x, y, sizes, layers, p, dense):
     """How many examples of ``x`` network ``p`` classifies as ``y`` says (no dropout). The
     predicted class is the first largest output, as ``torch.argmax`` picks."""
     n_layers = sizes.shape[0] - 1
@@ -69,8 +68,7 @@ def count_correct(x, y, sizes, values, biases, col_ptrs, col_rows, col_perms, of
     count = 0
     for start in range(0, x.shape[0], BLOCK):
         nb = min(BLOCK, x.shape[0] - start)
-        forward_block(x, start, nb, sizes, values, biases, col_ptrs, col_rows, col_perms, offsets, p,
-                      dense, dense_values, dense_offsets, act, at)
+        forward_block(x, start, nb, sizes, layers, p, dense, act, at)
         out = act[at[n_layers]: at[n_layers] + n_out * nb].reshape((n_out, nb))
         for t in range(nb):
             best = 0
@@ -83,8 +81,7 @@ def count_correct(x, y, sizes, values, biases, col_ptrs, col_rows, col_perms, of
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def layer_outputs(x, sizes, values, biases, col_ptrs, col_rows, col_perms, offsets, p,
-                  dense, dense_values, dense_offsets):
+def layer_outputs(x, sizes, layers, p, dense):
     """Network ``p``'s sigmoid outputs of every layer but the input for every example of ``x``:
     an ``(examples, sizes[1] + ... + sizes[-1])`` array, layer after layer (the output layer
     last). One kernel gives both what the accuracy reads and what the divergence rule probes."""
@@ -97,8 +94,7 @@ def layer_outputs(x, sizes, values, biases, col_ptrs, col_rows, col_perms, offse
     out = np.empty((x.shape[0], width), dtype=np.float32)
     for start in range(0, x.shape[0], BLOCK):
         nb = min(BLOCK, x.shape[0] - start)
-        forward_block(x, start, nb, sizes, values, biases, col_ptrs, col_rows, col_perms, offsets, p,
-                      dense, dense_values, dense_offsets, act, at)
+        forward_block(x, start, nb, sizes, layers, p, dense, act, at)
         column = 0
         for l in range(1, n_layers + 1):
             a = act[at[l]: at[l] + sizes[l] * nb].reshape((sizes[l], nb))
