@@ -126,3 +126,21 @@ def test_spec_files_name_the_architecture_and_the_presets_expand():
         assert len(configs) == n and {c.architecture for c in configs} == {kind}
         assert {c.permute_inputs for c in configs} == {None, 1}
         assert min(c.seed for c in configs) == 0 and max(c.seed for c in configs) == 2
+
+
+def test_resuming_a_cnn_run_is_refused_not_ignored(tmp_path):
+    config = TrainConfig(dataset="digits", epochs=1, limit_train=64, **CNN)
+    with pytest.raises(SparsetopoError, match="keeps no epoch checkpoint"):
+        train(config, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_the_progress_line_names_a_cnn_s_density(capsys):
+    from types import SimpleNamespace
+
+    from sparsetopo.cli.progress import Progress
+
+    event = SimpleNamespace(config=TrainConfig(**CNN), test_accuracy=0.5, status="ok", error=None, run_id="abc",
+                            seconds=1.0, cpus=None, done=1, total=2)
+    with Progress("run") as progress:
+        progress.on_run(event)
+    assert "regular_rotating hidden 8,16,16 cnn density 0.25 seed 0" in capsys.readouterr().err

@@ -24,7 +24,8 @@ Each keeps the graph (and its spectrum) and removes only its alignment.
 Recipe: whatever the config says; the presets use cross-entropy and Adam (the paper gives no
 protocol for these networks). Initial weights are torch's own initialisation, drawn under a
 generator seeded from the run's seed; a sparsified layer keeps the connected entries of them.
-Every run takes the plain autograd loop on the masked layers.
+Every run takes the plain autograd loop on the masked layers. It writes no epoch checkpoint
+(``train(..., resume=True)`` is refused for it): a sweep resumes such runs run by run.
 """
 
 from __future__ import annotations

@@ -114,6 +114,9 @@ def train(
         from sparsetopo.train.architectures import plain_split, train_architecture
 
         training_device(config)
+        if resume:
+            raise SparsetopoError(f"a {config.architecture} run keeps no epoch checkpoint to resume from: train it "
+                                  "again without resume (a sweep resumes run by run)")
         return train_architecture(config, split_tensors(plain_split(config), dataset, data_dir), on_epoch, clock)
     started = time.perf_counter()
     device = training_device(config)
