@@ -102,6 +102,9 @@ def test_f5_and_the_documents_cover_both_architectures(tmp_path):
     for name in ("report.md", "report.html"):
         text = (tmp_path / "out" / name).read_text()
         assert "F4" in text and "within 2 points of the dense LSTM" in text
+    for kind in ("cnn", "lstm"):   # a figure per architecture, both orders
+        assert (tmp_path / "out" / f"future_{kind}.png").stat().st_size > 10_000
+        assert f"future_{kind}.png" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_mlp_runs_keep_their_claims_beside_the_other_architectures(tmp_path):

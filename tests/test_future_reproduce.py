@@ -41,3 +41,5 @@ def test_reproduce_writes_the_architecture_claims(tmp_path, monkeypatch, preset,
         assert claim["verdict"] in ("supported", "not supported", "inconclusive") and claim["rule"]
     text = (tmp_path / preset / "report.md").read_text()
     assert all(cid in text for cid in expected)
+    kind = "cnn" if preset == "cnn" else "lstm"
+    assert (tmp_path / preset / f"future_{kind}.png").exists() and f"future_{kind}.png" in text

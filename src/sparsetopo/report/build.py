@@ -20,6 +20,7 @@ from typing import Callable
 from sparsetopo.report import claims as _claims
 from sparsetopo.report import figures as _figures
 from sparsetopo.report import frontier, future, graph, locality, protocol
+from sparsetopo.report.future_figure import architecture_figures
 from sparsetopo.report.document import ReportContent, write_documents
 from sparsetopo.report.recipes import compare_recipes, recipes_in
 from sparsetopo.report.results import analysis_slice, load_table, normalise
@@ -116,6 +117,7 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     if other_architectures is not None:
         step("other architectures")
         claim_results += future.check_future(other_architectures, seed=seed)
+        figure_results += architecture_figures(other_architectures, out_dir)
     for f in figure_results:
         if f.skipped:
             notes.append(f"{f.title} skipped: {f.skipped}")
@@ -143,15 +145,17 @@ def _architectures_only(db_path, out_dir, runs, notes, seed, step) -> ReportSumm
     """The report of a store holding only CNN and LSTM runs: claims F1-F5, no MLP claims or figures."""
     step("claims")
     claim_results = future.check_future(runs, seed=seed)
+    step("figures")
+    figure_results = architecture_figures(runs, out_dir)
     step("writing the report")
     notes = [*_completeness(db_path), *notes]
     content = ReportContent(
         title="Sparse Neural Network Topologies: reproduction report", source=str(db_path),
         generated=_dt.datetime.now().astimezone().isoformat(timespec="seconds"), claims=claim_results,
-        figures=[], notes=notes, protocol=protocol.departures(runs), sweep=protocol.sweep_meta(db_path),
+        figures=figure_results, notes=notes, protocol=protocol.departures(runs), sweep=protocol.sweep_meta(db_path),
         grid=protocol.grid_summary(runs), environment=protocol.environment())
     paths = write_documents(content, Path(out_dir))
-    return ReportSummary(Path(out_dir), paths, claim_results, [], notes)
+    return ReportSummary(Path(out_dir), paths, claim_results, figure_results, notes)
 
 
 def _completeness(db_path) -> list[str]:
