@@ -144,3 +144,11 @@ def test_the_progress_line_names_a_cnn_s_density(capsys):
     with Progress("run") as progress:
         progress.on_run(event)
     assert "regular_rotating hidden 8,16,16 cnn density 0.25 seed 0" in capsys.readouterr().err
+
+
+def test_a_recipe_cannot_change_the_network_s_architecture_or_density():
+    text = ('[protocol]\ndataset = "digits"\narchitecture = "lstm"\nhidden = [16]\n[recipes.other]\n{field}\n'
+            '[grid.a]\nconstructions = ["random_edge"]\ndensity = [0.25]\nrecipes = ["other"]\n')
+    for field in ('architecture = "cnn"', "density = 0.5"):
+        with pytest.raises(SparsetopoError, match="a recipe says how networks train, not which network"):
+            parse_spec(text.format(field=field))

@@ -43,8 +43,8 @@ axis). ``fully_connected`` ignores the degree axes: one cell per hidden size and
 for "the features in their own order", so ``permute_inputs = [false, 1]`` trains every
 network in raster order and permuted.
 
-A recipe may set any TrainConfig field but those naming the network (data set, sizes,
-construction, degrees, seed) and dropout; each run remembers its recipe's name
+A recipe may set any TrainConfig field but those naming the network (data set, architecture,
+sizes, construction, degrees, density, seed) and dropout; each run remembers its recipe's name
 (:func:`expand_recipes`; the store's ``recipe`` column). ``[sweep] fallback_dataset`` names a
 data set used when the [protocol] one is not on this machine (:func:`with_fallback`).
 
@@ -99,10 +99,13 @@ GRID_AXES = ("constructions", "hidden", "degrees_in", "degrees_out", "densities_
 GRID_REPLACES = {"construction": "constructions", "seed": "seeds"}
 SWEEP_KEYS = ("name", "description", "departures", "fallback_dataset", "population")
 #: TrainConfig fields a [recipes.NAME] table may set: how a network is trained, not which
-#: network it is (data set, sizes, construction, degrees and seed are the grid's, and so is
-#: dropout, the paper's own variant and a grid axis).
+#: network it is (data set, architecture, sizes, construction, degrees, density and seed are the
+#: grid's, and so is dropout, the paper's own variant and a grid axis).
 RECIPE_FIELDS = tuple(name for name in CONFIG_FIELDS
-                      if name not in ("dataset", "hidden", "construction", "degrees", "seed", "dropout"))
+                      if name not in ("dataset", "hidden", "construction", "degrees", "seed", "dropout", "architecture",
+                                      "density"))
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     """A parsed, validated sweep spec. ``blocks`` keeps the file's order."""
