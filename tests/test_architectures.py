@@ -3,6 +3,8 @@ networks' masks against a dense reference, the nulls, and a short training run o
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,16 @@ def test_a_recipe_cannot_change_the_network_s_architecture_or_density():
     for field in ('architecture = "cnn"', "density = 0.5"):
         with pytest.raises(SparsetopoError, match="a recipe says how networks train, not which network"):
             parse_spec(text.format(field=field))
+
+
+def test_a_sweep_worker_trains_a_cnn_alone_and_measures_its_channel_graphs():
+    from sparsetopo.sweep.worker import run_chunk
+
+    configs = [TrainConfig(dataset="digits", epochs=1, limit_train=64, seed=s, **CNN).to_dict() for s in (0, 1)]
+    rows = run_chunk(configs, population=True)   # the population engines hold MLPs only
+    assert [row.get("error") for row in rows] == [None, None]
+    assert {row["trained_with"] for row in rows} == {"train"}
+    assert {row["backend"] for row in rows} == {"autograd/masked"}
+    layers = json.loads(rows[0]["layers"])
+    assert [(layer["n_in"], layer["n_out"], layer["k"]) for layer in layers] == [(8, 16, 4), (16, 16, 4)]
+    assert rows[0]["metrics"]["network"]["algebraic_connectivity"] is not None
