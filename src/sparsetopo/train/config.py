@@ -66,7 +66,7 @@ def check_architecture(config) -> None:
                               "use density = 1, or another construction")
     if kind == "cnn" and len(config.hidden) < 2:
         raise SparsetopoError(f"a cnn needs hidden = a list of >= 2 conv layers' channels (the first conv stays "
-                              f"dense), e.g. [16, 32, 32]; got {list(config.hidden)}")
+                              f"dense), e.g. [24, 24, 24]; got {list(config.hidden)}")
     if kind == "lstm" and len(config.hidden) != 1:
         raise SparsetopoError(f"an lstm has one hidden size, e.g. hidden = [128]; got {list(config.hidden)}")
     if config.block != 1 or config.backend == "sparse":
