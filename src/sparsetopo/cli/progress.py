@@ -74,9 +74,9 @@ class Progress:
         accuracy = "" if event.test_accuracy is None else f"{event.test_accuracy:.3f}"
         last = _last_line(event.error) if event.status in ("retry", "failed") else ""
         postfix = f"{c.construction} {event.status} {accuracy}{_clip(last, 60)}".rstrip()
-        what = (f"{c.construction} hidden {','.join(map(str, c.hidden))} "
-                f"k {'full' if c.degrees is None else ','.join('full' if k is None else str(k) for k in c.degrees)} "
-                f"seed {c.seed}")
+        degrees = 'full' if c.degrees is None else ','.join('full' if k is None else str(k) for k in c.degrees)
+        sparsity = f"k {degrees}" if c.architecture == "mlp" else f"{c.architecture} density {c.density:g}"
+        what = f"{c.construction} hidden {','.join(map(str, c.hidden))} {sparsity} seed {c.seed}"
         if event.status in ("retry", "failed"):
             line = f"{event.status} {event.run_id} {what}: {_clip(last, 200)}"
         else:

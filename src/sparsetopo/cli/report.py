@@ -95,6 +95,7 @@ def reproduce_command(preset, dataset, data_dir, out, executor, workers, address
     sweep = done.sweep
     click.echo(f"{done.name}: {sweep.stored} runs trained, {sweep.skipped} already stored, "
                f"{sweep.failed} failed ({done.train_seconds:.0f} s) -> {done.db}")
-    click.echo(f"timed {len(done.timings)} single epochs on backends {', '.join(sorted(set(done.timings['backend'])))}")
+    if len(done.timings):
+        click.echo(f"timed {len(done.timings)} single epochs on backends {', '.join(sorted(set(done.timings['backend'])))}")
     _print_summary(done.report)
     click.echo(f"done in {done.seconds:.0f} s")

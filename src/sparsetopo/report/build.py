@@ -19,7 +19,8 @@ from typing import Callable
 
 from sparsetopo.report import claims as _claims
 from sparsetopo.report import figures as _figures
-from sparsetopo.report import frontier, graph, locality, protocol
+from sparsetopo.report import frontier, future, graph, locality, protocol
+from sparsetopo.report.future_figure import architecture_figures
 from sparsetopo.report.document import ReportContent, write_documents
 from sparsetopo.report.recipes import compare_recipes, recipes_in
 from sparsetopo.report.results import analysis_slice, load_table, normalise
@@ -55,6 +56,10 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
 
         raise SparsetopoError(f"results store {str(db_path)!r} holds no finished runs yet: run the sweep first "
                               f"('sparsetopo reproduce' or 'sparsetopo sweep')")
+    # CNN and LSTM runs (the paper's future work) make claims F1-F5; C1-C8 are about its MLPs
+    table, other_architectures, architecture_notes = future.split_architectures(table)
+    if table.empty:
+        return _architectures_only(db_path, out_dir, other_architectures, architecture_notes, seed, step)
     recipes = recipes_in(table)
     # several recipes: the claims and figures are the first recipe's, the comparison follows
     main = table[table["recipe"].eq(recipes[0])] if len(recipes) > 1 else table
@@ -69,7 +74,7 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     main, _ = locality.raster_only(main)
     chosen = analysis_slice(main, dataset=dataset)
     everything = analysis_slice(main, dataset=dataset, keep_backends=True)
-    notes = [*_completeness(db_path), *block_notes, *order_notes, *chosen.notes]
+    notes = [*_completeness(db_path), *architecture_notes, *block_notes, *order_notes, *chosen.notes]
     if len(recipes) > 1:
         notes.append(f"the store holds {len(recipes)} training recipes ({', '.join(recipes)}): the claims and "
                      f"figures are recipe {recipes[0]!r}'s; 'Claims per recipe' compares them all")
@@ -109,6 +114,10 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
         claim_results += blocks.claims
         notes += blocks.notes
         figure_results.append(blocks.figure)
+    if other_architectures is not None:
+        step("other architectures")
+        claim_results += future.check_future(other_architectures, seed=seed)
+        figure_results += architecture_figures(other_architectures, out_dir)
     for f in figure_results:
         if f.skipped:
             notes.append(f"{f.title} skipped: {f.skipped}")
@@ -130,6 +139,23 @@ def make_report(db_path, out_dir, seed: int = 0, dataset: str | None = None,
     )
     paths = write_documents(content, out_dir)
     return ReportSummary(out_dir, paths, claim_results, figure_results, notes, comparison, null_by_order)
+
+
+def _architectures_only(db_path, out_dir, runs, notes, seed, step) -> ReportSummary:
+    """The report of a store holding only CNN and LSTM runs: claims F1-F5, no MLP claims or figures."""
+    step("claims")
+    claim_results = future.check_future(runs, seed=seed)
+    step("figures")
+    figure_results = architecture_figures(runs, out_dir)
+    step("writing the report")
+    notes = [*_completeness(db_path), *notes]
+    content = ReportContent(
+        title="Sparse Neural Network Topologies: reproduction report", source=str(db_path),
+        generated=_dt.datetime.now().astimezone().isoformat(timespec="seconds"), claims=claim_results,
+        figures=figure_results, notes=notes, protocol=protocol.departures(runs), sweep=protocol.sweep_meta(db_path),
+        grid=protocol.grid_summary(runs), environment=protocol.environment())
+    paths = write_documents(content, Path(out_dir))
+    return ReportSummary(Path(out_dir), paths, claim_results, figure_results, notes)
 
 
 def _completeness(db_path) -> list[str]:

@@ -88,7 +88,9 @@ def reproduce(preset: str = "quick", out=None, *, dataset: str | None = None, da
                               f"{db} --yes' (more --workers or --executor ray shorten it), then "
                               f"'sparsetopo report --db {db} --out {out}'") from None
     trained = time.perf_counter() - started
-    step("timing one epoch per backend and density, one network at a time")
-    timings = measure_epoch_times(db, data_dir=data_dir)
+    timings = pd.DataFrame(columns=["backend"])
+    if spec.protocol.get("architecture", "mlp") == "mlp":   # the backends' timings (C8) are the MLP's
+        step("timing one epoch per backend and density, one network at a time")
+        timings = measure_epoch_times(db, data_dir=data_dir)
     report = make_report(db, out, seed=seed, dataset=dataset, on_step=on_step)
     return ReproduceSummary(spec.name, db, sweep, timings, report, trained, time.perf_counter() - started)

@@ -48,7 +48,7 @@ def dense_cells(spec: SweepSpec, data_dir=None) -> list[DenseCell]:
         for config in expand(replace(spec, blocks=((name, block),)), data_dir=data_dir):
             if config.construction not in DENSE_CONSTRUCTIONS:
                 key = (config.construction, config.hidden)
-                sparse[key] = sparse.get(key, False) or config.degrees is not None
+                sparse[key] = sparse.get(key, False) or config.degrees is not None or config.density < 1
         cells.extend(DenseCell(name, construction, hidden)
                      for (construction, hidden), any_sparse in sparse.items() if not any_sparse)
     return cells
@@ -63,7 +63,7 @@ def dense_message(spec: SweepSpec, cells: list[DenseCell]) -> str:
     where = "; ".join(f"[grid.{block}] {', '.join(names)}" for block, names in by_block.items())
     return (f"sweep spec {spec.source} trains sparse constructions with every layer fully connected "
             f"(density 1.0, the same networks as fully_connected): {where}. Add degrees_in or densities_in "
-            f"(or degrees, one per layer) to those blocks, or train them as fully_connected")
+            f"(or degrees, one per layer; density for a cnn or lstm) to those blocks, or train them as fully_connected")
 
 
 def check_dense(spec: SweepSpec, strict: bool = False, data_dir=None, stacklevel: int = 2) -> list[DenseCell]:

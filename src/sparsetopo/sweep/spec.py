@@ -43,8 +43,8 @@ axis). ``fully_connected`` ignores the degree axes: one cell per hidden size and
 for "the features in their own order", so ``permute_inputs = [false, 1]`` trains every
 network in raster order and permuted.
 
-A recipe may set any TrainConfig field but those naming the network (data set, sizes,
-construction, degrees, seed) and dropout; each run remembers its recipe's name
+A recipe may set any TrainConfig field but those naming the network (data set, architecture,
+sizes, construction, degrees, density, seed) and dropout; each run remembers its recipe's name
 (:func:`expand_recipes`; the store's ``recipe`` column). ``[sweep] fallback_dataset`` names a
 data set used when the [protocol] one is not on this machine (:func:`with_fallback`).
 
@@ -59,7 +59,6 @@ the fix.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import itertools
 import json
 import sys
@@ -69,6 +68,7 @@ from pathlib import Path
 
 from sparsetopo.data import DATASETS, dataset_shape
 from sparsetopo.errors import SparsetopoError
+from sparsetopo.sweep.identity import LATER_FIELDS, run_id  # noqa: F401 - run_id is part of this module's API
 from sparsetopo.topology.registry import CONSTRUCTIONS
 from sparsetopo.train import TrainConfig
 from sparsetopo.train.config import scalar_field_types
@@ -99,14 +99,12 @@ GRID_AXES = ("constructions", "hidden", "degrees_in", "degrees_out", "densities_
 GRID_REPLACES = {"construction": "constructions", "seed": "seeds"}
 SWEEP_KEYS = ("name", "description", "departures", "fallback_dataset", "population")
 #: TrainConfig fields a [recipes.NAME] table may set: how a network is trained, not which
-#: network it is (data set, sizes, construction, degrees and seed are the grid's, and so is
-#: dropout, the paper's own variant and a grid axis).
+#: network it is (data set, architecture, sizes, construction, degrees, density and seed are the
+#: grid's, and so is dropout, the paper's own variant and a grid axis).
 RECIPE_FIELDS = tuple(name for name in CONFIG_FIELDS
-                      if name not in ("dataset", "hidden", "construction", "degrees", "seed", "dropout"))
-#: TrainConfig fields added after run ids were first published. A run id leaves such a field
-#: out while it holds its default, so runs stored before it existed keep their ids.
-LATER_FIELDS = ("loss", "optimizer", "lr_schedule", "validation_fraction", "early_stop", "device", "permute_inputs",
-                "block")
+                      if name not in ("dataset", "hidden", "construction", "degrees", "seed", "dropout", "architecture",
+                                      "density"))
+
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -131,22 +129,6 @@ class SweepSpec:
         if self.recipes:
             out["recipes"] = {name: dict(fields) for name, fields in self.recipes}
         return out
-
-
-# -- run identity ----------------------------------------------------------------------------
-def run_id(config: TrainConfig) -> str:
-    """16 hex digits of sha256 over the canonical config JSON and the construction versions.
-
-    Fields of :data:`LATER_FIELDS` are left out while they hold their default, so a config that
-    keeps the paper's recipe has the id it had before those fields existed."""
-    data = config.to_dict()
-    for name in LATER_FIELDS:
-        if name in data and data[name] == CONFIG_FIELDS[name].default:
-            del data[name]
-    payload = {"config": data,
-               "construction_versions": {config.construction: CONSTRUCTIONS[config.construction].version}}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # -- presets ---------------------------------------------------------------------------------

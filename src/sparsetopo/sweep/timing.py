@@ -40,9 +40,10 @@ COLUMNS = ("dataset", "hidden", "hidden1", "n_hidden_layers", "construction", "k
 def base_config(runs: pd.DataFrame) -> TrainConfig:
     """The sweep's most common one-hidden-layer protocol without dropout, as one 1-epoch run."""
     configs = [json.loads(text) for text in runs["config"].dropna()]
-    single = [c for c in configs if len(c["hidden"]) == 1 and not any(c["dropout"])]
+    single = [c for c in configs if len(c["hidden"]) == 1 and not any(c["dropout"])
+              and c.get("architecture", "mlp") == "mlp"]   # the backends' timings are the MLP's
     if not single:
-        raise SparsetopoError("the store holds no one-hidden-layer run without dropout to time")
+        raise SparsetopoError("the store holds no one-hidden-layer MLP run without dropout to time")
     keys = Counter(json.dumps({k: v for k, v in c.items() if k not in MEMBER_FIELDS}, sort_keys=True)
                    for c in single)
     common = json.loads(keys.most_common(1)[0][0])

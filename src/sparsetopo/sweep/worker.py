@@ -149,11 +149,13 @@ def run_chunk(configs: list[dict], data_dir=None, population: bool = True, measu
     rows: dict[int, dict] = {}
     groups: dict = {}
     for i, config in enumerate(parsed):
-        groups.setdefault(population_key(config) if population else i, []).append(i)
+        # a cnn or lstm trains alone: the population engines hold MLPs only
+        groups.setdefault(population_key(config) if population and config.architecture == "mlp" else i,
+                          []).append(i)
     for members in groups.values():
         group = [parsed[i] for i in members]
         results = None
-        if population:   # a group of one too: the fused engine is train()'s fastest path for it
+        if population and group[0].architecture == "mlp":   # a group of one too: the fused engine is train()'s fastest path for it
             try:
                 data = dataset_for(group[0].dataset, data_dir, datasets)
                 results = [(r, _trained_with(r)) for r in train_population(group, dataset=data)]

@@ -42,6 +42,38 @@ def check_device(device) -> str:
     return device
 
 
+#: The networks a TrainConfig can name (train.architectures builds the cnn and the lstm).
+ARCHITECTURES = ("mlp", "cnn", "lstm")
+
+
+def check_architecture(config) -> None:
+    """SparsetopoError naming the first field that does not fit ``config.architecture``."""
+    kind, density = config.architecture, config.density
+    if kind not in ARCHITECTURES:
+        raise SparsetopoError(f"unknown architecture {kind!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise SparsetopoError(f"density={density!r} must be a fraction in (0, 1] (1: dense)")
+    if kind == "mlp":
+        if density != 1:
+            raise SparsetopoError(f"density={density} applies to architecture 'cnn' or 'lstm'; an mlp gives "
+                                  "its sparsity as degrees (out-degree per layer)")
+        return
+    if config.degrees is not None:
+        raise SparsetopoError(f"degrees={list(config.degrees)} applies to the mlp; a {kind} gives its sparsity "
+                              "as density (fraction of connections kept in each sparsified layer)")
+    if config.construction == "fully_connected" and density != 1:
+        raise SparsetopoError(f"construction 'fully_connected' keeps every connection but density={density}: "
+                              "use density = 1, or another construction")
+    if kind == "cnn" and len(config.hidden) < 2:
+        raise SparsetopoError(f"a cnn needs hidden = a list of >= 2 conv layers' channels (the first conv stays "
+                              f"dense), e.g. [24, 24, 24]; got {list(config.hidden)}")
+    if kind == "lstm" and len(config.hidden) != 1:
+        raise SparsetopoError(f"an lstm has one hidden size, e.g. hidden = [128]; got {list(config.hidden)}")
+    if config.block != 1 or config.backend == "sparse":
+        raise SparsetopoError(f"a {kind} computes its layers masked, one neuron per block: keep block = 1 and "
+                              f"backend 'auto' or 'masked' (got block={config.block}, backend={config.backend!r})")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the paper's protocol (Section 4.1)."""
@@ -75,6 +107,18 @@ class TrainConfig:
     # block layer (nn.BlockSparseLinear) whose construction runs on blocks of this many neurons
     # (b x b tiles; a side narrower than b is one block), and a degree counts output blocks.
     block: int = 1
+    # The network's kind (beyond the paper, its "future work": train.architectures). "mlp" is the
+    # paper's; "cnn" and "lstm" read images as 2-D arrays or as sequences of rows, take their
+    # sizes from ``hidden`` (cnn: the channels of each conv layer; lstm: one hidden size) and
+    # their sparsity from ``density`` (``degrees`` stays None); ``activation``, ``init``,
+    # ``dropout`` and ``backend`` are the MLP's (a cnn computes ReLU, an lstm its gates, both
+    # masked, initialised as torch initialises them). For them ``permute_inputs`` seeds the
+    # architecture's null: cnn, one fixed permutation of every sparsified layer's input channels;
+    # lstm, one fixed permutation of the pixels within each row.
+    architecture: str = "mlp"
+    # The fraction of connections kept in each sparsified layer of a cnn or lstm (k = round(density
+    # * n_out) per input, as sparsetopo.sparsify counts it); 1.0: dense. MLPs give ``degrees``.
+    density: float = 1.0
 
     def __post_init__(self):
         def as_tuple(value):
@@ -129,6 +173,7 @@ class TrainConfig:
         if self.early_stop > 0 and self.validation_fraction <= 0:
             raise SparsetopoError(f"early_stop={self.early_stop} needs a validation split: set "
                                   "validation_fraction > 0 (e.g. 0.1), or early_stop = 0")
+        check_architecture(self)
         if self.degrees is not None and len(self.degrees) != len(self.hidden) + 1:
             raise SparsetopoError(
                 f"degrees={list(self.degrees)} has {len(self.degrees)} entries but a network with hidden "

@@ -110,6 +110,14 @@ def train(
     >>> result.test_accuracy > 0.8
     True
     """
+    if config.architecture != "mlp":   # a cnn or lstm: its own model, the plain autograd loop
+        from sparsetopo.train.architectures import plain_split, train_architecture
+
+        training_device(config)
+        if resume:
+            raise SparsetopoError(f"a {config.architecture} run keeps no epoch checkpoint to resume from: train it "
+                                  "again without resume (a sweep resumes run by run)")
+        return train_architecture(config, split_tensors(plain_split(config), dataset, data_dir), on_epoch, clock)
     started = time.perf_counter()
     device = training_device(config)
     x_train, y_train, x_val, y_val, x_test, y_test, n_classes = split_tensors(config, dataset, data_dir)
