@@ -21,7 +21,7 @@ drop_stale_cache()
 def timing_arguments(doc: str, repeats: int) -> argparse.Namespace:
     """The command line of a timing benchmark (``--json``, ``--repeats``, ``--threads``), parsed,
     with torch's threads set as asked; ``doc``'s first line describes the script."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=None, help="threads for torch (default: its own)")

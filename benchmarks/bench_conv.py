@@ -198,7 +198,7 @@ def _density(model: nn.Module) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["resnet18-like"], default=None,
                         help="time a whole model's training step instead of single layers")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

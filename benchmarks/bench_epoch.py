@@ -68,7 +68,7 @@ def synthetic(n: int, seed: int = 0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--examples", type=int, default=8000)
     parser.add_argument("--repeats", type=int, default=3, help="runs per backend (each 3 epochs, first dropped)")

@@ -361,7 +361,7 @@ def _shapes(text):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeats", type=int, default=300, help="steps per side for the paper's layer")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and numba (default: theirs)")

@@ -127,7 +127,7 @@ TARGETS = {"mlp": {"128": {"0.1": 0.40, "0.02": 0.22}}}  # one thread (the issue
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--threads", default="1,2", help="thread counts to run (torch and numba alike)")
     parser.add_argument("--batch", default="128,512")

@@ -122,7 +122,7 @@ def measure(name: str, model: nn.Module, input_shape, repeats: int, workdir: Pat
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--repeats", type=int, default=60, help="batch-1 calls per side (batch 256: a sixth)")
     parser.add_argument("--widths", default="1024,4096", help="MLP widths, comma separated")

@@ -150,7 +150,7 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats of the small case")
     parser.add_argument("--skip-large", action="store_true", help="skip the 10^6-node case")

@@ -127,7 +127,7 @@ def row(name: str, report) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--density", type=float, default=0.1)
     parser.add_argument("--construction", default="random_regular")
     args = parser.parse_args(argv)

@@ -246,7 +246,7 @@ PARTS = (("tests", run_cuda_tests, 0.4), ("block_layers", time_block_layers, 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON file written")
     parser.add_argument("--budget", type=float, default=270.0, help="seconds for the whole check (default 270)")
     parser.add_argument("--smoke", action="store_true",

@@ -463,7 +463,7 @@ def render(results_dir: Path = RESULTS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the benchmark JSON files")
     parser.add_argument("--out", type=Path, default=OUT, help="the Markdown file to write")
     args = parser.parse_args(argv)
