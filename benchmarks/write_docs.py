@@ -341,6 +341,31 @@ def _sweep_strata(paper: dict) -> list[str]:
     return lines
 
 
+def bench_layers_block(r: dict) -> list[str]:
+    """``bench_layers --block``: BlockSparseLinear against nn.Linear per shape, density, block and batch."""
+    targets = r.get("block_targets", {})
+
+    def target(p):
+        if p["batch"] == 1:
+            return targets.get("inference_0.1", {}).get(str(p["n_in"])) if p["density"] == 0.1 else None
+        return targets.get("train", {}).get(str(p["density"])) if p["batch"] >= 32 else None
+
+    lines = [r.get("benchmark", ""), "", "Ratio: block seconds / nn.Linear seconds; block 1 is a graph of single "
+             "connections computed as 1x1 tiles. Density: the graph of blocks' (lifted: of neurons).", ""]
+    rows = []
+    for p in r["block_grid"]:
+        if "skipped" in p:
+            rows.append([p["shape"], short(p["density"]), str(p["block"]), str(p["batch"]), p["mode"], "", "",
+                         p["skipped"], "", ""])
+            continue
+        t = target(p) if p["block"] == 32 else None
+        rows.append([p["shape"], short(p["density"]), str(p["block"]), str(p["batch"]), p["mode"],
+                     ms(p["seconds"]["linear"]), ms(p["seconds"]["block"]), num(p["ratio_linear"]),
+                     target_text("ratio", t) if t else "", met("ratio", p["ratio_linear"], t) if t else ""])
+    return lines + table(["shape", "density", "block", "batch", "step", "nn.Linear", "block", "block / nn.Linear",
+                          "target (blocks of 32)", "met"], rows)
+
+
 def generic(r: dict) -> list[str]:
     targets = r.get("targets", {})
     rows = [[f"`{k}`", num(v), target_text(k, targets.get(k)), met(k, v, targets.get(k))]
@@ -423,8 +448,8 @@ def _form(layer: dict) -> str:
     return layer["form"]
 
 
-RENDERERS = {"bench_layers": bench_layers, "bench_model": bench_model, "bench_epoch": bench_epoch,
-             "bench_spectral": bench_spectral,
+RENDERERS = {"bench_layers": bench_layers, "bench_layers_block": bench_layers_block, "bench_model": bench_model,
+             "bench_epoch": bench_epoch, "bench_spectral": bench_spectral,
              "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels,
              "bench_onnx": bench_onnx, "bench_start": bench_start, "bench_recurrent": bench_recurrent}
 
