@@ -38,13 +38,14 @@ from sparsetopo.kernels.options import FASTMATH
 
 def by_field(layers):
     """``layers`` (a tuple of :class:`~sparsetopo.engines.layout.EngineLayer`) regrouped as one
-    tuple per field, each indexed by layer. Compiled code only (:func:`_by_field`)."""
-    raise NotImplementedError("by_field runs inside numba-compiled code only")
+    tuple per field, each indexed by layer. Compiled code uses :func:`_by_field`'s version."""
+    return tuple(tuple(getattr(layer, name) for layer in layers) for name in EngineLayer._fields)
 
 
 def by_layer(fields):
-    """The inverse of :func:`by_field`: a tuple of ``EngineLayer`` again. Compiled code only."""
-    raise NotImplementedError("by_layer runs inside numba-compiled code only")
+    """The inverse of :func:`by_field`: a tuple of ``EngineLayer`` again. Compiled code uses
+    :func:`_by_layer`'s version."""
+    return tuple(EngineLayer(*values) for values in zip(*fields))
 
 
 # Why the regrouping: numba hands the variables a prange body reads to its worker function one
