@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sparsetopo.report import make_report, protocol, results
-from sparsetopo.report.formats import code_html, interval, number, plain_markup
+from sparsetopo.report.formats import code_html, code_plain, interval, number, plain_markup
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report import make_runs, write_store  # noqa: E402
@@ -83,7 +83,8 @@ def test_code_in_claim_explanations_is_rendered(documents):
     summary, md, page = documents
     c8 = next(c for c in summary.claims if c.id == "C8")
     assert "`timings`" in c8.operationalisation and "`sparsetopo.sweep.timing`" in c8.operationalisation
-    assert "`timings`" in md
+    assert "table timings, measured by sparsetopo reproduce" in " ".join(md.split())
+    assert "`" not in md, "report.md writes code names as plain words"
     assert "<code>timings</code>" in page and "<code>sparsetopo reproduce</code>" in page
     assert "`" not in re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)
 
@@ -119,4 +120,5 @@ def test_rest_markup_becomes_markdown_code():
     assert plain_markup(":py:class:`the store <sparsetopo.sweep.SweepStore>`") == "`the store`"
     assert plain_markup("by ``sparsetopo\n    reproduce``") == "by `sparsetopo\n    reproduce`"
     assert plain_markup("plain text, 2 < 3") == "plain text, 2 < 3"
+    assert code_plain("table `timings`, by `sparsetopo reproduce`") == "table timings, by sparsetopo reproduce"
     assert code_html("a < `b`") == "a &lt; <code>b</code>"

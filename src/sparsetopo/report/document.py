@@ -13,7 +13,7 @@ from sparsetopo.atomic import atomic_path
 from sparsetopo.jsonable import plain
 from sparsetopo.report.claims import ClaimResult
 from sparsetopo.report.figures import FigureResult
-from sparsetopo.report.formats import code_html, in_points, interval, number
+from sparsetopo.report.formats import code_html, code_plain, in_points, interval, number
 from sparsetopo.report.frontier import FrontierComparison
 from sparsetopo.report.locality import LocalityComparison, connectivity_agreement, locality_table
 from sparsetopo.report.recipes import RecipeComparison
@@ -166,8 +166,8 @@ def render_html(content: ReportContent) -> str:
 
 # -- Markdown --------------------------------------------------------------------------------------
 
-# Markdown's other code fence: a document free of backtick runs can be checked for stray reST
-# literals (``x``) with a plain search
+# Markdown's other code fence: the document holds no backtick at all, so a plain search finds any
+# stray reST literal (``x``) or role
 FENCE = "~~~"
 
 
@@ -182,7 +182,7 @@ def _table_md(header, rows) -> list[str]:
 
 
 def render_markdown(content: ReportContent) -> str:
-    lines = [f"# {content.title}", "", f"Results store: `{content.source}`. Generated {content.generated}.", ""]
+    lines = [f"# {content.title}", "", f"Results store: {content.source}. Generated {content.generated}.", ""]
     if content.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in content.notes] + [""]
     lines += ["## Claims", "",
@@ -190,11 +190,11 @@ def render_markdown(content: ReportContent) -> str:
               "(seeded). Supported: the interval lies wholly on the claim's side of the threshold; not "
               "supported: wholly on the other side; inconclusive: it straddles it or there is too little data.", ""]
     lines += _table_md(["id", "claim (paper)", "measured", "95% CI", "threshold", "runs", "verdict"],
-                       [(c.id, c.statement, f"{_pct(c.value, c.unit)} ({c.unit})", _interval(c), _threshold(c),
+                       [(c.id, code_plain(c.statement), f"{_pct(c.value, c.unit)} ({c.unit})", _interval(c), _threshold(c),
                          c.n_runs, f"**{c.verdict}**") for c in content.claims])
     lines += ["### How each claim is tested", ""]
     for c in content.claims:
-        lines += [f"**{c.id}** ({c.verdict}). {c.operationalisation}", ""]
+        lines += [f"**{c.id}** ({c.verdict}). {code_plain(c.operationalisation)}", ""]
         lines += [f"> {n}" for n in c.notes] + ([""] if c.notes else [])
         lines += [f"{FENCE}json", _numbers_text(c.numbers), FENCE, ""]
     if content.recipes is not None:

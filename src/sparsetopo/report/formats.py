@@ -7,7 +7,8 @@ goes through :func:`interval`, so no two of them differ in precision.
 
 Code names: the claims' explanations are their checks' docstrings, written in reST. They reach
 the documents as plain text in which code is marked the Markdown way, between single backticks
-(:func:`plain_markup`); the HTML shows it as ``<code>`` (:func:`code_html`).
+(:func:`plain_markup`); the HTML shows it as ``<code>`` (:func:`code_html`), and ``report.md``
+as plain words (:func:`code_plain`), so that no backtick of either markup reaches it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def plain_markup(text: str) -> str:
     """reST inline markup as plain text: ``x`` and :role:`x` become `x` (Markdown's code)."""
     text = _ROLE.sub(lambda m: f"`{_role_target(m.group(1))}`", text)
     return _LITERAL.sub(r"`\1`", text)
+
+
+def code_plain(text: str) -> str:
+    """``text`` with its `code` spans written as their plain words (``report.md``'s form)."""
+    return _CODE.sub(r"\1", str(text))
 
 
 def code_html(text: str) -> str:
