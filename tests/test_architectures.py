@@ -167,3 +167,32 @@ def test_a_sweep_worker_trains_a_cnn_alone_and_measures_its_channel_graphs():
     layers = json.loads(rows[0]["layers"])
     assert [(layer["n_in"], layer["n_out"], layer["k"]) for layer in layers] == [(8, 16, 4), (16, 16, 4)]
     assert rows[0]["metrics"]["network"]["algebraic_connectivity"] is not None
+
+
+def test_the_train_command_trains_a_cnn_as_the_library_does(tmp_path, capsys):
+    from sparsetopo.cli import main
+
+    argv = ["train", "--dataset", "digits", "--architecture", "cnn", "--hidden", "8,16,16", "--density", "0.25",
+            "--construction", "regular_rotating", "--epochs", "1", "--limit-train", "200", "--loss",
+            "cross_entropy", "--optimizer", "adam", "--lr", "0.01", "--out", str(tmp_path / "run"), "--json"]
+    assert main(argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    expected = train(TrainConfig(dataset="digits", epochs=1, limit_train=200, loss="cross_entropy",
+                                 optimizer="adam", lr=0.01, **CNN))
+    assert payload["config"]["architecture"] == "cnn" and payload["config"]["density"] == 0.25
+    assert payload["test_accuracy"] == expected.test_accuracy
+    assert [layer["k"] for layer in payload["layers"]] == [layer["k"] for layer in expected.layers] == [4, 4]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["test_accuracy"] == expected.test_accuracy
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--architecture", "lstm", "--hidden", "32", "-k", "3"], "an lstm gives its sparsity as density"),
+    (["--density", "0.5"], "an mlp gives its sparsity as degrees"),
+    (["--architecture", "cnn", "--hidden", "24", "--density", "0.25"], "a cnn needs hidden"),
+])
+def test_the_train_command_refuses_a_network_that_does_not_fit_in_one_line(extra, message, capsys):
+    from sparsetopo.cli import main
+
+    assert main(["train", "--dataset", "digits", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -1,4 +1,5 @@
-"""``sparsetopo train``: train one sparse MLP under the paper's protocol (or a variant)."""
+"""``sparsetopo train``: train one sparse MLP under the paper's protocol (or a variant), or a
+sparse CNN or LSTM (``--architecture``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sparsetopo.cli.parsing import DEGREES, FLOATS, INTS
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import BACKENDS, INITIALISERS
 from sparsetopo.train import TrainConfig, train
+from sparsetopo.train.config import ARCHITECTURES
 from sparsetopo.train.recipe import LOSSES, LR_SCHEDULES, OPTIMIZERS
 
 DEFAULTS = TrainConfig()
@@ -34,6 +36,9 @@ Examples:
       --lr 0.003 --init glorot_sparse --lr-schedule cosine --validation-fraction 0.1 --early-stop 5
   # the same network on one fixed shuffle of the pixels (a locality null; same seed, same shuffle)
   sparsetopo train --dataset digits --hidden 100 -k 16,10 --epochs 100 --lr 0.5 --permute-inputs 1
+  # the paper's future work: a CNN of three 24-channel convs, channels 25% connected (first conv dense)
+  sparsetopo train --dataset digits --architecture cnn --hidden 24,24,24 --density 0.25 \\
+      --construction regular_rotating --loss cross_entropy --optimizer adam --lr 0.002 --epochs 4
   # resume a killed run: same command and --out, plus --resume
   sparsetopo train --dataset digits --hidden 100 -k 16,10 --out runs/a --resume
 """,
@@ -41,6 +46,12 @@ Examples:
 @click.option("--dataset", required=True, help="mnist, fashion-mnist, digits (bundled, offline) or synthetic.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding the IDX files (else $SPARSETOPO_DATA, then the cache, then download).")
+@click.option("--architecture", type=click.Choice(ARCHITECTURES), default=DEFAULTS.architecture, show_default=True,
+              help="mlp (the paper's); cnn: --hidden lists each conv's channels, the first conv dense; lstm: "
+                   "--hidden is one hidden size, W_ih and W_hh sparsified. cnn and lstm take --density, not -k.")
+@click.option("--density", type=float, default=DEFAULTS.density, show_default=True,
+              help="cnn and lstm: fraction of connections kept in each sparsified layer (k = round(density * "
+                   "outputs) per input); 1: dense.")
 @click.option("--hidden", type=INTS, default="300", show_default=True,
               help="Hidden layer sizes, comma-separated: 300, or 500,300 for two hidden layers.")
 @click.option("--construction", default=DEFAULTS.construction, show_default=True,
@@ -91,10 +102,10 @@ Examples:
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoint and result).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
-def train_command(dataset, data_dir, hidden, construction, degrees, block, epochs, batch_size, lr, momentum, dropout,
+def train_command(dataset, data_dir, architecture, density, hidden, construction, degrees, block, epochs, batch_size, lr, momentum, dropout,
                   init, backend, loss, optimizer, lr_schedule, validation_fraction, early_stop, seed, limit_train,
                   permute_inputs, device, out, resume, overwrite, as_json):
-    """Train one sparse MLP and report its test accuracy.
+    """Train one sparse MLP (or CNN, LSTM) and report its test accuracy.
 
     Defaults are the paper's protocol: 50 epochs, batch 32, MSE on one-hot targets, sigmoid
     on every neuron, Glorot normal initialisation, SGD lr 0.01 with Nesterov momentum 0.9,
@@ -106,7 +117,8 @@ def train_command(dataset, data_dir, hidden, construction, degrees, block, epoch
                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, dropout=dropout,
                          init=init, backend=backend, seed=seed, limit_train=limit_train, device=device, loss=loss,
                          optimizer=optimizer, lr_schedule=lr_schedule, validation_fraction=validation_fraction,
-                         early_stop=early_stop, permute_inputs=permute_inputs, block=block)
+                         early_stop=early_stop, permute_inputs=permute_inputs, block=block,
+                         architecture=architecture, density=density)
     if out is not None:
         _prepare_out(out, config, resume, overwrite)
     from sparsetopo.data import load_dataset
@@ -172,7 +184,8 @@ def _summary(result) -> str:
     c, layers = result.config, result.layers
     sizes = "-".join(str(n) for n in [layers[0]["n_in"]] + [layer["n_out"] for layer in layers])
     lines = [
-        f"{c.dataset}{'' if c.permute_inputs is None else f' (inputs permuted, seed {c.permute_inputs})'} {sizes}, "
+        f"{c.dataset}{'' if c.permute_inputs is None else f' (inputs permuted, seed {c.permute_inputs})'} "
+        f"{'' if c.architecture == 'mlp' else c.architecture + ' '}{sizes}, "
         f"{c.construction}, k = {[layer['k'] for layer in layers]}: status {result.status}",
         f"  test accuracy {result.test_accuracy:.4f} after {len(result.history)} epochs "
         f"({result.seconds:.1f} s), {result.parameters} parameters",

@@ -59,7 +59,8 @@ def check_architecture(config) -> None:
                                   "its sparsity as degrees (out-degree per layer)")
         return
     if config.degrees is not None:
-        raise SparsetopoError(f"degrees={list(config.degrees)} applies to the mlp; a {kind} gives its sparsity "
+        article = "an" if kind == "lstm" else "a"
+        raise SparsetopoError(f"degrees={list(config.degrees)} applies to the mlp; {article} {kind} gives its sparsity "
                               "as density (fraction of connections kept in each sparsified layer)")
     if config.construction == "fully_connected" and density != 1:
         raise SparsetopoError(f"construction 'fully_connected' keeps every connection but density={density}: "
