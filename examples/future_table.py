@@ -2,7 +2,7 @@
 
 Reads the ``claims.json`` that ``sparsetopo reproduce --preset cnn`` and ``--preset recurrent``
 wrote and prints claims F1-F5 as one Markdown table (value and interval in accuracy points,
-Spearman's rho for F5), one row per claim and report::
+Spearman's rho for F5, written as the report writes them), one row per claim and report::
 
     python examples/future_table.py results/cnn/claims.json results/recurrent/claims.json
 """
@@ -13,23 +13,20 @@ import json
 import sys
 from pathlib import Path
 
-
-def cell(value, unit: str) -> str:
-    if value is None:
-        return "n/a"
-    return f"{100 * value:+.2f} pt" if unit == "accuracy" else f"{value:+.2f}"
+from sparsetopo.report.formats import in_points, interval, number
 
 
 def rows(path: Path) -> list[str]:
+    """One table row per claim F1-F5 of a claims.json, numbers written as the report writes them."""
     out = []
     for claim in json.loads(path.read_text(encoding="utf-8")):
         if not claim["id"].startswith("F"):
             continue
         unit = claim.get("unit") or ""
-        low, high = cell(claim["ci_low"], unit), cell(claim["ci_high"], unit)
-        interval = "n/a" if "n/a" in (low, high) else f"[{low.replace(' pt', '')}, {high.replace(' pt', '')}]"
-        out.append(f"| {claim['id']} | {claim['statement']} | {cell(claim['value'], unit)} | {interval} | "
-                   f"{claim['n_runs']} | **{claim['verdict']}** |")
+        measured = number(claim["value"], unit) + (" pt" if in_points(unit) else f" ({unit})")
+        out.append(f"| {claim['id']} | {claim['statement']} | {measured} | "
+                   f"{interval(claim['ci_low'], claim['ci_high'], unit)} | {claim['n_runs']} | "
+                   f"**{claim['verdict']}** |")
     return out
 
 

@@ -122,3 +122,26 @@ def test_the_pooled_lead_has_no_interval_with_one_seed(tmp_path):
     estimate, cells = pooled_lead(runs[runs["permute_inputs"].isna()], make_rng(0, "t"))
     assert estimate.value == pytest.approx(0.02, abs=0.002) and not estimate.has_interval
     assert len(cells) == 2 * len(DENSITIES["cnn"])
+
+
+def test_the_docs_table_script_writes_each_claim_as_the_report_does(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    report_claims(tmp_path, ("cnn", 0.02, 0.0, 0.005), ("lstm", -0.02, -0.02, 0.05))
+    script = Path(__file__).resolve().parents[1] / "examples" / "future_table.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out" / "claims.json")],
+                          capture_output=True, text=True, check=True)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in done.stdout.splitlines()[2:]}
+    assert sorted(rows) == ["F1", "F2", "F3", "F4", "F5"]   # the C claims of the same file are not rows
+    report = (tmp_path / "out" / "report.md").read_text()
+    for claim in json.loads((tmp_path / "out" / "claims.json").read_text()):
+        if claim["id"] in rows:
+            _, statement, measured, ci, runs, verdict = rows[claim["id"]]
+            # the report's own claims row holds the same interval, value and verdict
+            line = next(l for l in report.splitlines() if l.startswith(f"| {claim['id']} |"))
+            assert f"| {ci} |" in line and measured.split(" ")[0] in line
+            assert verdict.strip(" |*\n") == claim["verdict"] and int(runs) == claim["n_runs"]
+    assert rows["F3"][5].strip(" |*") == "not supported"
+    assert subprocess.run([sys.executable, str(script)], capture_output=True).returncode == 2
