@@ -4,6 +4,7 @@ F1-F4 one store where its rule holds and one where it does not."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -97,6 +98,8 @@ def test_f5_and_the_documents_cover_both_architectures(tmp_path):
     assert set(claims["F5"].numbers["by_architecture"]) == {"cnn", "lstm"}
     assert claims["F5"].numbers["by_architecture"]["cnn"]["value"] == pytest.approx(1.0)
     assert claims["F5"].value == pytest.approx(1.0) and claims["F5"].ci_low > 0
+    for note in claims["F5"].notes:   # written as every other number and interval of the report
+        assert re.fullmatch(r"(cnn|lstm): rho -?\d\.\d{3}, interval \[-?\d\.\d{3}, -?\d\.\d{3}\], \d+ runs", note), note
     written = {c["id"]: c for c in json.loads((tmp_path / "out" / "claims.json").read_text())}
     assert written["F3"]["verdict"] == "supported" and written["F2"]["verdict"] == "supported"
     for name in ("report.md", "report.html"):

@@ -42,7 +42,7 @@ import pandas as pd
 
 from sparsetopo.report import stats
 from sparsetopo.report.claims import ClaimResult
-from sparsetopo.report.formats import POINTS
+from sparsetopo.report.formats import POINTS, interval, number
 
 __all__ = ["ARCHITECTURE_CLAIMS", "check_future", "split_architectures"]
 
@@ -220,7 +220,7 @@ def _connectivity_claim(runs: pd.DataFrame, seed: int) -> ClaimResult:
         if weakest is None or not estimate.low >= weakest.low:   # a missing interval (nan) is the weakest
             weakest = estimate
     verdict = stats.combine_all(verdicts)
-    notes = [f"{kind}: rho {e['value']}, interval [{e['ci_low']}, {e['ci_high']}], {e['n']} runs"
+    notes = [f"{kind}: rho {number(e['value'])}, interval {interval(e['ci_low'], e['ci_high'])}, {e['n']} runs"
              for kind, e in per.items()]
     return _claim("F5", verdict, weakest, threshold=0.0, unit="Spearman rho", numbers={"by_architecture": per},
                   n_runs=len(sparse), notes=notes or ["not enough data: no sparse runs with graph measures"])
