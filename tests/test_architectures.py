@@ -167,6 +167,19 @@ def test_a_sweep_worker_trains_a_cnn_alone_and_measures_its_channel_graphs():
     layers = json.loads(rows[0]["layers"])
     assert [(layer["n_in"], layer["n_out"], layer["k"]) for layer in layers] == [(8, 16, 4), (16, 16, 4)]
     assert rows[0]["metrics"]["network"]["algebraic_connectivity"] is not None
+    # 4 of 16 output channels per input channel, each edge a 3x3 kernel: density 0.25, not 9 x 0.25
+    assert rows[0]["connections"] == (8 * 4 + 16 * 4) * 9
+    assert rows[0]["density"] == pytest.approx(0.25)
+
+
+def test_a_sweep_worker_stores_a_dense_lstm_at_density_1():
+    from sparsetopo.sweep.worker import run_chunk
+
+    dense = dict(LSTM, construction="fully_connected", density=1.0)
+    row, = run_chunk([TrainConfig(dataset="digits", epochs=1, limit_train=64, **dense).to_dict()], population=False)
+    assert row.get("error") is None
+    assert row["connections"] == 4 * (8 * 32 + 32 * 32)   # the four gates of W_ih and W_hh
+    assert row["density"] == pytest.approx(1.0)
 
 
 def test_the_train_command_trains_a_cnn_as_the_library_does(tmp_path, capsys):

@@ -196,7 +196,7 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
             layer["fingerprint"] = topology.fingerprint
             layer["nnz"] = topology.nnz
     connections = sum(s["nnz"] for s in stats)
-    dense = sum(layer["n_in"] * layer["n_out"] for layer in layers)
+    dense = sum(layer["n_in"] * layer["n_out"] * _weights_per_edge(layer, s) for layer, s in zip(layers, stats))
     history = data["history"]
     epoch_seconds = [h["seconds"] for h in history]
     row = {
@@ -262,3 +262,15 @@ def result_row(result, trained_with: str = "train", measures: bool = True) -> di
 
 def _json(value) -> str:
     return json.dumps(plain(value))
+
+
+def _weights_per_edge(layer: dict, stat: dict) -> float:
+    """Weights each edge of a layer's graph holds: 1 in an MLP (a block layer's graph is already
+    counted in neurons), a kernel's positions in a convolution (9 for 3x3), the four gates in an
+    LSTM. Read as the layer's weights over its graph's edges, so that a dense CNN or LSTM has
+    density 1."""
+    edges = layer.get("nnz")
+    if not edges or layer.get("block", 1) != 1 or stat["nnz"] == edges:
+        return 1
+    return stat["nnz"] / edges
+
