@@ -131,7 +131,11 @@ def grid_summary(df: pd.DataFrame) -> list[tuple[str, str]]:
         out.append((name, values(col)))
     # requested: the protocol; ran: what auto picked per run (engine/kernel), information only
     out.append(("backends requested", counted("requested_backend")))
-    out.append(("backends that ran (information: what computed each run)", counted("backend")))
+    # a run's engines are stored one per layer, comma-joined: shown joined by "+" so that no
+    # listed value holds the comma of a list
+    ran = df["backend"].dropna().astype(str).str.replace(",", " + ") if "backend" in df else None
+    out.append(("backends that ran (information: what computed each run, layer by layer)",
+                _counts(ran) if ran is not None and len(ran) else "-"))
     return out
 
 
