@@ -113,6 +113,7 @@ def test_table_matches_each_block_to_its_block_1_density(tmp_path):
     assert row[-1].endswith("(-1.00)") and row[-2].endswith("(+0.00)")   # 10% is 8 of 80 and 2 of 20 blocks
     sparsest = next(r for r in rows if r[1] == "regular_rotating" and r[2] == "3.12%")   # 10 of 320
     assert sparsest[-1] == ""   # 1 of 20 blocks is 5%: no block-16 partner within the factor
+    assert {r[0] for r in rows} == {f"hidden {HIDDEN}"}   # the hidden sizes as the store writes them
 
 
 def test_the_report_gets_the_claims_the_table_and_the_figure(tmp_path):

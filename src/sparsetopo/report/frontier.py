@@ -130,6 +130,8 @@ def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
     df = runs.copy()
     df["block"] = (df["block"] if "block" in df else pd.Series(1, index=df.index)).fillna(1).astype(int)
     df["hidden"] = df["hidden1"]
+    # the hidden sizes as the store writes them ("300", "500,300"): what the table names
+    df["sizes"] = (runs["hidden"] if "hidden" in runs else df["hidden1"]).astype(str)
     nominal = df["k_in"] / np.ceil(df["hidden1"] / df["block"])
     df["density_in"] = nominal.where(nominal.notna() & df["construction"].ne(DENSE), df["density_in"])
     permuted = df["permute_inputs"].notna() if "permute_inputs" in df else pd.Series(False, index=df.index)
@@ -310,7 +312,9 @@ def accuracy_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     base = cells[cells["block"].eq(1)].assign(_c=lambda t: t["construction"].map(order))
     for _, row in base.sort_values(["hidden", "n_hidden_layers", "_c", "density_in"]).iterrows():
         reference = _select(raster, row, 1, row["density_in"])["test_accuracy"].mean()
-        out = [f"{int(row['n_hidden_layers'])} x {int(row['hidden'])}", row["construction"],
+        sizes = raster.loc[raster["hidden"].eq(row["hidden"]) & raster["n_hidden_layers"].eq(row["n_hidden_layers"]),
+                           "sizes"].iloc[0]
+        out = [f"hidden {sizes}", row["construction"],
                f"{100 * row['density_in']:.3g}%"]
         for b in blocks:
             if b == 1:
