@@ -129,3 +129,15 @@ def test_the_report_gets_the_claims_the_table_and_the_figure(tmp_path):
     assert "Accuracy per second" in text and "| block 16 |" in text
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 10_000 and (tmp_path / "out" / "frontier.pdf").exists()
     assert "left out of claims C1-C8" in text
+
+
+def test_training_seconds_are_the_epochs_not_the_run_s_compilation_or_evaluation():
+    frame = make_runs(with_block_loss(0.0), noise=0.0, permuted=False, raw=True)
+    frame["epochs_done"] = 10
+    frame["seconds_per_epoch"] = frame["seconds"] / 10
+    first = frame.index[0]
+    frame.loc[first, "seconds"] += 30.0   # a worker's first run: its kernels compiled before epoch 1
+    prepared = frontier._prepare(results.normalise(frame))
+    assert prepared["seconds"].to_numpy() == pytest.approx((frame["seconds_per_epoch"] * 10).to_numpy())
+    old = frame.drop(columns=["seconds_per_epoch", "epochs_done"])   # stores without epoch clocks
+    assert frontier._prepare(results.normalise(old)).loc[first, "seconds"] == frame.loc[first, "seconds"]

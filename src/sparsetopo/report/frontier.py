@@ -123,8 +123,8 @@ class FrontierComparison:
 
 
 def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
-    """The columns this module reads: ``block`` (1 when absent), ``hidden``, ``order``, and
-    ``density_in`` replaced by the input layer's *nominal* density, ``k_in`` over the hidden
+    """The columns this module reads: ``block`` (1 when absent), ``hidden``, ``order``,
+    ``seconds`` (the run's training epochs, summed), and ``density_in`` replaced by the input layer's *nominal* density, ``k_in`` over the hidden
     layer's output blocks: what the run asked for. The realised density of ``random_edge``
     differs from seed to seed, and would split one cell into one cell per seed."""
     df = runs.copy()
@@ -136,6 +136,12 @@ def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
     df["density_in"] = nominal.where(nominal.notna() & df["construction"].ne(DENSE), df["density_in"])
     permuted = df["permute_inputs"].notna() if "permute_inputs" in df else pd.Series(False, index=df.index)
     df["order"] = np.where(permuted, "permuted", "raster")
+    # Training seconds: the epochs' own clocks summed, not the run's total, which also holds what
+    # happens around them (a worker's first run loads or compiles its kernels, every run builds
+    # its network and evaluates the test set after each epoch).
+    if {"seconds_per_epoch", "epochs_done"} <= set(df.columns):
+        trained = df["seconds_per_epoch"] * df["epochs_done"]
+        df["seconds"] = trained.where(trained.notna(), df["seconds"] if "seconds" in df else np.nan)
     return df
 
 
