@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FormatStrFormatter
 
 from sparsetopo.report import stats
 from sparsetopo.report.claims import ClaimResult
@@ -361,6 +362,9 @@ def pareto_figure(df: pd.DataFrame, out_dir) -> FigureResult:
     handles.append(plt.Line2D([], [], color="black", label="front"))
     ax.legend(handles=handles, fontsize=7, ncol=2, loc="lower right")
     ax.set_xscale("log")
+    # plain seconds on the log axis ("2", "3", "10"), not powers of ten ("2 x 10^0")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("training seconds (one thread)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
