@@ -114,6 +114,20 @@ def test_sweep_run_refuses_a_database_that_is_not_a_store(folder, name):
     assert snapshot(folder) == before
 
 
+def test_a_store_whose_creation_was_interrupted_is_made_the_store(folder):
+    """Ctrl-C between the file's header and its tables leaves an SQLite file with nothing in it;
+    the next 'sweep run' resumes into it rather than refusing it as someone else's."""
+    blank = sqlite3.connect(folder / "s.sqlite")
+    blank.execute("PRAGMA journal_mode=WAL")   # what the store writes before its tables
+    blank.close()
+    assert (folder / "s.sqlite").stat().st_size > 0
+    result = cli("sweep", "run", "tiny.toml", "--db", "s.sqlite", "--executor", "inline", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    con = sqlite3.connect(folder / "s.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 4   # TINY: 2 constructions x 2 seeds
+    con.close()
+
+
 def test_another_spec_is_refused_unless_added_and_the_store_keeps_both(folder):
     assert cli("sweep", "run", "tiny.toml", "--db", "s.sqlite", "--executor", "inline", cwd=folder).returncode == 0
     (folder / "bigger.toml").write_text(TINY.replace('name = "tiny"', 'name = "bigger"').replace("seeds = 2", "seeds = 3"))

@@ -31,7 +31,7 @@ from sparsetopo.sweep.cluster import ClusterLost
 from sparsetopo.sweep.dense import check_dense
 from sparsetopo.sweep.executors import ProcessExecutor, check_executor, leave_if_bootstrapping, make_executor
 from sparsetopo.sweep.spec import SweepSpec, expand_recipes, load_spec, run_id
-from sparsetopo.sweep.store import SweepStore
+from sparsetopo.sweep.store import SweepStore, is_new_store
 from sparsetopo.sweep.worker import code_version, run_chunk
 from sparsetopo.train import TrainConfig, population_key
 from sparsetopo.train.loop import training_device
@@ -229,7 +229,7 @@ def run_sweep(
                     f"or add --yes (allow_huge=True) to start it")
         for name in sorted({c.dataset for c in configs}):
             prepare_dataset(name, data_dir)   # find (or download) its files once, here, or stop now
-        if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:  # refuse before changing anything
+        if not is_new_store(db_path):  # refuse before changing anything
             with SweepStore(db_path, readonly=True) as existing:
                 specs = _specs_after(existing.meta(), spec, add, existing.path)
         else:

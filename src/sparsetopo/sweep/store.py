@@ -30,8 +30,8 @@ from typing import Callable, Iterable
 from sparsetopo.atomic import make_parent
 from sparsetopo.errors import SparsetopoError, pip_install
 
-__all__ = ["RUN_COLUMNS", "MEASURE_COLUMNS", "SweepStore", "check_store", "connect_readonly", "export_results",
-           "load_results"]
+__all__ = ["RUN_COLUMNS", "MEASURE_COLUMNS", "SweepStore", "check_store", "connect_readonly", "is_new_store",
+           "export_results", "load_results"]
 
 
 def _layer0(name):
@@ -162,18 +162,36 @@ def check_store(path, flag: str = "--db") -> Path:
     return path
 
 
+def is_new_store(path) -> bool:
+    """Whether ``sweep run`` makes ``path`` a new store: it is missing, empty, or an SQLite file
+    holding no table, index or view at all. The last is what a store's creation leaves when
+    Ctrl-C or a kill lands between writing the file's header and committing its tables; it holds
+    nothing to protect. Any other file must already be a store."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return True
+    try:
+        con = connect_readonly(path)
+        try:
+            return con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
 class SweepStore:
     """Access to one sweep's SQLite file. Use one instance in one process.
 
-    ``create=True`` (``sweep run``): a missing or empty file becomes a store; any other file must
-    already be one (a user's other database is never touched). ``create=False``: the store must
+    ``create=True`` (``sweep run``): a missing or empty file, or an SQLite file without a single
+    table (a creation that was interrupted), becomes a store; any other file must already be one (a user's other database is never touched). ``create=False``: the store must
     exist (``sweep measures``). ``readonly=True``: the store must exist and is opened so that
     neither it nor its folder changes (``status``, ``export``, ``report``).
     """
 
     def __init__(self, path, create: bool = True, readonly: bool = False):
         self.path = Path(path)
-        if readonly or not create or (self.path.is_file() and self.path.stat().st_size > 0):
+        if readonly or not create or not is_new_store(self.path):
             check_store(self.path)
         if readonly:
             self.db = connect_readonly(self.path)
