@@ -102,8 +102,8 @@ Examples:
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoint and result).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
-def train_command(dataset, data_dir, architecture, density, hidden, construction, degrees, block, epochs, batch_size, lr, momentum, dropout,
-                  init, backend, loss, optimizer, lr_schedule, validation_fraction, early_stop, seed, limit_train,
+def train_command(dataset, data_dir, architecture, density, hidden, construction, degrees, block, epochs, batch_size,
+                  lr, momentum, dropout, init, backend, loss, optimizer, lr_schedule, validation_fraction, early_stop, seed, limit_train,
                   permute_inputs, device, out, resume, overwrite, as_json):
     """Train one sparse MLP (or CNN, LSTM) and report its test accuracy.
 

@@ -67,7 +67,7 @@ ROTATING = ("regular_rotating", "long_short_rotating", "fibonacci_rotating", "ra
 NULL, BUTTERFLY, EXPANDER, DENSE = "random_edge", "butterfly", "random_regular", "fully_connected"
 B2_BOOT = 500               # resamples for B2, whose statistic recomputes two fronts per draw
 MARKERS = {1: "o", 2: "v", 4: "s", 8: "P", 16: "^", 32: "D", 64: "X"}
-ARCH = ["hidden", "n_hidden_layers"]
+ARCH = ["hidden", "n_hidden_layers", "sizes"]
 UNIT = "accuracy"
 
 STATEMENTS = {
@@ -124,9 +124,9 @@ class FrontierComparison:
 
 
 def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
-    """The columns this module reads: ``block`` (1 when absent), ``hidden``, ``order``,
-    ``seconds`` (the run's training epochs, summed), and ``density_in`` replaced by the input layer's *nominal* density, ``k_in`` over the hidden
-    layer's output blocks: what the run asked for. The realised density of ``random_edge``
+    """The columns this module reads: ``block`` (1 when absent), ``hidden``, ``sizes``, ``order``,
+    ``seconds`` (the run's training epochs, summed), and ``density_in`` replaced by the input
+    layer's *nominal* density, ``k_in`` over the hidden layer's output blocks: what the run asked for. The realised density of ``random_edge``
     differs from seed to seed, and would split one cell into one cell per seed."""
     df = runs.copy()
     df["block"] = (df["block"] if "block" in df else pd.Series(1, index=df.index)).fillna(1).astype(int)
@@ -319,9 +319,7 @@ def accuracy_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     base = cells[cells["block"].eq(1)].assign(_c=lambda t: t["construction"].map(order))
     for _, row in base.sort_values(["hidden", "n_hidden_layers", "_c", "density_in"]).iterrows():
         reference = _select(raster, row, 1, row["density_in"])["test_accuracy"].mean()
-        sizes = raster.loc[raster["hidden"].eq(row["hidden"]) & raster["n_hidden_layers"].eq(row["n_hidden_layers"]),
-                           "sizes"].iloc[0]
-        out = [f"hidden {sizes}", row["construction"],
+        out = [f"hidden {row['sizes']}", row["construction"],
                f"{100 * row['density_in']:.3g}%"]
         for b in blocks:
             if b == 1:

@@ -123,8 +123,8 @@ def grid_summary(df: pd.DataFrame) -> list[tuple[str, str]]:
         text = SEPARATOR.join(f"{u:g}" if isinstance(u, float) else str(u) for u in uniq[:30])
         return text + (f"{SEPARATOR}... ({len(uniq)} values)" if len(uniq) > 30 else "")
 
-    def counted(col):
-        return _counts(df[col].dropna()) if col in df and df[col].notna().any() else "-"
+    def counted(col, shown=lambda values: values):
+        return _counts(shown(df[col].dropna())) if col in df and df[col].notna().any() else "-"
     out = [("runs", f"{len(df)} ({_counts(df['status'])})")]
     for col, name in (("dataset", "data sets"), ("hidden", "hidden sizes"), ("construction", "constructions"),
                       ("k_in", "input-layer degrees"), ("k_out", "output-layer degrees"), ("seed", "seeds")):
@@ -133,9 +133,8 @@ def grid_summary(df: pd.DataFrame) -> list[tuple[str, str]]:
     out.append(("backends requested", counted("requested_backend")))
     # a run's engines are stored one per layer, comma-joined: shown joined by "+" so that no
     # listed value holds the comma of a list
-    ran = df["backend"].dropna().astype(str).str.replace(",", " + ") if "backend" in df else None
     out.append(("backends that ran (information: what computed each run, layer by layer)",
-                _counts(ran) if ran is not None and len(ran) else "-"))
+                counted("backend", lambda values: values.astype(str).str.replace(",", " + "))))
     return out
 
 

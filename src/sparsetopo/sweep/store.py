@@ -147,11 +147,7 @@ def check_store(path, flag: str = "--db") -> Path:
         raise SparsetopoError(f"{flag} {path}: no such sweep store; run 'sparsetopo sweep run SPEC "
                               f"{flag} {path}' first")
     try:
-        con = connect_readonly(path)
-        try:
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
+        tables = {name for kind, name in _schema(path) if kind == "table"}
     except sqlite3.DatabaseError as exc:
         raise SparsetopoError(f"{flag} {path} is not a sparsetopo sweep store ({exc}); give the .sqlite "
                               f"file a sweep wrote") from None
@@ -171,20 +167,27 @@ def is_new_store(path) -> bool:
     if not path.is_file() or path.stat().st_size == 0:
         return True
     try:
-        con = connect_readonly(path)
-        try:
-            return con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
-        finally:
-            con.close()
+        return not _schema(path)
     except sqlite3.DatabaseError:
         return False
+
+
+def _schema(path) -> list[tuple[str, str]]:
+    """(type, name) of every table, index, view and trigger of the SQLite file ``path``, read
+    without changing it; sqlite3.DatabaseError when it is not SQLite."""
+    con = connect_readonly(path)
+    try:
+        return con.execute("SELECT type, name FROM sqlite_master").fetchall()
+    finally:
+        con.close()
 
 
 class SweepStore:
     """Access to one sweep's SQLite file. Use one instance in one process.
 
     ``create=True`` (``sweep run``): a missing or empty file, or an SQLite file without a single
-    table (a creation that was interrupted), becomes a store; any other file must already be one (a user's other database is never touched). ``create=False``: the store must
+    table (a creation that was interrupted), becomes a store (:func:`is_new_store`); any other
+    file must already be one (a user's other database is never touched). ``create=False``: the store must
     exist (``sweep measures``). ``readonly=True``: the store must exist and is opened so that
     neither it nor its folder changes (``status``, ``export``, ``report``).
     """

@@ -270,7 +270,7 @@ def _weights_per_edge(layer: dict, stat: dict) -> float:
     LSTM. Read as the layer's weights over its graph's edges, so that a dense CNN or LSTM has
     density 1."""
     edges = layer.get("nnz")
-    if not edges or layer.get("block", 1) != 1 or stat["nnz"] == edges:
+    if not edges or layer.get("block", 1) != 1:
         return 1
     return stat["nnz"] / edges
 
