@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import statistics
 import time
@@ -43,6 +44,33 @@ def set_threads(n: int | None) -> None:
     if n is not None:
         torch.set_num_threads(n)
         numba.set_num_threads(n)
+
+
+def default_threads() -> int:
+    """The threads torch and numba start with when nothing sets them: numba's default, one per
+    core this process may use (torch's default is the same count here)."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def busy_core():
+    """A second process running a busy Python loop: one core held, as by a user's other work
+    (returned once it runs: the interpreter's start takes tens of milliseconds). Kill it after."""
+    busy = subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
+    busy.stdout.readline()
+    return busy
+
+
+def control_step():
+    """A callable doing fixed single-thread work that sparsetopo has no part in (a numpy gather
+    and sum, about a millisecond), timed beside a layer under load: its own loaded / idle ratio
+    is what the machine charges one thread when the other core is busy (on a virtual machine
+    whose cores share a physical one, far from 1), the floor under any layer's ratio."""
+    import numpy as np
+
+    gen = np.random.default_rng(0)
+    source = gen.random(1 << 20, dtype=np.float32)
+    index = gen.integers(0, source.size, 1 << 18)
+    return lambda: float(source[index].sum())
 
 
 def machine() -> dict:

@@ -1,6 +1,7 @@
 """One training epoch of 784-300-10 under the paper's protocol: backend "auto" vs masked-dense.
 
-Usage: ``python benchmarks/bench_epoch.py [--json] [--examples N] [--repeats R] [--threads T] [--block B]``
+Usage: ``python benchmarks/bench_epoch.py [--json] [--examples N] [--repeats R] [--threads T] [--block B]
+[--under-load]``
 
 The network is the paper's: input layer of density d (regular_rotating, k = d * 300), output
 layer fully connected, sigmoid everywhere, MSE on one-hot targets, SGD lr 0.01 with Nesterov
@@ -17,6 +18,14 @@ of B x 10, so fully connected), against the fully connected network, both throug
 (the block network on its autograd path, the fully connected one on the backend "auto"
 picks). ``block_ratio`` = block seconds / fully connected seconds; target <= 0.35 at B = 16,
 batch 32, 8000 examples, one thread.
+
+``--under-load`` times what a busy core costs the epoch instead (``under_load`` in the JSON):
+for each density of ``LOAD_DENSITIES``, backend "auto" through ``train()``, in ``--repeats``
+alternations of the idle machine with one thread for torch and numba and a busy Python loop
+in a second process with their default threads. ``ratio`` = median loaded epoch seconds /
+median idle one-thread epoch seconds; target <= ``LOAD_TARGET``. ``control_ratio``: the same
+for a fixed numpy gather timed after each run (``_common.control_step``), what the machine
+itself charges one thread when the other core is busy.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from _common import machine, set_threads
+from _common import busy_core, control_step, default_threads, interleaved_medians, machine, set_threads
 from sparsetopo.train import TrainConfig, train
 
 DENSITIES = ("0.01", "0.03", "0.1", "0.3", "1")
@@ -60,6 +69,48 @@ def block_epoch(args, data) -> dict:
             "machine": machine()}
 
 
+LOAD_DENSITIES = ("0.01", "0.02", "0.1", "0.3")
+LOAD_TARGET = 1.3
+
+
+def auto_epochs(data, density: str) -> list[float]:
+    """Training seconds of epochs 2 and 3 of one backend-"auto" run at ``density`` (the
+    first epoch is warm-up), and the engine that ran."""
+    k = max(1, round(float(density) * 300))
+    result = train(TrainConfig(dataset="synthetic", hidden=(300,), degrees=(k, 10), epochs=3, backend="auto"),
+                   dataset=data)
+    return [h.seconds for h in result.history[1:]], result.backend
+
+
+def under_load(args, data) -> dict:
+    """The ``--under-load`` mode (see the module doc)."""
+    control = control_step()
+    points = []
+    for d in LOAD_DENSITIES:
+        idle, loaded, control_idle, control_loaded = [], [], [], []
+        for _ in range(args.repeats):
+            set_threads(1)
+            idle += auto_epochs(data, d)[0]
+            control_idle.append(interleaved_medians({"control": control}, 100)["control"])
+            busy = busy_core()
+            try:
+                set_threads(default_threads())
+                seconds, engine = auto_epochs(data, d)
+                loaded += seconds
+                control_loaded.append(interleaved_medians({"control": control}, 100)["control"])
+            finally:
+                busy.kill()
+                busy.wait()
+        points.append({"density": d, "engine": engine, "idle_one_thread_s": statistics.median(idle),
+                       "loaded_s": statistics.median(loaded),
+                       "ratio": statistics.median(loaded) / statistics.median(idle),
+                       "control_ratio": statistics.median(control_loaded) / statistics.median(control_idle)})
+    return {"benchmark": f"one epoch of {args.examples} examples, 784-300-10, batch 32, backend auto, with one "
+                         "core busy and default threads, against its idle one-thread time",
+            "under_load": points, "target": LOAD_TARGET, "worst": max(p["ratio"] for p in points),
+            "repeats": args.repeats, "examples": args.examples, "machine": machine()}
+
+
 def synthetic(n: int, seed: int = 0):
     gen = np.random.default_rng(seed)
     return SimpleNamespace(x_train=gen.random((n, 784), dtype=np.float32), y_train=gen.integers(0, 10, n),
@@ -75,9 +126,21 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and numba (default: theirs)")
     parser.add_argument("--block", type=int, default=None,
                         help="time blocks of B neurons at 10%% against the fully connected network instead")
+    parser.add_argument("--under-load", action="store_true",
+                        help="time epochs with one core busy against their idle one-thread time instead")
     args = parser.parse_args()
     set_threads(args.threads)
     data = synthetic(args.examples)
+    if args.under_load:
+        result = under_load(args, data)
+        if args.json:
+            print(json.dumps(result))
+            return
+        print(f"{result['benchmark']}; machine: {result['machine']}")
+        for p in result["under_load"]:
+            print(f"  density {p['density']:>5} ({p['engine']}): idle one thread {p['idle_one_thread_s']:.4f} s  "
+                  f"loaded {p['loaded_s']:.4f} s  ratio {p['ratio']:.3f} (control {p['control_ratio']:.3f}) target <= {LOAD_TARGET}")
+        return
     if args.block is not None:
         result = block_epoch(args, data)
         print(json.dumps(result) if args.json else

@@ -3,7 +3,7 @@ paper's layer (784 -> 300, batch 32) against masked-dense PyTorch in detail.
 
 Usage: ``python benchmarks/bench_layers.py [--json] [--threads N] [--batch 1,32,128,512,2048]
 [--shape 784x300,784x1024,1024x1024,4096x4096] [--density 0.01,0.02,0.1,0.3] [--no-paper]
-[--block 1,4,8,16,32,64]``
+[--block 1,4,8,16,32,64] [--under-load]``
 
 **Block layers** (``--block``, ``block_grid`` in the JSON; replaces the grid and the paper's
 layer): for every shape (default 1024x1024, 4096x4096), density (default 0.1, 0.05) and block
@@ -29,6 +29,17 @@ sparse (``auto_check_refit``: the same with the constants fitted here). The grid
 ``SparseLinear(backend="auto", batch_size=batch)`` as a user gets it (backend and per-call path
 by :mod:`sparsetopo.nn.plan`): ``auto_path`` is the path it ran, ``auto_over_best`` its time over
 the faster of ``nn.Linear`` and the sparse kernels.
+
+**Under load** (``--under-load``, ``under_load`` in the JSON; replaces the grid and the paper's
+layer; shapes default to ``LOAD_SHAPES``, densities to 2% and 10%): what a busy core costs a
+layer. For every point, the layer as a user gets it (``SparseLinear(backend="auto",
+batch_size=batch)``: a training step, at batch 1 the inference forward) is timed twice in one
+process: first on the idle machine with torch and numba on one thread, then with a busy Python
+loop in a second process (one core held) and torch and numba back on their default threads.
+``ratio`` is the loaded time over the idle one-thread time (target: at most
+``LOAD_TARGET``); ``control_ratio`` the same for a fixed numpy gather timed in the same turns
+(``_common.control_step``), what the machine itself charges one thread when the other core is busy. The fused epoch at batch 32 is measured the same way by ``bench_epoch.py
+--under-load``.
 
 **The paper's layer** (top-level ``ratios*``; skipped by ``--no-paper``):
 
@@ -65,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 from numba import njit
@@ -72,7 +84,7 @@ from numba import njit
 import numpy as np
 import torch
 
-from _common import interleaved_medians, machine, set_threads, training_step
+from _common import busy_core, control_step, default_threads, interleaved_medians, machine, set_threads, training_step
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import BlockSparseLinear, CostModel, SparseLinear
@@ -356,6 +368,88 @@ def run_blocks(args):
         print(f"  machine: {result['machine']}")
 
 
+LOAD_SHAPES = "784x1024,1024x1024,4096x4096"
+LOAD_DENSITIES = "0.02,0.1"
+LOAD_TARGET = 1.3  # the issue's acceptance: loaded time / idle one-thread time at every point
+
+
+def _auto_side(n_in, n_out, density, batch, seed=0):
+    """The layer as a user gets it at one grid point, and a callable timing its step."""
+    t = build("random_regular", n_in, n_out, max(1, round(density * n_out)), seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    layer = SparseLinear(t, backend="auto", batch_size=batch)
+    if batch == 1:
+        x = torch.rand(1, n_in, generator=gen)
+        layer.eval()
+
+        def step():
+            with torch.no_grad():
+                layer(x)
+        return layer, step
+    x = torch.rand(batch, n_in, generator=gen).requires_grad_()
+    return layer, training_step(layer, x, torch.randn(batch, n_out, generator=gen))
+
+
+def under_load(shapes, densities, batches, seconds, rounds=5, report=None) -> list[dict]:
+    """The ``--under-load`` points: for each, ``rounds`` alternations of the idle one-thread time
+    and the loaded default-thread time (medians of each), so that drift hits both alike, with
+    the machine's own charge (:func:`_common.control_step`) timed in the same turns."""
+    control = control_step()
+    points = []
+    for n_in, n_out in shapes:
+        for d in densities:
+            for b in batches:
+                layer, step = _auto_side(n_in, n_out, d, b)
+                for threads in (1, default_threads()):  # compile and warm both settings before timing
+                    set_threads(threads)
+                    _timed({"auto": step}, 0.05)
+                sides = {"auto": step, "control": control}
+                idle, loaded, idle_loads = [], [], []
+                for _ in range(rounds):
+                    set_threads(1)
+                    idle_loads.append(machine()["load_average_1min"])
+                    idle.append(_timed(sides, seconds / rounds)[0])
+                    busy = busy_core()
+                    try:
+                        set_threads(default_threads())
+                        loaded.append(_timed(sides, seconds / rounds)[0])
+                    finally:
+                        busy.kill()
+                        busy.wait()
+                med = {(phase, side): statistics.median(r[side] for r in runs)
+                       for phase, runs in (("idle", idle), ("loaded", loaded)) for side in sides}
+                points.append({"shape": f"{n_in}x{n_out}", "density": d, "batch": b,
+                               "mode": "inference" if b == 1 else "train", "path": layer.last_path,
+                               "idle_one_thread_s": med["idle", "auto"], "loaded_s": med["loaded", "auto"],
+                               "ratio": med["loaded", "auto"] / med["idle", "auto"],
+                               "control_ratio": med["loaded", "control"] / med["idle", "control"],
+                               "rounds": rounds, "idle_load_average": max(idle_loads)})
+                if report:
+                    report(points[-1])
+    return points
+
+
+def run_under_load(args):
+    """The ``--under-load`` mode, printed as it runs, or one JSON object."""
+    shape = args.shape if args.shape != DEFAULT_SHAPES else LOAD_SHAPES
+    density = args.density if args.density != DEFAULT_GRID_DENSITIES else LOAD_DENSITIES
+
+    def show(p):
+        print(f"  {p['shape']:>9} density {p['density']:<5} batch {p['batch']:>4} {p['mode']:>9} ({p['path']}): "
+              f"loaded / idle one thread {p['ratio']:.3f}  control {p['control_ratio']:.3f}  (idle {p['idle_one_thread_s'] * 1e3:.3f} ms)", flush=True)
+    points = under_load(_shapes(shape), [float(v) for v in density.split(",")], [int(v) for v in args.batch.split(",")],
+                        args.seconds, report=None if args.json else show)
+    result = {"benchmark": "SparseLinear(backend='auto') with one core busy and default threads, against its "
+                           "idle one-thread time (training step; batch 1: inference)",
+              "under_load": points, "target": LOAD_TARGET, "worst": max(p["ratio"] for p in points),
+              "worst_control": max(p["control_ratio"] for p in points),
+              "grid_seconds_per_side": args.seconds, "machine": machine()}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"  worst: {result['worst']:.3f} (target {LOAD_TARGET}), control's worst {result['worst_control']:.3f}; machine: {result['machine']}")
+
+
 def _shapes(text):
     return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s]
 
@@ -373,7 +467,13 @@ def main():
     parser.add_argument("--block", default=None,
                         help="block sizes: time BlockSparseLinear against nn.Linear instead (e.g. 1,4,8,16,32,64; "
                              f"shapes default to {BLOCK_SHAPES}, densities to {BLOCK_DENSITIES})")
+    parser.add_argument("--under-load", action="store_true",
+                        help="time the layer with one core busy against its idle one-thread time instead "
+                             f"(shapes default to {LOAD_SHAPES}, densities to {LOAD_DENSITIES})")
     args = parser.parse_args()
+    if args.under_load:
+        run_under_load(args)
+        return
     set_threads(args.threads)
     if args.block is not None:
         run_blocks(args)

@@ -62,6 +62,57 @@ def test_fused_epoch_equals_autograd_path_includingmomentum_buffers():
         assert rel_err(opts[0].state[a]["momentum_buffer"], opts[1].state[b]["momentum_buffer"]) < 1e-4
 
 
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_fused_epoch_segments_give_the_same_bits_serial_parallel_or_mixed(monkeypatch):
+    """The epoch runs in segments of SEGMENT_BATCHES, each on the thread pool or the calling
+    thread as the plan's clock says; every choice must leave the same numbers, and the summed
+    loss must count every segment's batches."""
+    import numba
+
+    from sparsetopo.nn import plan
+    from sparsetopo.train.fused import SEGMENT_BATCHES
+
+    topologies = [build("random_regular", 200, 120, 30, seed=3), build("fully_connected", 120, 10)]
+    gen = torch.Generator().manual_seed(0)
+    n = 32 * (2 * SEGMENT_BATCHES + 3) - 5  # three segments, the last batch short
+    x = torch.rand(n, 200, generator=gen)
+    targets = torch.nn.functional.one_hot(torch.randint(0, 10, (n,), generator=gen), 10).float()
+    order = torch.randperm(n, generator=gen)
+    choices = {"parallel": lambda calls: 2, "serial": lambda calls: 0, "mixed": lambda calls: 2 * (calls % 2)}
+    results = {}
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        for name, pick in choices.items():
+            calls = []
+
+            def fake(site, work, pick=pick, calls=calls):
+                calls.append(site)
+                return pick(len(calls))
+            monkeypatch.setattr(plan, "call_threads", fake)
+            model = SparseMLP(topologies, seed=1, backend="sparse")
+            opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, nesterov=True)
+            loss = FusedEpoch(model, 0.3, 0.9, momentum_buffers(opt, model)).run(x, targets, order, 32)
+            assert len(calls) == 3  # one choice per segment
+            results[name] = (loss, [p.detach().clone() for p in model.parameters()])
+    finally:
+        numba.set_num_threads(previous)
+    for name in ("serial", "mixed"):
+        assert results[name][0] == results["parallel"][0]
+        assert all(torch.equal(a, b) for a, b in zip(results[name][1], results["parallel"][1]))
+    model = SparseMLP(topologies, seed=1, backend="sparse")  # the summed loss against autograd
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, nesterov=True)
+    total = 0.0
+    for start in range(0, n, 32):
+        batch = order[start: start + 32]
+        loss = torch.nn.functional.mse_loss(model(x[batch]), targets[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * batch.numel()
+    assert results["parallel"][0] == pytest.approx(total, rel=1e-5)
+
+
 def test_fused_epoch_is_refused_where_it_would_compute_something_else():
     ts = [build("regular_rotating", 20, 10, 3), build("fully_connected", 10, 4)]
     assert FusedEpoch.supports(SparseMLP(ts, backend="sparse"))

@@ -39,6 +39,7 @@ costs time, never accuracy: every path computes the layer's function.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -195,10 +196,29 @@ def call_threads(site, work: int) -> int:
     return THREADS.chunks(site, work)
 
 
+class ThreadClock:
+    """``with ThreadClock(site, work) as chunks:`` runs one call on the threads
+    :func:`call_threads` picks (``chunks``: ranges to split into, 0 for the calling thread) and
+    tells the plan's memory how long it took, when the choice matters (enough work for the
+    pool); otherwise it costs nothing."""
+
+    def __init__(self, site, work: int):
+        self.site, self.chunks = site, call_threads(site, work)
+        self.timed = THREADS.timed(work)
+
+    def __enter__(self) -> int:
+        self.tick = time.perf_counter() if self.timed else 0.0
+        return self.chunks
+
+    def __exit__(self, *exc):
+        if self.timed:
+            THREADS.record(self.site, self.chunks, time.perf_counter() - self.tick)
+
+
 def engine_threads(nnz: int, batch: int) -> bool:
-    """Whether a layer's kernels use the thread pool inside a fused training engine
-    (:mod:`sparsetopo.train.fused`: one numba call for many steps cannot time its
-    alternatives, so the static rule alone)."""
+    """Whether a layer's kernels may use the thread pool inside a fused training engine
+    (:mod:`sparsetopo.train.fused`): the static rule; the sequential epoch then runs in
+    segments and asks :class:`ThreadClock` per segment whether the pool is worth it now."""
     return use_threads(nnz, batch)
 
 

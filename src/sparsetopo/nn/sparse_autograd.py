@@ -24,32 +24,14 @@ version counter does not see.
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
 import torch
 
 from sparsetopo.errors import SparsetopoError, interrupt_in
 from sparsetopo.kernels import batch_major, tiled
-from sparsetopo.nn.plan import THREADS, call_threads, tile_width
+from sparsetopo.nn.plan import ThreadClock, tile_width
 from sparsetopo.nn.sparse_index import SparseIndex, check_sparse_inputs
-
-
-class _Clock:
-    """Picks the threads of a call and times it for the plan's memory, when the choice matters
-    (a large layer on several threads); otherwise costs nothing."""
-
-    def __init__(self, site, work):
-        self.site, self.chunks = site, call_threads(site, work)
-        self.timed = THREADS.timed(work)
-
-    def __enter__(self):
-        self.tick = time.perf_counter() if self.timed else 0.0
-        return self.chunks
-
-    def __exit__(self, *exc):
-        if self.timed:
-            THREADS.record(self.site, self.chunks, time.perf_counter() - self.tick)
 
 
 def _rows(t: torch.Tensor) -> np.ndarray:
@@ -99,7 +81,7 @@ class SparseLinearFunction(torch.autograd.Function):
         batch = x.shape[0]
         v, b = values.detach().numpy(), bias.detach().numpy()
         keep = ctx.needs_input_grad[1]  # the input copy is kept only when the weight gradient reads it
-        with _Clock((id(index), "forward", batch), index.nnz * batch) as chunks:
+        with ThreadClock((id(index), "forward", batch), index.nnz * batch) as chunks:
             if ctx.untiled:
                 y, ctx.xs = batch_major.forward(_rows(x), v, b, index.col_ptr, index.col_rows, index.col_perm,
                                                 chunks, keep)
@@ -117,7 +99,7 @@ class SparseLinearFunction(torch.autograd.Function):
         want_x, want_values, want_bias = ctx.needs_input_grad[:3]
         batch = grad_y.shape[0]
         v = ctx.saved_tensors[0].detach().numpy()
-        with _Clock((id(index), "backward", batch), index.nnz * batch) as chunks:
+        with ThreadClock((id(index), "backward", batch), index.nnz * batch) as chunks:
             if ctx.untiled:
                 gx, gv, gb = batch_major.backward(ctx.xs, _rows(grad_y), v, index.indptr, index.indices, want_x,
                                                   want_values, want_bias, chunks)
@@ -137,7 +119,7 @@ def _inference(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index:
         y = np.empty(index.n_out, np.float32)
         tiled.forward_vector(_rows(x).reshape(-1), v, index.indptr, index.indices, b, y)
         return torch.from_numpy(y).reshape(1, index.n_out)
-    with _Clock((id(index), "forward", batch), index.nnz * batch) as chunks:
+    with ThreadClock((id(index), "forward", batch), index.nnz * batch) as chunks:
         y, _ = tiled.forward_call(_rows(x), v, index.col_perm, index.col_ptr, index.col_rows, b, chunks, False,
                                   tile_width(batch))
     return torch.from_numpy(y)

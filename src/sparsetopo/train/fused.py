@@ -28,7 +28,7 @@ from sparsetopo.engines.step import train_batches
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels.cache import load_or_compile
 from sparsetopo.kernels.threads import n_chunks
-from sparsetopo.nn.plan import engine_threads, wide_argument
+from sparsetopo.nn.plan import ThreadClock, engine_threads, wide_argument
 
 
 def _view(t: torch.Tensor) -> np.ndarray:
@@ -99,7 +99,22 @@ class FusedEpoch:
         if n == 0:
             return 0.0
         losses = np.zeros((n + batch_size - 1) // batch_size, dtype=np.float64)
-        train_batches(*self.epoch_arguments(x, targets, order, batch_size, losses))
+        args = list(self.epoch_arguments(x, targets, order, batch_size, losses))
+        parallel = args[_PARALLEL]
+        nnz = tuple(int(layer.offsets[1]) for layer in self.layers)
+        # one site per network shape, so that the runs of a sweep share what the first learnt
+        site = ("epoch", tuple(int(s) for s in self.sizes), nnz, batch_size)
+        for first in range(0, losses.size, SEGMENT_BATCHES):
+            stop = min(first + SEGMENT_BATCHES, losses.size)
+            args[_FIRST], args[_STOP], args[_LOSSES] = first, stop, losses[first:stop]
+            if parallel is None:
+                train_batches(*args)
+                continue
+            # per segment, the thread pool or the calling thread, whichever has lately been
+            # faster: one busy core stalls every parallel step (same numbers either way)
+            with ThreadClock(site, max(nnz) * batch_size) as chunks:
+                args[_PARALLEL] = parallel if chunks else None
+                train_batches(*args)
         for layer in self.model.layers:  # written through numpy: tell torch (and the layers' dense caches)
             increment_version(layer.values)
         return float(np.dot(losses, batch_counts(n, batch_size)))
@@ -110,7 +125,11 @@ class FusedEpoch:
         this times the epoch alone."""
         n = int(x.shape[0])
         losses = np.zeros(-(-n // batch_size), dtype=np.float64)
-        load_or_compile(train_batches, *self.epoch_arguments(x, targets, torch.arange(n), batch_size, losses))
+        args = list(self.epoch_arguments(x, targets, torch.arange(n), batch_size, losses))
+        load_or_compile(train_batches, *args)
+        if args[_PARALLEL] is not None:  # the serial segments' specialisation too (see run)
+            args[_PARALLEL] = None
+            load_or_compile(train_batches, *args)
 
     def epoch_arguments(self, x: torch.Tensor, targets: torch.Tensor, order: torch.Tensor, batch_size: int,
                         losses: np.ndarray) -> tuple:
@@ -140,6 +159,13 @@ class FusedEpoch:
     def hidden_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's sigmoid outputs for ``x`` (what the divergence rule probes)."""
         return self.outputs(x)[:-1]
+
+
+# Batches per numba call of the epoch (see FusedEpoch.run): long enough that a call's entry
+# (a few microseconds) is lost in its work, short enough that a thread choice gone stale under
+# a changing load costs a fraction of the epoch. The positions in train_batches' arguments:
+SEGMENT_BATCHES = 16
+_FIRST, _STOP, _PARALLEL, _LOSSES = 3, 4, 12, 15
 
 
 def _features(x: torch.Tensor) -> np.ndarray:
