@@ -149,14 +149,17 @@ def test_parameter_and_optimizer_memory_follow_the_connections():
     assert dense.state_bytes() == SparseLinear(ten_percent, backend="masked").state_bytes()
 
 
-def test_checkpoint_resume_on_the_sparse_backend_equals_uninterrupted(digits, tmp_path, interrupted_training):
-    cfg = TrainConfig(dataset="digits", hidden=(16,), degrees=(4, 10), epochs=3, lr=0.5, backend="sparse",
-                      limit_train=300)
+@pytest.mark.parametrize("layers", [dict(degrees=(4, 10), backend="sparse"), dict(degrees=(2, None), block=4)])
+def test_checkpoint_resume_of_a_fused_run_equals_uninterrupted(digits, tmp_path, interrupted_training, layers):
+    """Sparse layers and block layers (whose tiles the fused epoch stages and writes back)."""
+    cfg = TrainConfig(dataset="digits", hidden=(16,), epochs=3, lr=0.5, limit_train=300, **layers)
     whole = train(cfg, dataset=digits)
+    assert whole.backend.startswith("fused/")
     interrupted_training(cfg, digits, tmp_path, after=1)
     resumed = train(cfg, dataset=digits, checkpoint_dir=tmp_path, resume=True)
+    assert [h.train_loss for h in resumed.history] == [h.train_loss for h in whole.history]
     for a, b in zip(whole.model.layers, resumed.model.layers):
-        assert torch.equal(a.values, b.values) and torch.equal(a.bias, b.bias)
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
 COSTS = CostModel(dense_overhead_s=50e-6, dense_per_mac_s=1e-10, sparse_overhead_s=10e-6, sparse_per_mac_s=1e-9)

@@ -89,6 +89,11 @@ class BlockSparseLinear(nn.Module):
         raise SparsetopoError(f"input is {x.dtype} on {x.device} but {label} is {self.tiles.dtype} on "
                               f"{self.tiles.device}: convert one with .to()")
 
+    def tile_index(self) -> torch.Tensor:
+        """For every connection of the lifted topology, in its CSR order, its position in the
+        flattened tiles (``tiles.view(-1)``); a CPU tensor."""
+        return self._tile_index
+
     def connected_weights(self) -> torch.Tensor:
         """The weight of every connection of the (lifted) topology, in its CSR order (a copy):
         the numbers a :class:`~sparsetopo.nn.SparseLinear` on this topology holds."""

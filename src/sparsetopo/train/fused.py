@@ -28,7 +28,9 @@ from sparsetopo.engines.step import train_batches
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels.cache import load_or_compile
 from sparsetopo.kernels.threads import n_chunks
+from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.plan import ThreadClock, engine_threads, wide_argument
+from sparsetopo.nn.sparse_index import SparseIndex
 
 
 def _view(t: torch.Tensor) -> np.ndarray:
@@ -68,16 +70,24 @@ class FusedEpoch:
         layers = model.layers
         self.sizes = np.array([layers[0].topology.n_in] + [layer.topology.n_out for layer in layers], dtype=np.int64)
         # The engines' layout (engines.layout): one network is member 0, its bias and pointer
-        # arrays one-row views, its slice the whole layer. Views of the parameters, so the
-        # kernels update them in place.
-        self.layers = tuple(
-            EngineLayer(values=_view(layer.values), value_bufs=_view(value_buf), biases=_row(_view(layer.bias)),
-                        bias_bufs=_row(_view(bias_buf)), indptr=_row(layer.index.indptr),
-                        indices=layer.index.indices, col_ptr=_row(layer.index.col_ptr),
-                        col_rows=layer.index.col_rows, col_perm=layer.index.col_perm,
-                        offsets=np.array([0, layer.index.nnz], dtype=np.int64), **no_dense_members(1),
-                        **no_dropout())
-            for layer, value_buf, bias_buf in zip(layers, buffers[0::2], buffers[1::2]))
+        # arrays one-row views, its slice the whole layer. A sparse layer's weights and
+        # momentum are views of its parameters, so the kernels update them in place; a block
+        # layer's are staged copies in its lifted topology's CSR order (_BlockStage).
+        self._stages = []
+        engine_layers = []
+        for layer, weight_buf, bias_buf in zip(layers, buffers[0::2], buffers[1::2]):
+            if isinstance(layer, BlockSparseLinear):
+                stage = _BlockStage(layer, weight_buf)
+                self._stages.append(stage)
+                values, value_bufs, index = stage.values, stage.value_bufs, stage.index
+            else:
+                values, value_bufs, index = _view(layer.values), _view(weight_buf), layer.index
+            engine_layers.append(EngineLayer(
+                values=values, value_bufs=value_bufs, biases=_row(_view(layer.bias)), bias_bufs=_row(_view(bias_buf)),
+                indptr=_row(index.indptr), indices=index.indices, col_ptr=_row(index.col_ptr),
+                col_rows=index.col_rows, col_perm=index.col_perm, offsets=np.array([0, index.nnz], dtype=np.int64),
+                **no_dense_members(1), **no_dropout()))
+        self.layers = tuple(engine_layers)
 
     @staticmethod
     def supports(model) -> bool:
@@ -87,9 +97,9 @@ class FusedEpoch:
         (:func:`sparsetopo.train.recipe.fused_applies`): the kernels compute MSE and Nesterov SGD."""
         if model.activation_name != "sigmoid" or model.output != "activation" or any(p > 0 for p in model.dropout):
             return False
-        if not all(layer.backend == "sparse" for layer in model.layers):
+        if not all(layer.backend in ("sparse", "block") and layer.bias is not None for layer in model.layers):
             return False
-        params = [p for layer in model.layers for p in (layer.values, layer.bias)]
+        params = [p for layer in model.layers for p in (weight_parameter(layer), layer.bias)]
         return all(p.dtype == torch.float32 and p.device.type == "cpu" for p in params)
 
     def run(self, x: torch.Tensor, targets: torch.Tensor, order: torch.Tensor, batch_size: int) -> float:
@@ -99,6 +109,8 @@ class FusedEpoch:
         if n == 0:
             return 0.0
         losses = np.zeros((n + batch_size - 1) // batch_size, dtype=np.float64)
+        for stage in self._stages:
+            stage.load()
         args = list(self.epoch_arguments(x, targets, order, batch_size, losses))
         parallel = args[_PARALLEL]
         nnz = tuple(int(layer.offsets[1]) for layer in self.layers)
@@ -115,8 +127,10 @@ class FusedEpoch:
             with ThreadClock(site, max(nnz) * batch_size) as chunks:
                 args[_PARALLEL] = parallel if chunks else None
                 train_batches(*args)
+        for stage in self._stages:
+            stage.store()
         for layer in self.model.layers:  # written through numpy: tell torch (and the layers' dense caches)
-            increment_version(layer.values)
+            increment_version(weight_parameter(layer))
         return float(np.dot(losses, batch_counts(n, batch_size)))
 
     def prepare(self, x: torch.Tensor, targets: torch.Tensor, batch_size: int) -> None:
@@ -148,6 +162,8 @@ class FusedEpoch:
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each layer's sigmoid outputs for ``x`` (examples x units; the output layer last), computed
         by the kernels the network trains on (:func:`sparsetopo.engines.predict.layer_outputs`)."""
+        for stage in self._stages:  # the parameters may have changed since the last epoch (a checkpoint)
+            stage.load()
         out = torch.from_numpy(layer_outputs(_features(x), self.sizes, self.layers, 0, None))
         return list(out.split([int(s) for s in self.sizes[1:]], dim=1))
 
@@ -159,6 +175,39 @@ class FusedEpoch:
     def hidden_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's sigmoid outputs for ``x`` (what the divergence rule probes)."""
         return self.outputs(x)[:-1]
+
+
+def weight_parameter(layer) -> torch.Tensor:
+    """A layer's weight parameter: a sparse layer's ``values``, a block layer's ``tiles``."""
+    return layer.tiles if isinstance(layer, BlockSparseLinear) else layer.values
+
+
+class _BlockStage:
+    """A block layer's tiles and momentum, staged as its lifted topology's connected weights.
+
+    A block layer is the ordinary layer on its lifted (neuron-level) topology, whose every
+    connection is one tile entry (``BlockSparseLinear._tile_index`` maps them). At the paper's
+    sizes and batch 32 an epoch of such a network is dominated by each step's autograd and
+    optimizer calls, not by its matmuls, so the fused epoch runs it on the connections:
+    :meth:`load` copies the tiles and their momentum into CSR order before an epoch and
+    :meth:`store` writes them back after (one pass over the connections each; the entries
+    padding a ragged block are never touched and stay 0).
+    """
+
+    def __init__(self, layer: BlockSparseLinear, momentum: torch.Tensor):
+        self.index = SparseIndex.from_topology(layer.topology)
+        self.positions = layer.tile_index().numpy()
+        self.tiles, self.momentum = _view(layer.tiles).reshape(-1), _view(momentum).reshape(-1)
+        self.values = np.empty(self.positions.size, dtype=np.float32)
+        self.value_bufs = np.empty(self.positions.size, dtype=np.float32)
+
+    def load(self) -> None:
+        np.take(self.tiles, self.positions, out=self.values)
+        np.take(self.momentum, self.positions, out=self.value_bufs)
+
+    def store(self) -> None:
+        self.tiles[self.positions] = self.values
+        self.momentum[self.positions] = self.value_bufs
 
 
 # Batches per numba call of the epoch (see FusedEpoch.run): long enough that a call's entry

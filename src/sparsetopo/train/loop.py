@@ -7,10 +7,10 @@ Those are :class:`~sparsetopo.train.config.TrainConfig`'s defaults. Keras' Neste
 torch's are the same update written two ways (velocity ``v`` there is ``-lr * buf`` here).
 
 An epoch runs one of two ways, with the same batches, loss and update: the fused epoch
-(:mod:`sparsetopo.train.fused`, one numba call) when every layer is sparse, the activation is
-sigmoid, there is no dropout and the recipe is the paper's MSE with Nesterov SGD; otherwise the
-autograd loop below with the config's torch optimizer (always for block layers,
-``block`` > 1: :func:`~sparsetopo.train.recipe.autograd_only`). Other losses, optimizers, the learning
+(:mod:`sparsetopo.train.fused`, numba) when every layer is sparse or a block layer, the
+activation is sigmoid, there is no dropout and the recipe is the paper's MSE with Nesterov SGD
+(block layers: up to a batch of 64, :func:`sparsetopo.nn.plan.fused_epoch_pays`); otherwise
+the autograd loop below with the config's torch optimizer. Other losses, optimizers, the learning
 rate schedule, the validation split and early stopping: :mod:`sparsetopo.train.recipe`.
 The result names the one that ran (``RunResult.backend``: ``fused/sparse``,
 ``autograd/masked``, ...).
@@ -38,11 +38,12 @@ import torch.nn.functional as F
 from sparsetopo.atomic import atomic_path
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn import SparseMLP
+from sparsetopo.nn.plan import fused_epoch_pays
 from sparsetopo.seeding import derive_seed
 from sparsetopo.topology import build_stack
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
 from sparsetopo.train.divergence import divergence_reason
-from sparsetopo.train.fused import FusedEpoch
+from sparsetopo.train.fused import FusedEpoch, weight_parameter
 from sparsetopo.train.recipe import (batch_loss, epoch_lr, fused_applies, make_optimizer, output_layer, stop_early,
                                      validation_split)
 from sparsetopo.train.seeds import epoch_generators
@@ -126,7 +127,8 @@ def train(
     targets = F.one_hot(y_train, n_classes).float()
 
     model = build_model(config, x_train.shape[1], n_classes).to(device)
-    fusable = fused_applies(config) and FusedEpoch.supports(model)
+    fusable = (fused_applies(config) and FusedEpoch.supports(model)
+               and fused_epoch_pays(any(layer.backend == "block" for layer in model.layers), config.batch_size))
     checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     # The fused epoch updates the weights itself: a torch optimizer then only holds its momentum
     # buffers for a checkpoint, and is not made without one (making one imports torch's compiler,
@@ -182,8 +184,7 @@ def train(
         if on_epoch is not None:
             on_epoch(record)
 
-    engine = "fused/sparse" if fused is not None else None
-    return run_result(config, model, history, status, x_test, y_test, started, engine, fused)
+    return run_result(config, model, history, status, x_test, y_test, started, fused=fused)
 
 
 def momentum_buffers(optimizer: torch.optim.SGD | None, model: SparseMLP) -> list[torch.Tensor]:
@@ -193,7 +194,7 @@ def momentum_buffers(optimizer: torch.optim.SGD | None, model: SparseMLP) -> lis
     Without an optimizer (a fused run that saves no checkpoint): fresh zeros."""
     buffers = []
     for layer in model.layers:
-        for p in (layer.values, layer.bias):
+        for p in (weight_parameter(layer), layer.bias):
             state = optimizer.state[p] if optimizer is not None else {}
             if state.get("momentum_buffer") is None:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
@@ -257,10 +258,10 @@ def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord]
                fused: FusedEpoch | None = None) -> RunResult:
     """The RunResult of a finished run whose trained network is ``model`` (shared with population training).
 
-    ``engine``: what computed every layer, as ``engine/kernel`` (``"fused/sparse"``,
-    ``"fused-population/sparse"``, ...); None means the autograd loop, each layer on its own
-    backend (``"autograd/masked"``, ``"autograd/sparse"``). ``fused``: the fused epoch that
-    trained ``model``, whose kernels then evaluate it; None: the model's own forward.
+    ``engine``: what computed every layer, as ``engine/kernel`` (``"fused-population/sparse"``,
+    ...); None means this process's loop, each layer named by its own backend: ``"fused/sparse"``
+    or ``"fused/block"`` when ``fused`` (the fused epoch that trained ``model``, whose kernels
+    then evaluate it) is given, else ``"autograd/masked"``, ``"autograd/block"``, ...
     """
     reason = divergence_reason(history, model, x_test, fused.hidden_outputs if fused is not None else None)
     if history:
@@ -276,7 +277,8 @@ def run_result(config: TrainConfig, model: SparseMLP, history: list[EpochRecord]
         weight_stats=model.weight_stats(),
         parameters=model.parameter_count(),
         seconds=time.perf_counter() - started,
-        layers=[{**layer.topology.provenance(), "backend": engine or f"autograd/{layer.backend}"}
+        layers=[{**layer.topology.provenance(),
+                 "backend": engine or f"{'fused' if fused is not None else 'autograd'}/{layer.backend}"}
                 for layer in model.layers],
         model=model,
     )

@@ -66,19 +66,19 @@ def output_layer(config) -> str:
 
 
 def autograd_only(config) -> bool:
-    """Whether only the autograd loop of :func:`sparsetopo.train.train` computes ``config``'s
-    network: block layers (``block`` > 1), which neither numba engine (fused epoch, fused
-    population) nor the population stack implements. The one place that routes them."""
+    """Whether a population must train ``config`` run by run with :func:`sparsetopo.train.train`:
+    block layers (``block`` > 1), which neither population engine (the fused population, the
+    stacked tensors) implements. The one place that routes them."""
     return config.block != 1
 
 
 def fused_applies(config) -> bool:
     """Whether the fused numba engines (:mod:`sparsetopo.train.fused`, the fused population)
     implement ``config``'s recipe: they compute MSE on sigmoid outputs and the Nesterov SGD
-    update only, on ordinary layers (:func:`autograd_only`). The learning-rate schedule, the
-    validation split and early stopping happen between epochs and work with every engine."""
-    return (config.loss == "mse" and config.optimizer == "sgd_nesterov" and config.activation == "sigmoid"
-            and not autograd_only(config))
+    update only (the population engine also needs ordinary layers: :func:`autograd_only`).
+    The learning-rate schedule, the validation split and early stopping happen between epochs
+    and work with every engine."""
+    return config.loss == "mse" and config.optimizer == "sgd_nesterov" and config.activation == "sigmoid"
 
 
 def make_optimizer(config, params):
