@@ -366,6 +366,36 @@ def bench_layers_block(r: dict) -> list[str]:
                           "target (blocks of 32)", "met"], rows)
 
 
+def under_load(r: dict) -> list[str]:
+    """``--under-load`` of bench_layers and bench_epoch: loaded time / idle one-thread time per point,
+    beside the control workload's own ratio (the machine's charge)."""
+    target = r.get("target")
+    lines = [f"{capital(r.get('benchmark', 'under load'))}. Ratio: median loaded seconds (a busy Python loop "
+             "in a second process, default threads) / median idle seconds on one thread, alternated; control: "
+             "the same ratio for a fixed numpy gather timed in the same turns, what the machine itself charges "
+             f"one thread while the other core is busy. Worst ratio {num(r['worst'])} (target <= {num(target)}).", ""]
+    points = r["under_load"]
+    if "shape" in points[0]:
+        rows = [[p["shape"], short(p["density"]), str(p["batch"]), f"{p['mode']} ({p['path']})",
+                 ms(p["idle_one_thread_s"]), num(p["ratio"]), num(p["control_ratio"]), met("ratio", p["ratio"], target)]
+                for p in points]
+        return lines + table(["shape", "density", "batch", "step (path)", "idle, one thread", "loaded / idle",
+                              "control", "met"], rows)
+    rows = [[str(p["density"]), p["engine"], num(p["idle_one_thread_s"]), num(p["loaded_s"]), num(p["ratio"]),
+             num(p["control_ratio"]), met("ratio", p["ratio"], target)] for p in points]
+    return lines + table(["density", "engine", "idle epoch s, one thread", "loaded epoch s", "loaded / idle",
+                          "control", "met"], rows)
+
+
+def bench_epoch_block(r: dict) -> list[str]:
+    """``bench_epoch --block``: a block network's epoch against the fully connected one."""
+    rows = [[name, num(r["seconds"][name]), r["backends"][name]] for name in r["seconds"]]
+    target = r.get("target", r.get("block_target"))
+    return [f"{capital(r['benchmark'])}. Ratio block / fully connected: {num(r['block_ratio'])}"
+            + (f" (target <= {num(target)}: {met('ratio', r['block_ratio'], target)})." if target else "."), ""] + \
+        table(["network", "median epoch seconds", "engine"], rows)
+
+
 def generic(r: dict) -> list[str]:
     targets = r.get("targets", {})
     rows = [[f"`{k}`", num(v), target_text(k, targets.get(k)), met(k, v, targets.get(k))]
@@ -451,7 +481,8 @@ def _form(layer: dict) -> str:
 RENDERERS = {"bench_layers": bench_layers, "bench_layers_block": bench_layers_block, "bench_model": bench_model,
              "bench_epoch": bench_epoch, "bench_spectral": bench_spectral,
              "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels,
-             "bench_onnx": bench_onnx, "bench_start": bench_start, "bench_recurrent": bench_recurrent}
+             "bench_onnx": bench_onnx, "bench_start": bench_start, "bench_recurrent": bench_recurrent,
+             "bench_layers_load": under_load, "bench_epoch_load": under_load, "bench_epoch_block": bench_epoch_block}
 
 
 # -- the page ------------------------------------------------------------------------------------

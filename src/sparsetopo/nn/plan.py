@@ -13,8 +13,7 @@ asks. The choices:
   both by the one rule :func:`sparsetopo.kernels.threads.use_threads`;
 * the **tile width** of the tiled kernels (:func:`tile_width`) and the blocked kernels'
   ``wide`` argument (:func:`wide_argument`);
-* whether a **population member's** layer trains dense or as CSR (:func:`member_prefers_dense`);
-* whether a network the fused epoch can compute trains on it (:func:`fused_epoch_pays`).
+* whether a **population member's** layer trains dense or as CSR (:func:`member_prefers_dense`).
 
 The cost model
 --------------
@@ -221,23 +220,6 @@ def engine_threads(nnz: int, batch: int) -> bool:
     (:mod:`sparsetopo.train.fused`): the static rule; the sequential epoch then runs in
     segments and asks :class:`ThreadClock` per segment whether the pool is worth it now."""
     return use_threads(nnz, batch)
-
-
-# A block network under the fused recipe (MSE, sigmoid, Nesterov SGD) trains on the fused epoch,
-# on its lifted connections, up to this batch, and on the autograd loop's batched matmuls above
-# it. Measured on one core (784-H-10 at 10%, blocks of 16 for H = 300 and of 32 for H = 1024
-# and 4096, 4000 examples, AMD EPYC, 2026-12-07), epoch seconds fused / autograd: 0.25-0.26 at
-# batch 32, 0.84-0.94 at 64, 1.13-2.0 at 128 and above (every width).
-FUSED_BLOCK_MAX_BATCH = 64
-
-
-def fused_epoch_pays(has_blocks: bool, batch: int) -> bool:
-    """Whether the fused epoch (which computes a network exactly when
-    :meth:`sparsetopo.train.fused.FusedEpoch.supports` says so) is the faster way to train it:
-    always for sparse layers, up to :data:`FUSED_BLOCK_MAX_BATCH` examples per step for block
-    layers (the per-step calls of their autograd loop weigh less at larger batches, where the
-    batched matmuls of the tiles beat the connection kernels)."""
-    return not has_blocks or batch <= FUSED_BLOCK_MAX_BATCH
 
 
 def thread_count(nnz: int, batch: int) -> int:
