@@ -6,15 +6,18 @@ are stored *by output block* (:class:`BlockPlan`, ``tile_in``/``tile_out``), so 
 block ``J`` reads the tiles of its ``D`` input blocks as one ``(D*b_in) x b_out`` matrix:
 
 * forward: ``y_J = [x_I1 .. x_ID] @ [W_1; ..; W_D]``: the input blocks of every output block
-  are gathered side by side (one ``index_select`` of whole blocks) and one ``torch.bmm`` over
-  the ``q`` output blocks multiplies them by the stacked tiles (a view of the parameter);
+  are gathered side by side (one ``index_select`` of whole blocks along the block axis of the
+  batch-major input, ``(batch, p, b_in)``) and one ``torch.bmm`` over the ``q`` output blocks
+  multiplies them by the stacked tiles (a view of the parameter);
 * input gradient: ``gx_I = [g_J1 .. g_Jk] @ [W_1^T; ..; W_k^T]``, the same by input block:
   one gather of gradient blocks, one gather of the tiles transposed (``nnz`` numbers), one bmm;
 * tile gradient: ``gW_J = [x_I1 .. x_ID]^T @ g_J``, one bmm whose result already has the
   tiles' layout. The gathered inputs are gathered again rather than saved (they are ``D``
   times the input: 13 copies of it for a 4096-wide layer of blocks of 32 at 10%).
 
-Every reduction is inside a matmul: no scatter-add, whose cost grew with the batch
+The layer stays batch-major: ``bmm`` reads the gathered ``(batch, q, D*b_in)`` as ``q``
+strided matrices, so only the results are transposed (an earlier form transposed the input
+too, a third of a step's time). Every reduction is inside a matmul: no scatter-add, whose cost grew with the batch
 (docs/design.md, "Block layers"; ``benchmarks/bench_layers.py --block`` times the layer). A block
 with fewer edges than the most connected one is padded with a zero block and a zero tile;
 a ragged last block is padded with zero neurons, whose tile entries stay 0 (their gradient
@@ -126,29 +129,30 @@ class BlockPlan:
                          bwd_padded=self.bwd_padded, **moved)
 
 
-def _feature_blocks(x: torch.Tensor, n: int, b: int, count: int, zero_block: bool) -> torch.Tensor:
-    """``x`` (batch, n) feature-major, as (count [+1], b, batch): input block ``I``'s rows are one
-    contiguous run of ``b * batch`` numbers, so gathering blocks copies whole runs. The ragged
-    last block is filled with zero neurons, and one all-zero block is added when ``zero_block``."""
+def _blocks(x: torch.Tensor, n: int, b: int, count: int, zero_block: bool) -> torch.Tensor:
+    """``x`` (batch, n) as (batch, count [+1], b): a view of the batch-major input (a padded copy
+    only when the last block is ragged or an all-zero block is added for ``zero_block``)."""
     pad = count * b - n + (b if zero_block else 0)
-    xt = x.t()
     if pad:
-        xt = F.pad(xt, (0, 0, 0, pad))
-    return xt.contiguous().view(-1, b, x.shape[0])
+        x = F.pad(x, (0, pad))
+    return x.contiguous().view(x.shape[0], -1, b)
 
 
 def _gather(blocks: torch.Tensor, slots: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """(heads, width * b, batch): for each head its ``width`` blocks stacked, one contiguous
-    gather of whole blocks (``width`` times the input) into the scratch tensor ``out``."""
+    """(heads, batch, width * b): for each head its ``width`` blocks side by side, gathered from
+    ``blocks`` (batch, count, b) along the block axis into the scratch tensor ``out`` (each
+    gathered block is a contiguous run of ``b`` numbers per example), as a strided view whose
+    first axis is the head, which ``bmm`` reads in place."""
     heads, width = slots.shape
-    out = out.view(heads * width, blocks.shape[1], blocks.shape[2])
-    torch.index_select(blocks, 0, slots.reshape(-1), out=out)
-    return out.view(heads, width * blocks.shape[1], blocks.shape[2])
+    batch, _, b = blocks.shape
+    out = out.view(batch, heads * width, b)
+    torch.index_select(blocks, 1, slots.reshape(-1), out=out)
+    return out.view(batch, heads, width * b).transpose(0, 1)
 
 
 def _gather_inputs(x: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
-    """(q, D*b_in, batch): the input blocks of every output block, stacked."""
-    blocks = _feature_blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
+    """(q, batch, D*b_in): the input blocks of every output block, side by side."""
+    blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
     out = plan.buffer("inputs", plan.fwd_blocks.numel() * plan.block_in * x.shape[0], x)
     return _gather(blocks, plan.fwd_blocks, out)
 
@@ -171,10 +175,8 @@ def _batch_major(blocks: torch.Tensor, n: int) -> torch.Tensor:
 
 def block_forward(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
     """``y = x @ lift(tiles) + bias`` for a 2-D ``x`` (batch, n_in), no autograd bookkeeping."""
-    # output block J: (its input blocks side by side) @ (its tiles stacked). The gathered
-    # inputs are read transposed, which BLAS does in place; the other orientation (tiles
-    # transposed) was far slower at batch 1
-    y = torch.bmm(_gather_inputs(x, plan).transpose(1, 2), _stacked_tiles(tiles, plan))   # (q, batch, b_out)
+    # output block J: (its input blocks side by side) @ (its tiles stacked)
+    y = torch.bmm(_gather_inputs(x, plan), _stacked_tiles(tiles, plan))   # (q, batch, b_out)
     y = _batch_major(y, plan.n_out)
     return y if bias is None else y + bias
 
@@ -192,7 +194,7 @@ class BlockLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, tiles = ctx.saved_tensors
         plan = ctx.plan
-        grad_blocks = _feature_blocks(grad_y, plan.n_out, plan.block_out, plan.out_blocks, plan.bwd_padded)
+        grad_blocks = _blocks(grad_y, plan.n_out, plan.block_out, plan.out_blocks, plan.bwd_padded)
         grad_x = grad_tiles = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad(grad_blocks, tiles, plan)
@@ -211,15 +213,15 @@ def _input_grad(grad_blocks, tiles, plan):
     if plan.bwd_padded:
         transposed = torch.cat([transposed, transposed.new_zeros(1, *transposed.shape[1:])])
     stacked = transposed.index_select(0, plan.bwd_tiles.reshape(-1)).view(p, width * plan.block_out, plan.block_in)
-    out = plan.buffer("gradients", plan.bwd_blocks.numel() * plan.block_out * grad_blocks.shape[2], grad_blocks)
-    grad = torch.bmm(_gather(grad_blocks, plan.bwd_blocks, out).transpose(1, 2), stacked)   # (p, batch, b_in)
+    out = plan.buffer("gradients", plan.bwd_blocks.numel() * plan.block_out * grad_blocks.shape[0], grad_blocks)
+    grad = torch.bmm(_gather(grad_blocks, plan.bwd_blocks, out), stacked)   # (p, batch, b_in)
     return _batch_major(grad, plan.n_in)
 
 
 def _tile_grad(x, grad_blocks, plan):
-    """grad of output block J's stacked tiles: its input blocks stacked @ its gradient^T."""
+    """grad of output block J's stacked tiles: its input blocks stacked, transposed, @ its gradient."""
     q, width = plan.fwd_blocks.shape
-    grad = torch.bmm(_gather_inputs(x, plan), grad_blocks[:q].transpose(1, 2))       # (q, D*b_in, b_out)
+    grad = torch.bmm(_gather_inputs(x, plan).transpose(1, 2), grad_blocks[:, :q].transpose(0, 1))  # (q, D*b_in, b_out)
     grad = grad.view(q * width, plan.block_in, plan.block_out)
     return grad.index_select(0, plan.fwd_slot) if plan.fwd_padded else grad
 
