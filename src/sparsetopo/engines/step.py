@@ -1,7 +1,7 @@
 """One training step of a sparse sigmoid MLP in compiled code: MSE, dropout, SGD, the batch loop.
 
 :func:`train_batches` is the body of both the sequential fused epoch
-(:mod:`sparsetopo.train.fused`, one call per epoch) and the population engine
+(:mod:`sparsetopo.train.fused`, one call per segment of an epoch) and the population engine
 (:mod:`sparsetopo.engines.population`), so the two cannot drift apart. The layer maths it calls
 are :mod:`sparsetopo.kernels.layer`'s and :mod:`sparsetopo.kernels.dense`'s; the update rule is
 :mod:`sparsetopo.kernels.sgd`'s; the arrays it reads are laid out as :mod:`.layout` says.

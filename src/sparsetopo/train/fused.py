@@ -1,11 +1,14 @@
-"""A fused training epoch for a SparseMLP whose every layer uses the sparse backend.
+"""A fused training epoch for a SparseMLP whose every layer is sparse or a block layer.
 
 With MNIST-sized layers at 1-10% density the kernels themselves take tens of microseconds a
 step, less than the Python, autograd and optimizer bookkeeping around them. So when a model
 qualifies, :func:`sparsetopo.train.train` hands the whole epoch to one numba function
 (:func:`sparsetopo.engines.step.train_batches`, which the population engine shares): batch
 gather, forward with sigmoid, MSE gradient, backward and the SGD update in place, one call per
-epoch. The trained network is evaluated by the same kernels (:meth:`FusedEpoch.outputs`).
+segment of ``SEGMENT_BATCHES`` batches (each on the thread pool or the calling thread, as the
+plan's clock finds faster). The trained network is evaluated by the same kernels
+(:meth:`FusedEpoch.outputs`). A block layer takes part as the ordinary layer on its lifted
+topology (:class:`_BlockStage`).
 
 It computes what the autograd path computes: the same batches in the same order, the same
 loss (MSE, mean over batch and outputs, on sigmoid outputs) and the update of
@@ -203,7 +206,7 @@ class _BlockStage:
     """A block layer's tiles and momentum, staged as its lifted topology's connected weights.
 
     A block layer is the ordinary layer on its lifted (neuron-level) topology, whose every
-    connection is one tile entry (``BlockSparseLinear._tile_index`` maps them). At the paper's
+    connection is one tile entry (:meth:`BlockSparseLinear.tile_index` maps them). At the paper's
     sizes and batch 32 an epoch of such a network is dominated by each step's autograd and
     optimizer calls, not by its matmuls, so the fused epoch runs it on the connections:
     :meth:`load` copies the tiles and their momentum into CSR order before an epoch and
