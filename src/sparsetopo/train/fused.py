@@ -183,9 +183,10 @@ class FusedEpoch:
 # A block network under the fused recipe (MSE, sigmoid, Nesterov SGD) trains on the fused epoch,
 # on its lifted connections, up to this batch, and on the autograd loop's batched matmuls above
 # it. Measured on one core (784-H-10 at 10%, blocks of 16 for H = 300 and of 32 for H = 1024
-# and 4096, 4000 examples, AMD EPYC, 2026-12-07), epoch seconds fused / autograd: 0.25-0.26 at
-# batch 32, 0.84-0.94 at 64, 1.13-2.0 at 128 and above (every width).
-FUSED_BLOCK_MAX_BATCH = 64
+# and 4096, 4000 examples, AMD EPYC, 2026-12-07), epoch seconds fused / autograd: 0.24-0.28 at
+# batch 32; at 64 anywhere from 0.64 to 1.41 (the fused kernels slow down past 32 columns);
+# 1.1-2.0 at 128 and above, where the autograd loop's batched matmuls win.
+FUSED_BLOCK_MAX_BATCH = 32
 
 
 def fused_pays(model, batch_size: int) -> bool:

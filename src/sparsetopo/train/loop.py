@@ -9,7 +9,7 @@ torch's are the same update written two ways (velocity ``v`` there is ``-lr * bu
 An epoch runs one of two ways, with the same batches, loss and update: the fused epoch
 (:mod:`sparsetopo.train.fused`, numba) when every layer is sparse or a block layer, the
 activation is sigmoid, there is no dropout and the recipe is the paper's MSE with Nesterov SGD
-(block layers: up to a batch of 64, :func:`sparsetopo.train.fused.fused_pays`); otherwise
+(block layers: up to a batch of 32, :func:`sparsetopo.train.fused.fused_pays`); otherwise
 the autograd loop below with the config's torch optimizer. Other losses, optimizers, the learning
 rate schedule, the validation split and early stopping: :mod:`sparsetopo.train.recipe`.
 The result names the one that ran (``RunResult.backend``: ``fused/sparse``,
