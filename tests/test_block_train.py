@@ -50,7 +50,7 @@ def test_layer_blocks_make_a_narrow_side_one_block_and_full_degrees_count_blocks
                                             ({"batch_size": 100}, "autograd/block")])
 def test_train_runs_block_layers_as_masked_dense_does(digits, monkeypatch, recipe, engine):
     """The paper's recipe trains a block network on the fused epoch (its lifted connections) up
-    to a batch of 32, any other recipe or a larger batch on the autograd loop; both compute what masked-dense layers on the same
+    to a batch of 48, any other recipe or a larger batch on the autograd loop; both compute what masked-dense layers on the same
     topologies compute. hidden=44 with blocks of 8 leaves a ragged last block."""
     config = small(**recipe)
     result = train(config, dataset=digits)

@@ -113,6 +113,14 @@ def test_fused_epoch_segments_give_the_same_bits_serial_parallel_or_mixed(monkey
     assert results["parallel"][0] == pytest.approx(total, rel=1e-5)
 
 
+@pytest.mark.parametrize("batch_size, engine", [(48, "fused/sparse"), (49, "autograd/sparse")])
+def test_the_fused_epoch_trains_batches_up_to_its_width(digits, batch_size, engine):
+    """Wider batches train faster on the autograd loop's tiled kernels (train.fused.fused_pays)."""
+    config = TrainConfig(dataset="digits", hidden=(16,), degrees=(4, 10), epochs=1, lr=0.5, backend="sparse",
+                         limit_train=200, batch_size=batch_size)
+    assert train(config, dataset=digits).backend == engine
+
+
 def test_fused_epoch_is_refused_where_it_would_compute_something_else():
     ts = [build("regular_rotating", 20, 10, 3), build("fully_connected", 10, 4)]
     assert FusedEpoch.supports(SparseMLP(ts, backend="sparse"))

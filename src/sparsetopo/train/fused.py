@@ -180,22 +180,21 @@ class FusedEpoch:
         return self.outputs(x)[:-1]
 
 
-# A block network under the fused recipe (MSE, sigmoid, Nesterov SGD) trains on the fused epoch,
-# on its lifted connections, up to this batch, and on the autograd loop's batched matmuls above
-# it. Measured on one core (784-H-10 at 10%, blocks of 16 for H = 300 and of 32 for H = 1024
-# and 4096, 4000 examples, AMD EPYC, 2026-12-07), epoch seconds fused / autograd: 0.24-0.28 at
-# batch 32; at 64 anywhere from 0.64 to 1.41 (the fused kernels slow down past 32 columns);
-# 1.1-2.0 at 128 and above, where the autograd loop's batched matmuls win.
-FUSED_BLOCK_MAX_BATCH = 32
+# The fused epoch's kernels hold up to BLOCK (32) examples per register block; wider batches run
+# their slower "wide" form, while the autograd loop's tiled kernels (and a block layer's batched
+# matmuls) gain from width. Epoch seconds fused / autograd on one core (784-H-10, 4000 examples,
+# AMD EPYC, 2026-12-07; sparse layers at 2% and 10% for H = 300 and 1024, block layers at 10%
+# with blocks of 16 for H = 300 and of 32 for H = 1024 and 4096):
+#   batch 32: 0.24-0.50 (every case); batch 40-48: 0.42-0.82, except H = 1024 at 10%, 1.18-1.31;
+#   batch 64: 0.59-1.46, the fused epoch slower in 4 of 7 cases; batch 128 and above: 0.94-2.0.
+FUSED_MAX_BATCH = 48
 
 
-def fused_pays(model, batch_size: int) -> bool:
-    """Whether the fused epoch, where it computes ``model`` exactly (:meth:`FusedEpoch.supports`),
-    is also the faster way to train it: always for sparse layers, up to
-    :data:`FUSED_BLOCK_MAX_BATCH` examples per step for a network with block layers (the
-    per-step calls of their autograd loop weigh less at larger batches, where the batched
-    matmuls of the tiles beat the connection kernels)."""
-    return batch_size <= FUSED_BLOCK_MAX_BATCH or not any(isinstance(m, BlockSparseLinear) for m in model.layers)
+def fused_pays(batch_size: int) -> bool:
+    """Whether the fused epoch, where it computes a network exactly (:meth:`FusedEpoch.supports`),
+    is also the faster way to train it at ``batch_size`` examples per step: up to
+    :data:`FUSED_MAX_BATCH`, for sparse and block layers alike (see the measurements above)."""
+    return batch_size <= FUSED_MAX_BATCH
 
 
 def weight_parameter(layer) -> torch.Tensor:
@@ -209,7 +208,8 @@ class _BlockStage:
     A block layer is the ordinary layer on its lifted (neuron-level) topology, whose every
     connection is one tile entry (:meth:`BlockSparseLinear.tile_index` maps them). At the paper's
     sizes and batch 32 an epoch of such a network is dominated by each step's autograd and
-    optimizer calls, not by its matmuls, so the fused epoch runs it on the connections:
+    optimizer calls, not by its matmuls, so the fused epoch runs it on the connections
+    (up to :data:`FUSED_MAX_BATCH`):
     :meth:`load` copies the tiles and their momentum into CSR order before an epoch and
     :meth:`store` writes them back after (one pass over the connections each; the entries
     padding a ragged block are never touched and stay 0).

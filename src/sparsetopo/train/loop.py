@@ -9,7 +9,7 @@ torch's are the same update written two ways (velocity ``v`` there is ``-lr * bu
 An epoch runs one of two ways, with the same batches, loss and update: the fused epoch
 (:mod:`sparsetopo.train.fused`, numba) when every layer is sparse or a block layer, the
 activation is sigmoid, there is no dropout and the recipe is the paper's MSE with Nesterov SGD
-(block layers: up to a batch of 32, :func:`sparsetopo.train.fused.fused_pays`); otherwise
+and the batch is at most 48 (:func:`sparsetopo.train.fused.fused_pays`); otherwise
 the autograd loop below with the config's torch optimizer. Other losses, optimizers, the learning
 rate schedule, the validation split and early stopping: :mod:`sparsetopo.train.recipe`.
 The result names the one that ran (``RunResult.backend``: ``fused/sparse``,
@@ -126,7 +126,7 @@ def train(
     targets = F.one_hot(y_train, n_classes).float()
 
     model = build_model(config, x_train.shape[1], n_classes).to(device)
-    fusable = fused_applies(config) and FusedEpoch.supports(model) and fused_pays(model, config.batch_size)
+    fusable = fused_applies(config) and FusedEpoch.supports(model) and fused_pays(config.batch_size)
     checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     # The fused epoch updates the weights itself: a torch optimizer then only holds its momentum
     # buffers for a checkpoint, and is not made without one (making one imports torch's compiler,
