@@ -109,6 +109,32 @@ def training_step(layer, x, g, forward=None):
     return step
 
 
+def inference_step(module, x):
+    """A callable running ``module`` on ``x`` as inference runs it: no gradient recorded."""
+    def step():
+        with torch.no_grad():
+            module(x)
+    return step
+
+
+def idle_then_loaded(measure, rounds: int) -> tuple[list, list]:
+    """``rounds`` alternations of ``measure()`` on the idle machine with one thread for torch and
+    numba, then with one core held by :func:`busy_core` and their default threads: the lists of
+    its idle and its loaded results, so that drift between rounds hits both alike."""
+    idle, loaded = [], []
+    for _ in range(rounds):
+        set_threads(1)
+        idle.append(measure())
+        busy = busy_core()
+        try:
+            set_threads(default_threads())
+            loaded.append(measure())
+        finally:
+            busy.kill()
+            busy.wait()
+    return idle, loaded
+
+
 def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: int = 1, clock=time.perf_counter) -> dict:
     """Median seconds of each callable, timing them in turn so that machine load hits all alike.
 

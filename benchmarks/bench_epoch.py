@@ -15,8 +15,8 @@ fused numba epoch when it makes every layer sparse.
 ``--block B`` times block networks instead: the input layer on blocks of B neurons at density
 0.1 (``k = round(0.1 * ceil(300/B))`` output blocks per input block; the output layer one block
 of B x 10, so fully connected), against the fully connected network, both through ``train()``
-(the block network on its autograd path, the fully connected one on the backend "auto"
-picks). ``block_ratio`` = block seconds / fully connected seconds; target <= 0.35 at B = 16,
+(the block network on the engine ``train()`` picks for it, the fused epoch at batch 32; the
+fully connected one on the backend "auto" picks). ``block_ratio`` = block seconds / fully connected seconds; target <= 0.35 at B = 16,
 batch 32, 8000 examples, one thread.
 
 ``--under-load`` times what a busy core costs the epoch instead (``under_load`` in the JSON):
@@ -37,7 +37,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from _common import busy_core, control_step, default_threads, interleaved_medians, machine, set_threads
+from _common import control_step, idle_then_loaded, interleaved_medians, machine, set_threads
 from sparsetopo.train import TrainConfig, train
 
 DENSITIES = ("0.01", "0.03", "0.1", "0.3", "1")
@@ -86,25 +86,19 @@ def under_load(args, data) -> dict:
     """The ``--under-load`` mode (see the module doc)."""
     control = control_step()
     points = []
+    def run(d):
+        seconds, engine = auto_epochs(data, d)
+        return seconds, engine, interleaved_medians({"control": control}, 100)["control"]
+
     for d in LOAD_DENSITIES:
-        idle, loaded, control_idle, control_loaded = [], [], [], []
-        for _ in range(args.repeats):
-            set_threads(1)
-            idle += auto_epochs(data, d)[0]
-            control_idle.append(interleaved_medians({"control": control}, 100)["control"])
-            busy = busy_core()
-            try:
-                set_threads(default_threads())
-                seconds, engine = auto_epochs(data, d)
-                loaded += seconds
-                control_loaded.append(interleaved_medians({"control": control}, 100)["control"])
-            finally:
-                busy.kill()
-                busy.wait()
-        points.append({"density": d, "engine": engine, "idle_one_thread_s": statistics.median(idle),
+        idle_runs, loaded_runs = idle_then_loaded(lambda: run(d), args.repeats)
+        idle = [s for seconds, _, _ in idle_runs for s in seconds]
+        loaded = [s for seconds, _, _ in loaded_runs for s in seconds]
+        control_ratio = (statistics.median(c for _, _, c in loaded_runs)
+                         / statistics.median(c for _, _, c in idle_runs))
+        points.append({"density": d, "engine": loaded_runs[-1][1], "idle_one_thread_s": statistics.median(idle),
                        "loaded_s": statistics.median(loaded),
-                       "ratio": statistics.median(loaded) / statistics.median(idle),
-                       "control_ratio": statistics.median(control_loaded) / statistics.median(control_idle)})
+                       "ratio": statistics.median(loaded) / statistics.median(idle), "control_ratio": control_ratio})
     return {"benchmark": f"one epoch of {args.examples} examples, 784-300-10, batch 32, backend auto, with one "
                          "core busy and default threads, against its idle one-thread time",
             "under_load": points, "target": LOAD_TARGET, "worst": max(p["ratio"] for p in points),

@@ -84,7 +84,8 @@ from numba import njit
 import numpy as np
 import torch
 
-from _common import busy_core, control_step, default_threads, interleaved_medians, machine, set_threads, training_step
+from _common import (control_step, default_threads, idle_then_loaded, inference_step, interleaved_medians, machine,
+                     set_threads, training_step)
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import BlockSparseLinear, CostModel, SparseLinear
@@ -179,13 +180,8 @@ def grid_point(n_in, n_out, density, batch, seconds, seed=0):
         x = torch.rand(batch, n_in, generator=gen)
         for m in (linear, masked, sparse, auto):
             m.eval()
-
-        def infer(m):
-            def step():
-                with torch.no_grad():
-                    m(x)
-            return step
-        sides = {"linear": infer(linear), "masked": infer(masked), "sparse": infer(sparse), "auto": infer(auto)}
+        sides = {"linear": inference_step(linear, x), "masked": inference_step(masked, x),
+                 "sparse": inference_step(sparse, x), "auto": inference_step(auto, x)}
         products = 1
     else:
         x = torch.rand(batch, n_in, generator=gen).requires_grad_()
@@ -237,13 +233,7 @@ def block_point(n_in, n_out, density, block, batch, seconds, seed=0):
     linear, layer = torch.nn.Linear(n_in, n_out), BlockSparseLinear(t)
     if batch == 1:
         x = torch.rand(1, n_in, generator=gen)
-
-        def infer(m):
-            def step():
-                with torch.no_grad():
-                    m(x)
-            return step
-        sides = {"linear": infer(linear), "block": infer(layer)}
+        sides = {"linear": inference_step(linear, x), "block": inference_step(layer, x)}
     else:
         x = torch.rand(batch, n_in, generator=gen).requires_grad_()
         g = torch.randn(batch, n_out, generator=gen)
@@ -379,13 +369,7 @@ def _auto_side(n_in, n_out, density, batch, seed=0):
     gen = torch.Generator().manual_seed(seed)
     layer = SparseLinear(t, backend="auto", batch_size=batch)
     if batch == 1:
-        x = torch.rand(1, n_in, generator=gen)
-        layer.eval()
-
-        def step():
-            with torch.no_grad():
-                layer(x)
-        return layer, step
+        return layer.eval(), inference_step(layer, torch.rand(1, n_in, generator=gen))
     x = torch.rand(batch, n_in, generator=gen).requires_grad_()
     return layer, training_step(layer, x, torch.randn(batch, n_out, generator=gen))
 
@@ -404,26 +388,16 @@ def under_load(shapes, densities, batches, seconds, rounds=5, report=None) -> li
                     set_threads(threads)
                     _timed({"auto": step}, 0.05)
                 sides = {"auto": step, "control": control}
-                idle, loaded, idle_loads = [], [], []
-                for _ in range(rounds):
-                    set_threads(1)
-                    idle_loads.append(machine()["load_average_1min"])
-                    idle.append(_timed(sides, seconds / rounds)[0])
-                    busy = busy_core()
-                    try:
-                        set_threads(default_threads())
-                        loaded.append(_timed(sides, seconds / rounds)[0])
-                    finally:
-                        busy.kill()
-                        busy.wait()
-                med = {(phase, side): statistics.median(r[side] for r in runs)
+                idle, loaded = idle_then_loaded(
+                    lambda: (machine()["load_average_1min"], _timed(sides, seconds / rounds)[0]), rounds)
+                med = {(phase, side): statistics.median(r[side] for _, r in runs)
                        for phase, runs in (("idle", idle), ("loaded", loaded)) for side in sides}
                 points.append({"shape": f"{n_in}x{n_out}", "density": d, "batch": b,
                                "mode": "inference" if b == 1 else "train", "path": layer.last_path,
                                "idle_one_thread_s": med["idle", "auto"], "loaded_s": med["loaded", "auto"],
                                "ratio": med["loaded", "auto"] / med["idle", "auto"],
                                "control_ratio": med["loaded", "control"] / med["idle", "control"],
-                               "rounds": rounds, "idle_load_average": max(idle_loads)})
+                               "rounds": rounds, "idle_load_average": max(load for load, _ in idle)})
                 if report:
                     report(points[-1])
     return points

@@ -122,7 +122,8 @@ class SparseLinear(DerivedMask, nn.Module):
         self._check_input(x)
         if self.backend == "masked":
             _record(self, "masked")
-            return F.linear(x, self.weight * self.mask, self._zero_bias if self.bias is None else self.bias)
+            bias = self.bias
+            return F.linear(x, self.weight * self.mask, self._zero_bias if bias is None else bias)
         values, bias = self._sparse_parameters()
         if bias is None:
             bias = self._zero_bias

@@ -21,6 +21,8 @@ take the autograd path.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from torch.autograd.graph import increment_version
@@ -91,6 +93,7 @@ class FusedEpoch:
                 col_rows=index.col_rows, col_perm=index.col_perm, offsets=np.array([0, index.nnz], dtype=np.int64),
                 **no_dense_members(1), **no_dropout()))
         self.layers = tuple(engine_layers)
+        self._nnz = tuple(int(layer.offsets[1]) for layer in self.layers)
 
     @staticmethod
     def supports(model) -> bool:
@@ -116,9 +119,8 @@ class FusedEpoch:
             stage.load()
         args = list(self.epoch_arguments(x, targets, order, batch_size, losses))
         parallel = args[_PARALLEL]
-        nnz = tuple(int(layer.offsets[1]) for layer in self.layers)
         # one site per network shape, so that the runs of a sweep share what the first learnt
-        site = ("epoch", tuple(int(s) for s in self.sizes), nnz, batch_size)
+        site = ("epoch", tuple(int(s) for s in self.sizes), self._nnz, batch_size)
         for first in range(0, losses.size, SEGMENT_BATCHES):
             stop = min(first + SEGMENT_BATCHES, losses.size)
             args[_FIRST], args[_STOP], args[_LOSSES] = first, stop, losses[first:stop]
@@ -127,7 +129,7 @@ class FusedEpoch:
                 continue
             # per segment, the thread pool or the calling thread, whichever has lately been
             # faster: one busy core stalls every parallel step (same numbers either way)
-            with ThreadClock(site, max(nnz) * batch_size) as chunks:
+            with ThreadClock(site, max(self._nnz) * batch_size) as chunks:
                 args[_PARALLEL] = parallel if chunks else None
                 train_batches(*args)
         for stage in self._stages:
@@ -233,9 +235,11 @@ class _BlockStage:
 
 # Batches per numba call of the epoch (see FusedEpoch.run): long enough that a call's entry
 # (a few microseconds) is lost in its work, short enough that a thread choice gone stale under
-# a changing load costs a fraction of the epoch. The positions in train_batches' arguments:
+# a changing load costs a fraction of the epoch. The positions of the arguments a segment sets,
+# read from train_batches' signature:
 SEGMENT_BATCHES = 16
-_FIRST, _STOP, _PARALLEL, _LOSSES = 3, 4, 12, 15
+_ARG = {name: i for i, name in enumerate(inspect.signature(train_batches.py_func).parameters)}
+_FIRST, _STOP, _PARALLEL, _LOSSES = _ARG["first"], _ARG["stop"], _ARG["parallel"], _ARG["losses"]
 
 
 def _features(x: torch.Tensor) -> np.ndarray:

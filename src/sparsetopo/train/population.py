@@ -72,7 +72,7 @@ from sparsetopo.errors import SparsetopoError
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
 from sparsetopo.train.fused_population import FUSED_ACTIVATIONS, train_fused
 from sparsetopo.train.loop import train
-from sparsetopo.train.recipe import autograd_only, fused_applies
+from sparsetopo.train.recipe import trains_one_by_one, fused_applies
 from sparsetopo.train.stack import STACK_FLOATS, members_per_stack, train_stack
 
 __all__ = ["ENGINES", "FUSED_ACTIVATIONS", "MEMBER_FIELDS", "STACK_FLOATS", "check_population", "members_per_stack",
@@ -169,7 +169,7 @@ def train_population(
     if engine not in ENGINES:
         raise SparsetopoError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     chosen = engine == "auto"
-    if autograd_only(configs[0]):
+    if trains_one_by_one(configs[0]):
         if not chosen:
             raise SparsetopoError(f"engine={engine!r} does not compute block layers (block={configs[0].block}): "
                                   "use engine='auto', which trains each such config with train()")
