@@ -396,6 +396,17 @@ def bench_epoch_block(r: dict) -> list[str]:
         table(["network", "median epoch seconds", "engine"], rows)
 
 
+def bench_population_block(r: dict) -> list[str]:
+    """Block populations: the torch stack's shared matmul against each member on its own."""
+    rows = [[str(p["members"]), str(p["batch"]), f"{num(p['one_by_one_s'])} ({p['one_by_one_engine']})",
+             f"{num(p['shared_s'])} ({p['shared_engine']})", num(p["ratio"]), p["auto"].replace("_", " ")]
+            for p in r["points"]]
+    return [f"{capital(r['benchmark'])}. `auto` picks the way at each batch; its time over the faster "
+            f"way's, worst point: {num(r['worst_auto_vs_best'])}.", ""] + \
+        table(["members", "batch", "one by one: s per member epoch", "shared: s per member epoch",
+               "shared / one by one", "auto picks"], rows)
+
+
 def generic(r: dict) -> list[str]:
     targets = r.get("targets", {})
     rows = [[f"`{k}`", num(v), target_text(k, targets.get(k)), met(k, v, targets.get(k))]
@@ -482,7 +493,8 @@ RENDERERS = {"bench_layers": bench_layers, "bench_layers_block": bench_layers_bl
              "bench_epoch": bench_epoch, "bench_spectral": bench_spectral,
              "bench_sweep": bench_sweep, "bench_conv": bench_conv, "bench_layer_kernels": bench_layer_kernels,
              "bench_onnx": bench_onnx, "bench_start": bench_start, "bench_recurrent": bench_recurrent,
-             "bench_layers_load": under_load, "bench_epoch_load": under_load, "bench_epoch_block": bench_epoch_block}
+             "bench_layers_load": under_load, "bench_epoch_load": under_load, "bench_epoch_block": bench_epoch_block,
+             "bench_population_block": bench_population_block}
 
 
 # -- the page ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from sparsetopo.nn import BlockSparseLinear, SparseLinear
 from sparsetopo.sweep import expand, parse_spec, run_id
 from sparsetopo.sweep.worker import result_row
 from sparsetopo.train import TrainConfig, train, train_population
+from sparsetopo.train.population import SHARED_BLOCK_MAX_BATCH, trains_one_by_one
 
 
 def small(**kw):
@@ -82,14 +83,51 @@ def test_block_one_keeps_the_fused_path(digits):
     assert "block" not in result.layers[0]
 
 
-def test_populations_hand_block_networks_to_train(digits):
+def test_populations_train_members_alone_where_train_runs_them_fused(digits):
     configs = [small(seed=s, epochs=1) for s in (0, 1)]
     results = train_population(configs, dataset=digits)
     assert [r.backend for r in results] == ["fused/block"] * 2
     alone = train(configs[1], dataset=digits)
     assert torch.equal(results[1].model.layers[0].tiles, alone.model.layers[0].tiles)
-    with pytest.raises(SparsetopoError, match=r"engine='torch' does not compute block layers \(block=8\)"):
-        train_population(configs, dataset=digits, engine="torch")
+    with pytest.raises(SparsetopoError, match=r"engine='fused' does not compute block layers \(block=8\)"):
+        train_population(configs, dataset=digits, engine="fused")
+
+
+def test_auto_trains_block_members_alone_only_where_that_is_faster():
+    assert trains_one_by_one(small())                                   # the fused epoch, batch 16
+    assert trains_one_by_one(small(batch_size=SHARED_BLOCK_MAX_BATCH + 1))
+    assert not trains_one_by_one(small(batch_size=64))                 # above the fused epoch's batches
+    assert not trains_one_by_one(small(batch_size=SHARED_BLOCK_MAX_BATCH))
+    assert not trains_one_by_one(small(loss="cross_entropy"))          # the autograd loop, batch 16
+    assert not trains_one_by_one(small(block=1))                       # ordinary networks: the population engines
+
+
+@pytest.mark.parametrize("recipe, engine", [({"batch_size": 64}, "auto"), ({"batch_size": 64}, "torch"),
+                                            ({"loss": "cross_entropy", "optimizer": "adam", "lr": 0.01,
+                                              "activation": "relu", "dropout": (0.2, 0.5)}, "auto"),
+                                            ({"epochs": 6, "early_stop": 2}, "torch")])
+def test_block_populations_share_one_stack_and_equal_train(digits, recipe, engine):
+    """Members that differ in construction, degrees and seed (hidden 44: a ragged last block)
+    train in one stack, each layer one block layer over every member, and end as train() ends
+    each of them alone; members stopping early leave the stack without disturbing the rest
+    (the last case: two stop after epoch 3, two after epoch 5)."""
+    members = [dict(seed=0), dict(seed=1, construction="random_regular"), dict(seed=2, degrees=(3, None)),
+               dict(seed=3, construction="random_edge", degrees=(1, None))]
+    configs = [small(**{"hidden": (44,), "epochs": 4, "validation_fraction": 0.2, "early_stop": 1, **recipe, **m})
+               for m in members]
+    results = train_population(configs, dataset=digits, engine=engine)
+    assert [r.backend for r in results] == ["torch-population/block"] * 4
+    for config, result in zip(configs, results):
+        alone = train(config, dataset=digits)
+        assert result.status == alone.status and len(result.history) == len(alone.history)
+        for ours, theirs in zip(result.model.layers, alone.model.layers):
+            assert isinstance(ours, BlockSparseLinear)
+            torch.testing.assert_close(ours.tiles, theirs.tiles, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(ours.bias, theirs.bias, rtol=1e-4, atol=1e-5)
+        assert [h.train_loss for h in result.history] == pytest.approx([h.train_loss for h in alone.history],
+                                                                       rel=1e-5)
+    if recipe.get("early_stop") == 2:
+        assert len({len(r.history) for r in results}) > 1, "no member left the stack before the others"
 
 
 def test_a_store_row_records_the_block_and_the_first_layers_real_density(digits):

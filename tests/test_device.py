@@ -1,5 +1,7 @@
 """The device a run computes on: config, run ids, results; CUDA cases skip without a GPU."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -80,3 +82,17 @@ def test_population_torch_engine_on_cuda(digits):
     assert abs(results[1].test_accuracy - single.test_accuracy) <= 0.01
     with pytest.raises(SparsetopoError, match="engine='fused' runs on CPU only"):
         train_population(configs, dataset=digits, engine="fused")
+
+
+@CUDA
+def test_block_population_on_cuda_matches_cpu(digits):
+    """The torch stack of block members (one union block layer per layer) runs on CUDA and
+    ends where the same population ends on the CPU."""
+    configs = [TrainConfig(dataset="digits", hidden=(20,), degrees=(1, None), epochs=2, lr=0.5, seed=s, block=8,
+                           batch_size=64) for s in range(3)]
+    cpu = train_population(configs, dataset=digits)
+    gpu = train_population([dataclasses.replace(c, device="cuda") for c in configs], dataset=digits)
+    assert {r.backend for r in gpu} == {"torch-population/block"}
+    for c, g in zip(cpu, gpu):
+        for a, b in zip(c.model.layers, g.model.layers):
+            torch.testing.assert_close(a.tiles.cpu(), b.tiles.detach().cpu(), rtol=1e-4, atol=1e-5)

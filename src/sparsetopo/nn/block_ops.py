@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sparsetopo.errors import SparsetopoError
 from sparsetopo.topology import Topology
 from sparsetopo.topology.blocks import n_blocks
 
@@ -95,8 +96,33 @@ class BlockPlan:
     @classmethod
     def from_topology(cls, topology: Topology) -> "BlockPlan":
         graph = topology.block_graph
-        p, q = graph.n_in, graph.n_out
-        rows, cols = graph.rows.astype(np.int64), graph.indices.astype(np.int64)
+        return cls._from_edges(graph.rows, graph.indices, graph.n_in, graph.n_out, topology.n_in, topology.n_out,
+                               topology.block_in, topology.block_out)
+
+    @classmethod
+    def union(cls, topologies) -> "BlockPlan":
+        """The plan of block layers of one shape side by side, as one layer: member ``m``'s input
+        and output blocks are offset by ``m`` times its block counts, each member padded to whole
+        blocks (``m * in_blocks * block_in`` is where member ``m``'s inputs start). Its tiles are
+        the members' tiles concatenated in member order, each member's in its own plan's order.
+        One call of the union computes every member's layer (a population's shared matmul)."""
+        first = topologies[0]
+        if any(t.shape != first.shape or t.block != first.block for t in topologies):
+            raise SparsetopoError("the block layers of a union must share their shape and block sizes, not "
+                                  f"{sorted({(t.shape, t.block) for t in topologies})}")
+        graphs = [t.block_graph for t in topologies]
+        p, q, members = graphs[0].n_in, graphs[0].n_out, len(graphs)
+        rows = np.concatenate([g.rows.astype(np.int64) + m * p for m, g in enumerate(graphs)])
+        cols = np.concatenate([g.indices.astype(np.int64) + m * q for m, g in enumerate(graphs)])
+        b_in, b_out = first.block
+        return cls._from_edges(rows, cols, p * members, q * members, p * members * b_in, q * members * b_out,
+                               b_in, b_out)
+
+    @classmethod
+    def _from_edges(cls, rows, cols, p: int, q: int, n_in: int, n_out: int, b_in: int, b_out: int) -> "BlockPlan":
+        """The plan of the block graph with edges ``(rows[e], cols[e])`` on ``p`` input and ``q``
+        output blocks, lifted to ``n_in`` x ``n_out`` neurons."""
+        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         order = np.lexsort((rows, cols))                     # tiles by output block
         tile_in, tile_out = rows[order], cols[order]
         fwd_blocks, fwd_tiles, fwd_full = _slots(tile_out, tile_in, q, p, tile_in.size)
@@ -105,9 +131,8 @@ class BlockPlan:
         used = fwd_tiles.ravel() < tile_in.size
         fwd_slot[fwd_tiles.ravel()[used]] = np.flatnonzero(used)
         as_tensor = torch.from_numpy
-        return cls(topology.n_in, topology.n_out, topology.block_in, topology.block_out, as_tensor(tile_in),
-                   as_tensor(tile_out), as_tensor(fwd_blocks), as_tensor(bwd_blocks), as_tensor(bwd_tiles),
-                   as_tensor(fwd_slot), not fwd_full, not bwd_full)
+        return cls(n_in, n_out, b_in, b_out, as_tensor(tile_in), as_tensor(tile_out), as_tensor(fwd_blocks),
+                   as_tensor(bwd_blocks), as_tensor(bwd_tiles), as_tensor(fwd_slot), not fwd_full, not bwd_full)
 
     @property
     def n_tiles(self) -> int:

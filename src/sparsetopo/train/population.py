@@ -58,7 +58,8 @@ population.
 Each result's ``backend`` names the engine and kernel: ``fused-population/sparse`` (CSR over
 the connections), ``fused-population/masked`` (a member layer the cost model runs dense, see
 ``layer_kernel``; layers that differ are listed with commas) or ``torch-population/masked``
-(the stack always computes dense weights times masks), whatever backend the config asked for.
+(the stack computes dense weights times masks; ``torch-population/block`` for block networks,
+their tiles), whatever backend the config asked for.
 """
 
 from __future__ import annotations
@@ -72,11 +73,12 @@ from sparsetopo.errors import SparsetopoError
 from sparsetopo.train.config import EpochRecord, RunResult, TrainConfig
 from sparsetopo.train.fused_population import FUSED_ACTIVATIONS, train_fused
 from sparsetopo.train.loop import train
-from sparsetopo.train.recipe import trains_one_by_one, fused_applies
+from sparsetopo.train.fused import fused_pays
+from sparsetopo.train.recipe import fused_applies
 from sparsetopo.train.stack import STACK_FLOATS, members_per_stack, train_stack
 
 __all__ = ["ENGINES", "FUSED_ACTIVATIONS", "MEMBER_FIELDS", "STACK_FLOATS", "check_population", "members_per_stack",
-           "population_key", "train_population"]
+           "SHARED_BLOCK_MAX_BATCH", "population_key", "train_population", "trains_one_by_one"]
 
 #: The TrainConfig fields in which members of one population may differ. Every other field
 #: (data set, layer sizes, protocol, backend, and any field added later) must agree.
@@ -148,8 +150,10 @@ def train_population(
         Nesterov SGD), "torch" (stacked dense tensors and batched matmuls, any activation,
         loss and optimizer) or "auto" (fused when the recipe allows it, else torch). On CUDA
         (``TrainConfig.device``) the torch engine runs there and "auto" picks it; the fused
-        engine is CPU only. Block networks (``block`` > 1) have no population engine: with
-        "auto" each is trained by :func:`sparsetopo.train.train`, any other engine refuses them.
+        engine is CPU only. Block networks (``block`` > 1): the torch engine stacks their tiles
+        (every member's layer one block layer, :mod:`sparsetopo.train.stack`), the fused one
+        refuses them, and "auto" trains each with :func:`sparsetopo.train.train` where that is
+        faster (:func:`trains_one_by_one`), else picks torch.
     layer_kernel : how the fused engine computes each member layer: "sparse" (CSR over the
         connections), "masked" (the dense matrix times the mask, as BLAS GEMMs:
         :mod:`sparsetopo.kernels.dense`) or "auto" (per member layer, whichever the measured
@@ -169,13 +173,15 @@ def train_population(
     if engine not in ENGINES:
         raise SparsetopoError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     chosen = engine == "auto"
-    if trains_one_by_one(configs[0]):
-        if not chosen:
-            raise SparsetopoError(f"engine={engine!r} does not compute block layers (block={configs[0].block}): "
-                                  "use engine='auto', which trains each such config with train()")
+    blocked = configs[0].block != 1
+    if blocked and engine == "fused":
+        raise SparsetopoError(f"engine='fused' does not compute block layers (block={configs[0].block}): "
+                              "use engine='torch' or 'auto'")
+    if chosen and trains_one_by_one(configs[0]):
         return _one_by_one(configs, dataset, data_dir, on_epoch)
     if engine == "auto":
-        engine = "fused" if configs[0].activation in FUSED_ACTIVATIONS and fused_applies(configs[0]) else "torch"
+        engine = "fused" if (not blocked and configs[0].activation in FUSED_ACTIVATIONS
+                             and fused_applies(configs[0])) else "torch"
     if engine == "fused" and configs[0].activation not in FUSED_ACTIVATIONS:
         raise SparsetopoError(f"engine='fused' trains {', '.join(FUSED_ACTIVATIONS)} networks only, not "
                               f"activation={configs[0].activation!r}: use engine='torch' or 'auto'")
@@ -216,6 +222,27 @@ def train_population(
         else:
             results += train_stack(chunk, dataset, callback)
     return results
+
+
+#: The largest batch at which block members share the torch stack's batched matmul (engine
+#: "auto"): measured, the shared step's per-member cost matches the member's own autograd step
+#: near a batch of 256 and exceeds it by 2-18% at 512, where a step's matmuls outweigh its
+#: per-call overhead (``benchmarks/bench_population_block.py``).
+SHARED_BLOCK_MAX_BATCH = 256
+
+
+def trains_one_by_one(config: TrainConfig) -> bool:
+    """Whether engine "auto" trains the block members of ``config``'s population one by one with
+    :func:`sparsetopo.train.train` rather than together in the torch stack. One by one where
+    ``train()`` runs them on the fused epoch (the paper's recipe, batch at most
+    :data:`~sparsetopo.train.fused.FUSED_MAX_BATCH`): there one member's fused epoch costs about
+    half its share of the stack's matmul. One by one above :data:`SHARED_BLOCK_MAX_BATCH` too.
+    In between, and for every other recipe up to that batch, the stack is faster: it pays
+    autograd's per-step cost once for the population. Ordinary networks never train one by one
+    here. The one place that routes block populations."""
+    if config.block == 1:
+        return False
+    return (fused_applies(config) and fused_pays(config.batch_size)) or config.batch_size > SHARED_BLOCK_MAX_BATCH
 
 
 def _one_by_one(configs, dataset, data_dir, on_epoch) -> list[RunResult]:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from sparsetopo.seeding import rng
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS", "VALIDATION_ROOT", "batch_loss",
-           "epoch_lr", "fused_applies", "make_optimizer", "output_layer", "stop_early", "trains_one_by_one",
+           "epoch_lr", "fused_applies", "make_optimizer", "output_layer", "stop_early",
            "validation_split"]
 
 LOSSES = ("mse", "cross_entropy")
@@ -65,17 +65,11 @@ def output_layer(config) -> str:
     return "linear" if config.loss == "cross_entropy" else "activation"
 
 
-def trains_one_by_one(config) -> bool:
-    """Whether a population must train ``config`` run by run with :func:`sparsetopo.train.train`:
-    block layers (``block`` > 1), which neither population engine (the fused population, the
-    stacked tensors) implements. The one place that routes them."""
-    return config.block != 1
-
-
 def fused_applies(config) -> bool:
     """Whether the fused numba engines (:mod:`sparsetopo.train.fused`, the fused population)
     implement ``config``'s recipe: they compute MSE on sigmoid outputs and the Nesterov SGD
-    update only (the population engine also needs ordinary layers: :func:`trains_one_by_one`).
+    update only (the fused population also needs ordinary layers:
+    :func:`sparsetopo.train.population.trains_one_by_one`).
     The learning-rate schedule, the validation split and early stopping happen between epochs
     and work with every engine."""
     return config.loss == "mse" and config.optimizer == "sgd_nesterov" and config.activation == "sigmoid"

@@ -7,6 +7,12 @@ out elementwise (any activation, MSE or cross-entropy, Nesterov SGD or Adam:
 recipe the fused engine (:mod:`sparsetopo.train.fused_population`) does not, and is an
 independent check of it. Each member's gradient is its own loss's: the stack sums the members'
 losses, whose cross-derivatives are zero.
+
+Block layers (``block`` > 1) stack as their tiles instead: the members' block graphs side by
+side form one block graph (:meth:`sparsetopo.nn.block_ops.BlockPlan.union`), so one call of the
+block layer (one gather and one ``torch.bmm`` per pass) computes every member's layer, on its
+tiles only. ``benchmarks/bench_population_block.py`` measures where that beats training each
+member on its own (:func:`sparsetopo.train.population.train_population` routes accordingly).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsetopo.nn import ACTIVATIONS, SparseMLP
+from sparsetopo.nn.block_ops import BlockPlan, block_linear
+from sparsetopo.topology.blocks import n_blocks
 from sparsetopo.train.config import RunResult, TrainConfig
 from sparsetopo.train.loop import split_tensors, training_device
 from sparsetopo.train.recipe import ADAM_BETAS, ADAM_EPS, epoch_lr
@@ -45,11 +53,19 @@ class _Stack:
         # dense_weight() and the topology's mask exist on every SparseLinear backend, so members
         # built with "sparse" or "auto" layers stack as well (the stack always computes dense).
         # The stack holds the topology's n_in x n_out orientation (x @ w), the layers nn.Linear's.
-        self.weights = [torch.stack([m.layers[l].dense_weight().t() for m in models]).requires_grad_()
+        # A block layer stacks its members' tiles (see _BlockUnion); every other layer its dense
+        # weights: dense_weight() and the topology's mask exist on every SparseLinear backend, so
+        # members built with "sparse" or "auto" layers stack as well (the stack computes dense).
+        # The stack holds the topology's n_in x n_out orientation (x @ w), the layers nn.Linear's.
+        self.unions = [_BlockUnion([m.layers[l].topology for m in models]) if models[0].layers[l].topology.is_blocked
+                       else None for l in range(n_layers)]
+        self.weights = [(torch.cat([m.layers[l].tiles.detach() for m in models]) if self.unions[l] else
+                         torch.stack([m.layers[l].dense_weight().t() for m in models])).requires_grad_()
                         for l in range(n_layers)]
         self.biases = [torch.stack([m.layers[l].bias.detach() for m in models]).unsqueeze(1).requires_grad_()
                        for l in range(n_layers)]
-        self.masks = [torch.stack([torch.from_numpy(m.layers[l].topology.mask()).to(self.weights[l].dtype)
+        self.masks = [None if self.unions[l] else
+                      torch.stack([torch.from_numpy(m.layers[l].topology.mask()).to(self.weights[l].dtype)
                                    for m in models]) for l in range(n_layers)]
         self.buffers = [torch.zeros_like(p) for p in self.parameters()]
         self.second = [torch.zeros_like(p) for p in self.parameters()]   # Adam's exp_avg_sq (unused by SGD)
@@ -60,6 +76,10 @@ class _Stack:
         for name, value in vars(self).items():
             if isinstance(value, list) and value and all(isinstance(t, torch.Tensor) for t in value):
                 setattr(self, name, [t.detach().to(device).requires_grad_(t.requires_grad) for t in value])
+        self.masks = [None if m is None else m.to(device) for m in self.masks]
+        for union in self.unions:
+            if union is not None:
+                union.to(device)
         return self
 
     def parameters(self) -> list[torch.Tensor]:
@@ -72,7 +92,7 @@ class _Stack:
                 x = x * (keep_masks[l] >= rates[l]) / (1.0 - rates[l])
             # Pruned weights are exactly 0 (they start at 0 and their gradient is masked), so
             # w equals train()'s ``weight * mask`` bit for bit.
-            x = torch.baddbmm(b, x, w)
+            x = self.unions[l](x, w) + b if self.unions[l] else torch.baddbmm(b, x, w)
             if not (self.linear_output and l == len(self.weights) - 1):
                 x = act(x)
         return x
@@ -89,7 +109,7 @@ class _Stack:
         bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
         for i, (p, m, v) in enumerate(zip(self.parameters(), self.buffers, self.second)):
             grad = p.grad
-            if i < n_layers:
+            if i < n_layers and self.masks[i] is not None:
                 grad.mul_(self.masks[i])          # the gradient of weight * mask
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -106,7 +126,7 @@ class _Stack:
         n_layers = len(self.weights)
         for i, (p, buf) in enumerate(zip(self.parameters(), self.buffers)):
             grad = p.grad
-            if i < n_layers:
+            if i < n_layers and self.masks[i] is not None:
                 grad.mul_(self.masks[i])          # the gradient of weight * mask
             if momentum > 0:
                 buf.mul_(momentum).add_(grad)
@@ -116,18 +136,27 @@ class _Stack:
 
     def keep(self, rows: list[int]) -> None:
         """Drop every member except the stack rows ``rows`` (in that order)."""
-        index = torch.tensor(rows, dtype=torch.int64)
-        self.weights = [w.detach()[index].requires_grad_() for w in self.weights]
+        if not rows:   # the population is done: nothing trains on (and a union of no members has no plan)
+            return
+        index = torch.tensor(rows, dtype=torch.int64, device=self.biases[0].device)
+        self.weights = [(u.keep(w.detach(), rows) if u else w.detach()[index]).requires_grad_()
+                        for u, w in zip(self.unions, self.weights)]
         self.biases = [b.detach()[index].requires_grad_() for b in self.biases]
-        self.masks = [m[index] for m in self.masks]
-        self.buffers = [buf[index] for buf in self.buffers]
-        self.second = [v[index] for v in self.second]
+        self.masks = [None if m is None else m[index] for m in self.masks]
+        n_layers = len(self.weights)
+        self.buffers = [u.keep(t, rows) if i < n_layers and (u := self.unions[i]) else t[index]
+                        for i, t in enumerate(self.buffers)]
+        self.second = [u.keep(t, rows) if i < n_layers and (u := self.unions[i]) else t[index]
+                       for i, t in enumerate(self.second)]
+        self.unions = [u.kept(rows) if u else None for u in self.unions]
 
     @torch.no_grad()
     def write_back(self, row: int, model: SparseMLP) -> None:
         """Copy stack row ``row``'s parameters into ``model`` (its own SparseMLP)."""
-        for layer, w, b in zip(model.layers, self.weights, self.biases):
-            if layer.backend == "masked":
+        for layer, w, b, union in zip(model.layers, self.weights, self.biases, self.unions):
+            if union is not None:
+                layer.tiles.copy_(union.member(w, row))
+            elif layer.backend == "masked":
                 layer.weight.copy_(w[row].t())
             else:                                 # the sparse backend keeps connected weights only
                 layer.values.copy_(w[row].t()[layer.edge_index()])
@@ -137,14 +166,52 @@ class _Stack:
     @torch.no_grad()
     def accuracies(self, act, x: torch.Tensor, y: torch.Tensor) -> list[float]:
         """Test accuracy of every active member (no dropout), evaluated in row chunks."""
-        members = self.weights[0].shape[0]
+        members = self.biases[0].shape[0]
         correct = torch.zeros(members, dtype=torch.int64, device=x.device)
-        rows = max(1, _EVAL_CHUNK_FLOATS // (members * max(w.shape[2] for w in self.weights)))
+        rows = max(1, _EVAL_CHUNK_FLOATS // (members * max(b.shape[2] for b in self.biases)))
         for start in range(0, x.shape[0], rows):
             xs = x[start: start + rows]
             out = self.forward(xs.unsqueeze(0).expand(members, -1, -1), act)
             correct += (out.argmax(dim=2) == y[start: start + rows]).sum(dim=1)
         return [float(c) / x.shape[0] for c in correct.double()]
+
+
+class _BlockUnion:
+    """One block layer of every member of a stack, computed as one layer on the union of their
+    block graphs (:meth:`BlockPlan.union`). The stacked tiles are the members' tiles concatenated
+    (member ``m``'s at ``offsets[m]:offsets[m + 1]``); activations stay the stack's
+    (members, rows, neurons), each member padded to whole input blocks on the way in and cut to
+    its outputs on the way out, so the padded tile entries keep a zero gradient."""
+
+    def __init__(self, topologies):
+        self.topologies = list(topologies)
+        self.plan = BlockPlan.union(self.topologies)
+        counts = [t.block_graph.nnz for t in self.topologies]
+        self.offsets = [0, *torch.tensor(counts).cumsum(0).tolist()]
+
+    def to(self, device) -> None:
+        self.plan = self.plan.to(device)
+
+    def __call__(self, x: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+        """(members, rows, n_in) -> (members, rows, n_out), no bias."""
+        members, rows, n_in = x.shape
+        width = self.plan.n_in // members
+        x = F.pad(x, (0, width - n_in)).transpose(0, 1).reshape(rows, -1)
+        y = block_linear(x, tiles, None, self.plan).view(rows, members, -1)
+        return y[:, :, : self.topologies[0].n_out].transpose(0, 1)
+
+    def member(self, stacked: torch.Tensor, row: int) -> torch.Tensor:
+        """Member ``row``'s part of a stacked tile tensor (tiles, or their optimizer state)."""
+        return stacked[self.offsets[row]: self.offsets[row + 1]]
+
+    def keep(self, stacked: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """The stacked tensor of members ``rows`` only, in that order."""
+        return torch.cat([self.member(stacked, row) for row in rows])
+
+    def kept(self, rows: list[int]) -> "_BlockUnion":
+        union = _BlockUnion([self.topologies[row] for row in rows])
+        union.to(self.plan.tile_in.device)
+        return union
 
 
 class _DropoutStream:
@@ -197,9 +264,13 @@ class _DropoutStream:
 def members_per_stack(config: TrainConfig, n_features: int, n_classes: int,
                       budget: int = STACK_FLOATS) -> int:
     """How many networks shaped like ``config`` one stack holds: ``budget`` floats of weights
-    and biases (see :data:`STACK_FLOATS`), at least 1."""
+    (a block layer's tiles) and biases (see :data:`STACK_FLOATS`), at least 1."""
     sizes = config.sizes(n_features, n_classes)
-    per_member = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    if config.block == 1:
+        per_member = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    else:   # a block layer stacks its tiles only: k output blocks per input block, each b_in x b_out
+        per_member = sum(n_blocks(a, b_in) * k * b_in * b_out + b for a, b, (b_in, b_out), k in
+                         zip(sizes, sizes[1:], config.layer_blocks(sizes), config.layer_degrees(sizes)))
     return max(1, budget // per_member)
 
 
@@ -258,4 +329,5 @@ def train_stack(configs: list[TrainConfig], dataset, on_epoch) -> list[RunResult
 
     for row, member in enumerate(roster.active):
         stack.write_back(row, models[member])
-    return roster.results(models, x_test, y_test, started, torch.get_num_threads(), "torch-population/masked")
+    kernel = "block" if base.block != 1 else "masked"
+    return roster.results(models, x_test, y_test, started, torch.get_num_threads(), f"torch-population/{kernel}")
