@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from sparsetopo import SparsetopoError
 from sparsetopo.nn import SparseLinear
+from sparsetopo.nn import block_ops
 from sparsetopo.nn.block import BlockSparseLinear
+from sparsetopo.nn.plan import BLOCK_CHUNK_FLOATS, BLOCK_CHUNK_MIN_ROWS, block_chunk_rows
 from sparsetopo.topology import build
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -56,12 +58,35 @@ def check_against_reference(layer, batches, device="cpu"):
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(ref.detach().abs().max())))
         # entries outside a ragged block meet no input and reach no output: gradient exactly 0
         assert float(layer.tiles.grad.abs().sum()) == pytest.approx(float(gw_ref.abs().sum()), rel=1e-5)
+        assert layer.last_path == "block"
+        with torch.no_grad():   # inference: one example tile by tile on the CPU, else the forward alone
+            inference = layer(x.detach())
+        assert layer.last_path == ("block-vector" if batch == 1 and device == "cpu" else "block")
+        torch.testing.assert_close(inference, y_ref.detach(), rtol=1e-5,
+                                   atol=1e-5 * max(1.0, float(y_ref.detach().abs().max())))
 
 
 @pytest.mark.parametrize("name, n_in, n_out, k, block", LAYERS)
 def test_block_layer_equals_masked_dense_forward_and_gradients(name, n_in, n_out, k, block):
     layer = BlockSparseLinear(build(name, n_in, n_out, k, seed=1, block=block), gen=np.random.default_rng(2))
     check_against_reference(layer, (1, 7, 33, 128, 1000))
+
+
+@pytest.mark.parametrize("name, n_in, n_out, k, block", LAYERS)
+def test_a_batch_taken_in_chunks_gives_what_the_whole_batch_gives(monkeypatch, name, n_in, n_out, k, block):
+    """Chunks of 7 examples (the last one shorter) through the gathers and matmuls, as large
+    batches of wide layers are taken, against the masked-dense reference."""
+    monkeypatch.setattr(block_ops, "block_chunk_rows", lambda batch, row_floats: 7)
+    layer = BlockSparseLinear(build(name, n_in, n_out, k, seed=1, block=block), gen=np.random.default_rng(2))
+    check_against_reference(layer, (7, 33, 128))
+
+
+def test_chunks_hold_a_few_mib_of_gathered_blocks_unless_rows_are_too_wide():
+    assert block_chunk_rows(2048, 3072) == BLOCK_CHUNK_FLOATS // 3072            # 1024 wide, blocks of 32, 10%
+    assert block_chunk_rows(2048, 64) == BLOCK_CHUNK_FLOATS // 64
+    assert block_chunk_rows(2048, 6144) == BLOCK_CHUNK_MIN_ROWS                   # never fewer rows
+    assert block_chunk_rows(2048, 128 * 13 * 32) == 2048                          # 4096 wide: the whole batch
+    assert block_chunk_rows(0, 10 ** 6) == 1
 
 
 def test_inference_without_gradients_equals_training_forward():

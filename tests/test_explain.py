@@ -11,7 +11,7 @@ import sparsetopo
 from sparsetopo import SparsetopoError
 from sparsetopo.cli.app import main
 from sparsetopo.nn import SparseMLP
-from sparsetopo.nn.plan import PATHS
+from sparsetopo.nn.plan import BLOCK_PATHS, PATHS
 
 BATCHES = [1, 32, 512]
 
@@ -35,7 +35,13 @@ def user_mlp():
                                              nn.Linear(1024, 10)), "random_regular", density=0.3, seed=0)
 
 
-MODELS = {"paper_mlp": paper_mlp, "tutorial_cnn": tutorial_cnn, "user_mlp": user_mlp}
+def block_mlp():
+    """A user's MLP on blocks of 16 (a ragged last block on the 100-wide side)."""
+    return sparsetopo.sparsify(nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10)), "random_regular",
+                               density=0.3, seed=0, block=16)
+
+
+MODELS = {"paper_mlp": paper_mlp, "tutorial_cnn": tutorial_cnn, "user_mlp": user_mlp, "block_mlp": block_mlp}
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -45,7 +51,7 @@ def test_explain_names_a_path_for_every_layer_and_the_layers_run_it(which, batch
     plans = sparsetopo.explain(model, batch_size=batch)
     layers = dict(model.named_modules())
     assert [p.name for p in plans] == [n for n, m in layers.items() if hasattr(m, "topology")]
-    known = set(PATHS) | {"block"}
+    known = set(PATHS) | set(BLOCK_PATHS)
     for p in plans:
         assert p.train_path in known and p.infer_path in known and p.threads >= 1
     first = layers[plans[0].name]
@@ -68,6 +74,12 @@ def test_auto_runs_the_user_mlps_wide_layer_dense_at_batch_one_and_sparse_to_tra
     assert wide.backend == "sparse" and wide.infer_path == "dense" and wide.train_path == "tiled"
     assert wide.infer_seconds["dense"] < wide.infer_seconds["sparse"]
     assert wide.train_seconds["sparse"] < wide.train_seconds["dense"]
+
+
+def test_block_layers_read_one_example_tile_by_tile_and_batches_as_matmuls():
+    plan = sparsetopo.explain(block_mlp(), batch_size=1)   # sparsify leaves the output layer dense
+    assert [(p.name, p.kind, p.train_path, p.infer_path) for p in plan] == [("0", "block", "block", "block-vector")]
+    assert {p.infer_path for p in sparsetopo.explain(block_mlp(), batch_size=32)} == {"block"}
 
 
 def test_explain_refuses_a_bad_batch_and_a_model_without_sparse_layers():

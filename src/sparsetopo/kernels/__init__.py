@@ -8,6 +8,7 @@ Nothing here imports torch; every function takes and fills numpy arrays. One job
   and parallel, optionally with the SGD update fused into the weight-gradient pass;
 * :mod:`.tiled`: the same layer maths over batch tiles, for a layer inside someone else's
   network at any batch size (and batch 1 in inference);
+* :mod:`.block`: a block layer on one example, its tiles read in place (inference at batch 1);
 * :mod:`.dense`: the same layer held dense, as BLAS GEMMs with the topology's mask re-applied;
 * :mod:`.sgd`: the SGD rule with (Nesterov) momentum, as torch.optim.SGD applies it, which the
   weight-gradient passes above fuse into their loop, and a bias's step by the same rule;

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nn.block_ops import BlockPlan, block_linear
+from sparsetopo.nn.block_ops import BlockPlan, block_call
 from sparsetopo.nn.init import initial_weights
-from sparsetopo.nn.linear import edge_index_of
+from sparsetopo.nn.linear import edge_index_of, record_path
 from sparsetopo.nn.masking import dense_twin
+from sparsetopo.nn.plan import block_path
 from sparsetopo.topology import Topology
 
 
@@ -47,6 +48,8 @@ class BlockSparseLinear(nn.Module):
         follow the layer to its device.
     backend : ``"block"``, what computes the layer, where a :class:`~sparsetopo.nn.SparseLinear`
         names its backend (run results, summaries).
+    last_path : the path (a key of :data:`sparsetopo.nn.plan.BLOCK_PATHS`) the last call ran,
+        None before the first; :meth:`path_for` says which a call would take.
     """
 
     backend = "block"
@@ -55,6 +58,7 @@ class BlockSparseLinear(nn.Module):
                  bias: bool = True):
         super().__init__()
         self.topology = topology
+        self.last_path: str | None = None
         self._plan = BlockPlan.from_topology(topology)
         self._tile_index = _tile_index(topology, self._plan)
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
@@ -76,7 +80,14 @@ class BlockSparseLinear(nn.Module):
         if not (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
                 and x.dtype is self.tiles.dtype and x.device == self.tiles.device):
             self._refuse(x)
-        return block_linear(x, self.tiles, self.bias, self.plan)
+        y, path = block_call(x, self.tiles, self.bias, self.plan)
+        record_path(self, path)
+        return y
+
+    def path_for(self, batch: int, grad: bool) -> str:
+        """The path (a key of :data:`sparsetopo.nn.plan.BLOCK_PATHS`) a call on ``batch``
+        examples runs, with a gradient wanted or not, on this layer's device and dtype."""
+        return block_path(batch, grad, self.tiles.device, self.tiles.dtype)
 
     def _refuse(self, x) -> None:
         t = self.topology

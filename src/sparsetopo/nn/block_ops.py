@@ -17,8 +17,12 @@ block ``J`` reads the tiles of its ``D`` input blocks as one ``(D*b_in) x b_out`
 
 The layer stays batch-major: ``bmm`` reads the gathered ``(batch, q, D*b_in)`` as ``q``
 strided matrices, so only the results are transposed (an earlier form transposed the input
-too, a third of a step's time). Every reduction is inside a matmul: no scatter-add, whose cost grew with the batch
-(docs/design.md, "Block layers"; ``benchmarks/bench_layers.py --block`` times the layer). A block
+too, a third of a step's time). A large batch goes through in chunks
+(:func:`sparsetopo.nn.plan.block_chunk_rows`) whose gathered blocks are still in cache for
+their matmul; the tile gradient sums the chunks' products. Every reduction is inside a
+matmul: no scatter-add, whose cost grew with the batch (docs/design.md, "Block layers";
+``benchmarks/bench_layers.py --block`` times the layer). One example in CPU inference skips
+all of this (:func:`block_call`, :mod:`sparsetopo.kernels.block`). A block
 with fewer edges than the most connected one is padded with a zero block and a zero tile;
 a ragged last block is padded with zero neurons, whose tile entries stay 0 (their gradient
 is exactly 0) and whose outputs are cut off. Everything is plain torch, so the same code runs
@@ -34,6 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from sparsetopo.errors import SparsetopoError
+from sparsetopo.kernels.block import block_vector
+from sparsetopo.nn.plan import block_chunk_rows, block_path
 from sparsetopo.topology import Topology
 from sparsetopo.topology.blocks import n_blocks
 
@@ -175,13 +181,6 @@ def _gather(blocks: torch.Tensor, slots: torch.Tensor, out: torch.Tensor) -> tor
     return out.view(batch, heads, width * b).transpose(0, 1)
 
 
-def _gather_inputs(x: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
-    """(q, batch, D*b_in): the input blocks of every output block, side by side."""
-    blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
-    out = plan.buffer("inputs", plan.fwd_blocks.numel() * plan.block_in * x.shape[0], x)
-    return _gather(blocks, plan.fwd_blocks, out)
-
-
 def _stacked_tiles(tiles: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
     """(q, D*b_in, b_out): each output block's tiles stacked; a view unless padded."""
     q, width = plan.fwd_blocks.shape
@@ -192,17 +191,40 @@ def _stacked_tiles(tiles: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
     return tiles.reshape(q, width * plan.block_in, plan.block_out)
 
 
-def _batch_major(blocks: torch.Tensor, n: int) -> torch.Tensor:
-    """(count, batch, b) blocks of results as a contiguous (batch, n), ragged padding cut off."""
-    out = blocks.transpose(0, 1).reshape(blocks.shape[1], -1)
+def _products(blocks: torch.Tensor, slots: torch.Tensor, stacked: torch.Tensor, n: int, name: str,
+              plan: BlockPlan) -> torch.Tensor:
+    """(batch, n): for each head (a row of ``slots``), its blocks of ``blocks`` (batch, count, b)
+    side by side times its ``stacked`` tiles (heads, width*b, b_out), batch-major, the padding of
+    a ragged last block cut off.
+
+    The batch goes through in chunks of :func:`~sparsetopo.nn.plan.block_chunk_rows` examples:
+    gathered into one reused scratch tensor (``name``), multiplied by one ``bmm`` into another,
+    and stored into the result transposed. A chunk's gathered blocks stay in cache for its
+    matmul and its results for the store, where gathering the whole of a large batch would
+    stream it through memory twice."""
+    batch, _, b = blocks.shape
+    heads, width = slots.shape
+    b_out = stacked.shape[2]
+    rows = block_chunk_rows(batch, heads * width * b)
+    chunk = min(rows, batch)
+    gathered = plan.buffer(name, chunk * heads * width * b, blocks)
+    results = plan.buffer(name + " products", heads * chunk * b_out, blocks)
+    out = blocks.new_empty(batch, heads, b_out)
+    for first in range(0, batch, rows):
+        part = blocks[first: first + rows]
+        size = part.shape[0]
+        product = results[: heads * size * b_out].view(heads, size, b_out)
+        torch.bmm(_gather(part, slots, gathered[: size * heads * width * b]), stacked, out=product)
+        out[first: first + size].copy_(product.transpose(0, 1))
+    out = out.view(batch, heads * b_out)
     return out if out.shape[1] == n else out[:, :n].contiguous()
 
 
 def block_forward(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
     """``y = x @ lift(tiles) + bias`` for a 2-D ``x`` (batch, n_in), no autograd bookkeeping."""
     # output block J: (its input blocks side by side) @ (its tiles stacked)
-    y = torch.bmm(_gather_inputs(x, plan), _stacked_tiles(tiles, plan))   # (q, batch, b_out)
-    y = _batch_major(y, plan.n_out)
+    blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
+    y = _products(blocks, plan.fwd_blocks, _stacked_tiles(tiles, plan), plan.n_out, "inputs", plan)
     return y if bias is None else y + bias
 
 
@@ -238,25 +260,55 @@ def _input_grad(grad_blocks, tiles, plan):
     if plan.bwd_padded:
         transposed = torch.cat([transposed, transposed.new_zeros(1, *transposed.shape[1:])])
     stacked = transposed.index_select(0, plan.bwd_tiles.reshape(-1)).view(p, width * plan.block_out, plan.block_in)
-    out = plan.buffer("gradients", plan.bwd_blocks.numel() * plan.block_out * grad_blocks.shape[0], grad_blocks)
-    grad = torch.bmm(_gather(grad_blocks, plan.bwd_blocks, out), stacked)   # (p, batch, b_in)
-    return _batch_major(grad, plan.n_in)
+    return _products(grad_blocks, plan.bwd_blocks, stacked, plan.n_in, "gradients", plan)
 
 
 def _tile_grad(x, grad_blocks, plan):
-    """grad of output block J's stacked tiles: its input blocks stacked, transposed, @ its gradient."""
+    """grad of output block J's stacked tiles: its input blocks stacked, transposed, @ its
+    gradient, summed over the chunks of the batch (:func:`_products`' chunks)."""
     q, width = plan.fwd_blocks.shape
-    grad = torch.bmm(_gather_inputs(x, plan).transpose(1, 2), grad_blocks[:, :q].transpose(0, 1))  # (q, D*b_in, b_out)
+    blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
+    batch, row = x.shape[0], q * width * plan.block_in
+    rows = block_chunk_rows(batch, row)
+    gathered = plan.buffer("inputs", min(rows, batch) * row, x)
+    grad = None
+    for first in range(0, batch, rows):
+        part = blocks[first: first + rows]
+        inputs = _gather(part, plan.fwd_blocks, gathered[: part.shape[0] * row]).transpose(1, 2)
+        gradient = grad_blocks[first: first + rows, :q].transpose(0, 1)
+        grad = torch.bmm(inputs, gradient) if grad is None else grad.baddbmm_(inputs, gradient)  # (q, D*b_in, b_out)
     grad = grad.view(q * width, plan.block_in, plan.block_out)
     return grad.index_select(0, plan.fwd_slot) if plan.fwd_padded else grad
 
 
-def block_linear(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
-    """The block layer on ``x`` of any leading shape (..., n_in): without a gradient to compute
-    (inference) the forward alone, else through :class:`BlockLinearFunction`."""
+def block_call(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None,
+               plan: BlockPlan) -> tuple[torch.Tensor, str]:
+    """``(y, path)``: the block layer on ``x`` of any leading shape (..., n_in), on the path
+    :func:`sparsetopo.nn.plan.block_path` picks: one example in CPU inference through
+    :func:`sparsetopo.kernels.block.block_vector`; else the forward alone when no gradient is
+    to be computed (inference), or :class:`BlockLinearFunction`."""
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     wanted = torch.is_grad_enabled() and (flat.requires_grad or tiles.requires_grad
                                           or (bias is not None and bias.requires_grad))
-    y = BlockLinearFunction.apply(flat, tiles, bias, plan) if wanted else block_forward(flat, tiles, bias, plan)
-    return y.reshape(*lead, plan.n_out)
+    path = block_path(flat.shape[0], wanted, flat.device, flat.dtype)
+    if path == "block-vector":
+        y = _vector(flat, tiles, bias, plan)
+    else:
+        y = BlockLinearFunction.apply(flat, tiles, bias, plan) if wanted else block_forward(flat, tiles, bias, plan)
+    return y.reshape(*lead, plan.n_out), path
+
+
+def block_linear(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
+    """The block layer on ``x`` of any leading shape (..., n_in): :func:`block_call`'s ``y``."""
+    return block_call(x, tiles, bias, plan)[0]
+
+
+def _vector(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
+    """One example (1, n_in) through the tile-by-tile kernel, no autograd."""
+    y = np.empty(plan.n_out, np.float32)
+    b = bias.detach().numpy() if bias is not None else plan.buffer("zero bias", plan.n_out, tiles).zero_().numpy()
+    x = x.detach()
+    block_vector((x if x.is_contiguous() else x.contiguous()).numpy().reshape(-1), tiles.detach().numpy(),
+                 plan.tile_in.numpy(), plan.tile_out.numpy(), b, y)
+    return torch.from_numpy(y).reshape(1, plan.n_out)

@@ -1,7 +1,7 @@
 """What each sparse layer of a model runs, and why: :func:`explain`, the plan made readable.
 
 For every sparse layer, the record names the path (a key of :data:`sparsetopo.nn.plan.PATHS`,
-or ``block`` for a :class:`~sparsetopo.nn.BlockSparseLinear`) a training call and an inference
+or of :data:`~sparsetopo.nn.plan.BLOCK_PATHS` for a :class:`~sparsetopo.nn.BlockSparseLinear`) a training call and an inference
 call on ``batch_size`` examples take, the threads they may use, and the cost model's predicted
 seconds behind the choice. The layers answer from the same plan their forward asks
 (:meth:`SparseLinear.path_for <sparsetopo.nn.SparseLinear.path_for>`), and each records the
@@ -47,8 +47,8 @@ class LayerPlan:
     def why(self) -> str:
         """The cost model's numbers, in words."""
         if self.train_seconds is None:
-            return {"block": "dense tiles between blocks (one path)", "conv": "masked convolution (one path)"}.get(
-                self.kind, "backend masked: dense weight times mask")
+            return {"block": "dense tiles between blocks: batched matmuls, or one example read tile by tile",
+                    "conv": "masked convolution (one path)"}.get(self.kind, "backend masked: dense weight times mask")
         t, i = self.train_seconds, self.infer_seconds
         return (f"train dense {t['dense'] * 1e6:.3g} us / sparse {t['sparse'] * 1e6:.3g} us; "
                 f"infer dense {i['dense'] * 1e6:.3g} us / sparse {i['sparse'] * 1e6:.3g} us")
@@ -98,12 +98,16 @@ def explain(model: nn.Module, batch_size: int = 32) -> Explanation:
     for name, module in model.named_modules():
         if isinstance(module, SparseLinear):
             plans.append(_linear_plan(name, module, batch))
-        elif isinstance(module, (BlockSparseLinear, SparseConv2d)):
-            t, kind = module.topology, "block" if isinstance(module, BlockSparseLinear) else "conv"
-            path = "block" if kind == "block" else "masked"
-            plans.append(LayerPlan(name=name, kind=kind, n_in=t.n_in, n_out=t.n_out, density=t.density,
-                                   backend=getattr(module, "backend", kind), batch=batch, train_path=path,
-                                   infer_path=path, threads=torch.get_num_threads()))
+        elif isinstance(module, BlockSparseLinear):
+            t = module.topology
+            plans.append(LayerPlan(name=name, kind="block", n_in=t.n_in, n_out=t.n_out, density=t.density,
+                                   backend="block", batch=batch, train_path=module.path_for(batch, True),
+                                   infer_path=module.path_for(batch, False), threads=torch.get_num_threads()))
+        elif isinstance(module, SparseConv2d):
+            t = module.topology
+            plans.append(LayerPlan(name=name, kind="conv", n_in=t.n_in, n_out=t.n_out, density=t.density,
+                                   backend=module.backend, batch=batch, train_path="masked",
+                                   infer_path="masked", threads=torch.get_num_threads()))
     if not plans:
         raise SparsetopoError(f"{type(model).__name__} has no sparse layer to explain: sparsify it first")
     return Explanation(plans)

@@ -121,7 +121,7 @@ class SparseLinear(DerivedMask, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         if self.backend == "masked":
-            _record(self, "masked")
+            record_path(self, "masked")
             bias = self.bias
             return F.linear(x, self.weight * self.mask, self._zero_bias if bias is None else bias)
         values, bias = self._sparse_parameters()
@@ -131,7 +131,7 @@ class SparseLinear(DerivedMask, nn.Module):
         shape = x.shape
         batch = shape[0] if len(shape) == 2 else x.numel() // max(shape[-1], 1)
         path = self._paths.get((batch, grad, self.dense_when_faster)) or self.path_for(batch, grad)
-        _record(self, path)
+        record_path(self, path)
         if path == "dense":
             try:
                 return F.linear(x, self._dense_values(values), bias)
@@ -316,7 +316,7 @@ def connected_state(model: nn.Module):
 is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # inside vmap, grad, ...
 
 
-def _record(layer: SparseLinear, path: str) -> None:
+def record_path(layer: nn.Module, path: str) -> None:
     """Set ``layer.last_path``: a plain attribute, so nn.Module's ``__setattr__`` (which looks for
     parameters, buffers and submodules of that name first) is skipped: at batch 1 it cost as much
     as a tenth of the layer."""

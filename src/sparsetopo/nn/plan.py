@@ -8,11 +8,13 @@ asks. The choices:
   ``masked`` (dense weight times mask, parameter ``weight``) or ``sparse`` (connected weights
   only, parameter ``values``). It fixes the parameters an optimizer is built from, so it cannot
   change per call;
-* the **path** of each call of a sparse-backend layer (:func:`call_path`), one of :data:`PATHS`;
+* the **path** of each call of a sparse-backend layer (:func:`call_path`), one of :data:`PATHS`,
+  and of a block layer (:func:`block_path`), one of :data:`BLOCK_PATHS`;
 * the **threads** of a call (:func:`call_threads`) and of a fused training engine (:func:`engine_threads`),
   both by the one rule :func:`sparsetopo.kernels.threads.use_threads`;
 * the **tile width** of the tiled kernels (:func:`tile_width`) and the blocked kernels'
-  ``wide`` argument (:func:`wide_argument`);
+  ``wide`` argument (:func:`wide_argument`), and the batch chunks of a block layer
+  (:func:`block_chunk_rows`);
 * whether a **population member's** layer trains dense or as CSR (:func:`member_prefers_dense`).
 
 The cost model
@@ -62,6 +64,11 @@ PATHS = {
     "vector": "one example: a pass over the connections in CSR order (kernels.tiled.forward_vector)",
     "untiled": "a small layer at a small batch: one numba call per direction (kernels.batch_major)",
     "tiled": "the batch cut into tiles of 64 or 32 examples (kernels.tiled)",
+}
+#: The paths of a block layer (:class:`sparsetopo.nn.BlockSparseLinear`), chosen by :func:`block_path`.
+BLOCK_PATHS = {
+    "block": "the tiles as batched matmuls: one gather of blocks and one torch.bmm per pass (nn.block_ops)",
+    "block-vector": "one example in inference on the CPU: the tiles read in place (kernels.block.block_vector)",
 }
 
 
@@ -183,6 +190,35 @@ def call_path(nnz: int, n_in: int, n_out: int, batch: int, grad: bool, dense_whe
         if dense < sparse:
             return "dense"
     return "vector" if batch == 1 else "tiled"
+
+
+def block_path(batch: int, grad: bool, device, dtype: torch.dtype) -> str:
+    """The path (a key of :data:`BLOCK_PATHS`) of one call of a block layer: ``block-vector``
+    for one float32 example on the CPU with no gradient wanted, where the batched matmuls'
+    gathers and transposes cost more than the products (``benchmarks/bench_layers.py --block``
+    times the layer, docs/benchmarks.md); ``block`` otherwise."""
+    if batch == 1 and not grad and _on_cpu(device) and dtype == torch.float32:
+        return "block-vector"
+    return "block"
+
+
+#: A block layer's batched matmuls take the batch in chunks whose gathered blocks fill about
+#: this many floats (4 MiB), so that they are still in cache for the matmul; measured at 1024
+#: wide, blocks of 16 and 32, batch 512-2048, 1.3-2x faster forward and input gradient than the
+#: whole batch at once, and faster than chunks of 2 or 4 times this (bench_layers --block).
+BLOCK_CHUNK_FLOATS = 1 << 20
+#: The fewest examples in a chunk: a matmul of fewer rows runs well below its rate.
+BLOCK_CHUNK_MIN_ROWS = 256
+
+
+def block_chunk_rows(batch: int, row_floats: int) -> int:
+    """Examples per chunk of a block layer's gathers and matmuls, for gathered rows of
+    ``row_floats`` floats: :data:`BLOCK_CHUNK_FLOATS` worth, at least
+    :data:`BLOCK_CHUNK_MIN_ROWS`; the whole ``batch`` (at least 1) when that many rows would
+    gather over four times :data:`BLOCK_CHUNK_FLOATS` (wide layers, 4096 wide in blocks of 32:
+    no chunk size tried there beat the whole batch)."""
+    rows = max(BLOCK_CHUNK_MIN_ROWS, BLOCK_CHUNK_FLOATS // max(row_floats, 1))
+    return max(batch, 1) if rows * row_floats > 4 * BLOCK_CHUNK_FLOATS else rows
 
 
 THREADS = AdaptiveThreads()  # the per-site memory of which thread count has lately been faster
