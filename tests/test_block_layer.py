@@ -89,6 +89,16 @@ def test_chunks_hold_a_few_mib_of_gathered_blocks_unless_rows_are_too_wide():
     assert block_chunk_rows(0, 10 ** 6) == 1
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_layer_without_bias_computes_the_lifted_product_alone(batch):
+    layer = BlockSparseLinear(build("random_edge", 50, 37, 3, seed=1, block=(4, 6)), bias=False)
+    x = torch.randn(batch, 50)
+    with torch.no_grad():
+        y = layer(x)
+    assert layer.last_path == ("block-vector" if batch == 1 else "block")
+    torch.testing.assert_close(y, x @ layer.dense_weight().t(), rtol=1e-5, atol=1e-6)
+
+
 def test_inference_without_gradients_equals_training_forward():
     layer = BlockSparseLinear(build("random_regular", 100, 70, 3, seed=1, block=8))
     x = torch.randn(5, 3, 100)

@@ -77,10 +77,15 @@ class BlockSparseLinear(nn.Module):
         if torch.onnx.is_in_onnx_export():  # tracing the gathers would write a file that fails or misleads
             raise SparsetopoError("torch.onnx.export cannot write a block layer (BlockSparseLinear): use "
                                   "sparsetopo.export_onnx, which writes its tiles in standard operators")
+        # read from the parameter table directly (nn.Module's attribute lookup costs about half a
+        # microsecond a name); a parametrization, or bias=False, leaves the name outside it
+        table = self._parameters
+        tiles = table["tiles"] if "tiles" in table else self.tiles
+        bias = table["bias"] if "bias" in table else self.bias
         if not (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
-                and x.dtype is self.tiles.dtype and x.device == self.tiles.device):
+                and x.dtype is tiles.dtype and x.device == tiles.device):
             self._refuse(x)
-        y, path = block_call(x, self.tiles, self.bias, self.plan)
+        y, path = block_call(x, tiles, bias, self.plan)
         record_path(self, path)
         return y
 

@@ -306,9 +306,12 @@ def block_linear(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None
 
 def _vector(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
     """One example (1, n_in) through the tile-by-tile kernel, no autograd."""
-    y = np.empty(plan.n_out, np.float32)
+    index = plan.scratch.get("vector index")
+    if index is None:   # numpy views of the tile index, made once (each .numpy() costs about a microsecond)
+        index = plan.scratch["vector index"] = (plan.tile_in.numpy(), plan.tile_out.numpy())
+    y = torch.empty(1, plan.n_out)
     b = bias.detach().numpy() if bias is not None else plan.buffer("zero bias", plan.n_out, tiles).zero_().numpy()
     x = x.detach()
-    block_vector((x if x.is_contiguous() else x.contiguous()).numpy().reshape(-1), tiles.detach().numpy(),
-                 plan.tile_in.numpy(), plan.tile_out.numpy(), b, y)
-    return torch.from_numpy(y).reshape(1, plan.n_out)
+    block_vector((x if x.is_contiguous() else x.contiguous()).numpy().reshape(-1), tiles.detach().numpy(), *index, b,
+                 y.numpy().reshape(-1))
+    return y
