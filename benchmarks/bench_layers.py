@@ -201,6 +201,7 @@ def grid_point(n_in, n_out, density, batch, seconds, seed=0):
 
 
 BLOCK_SHAPES, BLOCK_DENSITIES = "1024x1024,4096x4096", "0.1,0.05"
+BLOCK_BATCH1_SECONDS = 1.5  # the least time per side of a batch-1 point (see block_point)
 BLOCK_GATHER_LIMIT = 2 << 30  # bytes of gathered input blocks a point may need (D times the input)
 # the issue's targets for blocks of 32 (block / nn.Linear, one thread): training at batch 32..2048
 # per density, and batch-1 inference at 10% per width
@@ -208,7 +209,10 @@ BLOCK_TARGETS = {"train": {"0.1": 0.20, "0.05": 0.12}, "inference_0.1": {"1024":
 
 
 def _timed(sides, seconds):
-    """Interleaved medians of ``sides``, with repeats set so each side runs about ``seconds``."""
+    """Interleaved medians of ``sides``, with repeats set so each side runs about ``seconds``
+    (estimated from a call after a first one, which may load compiled kernels)."""
+    for f in sides.values():
+        f()
     tick = time.perf_counter()
     for f in sides.values():
         f()
@@ -238,7 +242,9 @@ def block_point(n_in, n_out, density, block, batch, seconds, seed=0):
         x = torch.rand(batch, n_in, generator=gen).requires_grad_()
         g = torch.randn(batch, n_out, generator=gen)
         sides = {"linear": training_step(linear, x, g), "block": training_step(layer, x, g)}
-    med, turns, per_turn = _timed(sides, seconds)
+    # batch-1 calls take microseconds, so a passing disturbance of the machine covers many turns
+    # of them: they are timed longer, which costs little
+    med, turns, per_turn = _timed(sides, max(seconds, BLOCK_BATCH1_SECONDS) if batch == 1 else seconds)
     return {**point, "seconds": med, "ratio_linear": med["block"] / med["linear"], "turns": turns,
             "steps_per_turn": per_turn}
 

@@ -99,6 +99,29 @@ def test_a_layer_without_bias_computes_the_lifted_product_alone(batch):
     torch.testing.assert_close(y, x @ layer.dense_weight().t(), rtol=1e-5, atol=1e-6)
 
 
+def test_one_example_reads_the_tiles_and_bias_as_they_are_now():
+    """The batch-1 kernel keeps numpy views of the parameters: updates in place and new
+    parameters must both reach it."""
+    layer = BlockSparseLinear(build("random_regular", 64, 96, 3, seed=1, block=16))
+    x = torch.randn(1, 64)
+
+    def check():
+        with torch.no_grad():
+            y = layer(x)
+        assert layer.last_path == "block-vector"
+        torch.testing.assert_close(y, F.linear(x, layer.dense_weight(), layer.bias).detach(), rtol=1e-5, atol=1e-6)
+
+    check()
+    with torch.no_grad():
+        layer.tiles.mul_(2.0)
+        layer.bias.add_(1.0)
+    check()
+    layer.tiles = torch.nn.Parameter(torch.randn_like(layer.tiles))
+    check()
+    layer.bias = torch.nn.Parameter(torch.randn(96))
+    check()
+
+
 def test_inference_without_gradients_equals_training_forward():
     layer = BlockSparseLinear(build("random_regular", 100, 70, 3, seed=1, block=8))
     x = torch.randn(5, 3, 100)
