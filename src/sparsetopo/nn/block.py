@@ -92,7 +92,7 @@ class BlockSparseLinear(nn.Module):
     def path_for(self, batch: int, grad: bool) -> str:
         """The path (a key of :data:`sparsetopo.nn.plan.BLOCK_PATHS`) a call on ``batch``
         examples runs, with a gradient wanted or not, on this layer's device and dtype."""
-        return block_path(batch, grad, self.tiles.device, self.tiles.dtype)
+        return block_path(batch, grad, self.tiles.device, self.tiles.dtype, self.topology.block_in * self.topology.block_out)
 
     def _refuse(self, x) -> None:
         t = self.topology

@@ -291,7 +291,7 @@ def block_call(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None,
     flat = x.reshape(-1, x.shape[-1])
     wanted = torch.is_grad_enabled() and (flat.requires_grad or tiles.requires_grad
                                           or (bias is not None and bias.requires_grad))
-    path = block_path(flat.shape[0], wanted, flat.device, flat.dtype)
+    path = block_path(flat.shape[0], wanted, flat.device, flat.dtype, plan.block_in * plan.block_out)
     if path == "block-vector":
         y = _vector(flat, tiles, bias, plan)
     else:

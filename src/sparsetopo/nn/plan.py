@@ -192,12 +192,20 @@ def call_path(nnz: int, n_in: int, n_out: int, batch: int, grad: bool, dense_whe
     return "vector" if batch == 1 else "tiled"
 
 
-def block_path(batch: int, grad: bool, device, dtype: torch.dtype) -> str:
-    """The path (a key of :data:`BLOCK_PATHS`) of one call of a block layer: ``block-vector``
-    for one float32 example on the CPU with no gradient wanted, where the batched matmuls'
-    gathers and transposes cost more than the products (``benchmarks/bench_layers.py --block``
-    times the layer, docs/benchmarks.md); ``block`` otherwise."""
-    if batch == 1 and not grad and _on_cpu(device) and dtype == torch.float32:
+#: The smallest tile (b_in * b_out entries) the one-example kernel reads: on 1x1 tiles its
+#: per-tile bookkeeping made it 1.6-2x slower than the batched matmuls, from 4x4 it is faster.
+BLOCK_VECTOR_MIN_TILE = 16
+
+
+def block_path(batch: int, grad: bool, device, dtype: torch.dtype, tile_entries: int) -> str:
+    """The path (a key of :data:`BLOCK_PATHS`) of one call of a block layer with tiles of
+    ``tile_entries`` numbers: ``block-vector`` for one float32 example on the CPU with no
+    gradient wanted and tiles of at least :data:`BLOCK_VECTOR_MIN_TILE`, where the batched
+    matmuls' gathers and transposes cost more than the products
+    (``benchmarks/bench_layers.py --block`` times the layer, docs/benchmarks.md); ``block``
+    otherwise."""
+    if (batch == 1 and not grad and tile_entries >= BLOCK_VECTOR_MIN_TILE and _on_cpu(device)
+            and dtype == torch.float32):
         return "block-vector"
     return "block"
 
