@@ -191,30 +191,34 @@ def _stacked_tiles(tiles: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
     return tiles.reshape(q, width * plan.block_in, plan.block_out)
 
 
+def _gathered_chunks(blocks: torch.Tensor, slots: torch.Tensor, name: str, plan: BlockPlan):
+    """For each chunk of the batch (:func:`~sparsetopo.nn.plan.block_chunk_rows` examples of
+    ``blocks``, (batch, count, b)): its first example and, for each head (a row of ``slots``),
+    its blocks side by side, (heads, size, width*b), gathered into one reused scratch tensor
+    (``name``). A chunk's gathered blocks are still in cache for its matmul, where gathering the
+    whole of a large batch would stream it through memory twice."""
+    batch, _, b = blocks.shape
+    heads, width = slots.shape
+    row = heads * width * b
+    rows = block_chunk_rows(batch, row)
+    gathered = plan.buffer(name, min(rows, batch) * row, blocks)
+    for first in range(0, batch, rows):
+        part = blocks[first: first + rows]
+        yield first, _gather(part, slots, gathered[: part.shape[0] * row])
+
+
 def _products(blocks: torch.Tensor, slots: torch.Tensor, stacked: torch.Tensor, n: int, name: str,
               plan: BlockPlan) -> torch.Tensor:
     """(batch, n): for each head (a row of ``slots``), its blocks of ``blocks`` (batch, count, b)
     side by side times its ``stacked`` tiles (heads, width*b, b_out), batch-major, the padding of
-    a ragged last block cut off.
-
-    The batch goes through in chunks of :func:`~sparsetopo.nn.plan.block_chunk_rows` examples:
-    gathered into one reused scratch tensor (``name``), multiplied by one ``bmm`` into another,
-    and stored into the result transposed. A chunk's gathered blocks stay in cache for its
-    matmul and its results for the store, where gathering the whole of a large batch would
-    stream it through memory twice."""
-    batch, _, b = blocks.shape
-    heads, width = slots.shape
-    b_out = stacked.shape[2]
-    rows = block_chunk_rows(batch, heads * width * b)
-    chunk = min(rows, batch)
-    gathered = plan.buffer(name, chunk * heads * width * b, blocks)
-    results = plan.buffer(name + " products", heads * chunk * b_out, blocks)
+    a ragged last block cut off. Chunk by chunk (:func:`_gathered_chunks`): one ``bmm`` into a
+    reused scratch tensor, stored into the result transposed while it is in cache."""
+    batch, heads, b_out = blocks.shape[0], slots.shape[0], stacked.shape[2]
     out = blocks.new_empty(batch, heads, b_out)
-    for first in range(0, batch, rows):
-        part = blocks[first: first + rows]
-        size = part.shape[0]
-        product = results[: heads * size * b_out].view(heads, size, b_out)
-        torch.bmm(_gather(part, slots, gathered[: size * heads * width * b]), stacked, out=product)
+    for first, inputs in _gathered_chunks(blocks, slots, name, plan):
+        size = inputs.shape[1]   # the first chunk is the largest: the scratch is allocated once
+        product = plan.buffer(name + " products", heads * size * b_out, blocks).view(heads, size, b_out)
+        torch.bmm(inputs, stacked, out=product)
         out[first: first + size].copy_(product.transpose(0, 1))
     out = out.view(batch, heads * b_out)
     return out if out.shape[1] == n else out[:, :n].contiguous()
@@ -265,17 +269,12 @@ def _input_grad(grad_blocks, tiles, plan):
 
 def _tile_grad(x, grad_blocks, plan):
     """grad of output block J's stacked tiles: its input blocks stacked, transposed, @ its
-    gradient, summed over the chunks of the batch (:func:`_products`' chunks)."""
+    gradient, summed over the chunks of the batch (:func:`_gathered_chunks`)."""
     q, width = plan.fwd_blocks.shape
     blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
-    batch, row = x.shape[0], q * width * plan.block_in
-    rows = block_chunk_rows(batch, row)
-    gathered = plan.buffer("inputs", min(rows, batch) * row, x)
     grad = None
-    for first in range(0, batch, rows):
-        part = blocks[first: first + rows]
-        inputs = _gather(part, plan.fwd_blocks, gathered[: part.shape[0] * row]).transpose(1, 2)
-        gradient = grad_blocks[first: first + rows, :q].transpose(0, 1)
+    for first, inputs in _gathered_chunks(blocks, plan.fwd_blocks, "inputs", plan):
+        inputs, gradient = inputs.transpose(1, 2), grad_blocks[first: first + inputs.shape[1], :q].transpose(0, 1)
         grad = torch.bmm(inputs, gradient) if grad is None else grad.baddbmm_(inputs, gradient)  # (q, D*b_in, b_out)
     grad = grad.view(q * width, plan.block_in, plan.block_out)
     return grad.index_select(0, plan.fwd_slot) if plan.fwd_padded else grad

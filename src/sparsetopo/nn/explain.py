@@ -98,16 +98,12 @@ def explain(model: nn.Module, batch_size: int = 32) -> Explanation:
     for name, module in model.named_modules():
         if isinstance(module, SparseLinear):
             plans.append(_linear_plan(name, module, batch))
-        elif isinstance(module, BlockSparseLinear):
-            t = module.topology
-            plans.append(LayerPlan(name=name, kind="block", n_in=t.n_in, n_out=t.n_out, density=t.density,
-                                   backend="block", batch=batch, train_path=module.path_for(batch, True),
-                                   infer_path=module.path_for(batch, False), threads=torch.get_num_threads()))
-        elif isinstance(module, SparseConv2d):
-            t = module.topology
-            plans.append(LayerPlan(name=name, kind="conv", n_in=t.n_in, n_out=t.n_out, density=t.density,
-                                   backend=module.backend, batch=batch, train_path="masked",
-                                   infer_path="masked", threads=torch.get_num_threads()))
+        elif isinstance(module, (BlockSparseLinear, SparseConv2d)):
+            t, block = module.topology, isinstance(module, BlockSparseLinear)
+            paths = (module.path_for(batch, True), module.path_for(batch, False)) if block else ("masked", "masked")
+            plans.append(LayerPlan(name=name, kind="block" if block else "conv", n_in=t.n_in, n_out=t.n_out,
+                                   density=t.density, backend=module.backend, batch=batch, train_path=paths[0],
+                                   infer_path=paths[1], threads=torch.get_num_threads()))
     if not plans:
         raise SparsetopoError(f"{type(model).__name__} has no sparse layer to explain: sparsify it first")
     return Explanation(plans)

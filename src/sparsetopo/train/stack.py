@@ -50,9 +50,6 @@ class _Stack:
     def __init__(self, models: Sequence[SparseMLP], linear_output: bool = False):
         n_layers = len(models[0].layers)
         self.linear_output = linear_output
-        # dense_weight() and the topology's mask exist on every SparseLinear backend, so members
-        # built with "sparse" or "auto" layers stack as well (the stack always computes dense).
-        # The stack holds the topology's n_in x n_out orientation (x @ w), the layers nn.Linear's.
         # A block layer stacks its members' tiles (see _BlockUnion); every other layer its dense
         # weights: dense_weight() and the topology's mask exist on every SparseLinear backend, so
         # members built with "sparse" or "auto" layers stack as well (the stack computes dense).
@@ -139,15 +136,19 @@ class _Stack:
         if not rows:   # the population is done: nothing trains on (and a union of no members has no plan)
             return
         index = torch.tensor(rows, dtype=torch.int64, device=self.biases[0].device)
-        self.weights = [(u.keep(w.detach(), rows) if u else w.detach()[index]).requires_grad_()
-                        for u, w in zip(self.unions, self.weights)]
-        self.biases = [b.detach()[index].requires_grad_() for b in self.biases]
-        self.masks = [None if m is None else m[index] for m in self.masks]
         n_layers = len(self.weights)
-        self.buffers = [u.keep(t, rows) if i < n_layers and (u := self.unions[i]) else t[index]
-                        for i, t in enumerate(self.buffers)]
-        self.second = [u.keep(t, rows) if i < n_layers and (u := self.unions[i]) else t[index]
-                       for i, t in enumerate(self.second)]
+
+        def take(i: int, stacked: torch.Tensor) -> torch.Tensor:
+            """Parameter ``i``'s stacked tensor (weights, then biases; or its optimizer state)
+            for the kept rows: a block layer's by member offsets, any other by its first axis."""
+            union = self.unions[i] if i < n_layers else None
+            return union.keep(stacked, rows) if union else stacked[index]
+
+        params = [take(i, p.detach()).requires_grad_() for i, p in enumerate(self.parameters())]
+        self.weights, self.biases = params[:n_layers], params[n_layers:]
+        self.masks = [None if m is None else m[index] for m in self.masks]
+        self.buffers = [take(i, t) for i, t in enumerate(self.buffers)]
+        self.second = [take(i, t) for i, t in enumerate(self.second)]
         self.unions = [u.kept(rows) if u else None for u in self.unions]
 
     @torch.no_grad()
