@@ -9,7 +9,8 @@ from sparsetopo import SparsetopoError
 from sparsetopo.nn import SparseLinear
 from sparsetopo.nn import block_ops
 from sparsetopo.nn.block import BlockSparseLinear
-from sparsetopo.nn.plan import BLOCK_CHUNK_FLOATS, BLOCK_CHUNK_MIN_ROWS, BLOCK_VECTOR_MIN_TILE, block_chunk_rows
+from sparsetopo.nn.plan import (BLOCK_CHUNK_FLOATS, BLOCK_CHUNK_MIN_ROWS, BLOCK_VECTOR_MIN_TILE, block_chunk_rows,
+                                block_keeps_gathered)
 from sparsetopo.topology import build
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -73,11 +74,17 @@ def test_block_layer_equals_masked_dense_forward_and_gradients(name, n_in, n_out
     check_against_reference(layer, (1, 7, 33, 128, 1000))
 
 
+@pytest.mark.parametrize("chunk", [7, None])
 @pytest.mark.parametrize("name, n_in, n_out, k, block", LAYERS)
-def test_a_batch_taken_in_chunks_gives_what_the_whole_batch_gives(monkeypatch, name, n_in, n_out, k, block):
-    """Chunks of 7 examples (the last one shorter) through the gathers and matmuls, as large
-    batches of wide layers are taken, against the masked-dense reference."""
-    monkeypatch.setattr(block_ops, "block_chunk_rows", lambda batch, row_floats: 7)
+def test_a_batch_through_the_scratch_tensors_gives_what_a_kept_gather_gives(monkeypatch, name, n_in, n_out, k,
+                                                                          block, chunk):
+    """A batch gathered into the layer's scratch tensors and gathered again for the tile
+    gradient, as large batches are taken: in chunks of 7 examples (the last one shorter), or
+    whole (``chunk`` None), against the masked-dense reference (the reference check above runs
+    these small batches the default way, their gathered inputs kept from the forward)."""
+    monkeypatch.setattr(block_ops, "block_keeps_gathered", lambda batch, row_floats: False)
+    if chunk is not None:
+        monkeypatch.setattr(block_ops, "block_chunk_rows", lambda batch, row_floats: chunk)
     layer = BlockSparseLinear(build(name, n_in, n_out, k, seed=1, block=block), gen=np.random.default_rng(2))
     check_against_reference(layer, (7, 33, 128))
 
@@ -88,6 +95,25 @@ def test_chunks_hold_a_few_mib_of_gathered_blocks_unless_rows_are_too_wide():
     assert block_chunk_rows(2048, 6144) == BLOCK_CHUNK_MIN_ROWS                   # never fewer rows
     assert block_chunk_rows(2048, 128 * 13 * 32) == 2048                          # 4096 wide: the whole batch
     assert block_chunk_rows(0, 10 ** 6) == 1
+
+
+def test_small_batches_keep_their_gathered_inputs_and_large_ones_do_not():
+    assert block_keeps_gathered(32, 3072) and block_keeps_gathered(BLOCK_CHUNK_FLOATS // 3072, 3072)
+    assert not block_keeps_gathered(BLOCK_CHUNK_FLOATS // 3072 + 1, 3072)
+    assert not block_keeps_gathered(32, 128 * 13 * 32)                            # 4096 wide: 6.8 MiB
+
+
+def test_the_forward_keeps_its_gathered_inputs_only_where_the_rule_says(monkeypatch):
+    """Which tensor the autograd graph holds for the tile gradient: the gathered blocks (D times
+    the input) for a small batch, the input alone for a large one."""
+    layer = BlockSparseLinear(build("random_regular", 64, 48, 3, seed=1, block=8))
+    row = layer.plan.fwd_blocks.numel() * 8
+    for batch, kept in ((5, True), (BLOCK_CHUNK_FLOATS // row + 1, False)):
+        node = layer(torch.randn(batch, 64)).grad_fn
+        while type(node).__name__ != "BlockLinearFunctionBackward":
+            node = node.next_functions[0][0]
+        saved = node.saved_tensors[0]
+        assert saved.numel() == (batch * row if kept else batch * 64)
 
 
 @pytest.mark.parametrize("batch", [1, 5])

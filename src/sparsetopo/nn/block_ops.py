@@ -10,14 +10,16 @@ block ``J`` reads the tiles of its ``D`` input blocks as one ``(D*b_in) x b_out`
   batch-major input, ``(batch, p, b_in)``) and one ``torch.bmm`` over the ``q`` output blocks
   multiplies them by the stacked tiles (a view of the parameter);
 * input gradient: ``gx_I = [g_J1 .. g_Jk] @ [W_1^T; ..; W_k^T]``, the same by input block:
-  one gather of gradient blocks, one gather of the tiles transposed (``nnz`` numbers), one bmm;
+  one gather of gradient blocks, one gather of the tiles side by side (``nnz`` numbers), one
+  bmm reading them transposed;
 * tile gradient: ``gW_J = [x_I1 .. x_ID]^T @ g_J``, one bmm whose result already has the
-  tiles' layout. The gathered inputs are gathered again rather than saved (they are ``D``
-  times the input: 13 copies of it for a 4096-wide layer of blocks of 32 at 10%).
+  tiles' layout. The forward's gathered inputs are kept for it when they are small
+  (:func:`sparsetopo.nn.plan.block_keeps_gathered`), and gathered again otherwise (they are
+  ``D`` times the input: 13 copies of it for a 4096-wide layer of blocks of 32 at 10%).
 
 The layer stays batch-major: ``bmm`` reads the gathered ``(batch, q, D*b_in)`` as ``q``
 strided matrices, so only the results are transposed (an earlier form transposed the input
-too, a third of a step's time). A large batch goes through in chunks
+too, a third of a step's time). A large batch goes through reused scratch tensors in chunks
 (:func:`sparsetopo.nn.plan.block_chunk_rows`) whose gathered blocks are still in cache for
 their matmul; the tile gradient sums the chunks' products. Every reduction is inside a
 matmul: no scatter-add, whose cost grew with the batch (docs/design.md, "Block layers";
@@ -39,7 +41,7 @@ import torch.nn.functional as F
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels.block import block_vector
-from sparsetopo.nn.plan import block_chunk_rows, block_path
+from sparsetopo.nn.plan import block_chunk_rows, block_keeps_gathered, block_path
 from sparsetopo.topology import Topology
 from sparsetopo.topology.blocks import n_blocks
 
@@ -169,15 +171,16 @@ def _blocks(x: torch.Tensor, n: int, b: int, count: int, zero_block: bool) -> to
     return x.contiguous().view(x.shape[0], -1, b)
 
 
-def _gather(blocks: torch.Tensor, slots: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _gather(blocks: torch.Tensor, slots: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """(heads, batch, width * b): for each head its ``width`` blocks side by side, gathered from
-    ``blocks`` (batch, count, b) along the block axis into the scratch tensor ``out`` (each
-    gathered block is a contiguous run of ``b`` numbers per example), as a strided view whose
-    first axis is the head, which ``bmm`` reads in place."""
+    ``blocks`` (batch, count, b) along the block axis (each gathered block is a contiguous run of
+    ``b`` numbers per example) into a new tensor or the scratch tensor ``out``, as a strided view
+    whose first axis is the head, which ``bmm`` reads in place."""
     heads, width = slots.shape
     batch, _, b = blocks.shape
-    out = out.view(batch, heads * width, b)
-    torch.index_select(blocks, 1, slots.reshape(-1), out=out)
+    if out is not None:
+        out = out.view(batch, heads * width, b)
+    out = torch.index_select(blocks, 1, slots.view(-1), out=out)
     return out.view(batch, heads, width * b).transpose(0, 1)
 
 
@@ -208,28 +211,43 @@ def _gathered_chunks(blocks: torch.Tensor, slots: torch.Tensor, name: str, plan:
 
 
 def _products(blocks: torch.Tensor, slots: torch.Tensor, stacked: torch.Tensor, n: int, name: str,
-              plan: BlockPlan) -> torch.Tensor:
-    """(batch, n): for each head (a row of ``slots``), its blocks of ``blocks`` (batch, count, b)
-    side by side times its ``stacked`` tiles (heads, width*b, b_out), batch-major, the padding of
-    a ragged last block cut off. Chunk by chunk (:func:`_gathered_chunks`): one ``bmm`` into a
-    reused scratch tensor, stored into the result transposed while it is in cache."""
+              plan: BlockPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(y, gathered)``: ``y`` (batch, n) holds, for each head (a row of ``slots``), its blocks of
+    ``blocks`` (batch, count, b) side by side times its ``stacked`` tiles (heads, width*b, b_out),
+    batch-major, the padding of a ragged last block cut off.
+
+    A small batch (:func:`~sparsetopo.nn.plan.block_keeps_gathered`) is gathered whole into a new
+    tensor, returned as ``gathered`` for the tile gradient to reuse; a larger one goes chunk by
+    chunk (:func:`_gathered_chunks`, ``gathered`` None): one ``bmm`` into a reused scratch
+    tensor, stored into the result transposed while it is in cache."""
     batch, heads, b_out = blocks.shape[0], slots.shape[0], stacked.shape[2]
-    out = blocks.new_empty(batch, heads, b_out)
-    for first, inputs in _gathered_chunks(blocks, slots, name, plan):
-        size = inputs.shape[1]   # the first chunk is the largest: the scratch is allocated once
-        product = plan.buffer(name + " products", heads * size * b_out, blocks).view(heads, size, b_out)
-        torch.bmm(inputs, stacked, out=product)
-        out[first: first + size].copy_(product.transpose(0, 1))
-    out = out.view(batch, heads * b_out)
-    return out if out.shape[1] == n else out[:, :n].contiguous()
+    if block_keeps_gathered(batch, heads * slots.shape[1] * blocks.shape[2]):
+        gathered = _gather(blocks, slots)
+        out = torch.bmm(gathered, stacked).transpose(0, 1).reshape(batch, heads * b_out)
+    else:
+        gathered, out = None, blocks.new_empty(batch, heads, b_out)
+        for first, inputs in _gathered_chunks(blocks, slots, name, plan):
+            size = inputs.shape[1]   # the first chunk is the largest: the scratch is allocated once
+            product = plan.buffer(name + " products", heads * size * b_out, blocks).view(heads, size, b_out)
+            torch.bmm(inputs, stacked, out=product)
+            out[first: first + size].copy_(product.transpose(0, 1))
+        out = out.view(batch, heads * b_out)
+    return (out if out.shape[1] == n else out[:, :n].contiguous()), gathered
+
+
+def _forward(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None,
+             plan: BlockPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(y, gathered)``: ``y = x @ lift(tiles) + bias`` for a 2-D ``x`` (batch, n_in), and the
+    gathered input blocks where :func:`_products` kept them."""
+    # output block J: (its input blocks side by side) @ (its tiles stacked)
+    blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
+    y, gathered = _products(blocks, plan.fwd_blocks, _stacked_tiles(tiles, plan), plan.n_out, "inputs", plan)
+    return (y if bias is None else y + bias), gathered
 
 
 def block_forward(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
     """``y = x @ lift(tiles) + bias`` for a 2-D ``x`` (batch, n_in), no autograd bookkeeping."""
-    # output block J: (its input blocks side by side) @ (its tiles stacked)
-    blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
-    y = _products(blocks, plan.fwd_blocks, _stacked_tiles(tiles, plan), plan.n_out, "inputs", plan)
-    return y if bias is None else y + bias
+    return _forward(x, tiles, bias, plan)[0]
 
 
 class BlockLinearFunction(torch.autograd.Function):
@@ -237,20 +255,22 @@ class BlockLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, tiles, bias, plan):
-        ctx.save_for_backward(x, tiles)
-        ctx.plan, ctx.has_bias = plan, bias is not None
-        return block_forward(x, tiles, bias, plan)
+        y, gathered = _forward(x, tiles, bias, plan)
+        # the tile gradient needs the gathered inputs: kept when small, else gathered again
+        ctx.save_for_backward(x if gathered is None else gathered, tiles)
+        ctx.plan, ctx.has_bias, ctx.kept = plan, bias is not None, gathered is not None
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, tiles = ctx.saved_tensors
+        inputs, tiles = ctx.saved_tensors
         plan = ctx.plan
         grad_blocks = _blocks(grad_y, plan.n_out, plan.block_out, plan.out_blocks, plan.bwd_padded)
         grad_x = grad_tiles = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad(grad_blocks, tiles, plan)
         if ctx.needs_input_grad[1]:
-            grad_tiles = _tile_grad(x, grad_blocks, plan)
+            grad_tiles = _tile_grad(inputs, ctx.kept, grad_blocks, plan)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_y.sum(0)
         return grad_x, grad_tiles, grad_bias, None
@@ -258,24 +278,30 @@ class BlockLinearFunction(torch.autograd.Function):
 
 def _input_grad(grad_blocks, tiles, plan):
     """grad_x for input block I: its output blocks' gradients side by side @ its tiles,
-    transposed, stacked (one gather of the tiles)."""
+    transposed, stacked. The tiles are gathered by input block as ``[W_1 .. W_K]`` (runs of
+    ``b_out`` numbers, which copy fast; a copy transposing each tile took twice as long) and
+    ``bmm`` reads that transposed."""
     p, width = plan.bwd_tiles.shape
-    transposed = tiles.transpose(1, 2)
     if plan.bwd_padded:
-        transposed = torch.cat([transposed, transposed.new_zeros(1, *transposed.shape[1:])])
-    stacked = transposed.index_select(0, plan.bwd_tiles.reshape(-1)).view(p, width * plan.block_out, plan.block_in)
-    return _products(grad_blocks, plan.bwd_blocks, stacked, plan.n_in, "gradients", plan)
+        tiles = torch.cat([tiles, tiles.new_zeros(1, *tiles.shape[1:])])
+    side_by_side = (tiles.index_select(0, plan.bwd_tiles.view(-1)).view(p, width, plan.block_in, plan.block_out)
+                    .transpose(1, 2).reshape(p, plan.block_in, width * plan.block_out))
+    return _products(grad_blocks, plan.bwd_blocks, side_by_side.transpose(1, 2), plan.n_in, "gradients", plan)[0]
 
 
-def _tile_grad(x, grad_blocks, plan):
+def _tile_grad(inputs, kept, grad_blocks, plan):
     """grad of output block J's stacked tiles: its input blocks stacked, transposed, @ its
-    gradient, summed over the chunks of the batch (:func:`_gathered_chunks`)."""
+    gradient. ``inputs`` is the forward's gathered blocks when ``kept``, else the layer's input,
+    gathered again chunk by chunk (:func:`_gathered_chunks`) and the chunks' products summed."""
     q, width = plan.fwd_blocks.shape
-    blocks = _blocks(x, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
-    grad = None
-    for first, inputs in _gathered_chunks(blocks, plan.fwd_blocks, "inputs", plan):
-        inputs, gradient = inputs.transpose(1, 2), grad_blocks[first: first + inputs.shape[1], :q].transpose(0, 1)
-        grad = torch.bmm(inputs, gradient) if grad is None else grad.baddbmm_(inputs, gradient)  # (q, D*b_in, b_out)
+    if kept:
+        grad = torch.bmm(inputs.transpose(1, 2), grad_blocks[:, :q].transpose(0, 1))   # (q, D*b_in, b_out)
+    else:
+        blocks = _blocks(inputs, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
+        grad = None
+        for first, chunk in _gathered_chunks(blocks, plan.fwd_blocks, "inputs", plan):
+            chunk, gradient = chunk.transpose(1, 2), grad_blocks[first: first + chunk.shape[1], :q].transpose(0, 1)
+            grad = torch.bmm(chunk, gradient) if grad is None else grad.baddbmm_(chunk, gradient)
     grad = grad.view(q * width, plan.block_in, plan.block_out)
     return grad.index_select(0, plan.fwd_slot) if plan.fwd_padded else grad
 

@@ -229,6 +229,16 @@ def block_chunk_rows(batch: int, row_floats: int) -> int:
     return max(batch, 1) if rows * row_floats > 4 * BLOCK_CHUNK_FLOATS else rows
 
 
+def block_keeps_gathered(batch: int, row_floats: int) -> bool:
+    """Whether a block layer gathers the whole ``batch`` (rows of ``row_floats`` floats) into a
+    new tensor and keeps it for the tile gradient: when it holds at most
+    :data:`BLOCK_CHUNK_FLOATS` floats (batches up to a few hundred at 1024 wide). Gathering
+    again and the scratch tensors' bookkeeping took about a quarter of a step at batch 32-128
+    there; a larger batch would keep ``D`` times its input alive until the backward, so it goes
+    through the scratch tensors in chunks (:func:`block_chunk_rows`) and is gathered again."""
+    return batch * row_floats <= BLOCK_CHUNK_FLOATS
+
+
 THREADS = AdaptiveThreads()  # the per-site memory of which thread count has lately been faster
 
 
