@@ -13,6 +13,9 @@ one process: a training step (forward and backward) at batch 32 and above, the i
 forward at batch 1. Each point reports block seconds / ``nn.Linear`` seconds
 (``ratio_linear``) and the exact density of the lifted layer; a point whose gathered inputs
 would exceed ``BLOCK_GATHER_LIMIT`` bytes (blocks of 1 at large batches) is listed as skipped.
+A training point also times the step's three batched matmuls alone on operands gathered
+beforehand (:func:`block_matmuls`; ``matmuls_ratio_linear``): the floor under the layer's ratio
+when gathers, copies and Python would cost nothing.
 
 **The grid** (``grid`` in the JSON): for every shape, density (``random_regular``) and batch,
 what a user compares: a training step (zero_grad, forward, backward) of ``nn.Linear``, of the
@@ -241,12 +244,35 @@ def block_point(n_in, n_out, density, block, batch, seconds, seed=0):
     else:
         x = torch.rand(batch, n_in, generator=gen).requires_grad_()
         g = torch.randn(batch, n_out, generator=gen)
-        sides = {"linear": training_step(linear, x, g), "block": training_step(layer, x, g)}
+        sides = {"linear": training_step(linear, x, g), "block": training_step(layer, x, g),
+                 "matmuls": block_matmuls(layer.plan, batch, gen)}
     # batch-1 calls take microseconds, so a passing disturbance of the machine covers many turns
     # of them: they are timed longer, which costs little
     med, turns, per_turn = _timed(sides, max(seconds, BLOCK_BATCH1_SECONDS) if batch == 1 else seconds)
-    return {**point, "seconds": med, "ratio_linear": med["block"] / med["linear"], "turns": turns,
+    floor = {"matmuls_ratio_linear": med["matmuls"] / med["linear"]} if "matmuls" in med else {}
+    return {**point, "seconds": med, "ratio_linear": med["block"] / med["linear"], **floor, "turns": turns,
             "steps_per_turn": per_turn}
+
+
+def block_matmuls(plan, batch, gen):
+    """A callable running the three ``torch.bmm`` of a block layer's training step alone, on
+    operands gathered beforehand, contiguous: forward products, input gradient, tile gradient
+    (``nn/block_ops.py``). Its time over ``nn.Linear``'s is the layer's floor on this machine
+    with gathers, copies and Python for free: what the small matrices of the tiles cost."""
+    (q, width_in), (p, width_out) = plan.fwd_blocks.shape, plan.bwd_blocks.shape
+    b_in, b_out = plan.block_in, plan.block_out
+    inputs = torch.randn(q, batch, width_in * b_in, generator=gen)
+    stacked = torch.randn(q, width_in * b_in, b_out, generator=gen)
+    grads = torch.randn(p, batch, width_out * b_out, generator=gen)
+    stacked_t = torch.randn(p, width_out * b_out, b_in, generator=gen)
+    grad_out = torch.randn(q, batch, b_out, generator=gen)
+    inputs_t = inputs.transpose(1, 2).contiguous()
+
+    def step():
+        torch.bmm(inputs, stacked)
+        torch.bmm(grads, stacked_t)
+        torch.bmm(inputs_t, grad_out)
+    return step
 
 
 def block_grid(shapes, densities, blocks, batches, seconds, report=None) -> list[dict]:

@@ -356,14 +356,19 @@ def bench_layers_block(r: dict) -> list[str]:
     for p in r["block_grid"]:
         if "skipped" in p:
             rows.append([p["shape"], short(p["density"]), str(p["block"]), str(p["batch"]), p["mode"], "", "",
-                         p["skipped"], "", ""])
+                         p["skipped"], "", "", ""])
             continue
         t = target(p) if p["block"] == 32 else None
+        floor = p.get("matmuls_ratio_linear")
         rows.append([p["shape"], short(p["density"]), str(p["block"]), str(p["batch"]), p["mode"],
                      ms(p["seconds"]["linear"]), ms(p["seconds"]["block"]), num(p["ratio_linear"]),
+                     num(floor) if floor is not None else "",
                      target_text("ratio", t) if t else "", met("ratio", p["ratio_linear"], t) if t else ""])
+    if any("matmuls_ratio_linear" in p for p in r["block_grid"]):
+        lines += ["Floor: the training step's three batched matmuls alone, on operands gathered beforehand, "
+                  "over nn.Linear (what the tiles' small matrices cost with gathers, copies and Python free).", ""]
     return lines + table(["shape", "density", "block", "batch", "step", "nn.Linear", "block", "block / nn.Linear",
-                          "target (blocks of 32)", "met"], rows)
+                          "floor", "target (blocks of 32)", "met"], rows)
 
 
 def under_load(r: dict) -> list[str]:
