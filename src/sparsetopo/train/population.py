@@ -226,8 +226,8 @@ def train_population(
 
 #: The largest batch at which block members share the torch stack's batched matmul (engine
 #: "auto"): measured, the shared step's per-member cost matches the member's own autograd step
-#: near a batch of 256 and exceeds it by 2-18% at 512, where a step's matmuls outweigh its
-#: per-call overhead (``benchmarks/bench_population_block.py``).
+#: near a batch of 256 (0.88-1.14 of it over two runs) and exceeds it by 14-31% at 512, where a
+#: step's matmuls outweigh its per-call overhead (``benchmarks/bench_population_block.py``).
 SHARED_BLOCK_MAX_BATCH = 256
 
 
