@@ -9,7 +9,7 @@ from sparsetopo import SparsetopoError
 from sparsetopo.nn import SparseLinear
 from sparsetopo.nn import block_ops
 from sparsetopo.nn.block import BlockSparseLinear
-from sparsetopo.nn.plan import (BLOCK_CHUNK_FLOATS, BLOCK_CHUNK_MIN_ROWS, BLOCK_VECTOR_MIN_TILE, block_chunks,
+from sparsetopo.nn.plan import (BLOCK_CHUNK_FLOATS, BLOCK_CHUNK_MIN_ROWS, BLOCK_VECTOR_MIN_TILE, block_chunk_rows,
                                 block_keeps_gathered)
 from sparsetopo.topology import build
 
@@ -74,33 +74,27 @@ def test_block_layer_equals_masked_dense_forward_and_gradients(name, n_in, n_out
     check_against_reference(layer, (1, 7, 33, 128, 1000))
 
 
-@pytest.mark.parametrize("chunk", ["rows", "heads", None])
+@pytest.mark.parametrize("chunk", [7, None])
 @pytest.mark.parametrize("name, n_in, n_out, k, block", LAYERS)
 def test_a_batch_through_the_scratch_tensors_gives_what_a_kept_gather_gives(monkeypatch, name, n_in, n_out, k,
                                                                           block, chunk):
     """A batch gathered into the layer's scratch tensors and gathered again for the tile
-    gradient, as large batches are taken: in chunks of 7 examples (the last one shorter), in
-    chunks of 2 heads (the last one shorter where the count is odd), or whole (``chunk`` None),
-    against the masked-dense reference (the reference check above runs these small batches the
-    default way, their gathered inputs kept from the forward)."""
+    gradient, as large batches are taken: in chunks of 7 examples (the last one shorter), or
+    whole (``chunk`` None), against the masked-dense reference (the reference check above runs
+    these small batches the default way, their gathered inputs kept from the forward)."""
     monkeypatch.setattr(block_ops, "block_keeps_gathered", lambda batch, row_floats: False)
-    if chunk == "rows":
-        monkeypatch.setattr(block_ops, "block_chunks", lambda batch, heads, head_floats: (7, heads))
-    elif chunk == "heads":
-        monkeypatch.setattr(block_ops, "block_chunks", lambda batch, heads, head_floats: (max(batch, 1), 2))
+    if chunk is not None:
+        monkeypatch.setattr(block_ops, "block_chunk_rows", lambda batch, row_floats: chunk)
     layer = BlockSparseLinear(build(name, n_in, n_out, k, seed=1, block=block), gen=np.random.default_rng(2))
     check_against_reference(layer, (7, 33, 128))
 
 
-def test_chunks_hold_a_few_mib_of_gathered_blocks():
-    assert block_chunks(2048, 32, 96) == (BLOCK_CHUNK_FLOATS // 3072, 32)       # 1024 wide, blocks of 32, 10%
-    assert block_chunks(2048, 2, 32) == (BLOCK_CHUNK_FLOATS // 64, 2)
-    assert block_chunks(2048, 32, 192) == (BLOCK_CHUNK_MIN_ROWS, 32)             # never fewer rows
-    # 4096 wide, blocks of 32, 10%: rows too wide to chunk; the whole batch, in chunks of heads
-    assert block_chunks(2048, 128, 13 * 32) == (2048, 1)
-    assert block_chunks(512, 128, 13 * 32) == (512, BLOCK_CHUNK_FLOATS // (512 * 13 * 32))
-    assert block_chunks(1, 128, 13 * 32) == (1, 128)
-    assert block_chunks(0, 4 * BLOCK_CHUNK_FLOATS, 1) == (1, BLOCK_CHUNK_FLOATS)      # an empty batch counts as 1
+def test_chunks_hold_a_few_mib_of_gathered_blocks_unless_rows_are_too_wide():
+    assert block_chunk_rows(2048, 3072) == BLOCK_CHUNK_FLOATS // 3072            # 1024 wide, blocks of 32, 10%
+    assert block_chunk_rows(2048, 64) == BLOCK_CHUNK_FLOATS // 64
+    assert block_chunk_rows(2048, 6144) == BLOCK_CHUNK_MIN_ROWS                   # never fewer rows
+    assert block_chunk_rows(2048, 128 * 13 * 32) == 2048                          # 4096 wide: the whole batch
+    assert block_chunk_rows(0, 10 ** 6) == 1
 
 
 def test_small_batches_keep_their_gathered_inputs_and_large_ones_do_not():

@@ -20,9 +20,8 @@ block ``J`` reads the tiles of its ``D`` input blocks as one ``(D*b_in) x b_out`
 The layer stays batch-major: ``bmm`` reads the gathered ``(batch, q, D*b_in)`` as ``q``
 strided matrices, so only the results are transposed (an earlier form transposed the input
 too, a third of a step's time). A large batch goes through reused scratch tensors in chunks
-(:func:`sparsetopo.nn.plan.block_chunks`: of examples, or of heads where rows are wide) whose
-gathered blocks are still in cache for their matmul; the tile gradient sums the row chunks'
-products. Every reduction is inside a
+(:func:`sparsetopo.nn.plan.block_chunk_rows`) whose gathered blocks are still in cache for
+their matmul; the tile gradient sums the chunks' products. Every reduction is inside a
 matmul: no scatter-add, whose cost grew with the batch (docs/design.md, "Block layers";
 ``benchmarks/bench_layers.py --block`` times the layer). One example in CPU inference skips
 all of this (:func:`block_call`, :mod:`sparsetopo.kernels.block`). A block
@@ -42,7 +41,7 @@ import torch.nn.functional as F
 
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.kernels.block import block_vector
-from sparsetopo.nn.plan import block_chunks, block_keeps_gathered, block_path
+from sparsetopo.nn.plan import block_chunk_rows, block_keeps_gathered, block_path
 from sparsetopo.topology import Topology
 from sparsetopo.topology.blocks import n_blocks
 
@@ -196,20 +195,19 @@ def _stacked_tiles(tiles: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
 
 
 def _gathered_chunks(blocks: torch.Tensor, slots: torch.Tensor, name: str, plan: BlockPlan):
-    """For each chunk (:func:`~sparsetopo.nn.plan.block_chunks`: examples of ``blocks``, (batch,
-    count, b), times heads, rows of ``slots``): its first example, its first head and, for each of
-    its heads, its blocks side by side, (heads, size, width*b), gathered into one reused scratch
-    tensor (``name``). A chunk's gathered blocks are still in cache for its matmul, where
-    gathering the whole of a large batch would stream it through memory twice."""
+    """For each chunk of the batch (:func:`~sparsetopo.nn.plan.block_chunk_rows` examples of
+    ``blocks``, (batch, count, b)): its first example and, for each head (a row of ``slots``),
+    its blocks side by side, (heads, size, width*b), gathered into one reused scratch tensor
+    (``name``). A chunk's gathered blocks are still in cache for its matmul, where gathering the
+    whole of a large batch would stream it through memory twice."""
     batch, _, b = blocks.shape
     heads, width = slots.shape
-    rows, per = block_chunks(batch, heads, width * b)
-    gathered = plan.buffer(name, min(rows, batch) * min(per, heads) * width * b, blocks)
+    row = heads * width * b
+    rows = block_chunk_rows(batch, row)
+    gathered = plan.buffer(name, min(rows, batch) * row, blocks)
     for first in range(0, batch, rows):
         part = blocks[first: first + rows]
-        for head in range(0, heads, per):
-            some = slots[head: head + per]
-            yield first, head, _gather(part, some, gathered[: part.shape[0] * some.numel() * b])
+        yield first, _gather(part, slots, gathered[: part.shape[0] * row])
 
 
 def _products(blocks: torch.Tensor, slots: torch.Tensor, stacked: torch.Tensor, n: int, name: str,
@@ -228,11 +226,11 @@ def _products(blocks: torch.Tensor, slots: torch.Tensor, stacked: torch.Tensor, 
         out = torch.bmm(gathered, stacked).transpose(0, 1).reshape(batch, heads * b_out)
     else:
         gathered, out = None, blocks.new_empty(batch, heads, b_out)
-        for first, head, inputs in _gathered_chunks(blocks, slots, name, plan):
-            some, size = inputs.shape[:2]   # the first chunk is the largest: the scratch is allocated once
-            product = plan.buffer(name + " products", some * size * b_out, blocks).view(some, size, b_out)
-            torch.bmm(inputs, stacked[head: head + some], out=product)
-            out[first: first + size, head: head + some].copy_(product.transpose(0, 1))
+        for first, inputs in _gathered_chunks(blocks, slots, name, plan):
+            size = inputs.shape[1]   # the first chunk is the largest: the scratch is allocated once
+            product = plan.buffer(name + " products", heads * size * b_out, blocks).view(heads, size, b_out)
+            torch.bmm(inputs, stacked, out=product)
+            out[first: first + size].copy_(product.transpose(0, 1))
         out = out.view(batch, heads * b_out)
     return (out if out.shape[1] == n else out[:, :n].contiguous()), gathered
 
@@ -272,7 +270,7 @@ class BlockLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad(grad_blocks, tiles, plan)
         if ctx.needs_input_grad[1]:
-            grad_tiles = _tile_grad(inputs, ctx.kept, grad_blocks, tiles, plan)
+            grad_tiles = _tile_grad(inputs, ctx.kept, grad_blocks, plan)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_y.sum(0)
         return grad_x, grad_tiles, grad_bias, None
@@ -291,7 +289,7 @@ def _input_grad(grad_blocks, tiles, plan):
     return _products(grad_blocks, plan.bwd_blocks, side_by_side.transpose(1, 2), plan.n_in, "gradients", plan)[0]
 
 
-def _tile_grad(inputs, kept, grad_blocks, tiles, plan):
+def _tile_grad(inputs, kept, grad_blocks, plan):
     """grad of output block J's stacked tiles: its input blocks stacked, transposed, @ its
     gradient. ``inputs`` is the forward's gathered blocks when ``kept``, else the layer's input,
     gathered again chunk by chunk (:func:`_gathered_chunks`) and the chunks' products summed."""
@@ -300,15 +298,10 @@ def _tile_grad(inputs, kept, grad_blocks, tiles, plan):
         grad = torch.bmm(inputs.transpose(1, 2), grad_blocks[:, :q].transpose(0, 1))   # (q, D*b_in, b_out)
     else:
         blocks = _blocks(inputs, plan.n_in, plan.block_in, plan.in_blocks, plan.fwd_padded)
-        grad = tiles.new_empty(q, width * plan.block_in, plan.block_out)
-        for first, head, chunk in _gathered_chunks(blocks, plan.fwd_blocks, "inputs", plan):
-            some, size = chunk.shape[:2]
-            chunk = chunk.transpose(1, 2)
-            gradient = grad_blocks[first: first + size, head: head + some].transpose(0, 1)
-            if first == 0:
-                torch.bmm(chunk, gradient, out=grad[head: head + some])
-            else:
-                grad[head: head + some].baddbmm_(chunk, gradient)
+        grad = None
+        for first, chunk in _gathered_chunks(blocks, plan.fwd_blocks, "inputs", plan):
+            chunk, gradient = chunk.transpose(1, 2), grad_blocks[first: first + chunk.shape[1], :q].transpose(0, 1)
+            grad = torch.bmm(chunk, gradient) if grad is None else grad.baddbmm_(chunk, gradient)
     grad = grad.view(q * width, plan.block_in, plan.block_out)
     return grad.index_select(0, plan.fwd_slot) if plan.fwd_padded else grad
 

@@ -14,7 +14,7 @@ asks. The choices:
   both by the one rule :func:`sparsetopo.kernels.threads.use_threads`;
 * the **tile width** of the tiled kernels (:func:`tile_width`) and the blocked kernels'
   ``wide`` argument (:func:`wide_argument`), and the batch chunks of a block layer
-  (:func:`block_chunks`);
+  (:func:`block_chunk_rows`);
 * whether a **population member's** layer trains dense or as CSR (:func:`member_prefers_dense`).
 
 The cost model
@@ -219,20 +219,14 @@ BLOCK_CHUNK_FLOATS = 1 << 20
 BLOCK_CHUNK_MIN_ROWS = 256
 
 
-def block_chunks(batch: int, heads: int, head_floats: int) -> tuple[int, int]:
-    """``(rows, per)``: examples and heads per chunk of a block layer's gathers and matmuls, for
-    ``heads`` heads (output blocks, or input blocks in the input gradient) of ``head_floats``
-    gathered floats per example each. Rows of :data:`BLOCK_CHUNK_FLOATS` worth, at least
-    :data:`BLOCK_CHUNK_MIN_ROWS`, with every head; where that many rows would gather over four
-    times :data:`BLOCK_CHUNK_FLOATS` (wide layers, 4096 wide in blocks of 32: no row chunk tried
-    there beat the whole batch, whose matmuls a few rows would starve), the whole ``batch`` (at
-    least 1) in chunks of heads that gather about :data:`BLOCK_CHUNK_FLOATS` (at least one)."""
-    row = heads * head_floats
-    rows = max(BLOCK_CHUNK_MIN_ROWS, BLOCK_CHUNK_FLOATS // max(row, 1))
-    if rows * row <= 4 * BLOCK_CHUNK_FLOATS:
-        return rows, heads
-    batch = max(batch, 1)
-    return batch, max(1, min(heads, BLOCK_CHUNK_FLOATS // max(batch * head_floats, 1)))
+def block_chunk_rows(batch: int, row_floats: int) -> int:
+    """Examples per chunk of a block layer's gathers and matmuls, for gathered rows of
+    ``row_floats`` floats: :data:`BLOCK_CHUNK_FLOATS` worth, at least
+    :data:`BLOCK_CHUNK_MIN_ROWS`; the whole ``batch`` (at least 1) when that many rows would
+    gather over four times :data:`BLOCK_CHUNK_FLOATS` (wide layers, 4096 wide in blocks of 32:
+    no chunk size tried there beat the whole batch)."""
+    rows = max(BLOCK_CHUNK_MIN_ROWS, BLOCK_CHUNK_FLOATS // max(row_floats, 1))
+    return max(batch, 1) if rows * row_floats > 4 * BLOCK_CHUNK_FLOATS else rows
 
 
 def block_keeps_gathered(batch: int, row_floats: int) -> bool:
@@ -241,7 +235,7 @@ def block_keeps_gathered(batch: int, row_floats: int) -> bool:
     :data:`BLOCK_CHUNK_FLOATS` floats (batches up to a few hundred at 1024 wide). Gathering
     again and the scratch tensors' bookkeeping took about a quarter of a step at batch 32-128
     there; a larger batch would keep ``D`` times its input alive until the backward, so it goes
-    through the scratch tensors in chunks (:func:`block_chunks`) and is gathered again."""
+    through the scratch tensors in chunks (:func:`block_chunk_rows`) and is gathered again."""
     return batch * row_floats <= BLOCK_CHUNK_FLOATS
 
 
