@@ -233,8 +233,8 @@ def block_keeps_gathered(batch: int, row_floats: int) -> bool:
     """Whether a block layer gathers the whole ``batch`` (rows of ``row_floats`` floats) into a
     new tensor and keeps it for the tile gradient: when it holds at most
     :data:`BLOCK_CHUNK_FLOATS` floats (batches up to a few hundred at 1024 wide). Gathering
-    again and the scratch tensors' bookkeeping took about a quarter of a step at batch 32-128
-    there; a larger batch would keep ``D`` times its input alive until the backward, so it goes
+    again and the scratch tensors' bookkeeping took about a tenth of a training step at batch
+    32-128 there (``bench_layers --block``, docs/benchmarks.md); a larger batch would keep ``D`` times its input alive until the backward, so it goes
     through the scratch tensors in chunks (:func:`block_chunk_rows`) and is gathered again."""
     return batch * row_floats <= BLOCK_CHUNK_FLOATS
 
