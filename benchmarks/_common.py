@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import subprocess
@@ -74,20 +75,62 @@ def control_step():
 
 
 def machine() -> dict:
-    """CPU model, thread counts and library versions: a ratio means little without them."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": model, "load_average_1min": _load(), "command": " ".join([sys.executable.rsplit("/", 1)[-1]] + sys.argv),
+    """CPU, its dense rate, thread counts and library versions: a ratio means little without
+    them. Two hosts both called "AMD EPYC" can differ twofold in ``nn.Linear``'s speed (one
+    with AVX-512, one whose AVX2 units are half width), and every ratio against it with them."""
+    return {**cpu(), "dense_gflops_one_thread": dense_rate(), "load_average_1min": load_average(),
+            "command": " ".join([sys.executable.rsplit("/", 1)[-1]] + sys.argv),
             "cpu_affinity": _affinity(), "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
             "numba_threading_layer": _threading_layer(), "torch": torch.__version__, "numba": numba.__version__,
             "python": platform.python_version()}
+
+
+#: The /proc/cpuinfo fields that tell hosts of one model name apart, and the vector extensions
+#: that set a dense matmul's rate.
+CPU_FIELDS = {"model name": "cpu", "cpu family": "cpu_family", "model": "cpu_model", "cpu MHz": "cpu_mhz"}
+CPU_EXTENSIONS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The first processor's model name, family, model number, clock and vector extensions, read
+    from ``cpuinfo`` (``cpu`` alone, from :mod:`platform`, where there is no such file)."""
+    found = {"cpu": platform.processor() or platform.machine()}
+    try:
+        with open(cpuinfo) as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if not key and len(found) > 1:
+                    break  # the end of the first processor's block
+                if key in CPU_FIELDS:
+                    found[CPU_FIELDS[key]] = value
+                elif key == "flags":
+                    flags = set(value.split())
+                    found["cpu_extensions"] = [f for f in CPU_EXTENSIONS if f in flags]
+    except OSError:
+        pass
+    return found
+
+
+@functools.cache
+def dense_rate() -> float:
+    """GFLOP/s of one thread multiplying two 1024 x 1024 float32 matrices with torch (the median of
+    ten after two warm-ups, about a tenth of a second): the machine's dense speed, against which
+    every ``nn.Linear`` baseline runs. Measured once per process; torch's threads are restored."""
+    threads = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1024, 1024, generator=gen), torch.rand(1024, 1024, generator=gen)
+    torch.set_num_threads(1)
+    try:
+        times = []
+        for i in range(12):
+            tick = time.perf_counter()
+            torch.mm(a, b)
+            if i >= 2:
+                times.append(time.perf_counter() - tick)
+    finally:
+        torch.set_num_threads(threads)
+    return round(2 * 1024 ** 3 / statistics.median(times) / 1e9, 1)
 
 
 def _threading_layer() -> str:
@@ -160,7 +203,7 @@ def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: i
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def _load():
+def load_average():
     """The 1-minute load average: other processes on the machine skew every timing."""
     try:
         with open("/proc/loadavg") as fh:

@@ -87,8 +87,8 @@ from numba import njit
 import numpy as np
 import torch
 
-from _common import (control_step, default_threads, idle_then_loaded, inference_step, interleaved_medians, machine,
-                     set_threads, training_step)
+from _common import (control_step, default_threads, idle_then_loaded, inference_step, interleaved_medians, load_average,
+                     machine, set_threads, training_step)
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import BlockSparseLinear, CostModel, SparseLinear
@@ -421,7 +421,7 @@ def under_load(shapes, densities, batches, seconds, rounds=5, report=None) -> li
                     _timed({"auto": step}, 0.05)
                 sides = {"auto": step, "control": control}
                 idle, loaded = idle_then_loaded(
-                    lambda: (machine()["load_average_1min"], _timed(sides, seconds / rounds)[0]), rounds)
+                    lambda: (load_average(), _timed(sides, seconds / rounds)[0]), rounds)
                 med = {(phase, side): statistics.median(r[side] for _, r in runs)
                        for phase, runs in (("idle", idle), ("loaded", loaded)) for side in sides}
                 points.append({"shape": f"{n_in}x{n_out}", "density": d, "batch": b,
