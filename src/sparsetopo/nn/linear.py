@@ -37,7 +37,7 @@ from sparsetopo.nn.init import initial_weights
 from sparsetopo.nn.conv1d_layout import read_conv1d_layout
 from sparsetopo.nn.masking import DerivedMask, dense_twin, fill_mask
 from sparsetopo.nn.plan import call_path, layer_backends
-from sparsetopo.nn.sparse_autograd import sparse_linear
+from sparsetopo.nn.sparse_autograd import sparse_linear, vector_weights
 from sparsetopo.nn.sparse_index import SparseIndex, check_sparse_inputs
 from sparsetopo.topology import Topology
 
@@ -69,10 +69,11 @@ class SparseLinear(DerivedMask, nn.Module):
     dense_when_faster : whether an inference call (no gradient wanted) of the sparse backend may
         run on the dense matrix of the connected weights where the cost model predicts it
         faster (same weights, the masked backend's numbers). True when built with "auto"; a
-        layer asked for "sparse" always runs the sparse kernels. The dense matrix is rebuilt
-        when torch's version counter of ``values`` moves (optimizers, ``copy_``, loading, the
-        fused engines); code writing ``values`` through numpy calls
-        ``torch.autograd.graph.increment_version(layer.values)`` after.
+        layer asked for "sparse" always runs the sparse kernels. The dense matrix, and the
+        CSC-ordered copy the one-example ("vector") kernel reads, are rebuilt when torch's
+        version counter of ``values`` moves (optimizers, ``copy_``, loading, the fused engines);
+        code writing ``values`` through numpy or ``values.data`` (which torch does not count)
+        calls ``torch.autograd.graph.increment_version(layer.values)`` after.
     last_path : the path (a key of :data:`sparsetopo.nn.plan.PATHS`) the last call ran, None
         before the first.
 
@@ -101,7 +102,7 @@ class SparseLinear(DerivedMask, nn.Module):
         self.dense_when_faster = backend == "auto"
         self.last_path: str | None = None
         self._paths: dict = {}   # (batch, gradient wanted, dense_when_faster) -> path: the plan is fixed for both
-        self._dense_cache = None  # (values' version, data pointer, dense weight) for the "dense" path
+        self._copies: dict = {}   # path -> (values' version, data pointer, the weights laid out for it)
         self._values_in_state = False   # see connected_state()
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
         self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
@@ -134,11 +135,12 @@ class SparseLinear(DerivedMask, nn.Module):
         record_path(self, path)
         if path == "dense":
             try:
-                return F.linear(x, self._dense_values(values), bias)
+                return F.linear(x, self._weights_for("dense", values), bias)
             except RuntimeError:  # name the problem as the sparse kernels would (costs nothing when it works)
                 check_sparse_inputs(x.reshape(-1, x.shape[-1]), values, bias, self.index)
                 raise
-        return sparse_linear(x, values, bias, self.index, path, grad)
+        csc = self._weights_for("vector", values) if path == "vector" else None
+        return sparse_linear(x, values, bias, self.index, path, grad, csc=csc)
 
     def _sparse_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(values, bias)``, read from the parameter table directly: nn.Module's attribute
@@ -164,14 +166,18 @@ class SparseLinear(DerivedMask, nn.Module):
             path = self._paths[key] = call_path(t.nnz, t.n_in, t.n_out, batch, grad, self.dense_when_faster)
         return path
 
-    def _dense_values(self, v: torch.Tensor) -> torch.Tensor:
-        """The connected weights ``v`` as the dense ``(n_out, n_in)`` weight, rebuilt only when they
+    def _weights_for(self, path: str, v: torch.Tensor):
+        """The connected weights ``v`` laid out for an inference ``path``: the dense ``(n_out,
+        n_in)`` weight for "dense", a CSC-ordered numpy copy for "vector". Rebuilt only when they
         change (torch's version counter: optimizers, ``copy_``, loading; the fused engines, which
         write through numpy, bump it themselves)."""
         stamp = (v._version, v.data_ptr())
-        if self._dense_cache is None or self._dense_cache[0] != stamp:
-            self._dense_cache = (stamp, self.dense_weight())
-        return self._dense_cache[1]
+        held = self._copies.get(path)
+        if held is None or held[0] != stamp:
+            copy = (self.dense_weight() if path == "dense"
+                    else vector_weights(v, self.index))
+            held = self._copies[path] = (stamp, copy)
+        return held[1]
 
     def _check_input(self, x) -> None:
         """Refuse an input this layer cannot read, naming it, so that both backends fail alike

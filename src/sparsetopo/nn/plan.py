@@ -61,7 +61,7 @@ CALIBRATION_BATCH = 32  # the paper's batch size: the batch the cost model predi
 PATHS = {
     "masked": "dense weight times mask, one torch matmul (the masked backend)",
     "dense": "the connected weights as a dense matrix (rebuilt when they change), one torch matmul",
-    "vector": "one example: a pass over the connections in CSR order (kernels.tiled.forward_vector)",
+    "vector": "one example: one dot product per output over the CSC index (kernels.tiled.forward_vector)",
     "untiled": "a small layer at a small batch: one numba call per direction (kernels.batch_major)",
     "tiled": "the batch cut into tiles of 64 or 32 examples (kernels.tiled)",
 }

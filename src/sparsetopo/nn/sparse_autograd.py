@@ -111,13 +111,16 @@ class SparseLinearFunction(torch.autograd.Function):
 
 
 @interrupts_stay_interrupts
-def _inference(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index: SparseIndex, path: str):
-    """``x @ W + b`` with no autograd bookkeeping (nothing saved for a backward)."""
+def _inference(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index: SparseIndex, path: str,
+               csc: np.ndarray | None = None):
+    """``x @ W + b`` with no autograd bookkeeping (nothing saved for a backward); ``csc``: the
+    weights in CSC order for the "vector" path, where the caller keeps them (else made here)."""
     batch = x.shape[0]
     v, b = values.detach().numpy(), bias.detach().numpy()
     if path == "vector":
         y = np.empty(index.n_out, np.float32)
-        tiled.forward_vector(_rows(x).reshape(-1), v, index.indptr, index.indices, b, y)
+        w = csc if csc is not None else vector_weights(values, index)
+        tiled.forward_vector(_rows(x).reshape(-1), w, index.col_ptr, index.col_rows, b, y)
         return torch.from_numpy(y).reshape(1, index.n_out)
     with ThreadClock((id(index), "forward", batch), index.nnz * batch) as chunks:
         y, _ = tiled.forward_call(_rows(x), v, index.col_perm, index.col_ptr, index.col_rows, b, chunks, False,
@@ -125,14 +128,22 @@ def _inference(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index:
     return torch.from_numpy(y)
 
 
+def vector_weights(values: torch.Tensor, index: SparseIndex) -> np.ndarray:
+    """The connected weights in the order the one-example kernel reads them (CSC, output by
+    output: :func:`sparsetopo.kernels.tiled.forward_vector`), as a new numpy array."""
+    return tiled.csc_values(values.detach().numpy(), index.col_perm)
+
+
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index: SparseIndex, path: str,
-                  grad: bool) -> torch.Tensor:
+                  grad: bool, csc: np.ndarray | None = None) -> torch.Tensor:
     """``x @ W + b`` (any leading batch shape flattened to 2-D) on ``path``; differentiable when
-    ``grad`` (the caller's reading of grad mode and ``requires_grad``), else forward only."""
+    ``grad`` (the caller's reading of grad mode and ``requires_grad``), else forward only.
+    ``csc``: :func:`vector_weights` of ``values`` where the caller keeps them (the "vector" path
+    reads them; made per call otherwise)."""
     if x.dim() != 2:
         lead = x.shape[:-1]
-        return sparse_linear(x.reshape(-1, x.shape[-1]), values, bias, index, path, grad).reshape(*lead, index.n_out)
+        return sparse_linear(x.reshape(-1, x.shape[-1]), values, bias, index, path, grad, csc).reshape(*lead, index.n_out)
     check_sparse_inputs(x, values, bias, index)  # the kernels index x without bounds checks
     if grad:
         return SparseLinearFunction.apply(x, values, bias, index, path)
-    return _inference(x, values, bias, index, path)
+    return _inference(x, values, bias, index, path, csc)
