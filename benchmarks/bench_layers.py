@@ -92,6 +92,7 @@ from _common import (control_step, default_threads, idle_then_loaded, inference_
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import BlockSparseLinear, CostModel, SparseLinear
+from sparsetopo.nn.calibration import fit_line
 from sparsetopo.nn.plan import CPU_COST_MODEL
 from sparsetopo.kernels import layer as kernels
 from sparsetopo.kernels.threads import n_chunks, use_threads
@@ -297,29 +298,25 @@ def _print_block_point(p):
 
 
 def fit_cost_model(points) -> dict:
-    """Straight lines (:class:`CostModel`) through the points, weighted by 1/time so that small
-    layers count as much as large ones: the training lines from the training points, the
-    ``infer_*`` lines from the batch-1 inference points (each set only when there are such points)."""
+    """Straight lines (:class:`CostModel`) through the points by :func:`fit_line` (the fit
+    ``sparsetopo calibrate`` uses: relative error, so small layers count as much as large ones):
+    the training lines from the training points, the ``infer_*`` lines from the batch-1
+    inference points (each set only where the points hold at least two layer sizes)."""
+    def lines(group, dense_work, dense_side, sparse_work, names):
+        dense, sparse = [dense_work(p) for p in group], [sparse_work(p) for p in group]
+        if len(set(dense)) < 2 or len(set(sparse)) < 2:
+            return {}   # one layer size (a narrow --shape/--batch run): no line to fit
+        return dict(zip(names, fit_line(dense, [p["seconds"][dense_side] for p in group])
+                        + fit_line(sparse, [p["seconds"]["sparse"] for p in group])))
+
     train = [p for p in points if p["mode"] == "train"]
-
-    def line(work, secs):
-        work, secs = np.asarray(work, float), np.asarray(secs, float)
-        a = np.stack([np.ones_like(work), work], axis=1) / secs[:, None]
-        (overhead, per), *_ = np.linalg.lstsq(a, np.ones_like(secs), rcond=None)
-        return max(float(overhead), 0.0), float(per)
-
-    fitted = {}
-    if train:
-        d0, d1 = line([p["n_in"] * p["n_out"] * p["batch"] for p in train], [p["seconds"]["masked"] for p in train])
-        s0, s1 = line([p["nnz"] * p["batch"] for p in train], [p["seconds"]["sparse"] for p in train])
-        fitted.update(dense_overhead_s=d0, dense_per_mac_s=d1, sparse_overhead_s=s0, sparse_per_mac_s=s1)
     infer = [p for p in points if p["mode"] == "inference"]
-    if infer:  # batch 1: what the "dense" path (a torch matmul, as nn.Linear's) costs against "vector"
-        i0, i1 = line([p["n_in"] * p["n_out"] for p in infer], [p["seconds"]["linear"] for p in infer])
-        j0, j1 = line([p["nnz"] for p in infer], [p["seconds"]["sparse"] for p in infer])
-        fitted.update(infer_dense_overhead_s=i0, infer_dense_per_mac_s=i1, infer_sparse_overhead_s=j0,
-                      infer_sparse_per_mac_s=j1)
-    return fitted
+    # batch 1: what the "dense" path (a torch matmul, as nn.Linear's) costs against "vector"
+    return {**lines(train, lambda p: p["n_in"] * p["n_out"] * p["batch"], "masked", lambda p: p["nnz"] * p["batch"],
+                    ("dense_overhead_s", "dense_per_mac_s", "sparse_overhead_s", "sparse_per_mac_s")),
+            **lines(infer, lambda p: p["n_in"] * p["n_out"], "linear", lambda p: p["nnz"],
+                    ("infer_dense_overhead_s", "infer_dense_per_mac_s", "infer_sparse_overhead_s",
+                     "infer_sparse_per_mac_s"))}
 
 
 def auto_check(points, model: CostModel) -> list[dict]:

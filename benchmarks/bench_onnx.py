@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from torch import nn
 from _common import machine
 import sparsetopo
 from sparsetopo.nn import sparsify
+from sparsetopo.nn.calibration import alternating_medians
 
 DENSITIES = (0.02, 0.1, 0.3)
 BLOCK, BLOCK_DENSITY = 32, 0.1
@@ -75,20 +75,6 @@ def session(path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def interleaved(functions: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median seconds of each callable, called in turn (one call each per round)."""
-    for f in functions.values():
-        for _ in range(warmup):
-            f()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, f in functions.items():
-            tick = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - tick)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def measure(name: str, model: nn.Module, input_shape, repeats: int, workdir: Path) -> dict:
     model = model.eval()
     files = {"dense": workdir / f"{name}.dense.onnx", "sparse": workdir / f"{name}.sparse.onnx"}
@@ -110,7 +96,7 @@ def measure(name: str, model: nn.Module, input_shape, repeats: int, workdir: Pat
         if batch == 3:
             continue
         n = repeats if batch == 1 else max(3, repeats // 6)
-        seconds = interleaved({side: (lambda s=s: s.run(None, feeds)) for side, s in sessions.items()}, n)
+        seconds = alternating_medians({side: (lambda s=s: s.run(None, feeds)) for side, s in sessions.items()}, n)
         out.setdefault("seconds", {})[str(batch)] = seconds
     files["dense"].unlink()
     files["sparse"].unlink()

@@ -1,3 +1,3 @@
 """Imports every subcommand module so that each registers itself on the shared app."""
 
-from sparsetopo.cli import analyze, explain, export, report, sweep, topology, train  # noqa: F401
+from sparsetopo.cli import analyze, calibrate, explain, export, report, sweep, topology, train  # noqa: F401

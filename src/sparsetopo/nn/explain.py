@@ -23,7 +23,7 @@ from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.block import BlockSparseLinear
 from sparsetopo.nn.conv import SparseConv2d
 from sparsetopo.nn.linear import SparseLinear
-from sparsetopo.nn.plan import CPU_COST_MODEL, thread_count
+from sparsetopo.nn.plan import CPU_COST_MODEL, inference_cost_model, thread_count
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def _linear_plan(name: str, layer: SparseLinear, batch: int) -> LayerPlan:
                   batch=batch, train_path=layer.path_for(batch, True), infer_path=layer.path_for(batch, False))
     if layer.backend == "masked":
         return LayerPlan(**common, threads=torch.get_num_threads())
-    seconds = [dict(zip(("dense", "sparse"), CPU_COST_MODEL.seconds(t.nnz, t.n_in, t.n_out, batch, training)))
-               for training in (True, False)]
+    seconds = [dict(zip(("dense", "sparse"), model.seconds(t.nnz, t.n_in, t.n_out, batch, training)))
+               for training, model in ((True, CPU_COST_MODEL), (False, inference_cost_model()))]
     return LayerPlan(**common, threads=thread_count(t.nnz, batch), train_seconds=seconds[0],
                      infer_seconds=seconds[1])
 

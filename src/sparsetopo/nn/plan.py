@@ -37,12 +37,24 @@ The constants are fixed rather than measured per process on purpose: the choice 
 deterministic, or a resumed run could rebuild its model with other parameters than its
 checkpoint holds. Another machine can pass its own :class:`CostModel`. A misjudged choice
 costs time, never accuracy: every path computes the layer's function.
+
+The batch-1 lines move most between machines (a gather-bound sparse dot product against a
+bandwidth-bound dense one: one AMD EPYC ran the sparse kernel at half the speed per connection
+of another host of the same model name, while its dense matrix-vector product kept pace), and
+they choose only between paths of the same parameters. So they alone can be measured on the
+user's machine: ``sparsetopo calibrate --out FILE`` (:mod:`sparsetopo.nn.calibration`) writes
+them, and a process whose environment names that file in ``SPARSETOPO_INFERENCE_COSTS`` reads
+them once (:func:`inference_cost_model`); the choice stays deterministic for a given file.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numba
@@ -100,6 +112,12 @@ class CostModel:
         return (self.infer_dense_overhead_s + self.infer_dense_per_mac_s * n_in * n_out,
                 self.infer_sparse_overhead_s + self.infer_sparse_per_mac_s * nnz)
 
+    def inference_crossover_density(self, n_in: int, n_out: int) -> float:
+        """The density below which one example is predicted faster on the sparse kernel."""
+        entries = n_in * n_out
+        dense = self.infer_dense_overhead_s + self.infer_dense_per_mac_s * entries
+        return (dense - self.infer_sparse_overhead_s) / (self.infer_sparse_per_mac_s * entries)
+
     def crossover_density(self, n_in: int, n_out: int, batch: int = CALIBRATION_BATCH) -> float:
         """The density below which a training step is predicted faster on the sparse backend."""
         dense = self.dense_seconds(n_in, n_out, batch)
@@ -122,6 +140,43 @@ CPU_COST_MODEL = CostModel(
     infer_sparse_overhead_s=2.57e-05,
     infer_sparse_per_mac_s=1.14e-09,
 )
+
+
+#: The environment variable naming a file of measured batch-1 lines (``sparsetopo calibrate``).
+INFERENCE_COSTS_ENV = "SPARSETOPO_INFERENCE_COSTS"
+#: The constants such a file holds: the two batch-1 lines, each an overhead and a per-entry cost.
+INFERENCE_FIELDS = ("infer_dense_overhead_s", "infer_dense_per_mac_s", "infer_sparse_overhead_s",
+                    "infer_sparse_per_mac_s")
+
+
+def inference_cost_model() -> CostModel:
+    """:data:`CPU_COST_MODEL` with its batch-1 lines read from the file that
+    ``SPARSETOPO_INFERENCE_COSTS`` names, when it names one (read once per file; see the module
+    docstring); :data:`CPU_COST_MODEL` itself otherwise."""
+    path = os.environ.get(INFERENCE_COSTS_ENV, "")
+    return _with_inference_costs(path) if path else CPU_COST_MODEL
+
+
+@functools.cache
+def _with_inference_costs(path: str) -> CostModel:
+    where = f"{INFERENCE_COSTS_ENV}={path}"
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise SparsetopoError(f"{where}: cannot read it ({exc.strerror}); write it with sparsetopo calibrate "
+                              f"--out {path}, or unset {INFERENCE_COSTS_ENV}") from None
+    except ValueError as exc:
+        raise SparsetopoError(f"{where} is not JSON ({exc}); write it again with sparsetopo calibrate") from None
+    costs = data.get("costs") if isinstance(data, dict) else None
+    if not isinstance(costs, dict):
+        raise SparsetopoError(f"{where} holds no \"costs\" object; write it again with sparsetopo calibrate")
+    for name in INFERENCE_FIELDS:
+        value = costs.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise SparsetopoError(f"{where}: costs.{name} is {value!r}, not a number of seconds >= 0; write "
+                                  "the file again with sparsetopo calibrate")
+    return replace(CPU_COST_MODEL, **{name: float(costs[name]) for name in INFERENCE_FIELDS})
 
 
 def _on_cpu(device) -> bool:
@@ -186,7 +241,7 @@ def call_path(nnz: int, n_in: int, n_out: int, batch: int, grad: bool, dense_whe
     if grad:
         return "untiled" if batch <= SMALL_BATCH and n_out < SMALL_OUTPUTS else "tiled"
     if dense_when_faster:
-        dense, sparse = (cost_model or CPU_COST_MODEL).seconds(nnz, n_in, n_out, batch, False)
+        dense, sparse = (cost_model or inference_cost_model()).seconds(nnz, n_in, n_out, batch, False)
         if dense < sparse:
             return "dense"
     return "vector" if batch == 1 else "tiled"
