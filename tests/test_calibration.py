@@ -101,3 +101,14 @@ def test_the_command_refuses_a_bad_time_and_writes_nothing(tmp_path, capsys, sec
     err = capsys.readouterr().err
     assert f"--seconds {float(seconds):g} is outside (0, 60]" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_timings_that_fall_as_the_work_grows_are_refused(monkeypatch, tmp_path):
+    from sparsetopo.nn import calibration
+
+    disturbed = [{"n_in": n, "n_out": n, "nnz": n, "dense_s": 1e-9 * n * n, "sparse_s": 1e-3 / n} for n in (10, 50, 100)]
+    monkeypatch.setattr(calibration, "measure", lambda *args: disturbed)
+    with pytest.raises(SparsetopoError, match=r"not both positive: the machine was busy"):
+        calibrate()
+    out = tmp_path / "costs.json"
+    assert main(["calibrate", "--out", str(out)]) == 2 and not out.exists()

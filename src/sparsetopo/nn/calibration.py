@@ -109,5 +109,9 @@ def calibrate(seconds: float = 0.2, shapes=SHAPES, densities=DENSITIES, seed: in
     points = measure(seconds, shapes, densities, seed)
     dense = fit_line([p["n_in"] * p["n_out"] for p in points], [p["dense_s"] for p in points])
     sparse = fit_line([p["nnz"] for p in points], [p["sparse_s"] for p in points])
+    if not (dense[1] > 0 and sparse[1] > 0):   # a time falling as the work grows: the timings were disturbed
+        raise SparsetopoError(f"the fitted cost per entry is {dense[1]:.3g} s (dense) and {sparse[1]:.3g} s "
+                              "(sparse), not both positive: the machine was busy; calibrate again on an idle "
+                              "machine or with more seconds per point")
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "costs": dict(zip(INFERENCE_FIELDS, dense + sparse)),
             "torch_threads": torch.get_num_threads(), "points": points}
