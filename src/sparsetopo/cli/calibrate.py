@@ -41,12 +41,14 @@ def calibrate_command(out, seconds):
                               "per side and layer, e.g. 0.2")
     from sparsetopo.atomic import atomic_path
     from sparsetopo.nn.calibration import calibrate
-    from sparsetopo.nn.plan import CPU_COST_MODEL, INFERENCE_COSTS_ENV, CostModel
+    from dataclasses import replace
+
+    from sparsetopo.nn.plan import CPU_COST_MODEL, INFERENCE_COSTS_ENV
 
     result = calibrate(seconds)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
-    measured = CostModel(**{**CPU_COST_MODEL.__dict__, **result["costs"]})
+    measured = replace(CPU_COST_MODEL, **result["costs"])   # as plan.inference_cost_model builds it
     click.echo(f"{'layer':>10}  {'density':>7}  {'dense us':>8}  {'sparse us':>9}")
     for p in result["points"]:
         click.echo(f"{p['n_in']:>4}x{p['n_out']:<5}  {p['nnz'] / (p['n_in'] * p['n_out']):>7.3f}  "
