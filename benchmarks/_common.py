@@ -15,6 +15,7 @@ import numba
 import torch
 
 from sparsetopo.kernels.cache import drop_stale_cache
+from sparsetopo.nn.calibration import alternating_medians
 
 # A kernel source edited since numba cached its callers would otherwise be timed as it was.
 drop_stale_cache()
@@ -179,7 +180,9 @@ def idle_then_loaded(measure, rounds: int) -> tuple[list, list]:
 
 
 def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: int = 1, clock=time.perf_counter) -> dict:
-    """Median seconds of each callable, timing them in turn so that machine load hits all alike.
+    """Median seconds of each callable over about ``repeats`` calls, timed in turn so that
+    machine load hits all alike (:func:`sparsetopo.nn.calibration.alternating_medians`, whose
+    rounds also rotate the order).
 
     ``block`` > 1 times ``block`` consecutive calls of one callable per turn and records their
     mean: consecutive steps are how training runs a layer (its weights and index stay in cache
@@ -190,17 +193,7 @@ def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: i
     time of the calling thread, which other processes on a loaded machine do not inflate (the
     whole computation must then run on that thread: one torch thread).
     """
-    for f in functions.values():
-        for _ in range(warmup):
-            f()
-    times = {name: [] for name in functions}
-    for _ in range(max(1, repeats // block)):
-        for name, f in functions.items():
-            tick = clock()
-            for _ in range(block):
-                f()
-            times[name].append((clock() - tick) / block)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return alternating_medians(functions, max(1, repeats // block), warmup, block, clock)
 
 
 def load_average():

@@ -10,7 +10,7 @@ import torch
 from helpers import layer_pair as pair
 from sparsetopo import SparsetopoError, build
 from sparsetopo.cli.app import main
-from sparsetopo.nn.calibration import calibrate, fit_line
+from sparsetopo.nn.calibration import alternating_medians, calibrate, fit_line
 from sparsetopo.nn.plan import CPU_COST_MODEL, INFERENCE_COSTS_ENV, INFERENCE_FIELDS, inference_cost_model
 
 
@@ -23,6 +23,26 @@ def test_fit_line_recovers_a_line_and_weights_points_by_their_time():
     assert overhead > 5e-6 and per == pytest.approx(2e-10, rel=0.05)
     with pytest.raises(SparsetopoError, match=r"two different amounts of work, not \[1000.0, 1000.0\]"):
         fit_line([1e3, 1e3], [1e-5, 1e-5])
+
+
+def test_alternating_medians_lets_each_side_follow_each_other_and_takes_the_median():
+    """What ran just before a call sets its cache, so over the rounds every ordered pair of
+    sides occurs (a fixed order, or a rotation of one, gives only three of the twelve for four
+    sides), each side runs ``turns * block`` timed calls, and the median ignores one outlier."""
+    calls, now = [], [0.0]
+    cost = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+
+    def side(name):
+        calls.append(name)
+        now[0] += cost[name] + (1000.0 if len(calls) == 30 else 0.0)   # one slow call
+
+    sides = {name: (lambda name=name: side(name)) for name in cost}
+    med = alternating_medians(sides, turns=60, warmup=1, block=2, clock=lambda: now[0])
+    timed = calls[4:]
+    assert [timed.count(n) for n in cost] == [120] * 4
+    pairs = {(p, q) for p, q in zip(timed[1::2], timed[2::2]) if p != q}
+    assert pairs == {(p, q) for p in cost for q in cost if p != q}
+    assert med == cost   # per call, the outlier's block ignored
 
 
 def write_costs(path, **costs):

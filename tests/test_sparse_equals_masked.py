@@ -162,6 +162,45 @@ def test_inference_copies_see_weights_changed_by_torch_numpy_and_the_fused_engin
         assert rel_err(trained, reference) < 1e-5
 
 
+def test_one_example_reads_the_current_bias_and_any_input_layout():
+    """The batch-1 kernel reads a numpy view of the bias kept between calls: it follows in-place
+    updates, a new bias Parameter and a swapped ``.data``. Inputs it cannot read as they are
+    (1-D, a row of a wider tensor, one that requires grad under no_grad, float64) take the
+    checked route and give the masked layer's numbers, or its error."""
+    t = topology(784, 300, 0.02)
+    masked, layer = pair(t)
+    layer.eval()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1, t.n_in, generator=gen)
+
+    def agrees(inp, expect_path="vector"):
+        with torch.no_grad():
+            got, want = layer(inp), masked(inp)
+        assert layer.last_path == expect_path
+        assert got.shape == want.shape and rel_err(got, want) < 1e-5
+
+    agrees(x)
+    with torch.no_grad():
+        for m in (masked, layer):
+            m.bias.add_(1.0)
+    agrees(x)
+    fresh = torch.randn(t.n_out, generator=gen)
+    masked.bias = torch.nn.Parameter(fresh.clone())
+    layer.bias = torch.nn.Parameter(fresh.clone())
+    agrees(x)
+    swapped = torch.randn(t.n_out, generator=gen)
+    masked.bias.data = swapped.clone()
+    layer.bias.data = swapped.clone()
+    agrees(x)
+
+    agrees(x[0], expect_path="vector")                                   # 1-D: one example
+    wide = torch.randn(1, 2 * t.n_in, generator=gen)
+    agrees(wide[:, ::2])                                                 # strided row
+    agrees(x.clone().requires_grad_())                                   # requires grad, no_grad
+    with torch.no_grad(), pytest.raises(sparsetopo.SparsetopoError, match="float32"):
+        layer(x.double())
+
+
 def test_two_sparse_layers_in_a_row_match_masked():
     t1, t2 = topology(784, 300, 0.02), topology(300, 10, 0.1)
     (m1, s1), (m2, s2) = pair(t1), pair(t2)

@@ -18,6 +18,7 @@ choose between paths of the same weights.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nn.linear import SparseLinear
 from sparsetopo.nn.plan import INFERENCE_FIELDS
-from sparsetopo.nn.sparse_autograd import sparse_linear, vector_weights
+from sparsetopo.nn.sparse_autograd import vector_forward, vector_weights
 from sparsetopo.topology import build
 
 #: The file's format name and version (:func:`sparsetopo.nn.plan.inference_cost_model` reads ``costs``).
@@ -51,18 +52,33 @@ def fit_line(work, seconds) -> tuple[float, float]:
     return max(float(overhead), 0.0), float(per)
 
 
-def alternating_medians(functions: dict, turns: int, warmup: int = 2) -> dict:
-    """Median seconds of each callable over ``turns`` rounds of one call each, in turn (so that a
-    passing load hits all alike), after ``warmup`` calls of each."""
+def alternating_medians(functions: dict, turns: int, warmup: int = 2, block: int = 1,
+                        clock=time.perf_counter) -> dict:
+    """Median seconds of each callable over ``turns`` rounds, each round timing ``block``
+    consecutive calls of every callable in turn (their mean is one sample), after ``warmup``
+    calls of each.
+
+    Taking turns lets a passing load hit all alike. Each round takes the callables in a new
+    order (shuffled by a generator of fixed seed), so that each follows each of the others
+    about equally often: what runs just before a call decides what is left in the caches for
+    it (after a 4096-wide dense layer, a sparse one ran at twice its time), and a fixed order,
+    or a rotation of one, would charge that to the same side every round.
+    ``block`` > 1 keeps a callable's own data warm across its calls, as consecutive steps do.
+    ``clock`` reads the time (``time.thread_time`` counts only the calling thread's CPU time)."""
     for f in functions.values():
         for _ in range(warmup):
             f()
-    times = {name: [] for name in functions}
+    names = list(functions)
+    times = {name: [] for name in names}
+    order = random.Random(0)
     for _ in range(turns):
-        for name, f in functions.items():
-            tick = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - tick)
+        order.shuffle(names)
+        for name in names:
+            f = functions[name]
+            tick = clock()
+            for _ in range(block):
+                f()
+            times[name].append((clock() - tick) / block)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -95,8 +111,9 @@ def measure(seconds: float = 0.2, shapes=SHAPES, densities=DENSITIES, seed: int 
             weight = layer.dense_weight()
             x = torch.rand(1, n_in, generator=gen)
             with torch.no_grad():
+                # what the layer calls on each path, without its prologue (the same on both)
                 med = _medians({"dense": lambda: F.linear(x, weight, bias),
-                                "sparse": lambda: sparse_linear(x, values, bias, index, "vector", False, csc)}, seconds)
+                                "sparse": lambda: vector_forward(x.numpy(), csc, bias.numpy(), index)}, seconds)
             points.append({"n_in": n_in, "n_out": n_out, "nnz": topology.nnz, "dense_s": med["dense"],
                            "sparse_s": med["sparse"]})
     return points

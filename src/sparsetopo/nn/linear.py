@@ -37,9 +37,12 @@ from sparsetopo.nn.init import initial_weights
 from sparsetopo.nn.conv1d_layout import read_conv1d_layout
 from sparsetopo.nn.masking import DerivedMask, dense_twin, fill_mask
 from sparsetopo.nn.plan import call_path, layer_backends
-from sparsetopo.nn.sparse_autograd import sparse_linear, vector_weights
+from sparsetopo.nn.sparse_autograd import sparse_linear, vector_forward, vector_weights
 from sparsetopo.nn.sparse_index import SparseIndex, check_sparse_inputs
 from sparsetopo.topology import Topology
+
+
+_F32 = torch.float32
 
 
 class SparseLinear(DerivedMask, nn.Module):
@@ -102,7 +105,7 @@ class SparseLinear(DerivedMask, nn.Module):
         self.dense_when_faster = backend == "auto"
         self.last_path: str | None = None
         self._paths: dict = {}   # (batch, gradient wanted, dense_when_faster) -> path: the plan is fixed for both
-        self._copies: dict = {}   # path -> (values' version, data pointer, the weights laid out for it)
+        self._copies: dict = {}   # path -> (values' version and data pointer, the weights laid out for it); "bias" -> its numpy view
         self._values_in_state = False   # see connected_state()
         values = initial_weights(topology, init, gen if gen is not None else np.random.default_rng(0))
         self.bias = nn.Parameter(torch.zeros(topology.n_out)) if bias else None
@@ -139,8 +142,34 @@ class SparseLinear(DerivedMask, nn.Module):
             except RuntimeError:  # name the problem as the sparse kernels would (costs nothing when it works)
                 check_sparse_inputs(x.reshape(-1, x.shape[-1]), values, bias, self.index)
                 raise
-        csc = self._weights_for("vector", values) if path == "vector" else None
-        return sparse_linear(x, values, bias, self.index, path, grad, csc=csc)
+        if path == "vector":
+            return self._vector_forward(x, values, bias)
+        return sparse_linear(x, values, bias, self.index, path, grad)
+
+    def _vector_forward(self, x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One example on the "vector" path. The common case (one float32 CPU row of ``n_in``,
+        no gradient, the weights float32 on CPU) goes straight to the kernel with the CSC weights
+        and a numpy view of the bias kept between calls: at batch 1 the layer's Python is a
+        visible share of the call. Anything else goes through ``sparse_linear``, which reshapes,
+        checks and names what it cannot compute."""
+        if (x.dim() == 2 and x.shape[1] == self.topology.n_in and x.dtype is _F32 and x.is_cpu
+                and x.layout is torch.strided and not x.requires_grad and values.dtype is _F32 and values.is_cpu):
+            b = self._bias_view(bias)
+            if b is not None:
+                return vector_forward(x.numpy(), self._weights_for("vector", values), b, self.index)
+        return sparse_linear(x, values, bias, self.index, "vector", False, csc=self._weights_for("vector", values))
+
+    def _bias_view(self, bias: torch.Tensor) -> np.ndarray | None:
+        """A numpy view of ``bias`` (it follows in-place updates by itself), remade when the
+        parameter or its storage is replaced; None when the kernel cannot read it as it is."""
+        held = self._copies.get("bias")
+        if held is not None and held[0] is bias and held[1] == bias.data_ptr():
+            return held[2]
+        if bias.dtype is not _F32 or not bias.is_cpu or bias.shape != (self.topology.n_out,):
+            return None
+        view = bias.detach().numpy()
+        self._copies["bias"] = (bias, bias.data_ptr(), view)
+        return view
 
     def _sparse_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(values, bias)``, read from the parameter table directly: nn.Module's attribute

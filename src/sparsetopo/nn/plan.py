@@ -127,18 +127,19 @@ class CostModel:
 # Fitted by bench_layers.py (its "cost_model"), one thread for both sides. The training lines:
 # `taskset -c 0 python benchmarks/bench_layers.py --json --threads 1`, Intel Xeon (AVX-512),
 # torch 2.13.0+cpu, numba 0.68.1, batch 32 (crossover about 72% density for 784x300). The
-# inference lines: `python benchmarks/bench_layers.py --no-paper --threads 1 --batch 1 --shape
-# 784x300,784x1024,1024x1024,4096x4096 --density 0.01,0.02,0.1,0.3 --seconds 0.15`, on a shared
-# two-core machine, 2026-12-07 (crossover about 19% density: below it the "vector" kernel).
+# inference lines: `python benchmarks/bench_layers.py --no-paper --threads 1 --batch 1 --seconds
+# 0.3` (784x300 to 4096x4096 at 1-30%), AMD EPYC family 25 (AVX2), 2026-12-07: crossover about
+# 16% density at 784x300 and 28% at 1024x1024 (below it the "vector" kernel). Other CPUs:
+# `sparsetopo calibrate`.
 CPU_COST_MODEL = CostModel(
     dense_overhead_s=8.68e-05,
     dense_per_mac_s=1.153e-10,
     sparse_overhead_s=1.88e-05,
     sparse_per_mac_s=1.72e-10,
-    infer_dense_overhead_s=0.0,
-    infer_dense_per_mac_s=2.14e-10,
-    infer_sparse_overhead_s=2.57e-05,
-    infer_sparse_per_mac_s=1.14e-09,
+    infer_dense_overhead_s=7.2e-07,
+    infer_dense_per_mac_s=1.337e-10,
+    infer_sparse_overhead_s=1.59e-05,
+    infer_sparse_per_mac_s=4.40e-10,
 )
 
 

@@ -118,13 +118,20 @@ def _inference(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, index:
     batch = x.shape[0]
     v, b = values.detach().numpy(), bias.detach().numpy()
     if path == "vector":
-        y = np.empty(index.n_out, np.float32)
-        w = csc if csc is not None else vector_weights(values, index)
-        tiled.forward_vector(_rows(x).reshape(-1), w, index.col_ptr, index.col_rows, b, y)
-        return torch.from_numpy(y).reshape(1, index.n_out)
+        return vector_forward(_rows(x), csc if csc is not None else vector_weights(values, index), b, index)
     with ThreadClock((id(index), "forward", batch), index.nnz * batch) as chunks:
         y, _ = tiled.forward_call(_rows(x), v, index.col_perm, index.col_ptr, index.col_rows, b, chunks, False,
                                   tile_width(batch))
+    return torch.from_numpy(y)
+
+
+def vector_forward(x: np.ndarray, csc: np.ndarray, bias: np.ndarray, index: SparseIndex) -> torch.Tensor:
+    """The "vector" path on numpy arrays the caller has checked: ``x`` one float32 row of
+    ``index.n_in``, ``csc`` from :func:`vector_weights`, ``bias`` float32 of ``index.n_out``.
+    Nothing else runs around the kernel, since at batch 1 every microsecond of Python is a
+    visible part of the call (:meth:`sparsetopo.nn.SparseLinear.forward` calls it directly)."""
+    y = np.empty((1, index.n_out), np.float32)
+    tiled.forward_vector(x, csc, index.col_ptr, index.col_rows, bias, y)
     return torch.from_numpy(y)
 
 
