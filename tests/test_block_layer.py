@@ -147,6 +147,15 @@ def test_one_example_reads_the_tiles_and_bias_as_they_are_now():
     check()
     layer.bias = torch.nn.Parameter(torch.randn(96))
     check()
+    # any layout of one example: 1-D, 3-D, a strided row, one that requires grad under no_grad
+    reference = F.linear(x, layer.dense_weight(), layer.bias).detach()
+    wide = torch.stack([x, torch.randn(1, 64)], dim=2).reshape(1, 128)
+    for inp, shape in ((x[0], (96,)), (x.view(1, 1, 64), (1, 1, 96)), (wide[:, ::2], (1, 96)),
+                       (x.clone().requires_grad_(), (1, 96))):
+        with torch.no_grad():
+            y = layer(inp)
+        assert layer.last_path == "block-vector" and y.shape == shape
+        torch.testing.assert_close(y.reshape(1, 96), reference, rtol=1e-5, atol=1e-6)
 
 
 def test_inference_without_gradients_equals_training_forward():

@@ -18,13 +18,15 @@ from sparsetopo.kernels.options import FASTMATH
 
 @njit(fastmath=FASTMATH, cache=True)
 def block_vector(x, tiles, tile_in, tile_out, bias, y):
-    """``y = bias + x @ lift(tiles)`` for one example ``x`` (``n_in``), ``y`` (``n_out``).
+    """``y[0] = bias + x[0] @ lift(tiles)`` for one example, ``x`` (1, ``n_in``) and ``y``
+    (1, ``n_out``), as the layer's tensors are (any strides).
 
     ``tiles`` (E, b_in, b_out) are ordered by output block, then input block
     (``tile_in[e]``, ``tile_out[e]``: tile ``e``'s blocks). A ragged last block reads only the
     inputs and writes only the outputs it has. Each output's sum runs over its input blocks in
     ascending order, each block's inputs four at a time. Output blocks without a tile get the bias."""
     n_tiles, b_in, b_out = tiles.shape
+    x, y = x[0], y[0]
     n_in, n_out = x.size, y.size
     for j in range(n_out):
         y[j] = bias[j]

@@ -83,9 +83,12 @@ class BlockSparseLinear(nn.Module):
         tiles = table["tiles"] if "tiles" in table else self.tiles
         bias = table["bias"] if "bias" in table else self.bias
         if not (isinstance(x, torch.Tensor) and x.dim() and x.shape[-1] == self.topology.n_in
-                and x.dtype is tiles.dtype and x.device == tiles.device):
+                and x.dtype is tiles.dtype and (x.is_cpu and tiles.is_cpu or x.device == tiles.device)):
             self._refuse(x)
-        y, path = block_call(x, tiles, bias, self.plan)
+        plan = self._plan
+        if not (tiles.is_cpu and plan.tile_in.is_cpu):
+            plan = self.plan
+        y, path = block_call(x, tiles, bias, plan)
         record_path(self, path)
         return y
 

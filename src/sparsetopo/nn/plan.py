@@ -181,6 +181,8 @@ def _with_inference_costs(path: str) -> CostModel:
 
 
 def _on_cpu(device) -> bool:
+    if isinstance(device, torch.device):   # a tensor's device: no parsing (it costs a microsecond a call)
+        return device.type == "cpu"
     return torch.device(device if device is not None else "cpu").type == "cpu"
 
 
