@@ -31,7 +31,10 @@ slower the backend the shipped ``CPU_COST_MODEL`` picks is than the faster of ma
 sparse (``auto_check_refit``: the same with the constants fitted here). The grid also times
 ``SparseLinear(backend="auto", batch_size=batch)`` as a user gets it (backend and per-call path
 by :mod:`sparsetopo.nn.plan`): ``auto_path`` is the path it ran, ``auto_over_best`` its time over
-the faster of ``nn.Linear`` and the sparse kernels.
+the faster of ``nn.Linear`` and the sparse kernels, and ``auto_choice_over_best`` the time of the
+side that runs the same path (nn.Linear for "dense", the sparse layer for its kernels) over that
+faster one: the cost of the plan's choice alone. Where the two differ, the auto layer and that
+side ran the same code, and the difference is the noise of the measurement.
 
 **Under load** (``--under-load``, ``under_load`` in the JSON; replaces the grid and the paper's
 layer; shapes default to ``LOAD_SHAPES``, densities to 2% and 10%): what a busy core costs a
@@ -92,7 +95,7 @@ from _common import (control_step, default_threads, idle_then_loaded, inference_
 from _variants import custom_op_step, floor_step, numpy_layout_step
 from sparsetopo import build
 from sparsetopo.nn import BlockSparseLinear, CostModel, SparseLinear
-from sparsetopo.nn.calibration import fit_line
+from sparsetopo.nn.calibration import alternating_medians, fit_line
 from sparsetopo.nn.plan import CPU_COST_MODEL
 from sparsetopo.kernels import layer as kernels
 from sparsetopo.kernels.threads import n_chunks, use_threads
@@ -200,6 +203,7 @@ def grid_point(n_in, n_out, density, batch, seconds, seed=0):
             "batch": batch, "mode": "inference" if batch == 1 else "train", "seconds": med,
             "ratio_linear": med["sparse"] / med["linear"], "ratio_masked": med["sparse"] / med["masked"],
             "auto_path": auto.last_path, "auto_over_best": med["auto"] / best,
+            "auto_choice_over_best": med[_side_of(auto.last_path)] / best,
             "gflops": {"sparse": flops_sparse / med["sparse"] / 1e9, "linear": flops_dense / med["linear"] / 1e9},
             "turns": turns, "steps_per_turn": block}
 
@@ -212,18 +216,29 @@ BLOCK_GATHER_LIMIT = 2 << 30  # bytes of gathered input blocks a point may need 
 BLOCK_TARGETS = {"train": {"0.1": 0.20, "0.05": 0.12}, "inference_0.1": {"1024": 0.35, "4096": 0.15}}
 
 
+def _side_of(path: str) -> str:
+    """The side of the grid that runs ``path``: "dense" is nn.Linear's matmul, "masked" the
+    masked layer, any other path the sparse layer's."""
+    return {"dense": "linear", "masked": "masked"}.get(path, "sparse")
+
+
 def _timed(sides, seconds):
-    """Interleaved medians of ``sides``, with repeats set so each side runs about ``seconds``
-    (estimated from a call after a first one, which may load compiled kernels)."""
-    for f in sides.values():
+    """Interleaved medians of ``sides`` (a new order each round), each side timed over a few
+    consecutive calls per round, as many as fit in 5 ms (at most 10), so that its own data is
+    warm as in a run of steps and no side's first call pays for the caches the one before it
+    emptied (a 4096-wide dense layer empties them for whatever follows). Rounds are set so the
+    whole takes about ``seconds`` per side; the call times come from a call after a first one,
+    which may load compiled kernels. Returns the medians, the rounds and each side's calls per
+    round."""
+    once = {}
+    for name, f in sides.items():
         f()
-    tick = time.perf_counter()
-    for f in sides.values():
+        tick = time.perf_counter()
         f()
-    once = (time.perf_counter() - tick) / len(sides)
-    block = max(1, min(10, int(0.005 / max(once, 1e-9))))
-    repeats = max(5 * block, int(seconds / max(once, 1e-9)))
-    return interleaved_medians(sides, repeats, warmup=2, block=block), repeats // block, block
+        once[name] = max(time.perf_counter() - tick, 1e-9)
+    block = {name: max(1, min(10, int(0.005 / t))) for name, t in once.items()}
+    turns = max(5, int(seconds * len(sides) / sum(once[n] * block[n] for n in sides)))
+    return alternating_medians(sides, turns, warmup=2, block=block), turns, block
 
 
 def block_point(n_in, n_out, density, block, batch, seconds, seed=0):

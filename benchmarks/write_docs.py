@@ -152,7 +152,8 @@ def _layers_grid(r: dict) -> list[str]:
     targets = r.get("grid_targets_linear", {})
     lines = ["The grid: a training step (batch > 1) or an inference forward (batch 1, `eval()` under "
              "`torch.no_grad()`) of `SparseLinear(backend=\"sparse\")` against `nn.Linear` and the masked "
-             "backend, interleaved in one process; GFLOP/s count the connections that exist "
+             "backend, interleaved in one process (the sides in a new order each round, so that none "
+             "always runs after the one that empties the caches); GFLOP/s count the connections that exist "
              "(2 flops per multiply-add).", ""]
     rows = []
     for p in r["grid"]:
@@ -162,9 +163,22 @@ def _layers_grid(r: dict) -> list[str]:
         rows.append([p["shape"], short(d), str(p["batch"]), p["mode"], ms(p["seconds"]["linear"]),
                      ms(p["seconds"]["sparse"]), num(p["ratio_linear"]), target_text("ratio", target) if target else "",
                      met("ratio", p["ratio_linear"], target) if target else "", num(p["ratio_masked"]),
-                     num(p["gflops"]["sparse"], 2), num(p["gflops"]["linear"], 2)])
+                     num(p["gflops"]["sparse"], 2), num(p["gflops"]["linear"], 2)]
+                    + ([p["auto_path"], num(p["auto_over_best"]), num(p["auto_choice_over_best"])]
+                       if "auto_choice_over_best" in p else []))
+    auto_columns = ["auto's path", "auto / faster", "its path's side / faster"] \
+        if all("auto_choice_over_best" in p for p in r["grid"]) else []
     lines += table(["shape", "density", "batch", "step", "nn.Linear", "sparse", "sparse / nn.Linear", "target",
-                    "met", "sparse / masked", "sparse GFLOP/s", "nn.Linear GFLOP/s"], rows)
+                    "met", "sparse / masked", "sparse GFLOP/s", "nn.Linear GFLOP/s"] + auto_columns, rows)
+    if auto_columns:
+        timed = max(r["grid"], key=lambda p: p["auto_over_best"])
+        chosen = max(r["grid"], key=lambda p: p["auto_choice_over_best"])
+        lines += ["", "`backend=\"auto\"` as a user gets it, against the faster of `nn.Linear` and the sparse "
+                  f"layer: at worst {num(timed['auto_over_best'])} x its time as timed ({timed['shape']}, "
+                  f"density {short(timed['density'])}, batch {timed['batch']}), and {num(chosen['auto_choice_over_best'])} "
+                  f"x as the time of the side running the path it chose ({chosen['shape']}, density "
+                  f"{short(chosen['density'])}, batch {chosen['batch']}): the auto layer and that side run the same "
+                  "code, so the first figure also holds the noise between two timings of one computation."]
     checks = r.get("auto_check")
     if checks:
         worst = max(checks, key=lambda c: c["slowdown"])

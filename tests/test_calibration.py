@@ -44,6 +44,11 @@ def test_alternating_medians_lets_each_side_follow_each_other_and_takes_the_medi
     assert pairs == {(p, q) for p in cost for q in cost if p != q}
     assert med == cost   # per call, the outlier's block ignored
 
+    calls.clear()   # a count per callable: each runs its own number of calls a round
+    med = alternating_medians(sides, turns=10, warmup=0, block={"a": 1, "b": 3, "c": 1, "d": 2},
+                              clock=lambda: now[0])
+    assert [calls.count(n) for n in cost] == [10, 30, 10, 20] and med == cost
+
 
 def write_costs(path, **costs):
     path.write_text(json.dumps({"costs": {**{k: getattr(CPU_COST_MODEL, k) for k in INFERENCE_FIELDS}, **costs}}))

@@ -52,11 +52,11 @@ def fit_line(work, seconds) -> tuple[float, float]:
     return max(float(overhead), 0.0), float(per)
 
 
-def alternating_medians(functions: dict, turns: int, warmup: int = 2, block: int = 1,
+def alternating_medians(functions: dict, turns: int, warmup: int = 2, block: int | dict = 1,
                         clock=time.perf_counter) -> dict:
     """Median seconds of each callable over ``turns`` rounds, each round timing ``block``
     consecutive calls of every callable in turn (their mean is one sample), after ``warmup``
-    calls of each.
+    calls of each. ``block`` may be a dict giving each callable its own count.
 
     Taking turns lets a passing load hit all alike. Each round takes the callables in a new
     order (shuffled by a generator of fixed seed), so that each follows each of the others
@@ -69,16 +69,17 @@ def alternating_medians(functions: dict, turns: int, warmup: int = 2, block: int
         for _ in range(warmup):
             f()
     names = list(functions)
+    blocks = block if isinstance(block, dict) else dict.fromkeys(names, block)
     times = {name: [] for name in names}
     order = random.Random(0)
     for _ in range(turns):
         order.shuffle(names)
         for name in names:
-            f = functions[name]
+            f, calls = functions[name], blocks[name]
             tick = clock()
-            for _ in range(block):
+            for _ in range(calls):
                 f()
-            times[name].append((clock() - tick) / block)
+            times[name].append((clock() - tick) / calls)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
