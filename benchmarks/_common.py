@@ -181,8 +181,8 @@ def idle_then_loaded(measure, rounds: int) -> tuple[list, list]:
 
 def interleaved_medians(functions: dict, repeats: int, warmup: int = 5, block: int = 1, clock=time.perf_counter) -> dict:
     """Median seconds of each callable over about ``repeats`` calls, timed in turn so that
-    machine load hits all alike (:func:`sparsetopo.nn.calibration.alternating_medians`, whose
-    rounds also rotate the order).
+    machine load hits all alike (:func:`sparsetopo.nn.calibration.alternating_medians`, which
+    takes them in a new order each round).
 
     ``block`` > 1 times ``block`` consecutive calls of one callable per turn and records their
     mean: consecutive steps are how training runs a layer (its weights and index stay in cache

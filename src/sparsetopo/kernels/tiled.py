@@ -242,8 +242,8 @@ def sddmm_serial(xtiles, gtiles, indptr, indices, gv):
 @njit(fastmath=FASTMATH, cache=True)
 def forward_vector(x, w, col_ptr, col_rows, bias, y):
     """One example: ``y[0] = bias + x[0] @ W`` output by output over the CSC columns (inference
-    at batch 1; ``x`` and ``y`` one row each, as the layer's tensors are), ``w`` the weights in CSC order (:func:`csc_values`; the layer keeps that copy while
-    its weights stay unchanged).
+    at batch 1; ``x`` and ``y`` one row each, as the layer's tensors are), ``w`` the weights in
+    CSC order (:func:`csc_values`; the layer keeps that copy while its weights stay unchanged).
 
     Each output's dot product is summed in registers and stored once, in an order fixed when the
     kernel is compiled. The scatter form (input by input over the CSR rows, ``y[j] += x_i w``,

@@ -129,7 +129,7 @@ class CostModel:
 # torch 2.13.0+cpu, numba 0.68.1, batch 32 (crossover about 72% density for 784x300). The
 # inference lines: `python benchmarks/bench_layers.py --no-paper --threads 1 --batch 1 --seconds
 # 0.3` (784x300 to 4096x4096 at 1-30%), AMD EPYC family 25 (AVX2), 2026-12-07: crossover about
-# 16% density at 784x300 and 28% at 1024x1024 (below it the "vector" kernel). Other CPUs:
+# 16% density at 784x300 and 27% at 1024x1024 (below it the "vector" kernel). Other CPUs:
 # `sparsetopo calibrate`.
 CPU_COST_MODEL = CostModel(
     dense_overhead_s=8.68e-05,
