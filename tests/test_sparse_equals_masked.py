@@ -173,10 +173,10 @@ def test_one_example_reads_the_current_bias_and_any_input_layout():
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(1, t.n_in, generator=gen)
 
-    def agrees(inp, expect_path="vector"):
+    def agrees(inp):
         with torch.no_grad():
             got, want = layer(inp), masked(inp)
-        assert layer.last_path == expect_path
+        assert layer.last_path == "vector"
         assert got.shape == want.shape and rel_err(got, want) < 1e-5
 
     agrees(x)
@@ -193,7 +193,7 @@ def test_one_example_reads_the_current_bias_and_any_input_layout():
     layer.bias.data = swapped.clone()
     agrees(x)
 
-    agrees(x[0], expect_path="vector")                                   # 1-D: one example
+    agrees(x[0])                                                         # 1-D: one example
     wide = torch.randn(1, 2 * t.n_in, generator=gen)
     agrees(wide[:, ::2])                                                 # strided row
     agrees(x.clone().requires_grad_())                                   # requires grad, no_grad

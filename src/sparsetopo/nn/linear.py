@@ -160,15 +160,17 @@ class SparseLinear(DerivedMask, nn.Module):
         return sparse_linear(x, values, bias, self.index, "vector", False, csc=self._weights_for("vector", values))
 
     def _bias_view(self, bias: torch.Tensor) -> np.ndarray | None:
-        """A numpy view of ``bias`` (it follows in-place updates by itself), remade when the
-        parameter or its storage is replaced; None when the kernel cannot read it as it is."""
+        """A numpy view of ``bias`` (it follows in-place updates by itself), remade when its
+        storage is replaced (a new Parameter, ``.data =``, ``.to``); None when the kernel cannot
+        read it as it is. The view keeps its storage alive, so no other tensor can start at the
+        address it holds: the data pointer alone tells (as for a block layer's views)."""
         held = self._copies.get("bias")
-        if held is not None and held[0] is bias and held[1] == bias.data_ptr():
-            return held[2]
+        if held is not None and held[0] == bias.data_ptr():
+            return held[1]
         if bias.dtype is not _F32 or not bias.is_cpu or bias.shape != (self.topology.n_out,):
             return None
         view = bias.detach().numpy()
-        self._copies["bias"] = (bias, bias.data_ptr(), view)
+        self._copies["bias"] = (bias.data_ptr(), view)
         return view
 
     def _sparse_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
